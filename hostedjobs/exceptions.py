@@ -1,0 +1,84 @@
+"""Every error hostedjobs raises, in one place.
+
+Each class also subclasses the builtin it semantically is, so ``except ValueError`` and
+friends keep working, and each message says how to fix the problem::
+
+    HostedJobsError
+    ├── ConfigurationError (ValueError)         bad registration or option, found at set-up
+    ├── PayloadError (TypeError)                a job payload that cannot be written as JSON
+    ├── PayloadDecodeError (ValueError)         a stored payload that does not fit its job type
+    ├── JobAlreadyExistsError (ValueError)      an explicit job id that is already taken
+    ├── UnknownJobError (LookupError)           a hosted job name nobody registered
+    ├── UnknownJobTypeError (LookupError)       a job type or version with no handler here
+    ├── DependencyResolutionError (LookupError) a service a run asked for and nobody provides
+    ├── HostNotRunningError (RuntimeError)      the host was used outside ``host.run()``
+    ├── JobFailedError (RuntimeError)           a run that returned ``JobResult.failed``
+    ├── RedisUnavailableError (ConnectionError) Redis could not be reached
+    └── RedisServerNotFoundError (FileNotFoundError)
+                                                no ``redis-server`` for the embedded default
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "DependencyResolutionError",
+    "HostNotRunningError",
+    "HostedJobsError",
+    "JobAlreadyExistsError",
+    "JobFailedError",
+    "PayloadDecodeError",
+    "PayloadError",
+    "RedisServerNotFoundError",
+    "RedisUnavailableError",
+    "UnknownJobError",
+    "UnknownJobTypeError",
+]
+
+
+class HostedJobsError(Exception):
+    """Base class of every error raised by hostedjobs."""
+
+
+class ConfigurationError(HostedJobsError, ValueError):
+    """A registration or option is invalid; raised at set-up, before anything runs."""
+
+
+class PayloadError(HostedJobsError, TypeError):
+    """A job payload holds a value that cannot be written as JSON (raised at enqueue)."""
+
+
+class PayloadDecodeError(HostedJobsError, ValueError):
+    """A stored payload is not JSON, or does not fit the fields of its job type."""
+
+
+class JobAlreadyExistsError(HostedJobsError, ValueError):
+    """An explicit job id is already used by a queued, running or finished job."""
+
+
+class UnknownJobError(HostedJobsError, LookupError):
+    """No hosted job (or job type) is registered under the given name."""
+
+
+class UnknownJobTypeError(HostedJobsError, LookupError):
+    """A queued job names a type or version that this process has no handler for."""
+
+
+class DependencyResolutionError(HostedJobsError, LookupError):
+    """A run asked for a service that is not registered in its `Services`."""
+
+
+class HostNotRunningError(HostedJobsError, RuntimeError):
+    """The host was used before ``host.run()`` (or the app's lifespan) started it."""
+
+
+class JobFailedError(HostedJobsError, RuntimeError):
+    """A run reported failure by returning ``JobResult.failed(message)``."""
+
+
+class RedisUnavailableError(HostedJobsError, ConnectionError):
+    """Redis could not be reached at start-up."""
+
+
+class RedisServerNotFoundError(HostedJobsError, FileNotFoundError):
+    """No ``redis-server`` binary was found for the embedded default."""
