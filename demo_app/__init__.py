@@ -1,0 +1,1 @@
+"""A small sign-up app that shows hostedjobs: see demo_app/main.py."""

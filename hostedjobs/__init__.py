@@ -1,0 +1,27 @@
+"""hostedjobs: hosted background services for Starlette and FastAPI apps, on arq and Redis."""
+
+from .context import JobContext
+from .exceptions import HostedJobsError
+from .host import JobHost
+from .results import JobResult, Outcome
+from .retries import RetryPolicy
+from .scheduler import JobInfo, JobStatus, Scheduler
+from .scope import Inject, Services
+from .serialization import job_type
+
+__all__ = [
+    "HostedJobsError",
+    "Inject",
+    "JobContext",
+    "JobHost",
+    "JobInfo",
+    "JobResult",
+    "JobStatus",
+    "Outcome",
+    "RetryPolicy",
+    "Scheduler",
+    "Services",
+    "job_type",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,75 @@
+"""Opening the Redis connection pool the host, its worker and its scheduler share."""
+
+from __future__ import annotations
+
+import os
+
+from arq.connections import ArqRedis
+from redis.asyncio import ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .exceptions import ConfigurationError, RedisUnavailableError
+from .serialization import dumps, loads
+
+__all__ = ["REDIS_URL_ENV", "open_pool", "redacted", "resolve_redis_url"]
+
+REDIS_URL_ENV = "HOSTEDJOBS_REDIS_URL"
+"""The environment variable consulted when no ``redis_url`` is given."""
+
+
+def resolve_redis_url(redis_url: str | None) -> str | None:
+    """The explicit URL, else ``$HOSTEDJOBS_REDIS_URL``, else None (the embedded default)."""
+    url = redis_url or os.environ.get(REDIS_URL_ENV) or None
+    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigurationError(
+            f"invalid Redis URL {redacted(url)!r}: use redis://host:port/db, rediss://... or "
+            "unix:///path/to/redis.sock"
+        )
+    return url
+
+
+def redacted(url: str) -> str:
+    """The URL with any password replaced by ``***``, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    credentials, _, location = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{location}"
+
+
+async def open_pool(url: str, *, queue_name: str) -> ArqRedis:
+    """A connection pool on ``url`` that speaks JSON to arq and rides out short outages.
+
+    Commands are retried a few times with backoff on connection errors, so a Redis restart
+    of a second or two is invisible to runs finishing meanwhile. Raises
+    `RedisUnavailableError` if Redis does not answer now.
+    """
+    connections = ConnectionPool.from_url(
+        url,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=5),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+        health_check_interval=30,
+    )
+    pool = ArqRedis(
+        connections,
+        job_serializer=dumps,
+        job_deserializer=loads,
+        default_queue_name=queue_name,
+    )
+    try:
+        await pool.ping()
+    except (RedisError, OSError) as exc:
+        await pool.aclose(close_connection_pool=True)
+        raise RedisUnavailableError(
+            f"cannot reach Redis at {redacted(url)} ({exc}); start Redis there, or set "
+            f"{REDIS_URL_ENV} / JobHost(redis_url=...) to one that runs, or leave both unset "
+            "to use the embedded redis-server"
+        ) from exc
+    return pool

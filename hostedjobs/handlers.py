@@ -1,0 +1,251 @@
+"""Running on-demand jobs: decode the payload, open a scope, call the handler, decide retries.
+
+Each registered job type becomes one arq function named ``"<type>@<version>"``; its body is
+`HandlerRunner.run`. Unknown names get a function that fails the job with a clear message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.worker import Function, Retry
+
+from . import keys
+from .context import JobContext
+from .exceptions import (
+    ConfigurationError,
+    DependencyResolutionError,
+    JobFailedError,
+    PayloadDecodeError,
+    UnknownJobTypeError,
+)
+from .results import JobResult, Outcome
+from .retries import RetryPolicy
+from .scheduler import stored_outcome
+from .scope import CallPlan, ScopeProvider, call_planned, plan_call
+from .serialization import JobTypeInfo, decode_payload, registered_versions
+
+__all__ = ["HandlerRegistration", "HandlerRunner"]
+
+logger = logging.getLogger("hostedjobs.handlers")
+
+_PERMANENT = (PayloadDecodeError, DependencyResolutionError, UnknownJobTypeError, JobFailedError)
+"""Failures a retry cannot fix."""
+
+_TIMEOUT_MARGIN_S = 5.0
+"""arq's own timeout is a backstop behind ours, which the scope and retry logic can see."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerRegistration:
+    """A job type, the handler that runs it, and its retry and timeout settings."""
+
+    job: JobTypeInfo
+    handler: Any
+    retry: RetryPolicy
+    timeout_s: float
+    _construct: CallPlan | None
+    _call: CallPlan
+
+    @classmethod
+    def create(
+        cls, job: JobTypeInfo, handler: Any, *, retry: RetryPolicy, timeout_s: float
+    ) -> HandlerRegistration:
+        """Analyse ``handler`` once: an async function, or a class with ``async def handle``."""
+        provided = (JobContext, job.cls)
+        if inspect.isclass(handler):
+            method = getattr(handler, "handle", None)
+            if method is None or not inspect.iscoroutinefunction(method):
+                raise ConfigurationError(
+                    f"handler class {handler.__qualname__} needs an "
+                    f"`async def handle(self, job: {job.cls.__name__}, ctx: JobContext)` method"
+                )
+            construct = plan_call(handler, provided_types=provided, inject_all=True)
+            call = plan_call(method, provided_types=provided, inject_all=False)
+            return cls(job, handler, retry, timeout_s, construct, call)
+        if not inspect.iscoroutinefunction(handler):
+            raise ConfigurationError(
+                f"handler {getattr(handler, '__qualname__', handler)!r} for job type "
+                f"{job.key!r} must be an async function or a class with an async handle()"
+            )
+        call = plan_call(handler, provided_types=provided, inject_all=False)
+        return cls(job, handler, retry, timeout_s, None, call)
+
+
+class HandlerRunner:
+    """Turns handler registrations into arq functions and runs them with a scope per run."""
+
+    def __init__(self, provider: ScopeProvider, *, keep_result_s: float) -> None:
+        self.provider = provider
+        self.keep_result_s = keep_result_s
+        self.pool: ArqRedis | None = None
+        self._registrations: dict[str, HandlerRegistration] = {}
+
+    def register(self, registration: HandlerRegistration) -> None:
+        """Add a handler; one per job type and version."""
+        key = registration.job.key
+        if key in self._registrations:
+            existing = self._registrations[key].handler
+            raise ConfigurationError(
+                f"job type {key!r} already has a handler ({_name(existing)}); "
+                f"register one handler per job type and version"
+            )
+        self._registrations[key] = registration
+
+    @property
+    def registrations(self) -> dict[str, HandlerRegistration]:
+        """Registered handlers by wire name (``"type@version"``)."""
+        return dict(self._registrations)
+
+    def arq_functions(self) -> list[Function]:
+        """One arq function per registered job type."""
+        return [self._function(r) for r in self._registrations.values()]
+
+    def _function(self, registration: HandlerRegistration) -> Function:
+        async def run(ctx: dict[str, Any], payload: Any = None, *_: Any, **__: Any) -> Any:
+            return await self.run(registration, ctx, payload)
+
+        return Function(
+            name=registration.job.key,
+            coroutine=run,
+            timeout_s=registration.timeout_s + _TIMEOUT_MARGIN_S,
+            keep_result_s=None,
+            keep_result_forever=None,
+            max_tries=registration.retry.max_tries,
+        )
+
+    def missing_function(self, name: str) -> Function:
+        """An arq function that fails a job whose type this process has no handler for."""
+        message = self._unknown_type_message(name)
+
+        async def fail(ctx: dict[str, Any], *_: Any, **__: Any) -> None:
+            raise UnknownJobTypeError(message)
+
+        return Function(name, fail, None, None, None, 1)
+
+    def _unknown_type_message(self, name: str) -> str:
+        known = ", ".join(sorted(self._registrations)) or "none"
+        type_name, _, version = name.rpartition("@")
+        if not type_name or not version.isdigit():
+            return (
+                f"the queue holds a job for {name!r}, which is not a hostedjobs job type "
+                f"(handlers here: {known}); was it enqueued by another application on the "
+                "same queue_name?"
+            )
+        versions = registered_versions(type_name)
+        hint = f" (job type versions defined here: {versions})" if versions else ""
+        return (
+            f"no handler for job type {type_name!r} version {version} in this process{hint}; "
+            f"handlers here: {known}. Register one with @host.handler({type_name}) in every "
+            "worker process, and deploy workers before the code that enqueues a new version"
+        )
+
+    async def run(
+        self, registration: HandlerRegistration, arq_ctx: dict[str, Any], payload: Any
+    ) -> Any:
+        """One try of one job: the body of the job type's arq function."""
+        job_id: str = arq_ctx["job_id"]
+        attempt: int = arq_ctx["job_try"]
+        job_cls = registration.job.cls
+        job = decode_payload(job_cls, payload)
+        ctx = JobContext(
+            job_name=registration.job.name,
+            run_id=job_id,
+            attempt=attempt,
+            scheduled_at=datetime.fromtimestamp(arq_ctx["score"] / 1000, tz=UTC),
+            started_at=datetime.now(UTC),
+            _progress=lambda percent, message: self._store_progress(job_id, percent, message),
+        )
+        provided: dict[type[Any], object] = {JobContext: ctx, job_cls: job}
+        try:
+            # The timeout sits inside the scope so that cleanup sees a TimeoutError, not the
+            # CancelledError the timeout uses internally.
+            async with self.provider.scope(provided) as resolver:
+                async with asyncio.timeout(registration.timeout_s):
+                    if registration._construct is None:
+                        outcome = await call_planned(registration._call, resolver, provided)
+                    else:
+                        instance = await call_planned(registration._construct, resolver, provided)
+                        outcome = await call_planned(
+                            registration._call.bound_to(instance), resolver, provided
+                        )
+        except TimeoutError:
+            timed_out = TimeoutError(f"the run exceeded its timeout of {registration.timeout_s:g}s")
+            raise self._retry_or_fail(registration, ctx, timed_out) from None
+        except _PERMANENT:
+            raise
+        except Exception as exc:
+            error = self._retry_or_fail(registration, ctx, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        return _stored(outcome)
+
+    def _retry_or_fail(
+        self,
+        registration: HandlerRegistration,
+        ctx: JobContext,
+        error: Exception,
+    ) -> Exception:
+        policy = registration.retry
+        if ctx.attempt >= policy.max_tries:
+            if ctx.attempt > 1:
+                ctx.logger.warning("giving up after %d tries", ctx.attempt)
+            return error
+        delay = policy.delay(ctx.attempt)
+        ctx.logger.warning(
+            "try %d of %d failed (%s: %s); retrying in %.2fs",
+            ctx.attempt,
+            policy.max_tries,
+            type(error).__name__,
+            error,
+            delay,
+        )
+        self._remember_error(ctx.run_id, error)
+        return Retry(defer=delay)
+
+    def _remember_error(self, job_id: str, error: Exception) -> None:
+        if self.pool is None:  # pragma: no cover - the worker always sets it
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._write_meta(job_id, {"error": f"{type(error).__name__}: {error}"})
+        )
+        task.add_done_callback(_log_write_failure)
+
+    async def _store_progress(self, job_id: str, percent: float, message: str | None) -> None:
+        await self._write_meta(
+            job_id,
+            {"progress": repr(percent), "progress_message": message or "", "at": repr(time.time())},
+        )
+
+    async def _write_meta(self, job_id: str, values: dict[str, str]) -> None:
+        assert self.pool is not None
+        key = keys.meta_key(job_id)
+        async with self.pool.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=values)
+            pipe.expire(key, int(self.keep_result_s) + 86_400)
+            await pipe.execute()
+
+
+def _stored(outcome: Any) -> Any:
+    if isinstance(outcome, JobResult):
+        if outcome.outcome is Outcome.FAILED:
+            raise JobFailedError(outcome.message or "the job reported failure")
+        return stored_outcome(None, outcome.message, cancelled=outcome.outcome is Outcome.CANCELLED)
+    return outcome
+
+
+def _log_write_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.warning("could not store a retried job's last error: %r", exc)
+
+
+def _name(handler: Any) -> str:
+    return str(getattr(handler, "__qualname__", handler))

@@ -1,0 +1,44 @@
+"""The Redis key layout: arq's keys, plus the few hostedjobs adds beside them."""
+
+from __future__ import annotations
+
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
+
+__all__ = [
+    "ABORT_KEY",
+    "IN_PROGRESS_PREFIX",
+    "JOB_PREFIX",
+    "META_PREFIX",
+    "RESULT_PREFIX",
+    "RETRY_PREFIX",
+    "WAKE_TOKENS_KEPT",
+    "meta_key",
+    "wake_key",
+]
+
+JOB_PREFIX: str = job_key_prefix
+IN_PROGRESS_PREFIX: str = in_progress_key_prefix
+RESULT_PREFIX: str = result_key_prefix
+RETRY_PREFIX: str = retry_key_prefix
+ABORT_KEY: str = abort_jobs_ss
+META_PREFIX = "hostedjobs:meta:"
+"""A hash per on-demand job: progress, progress message, last error of a retried try."""
+
+WAKE_TOKENS_KEPT = 64
+"""Enough tokens to wake every idle worker of a large fleet; more would only be stale."""
+
+
+def wake_key(queue_name: str) -> str:
+    """The list idle workers block on; enqueuers push a token so pickup needs no polling."""
+    return f"{queue_name}:wake"
+
+
+def meta_key(job_id: str) -> str:
+    """The hash with a job's progress and last error."""
+    return META_PREFIX + job_id

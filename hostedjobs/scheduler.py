@@ -1,0 +1,292 @@
+"""`Scheduler`: enqueue, schedule, delete and inspect on-demand jobs.
+
+Jobs are stored in arq's layout (a job key, a queue zset scored by due time, a result key), so
+stock `arq.jobs.Job` handles can read them; payloads are JSON, never pickle.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.jobs import serialize_job
+
+from . import keys
+from .exceptions import ConfigurationError, HostNotRunningError, JobAlreadyExistsError
+from .serialization import dumps, encode_payload, error_message, job_type_info, loads
+
+__all__ = ["JobInfo", "JobStatus", "Scheduler"]
+
+_EXPIRES_EXTRA_MS = 86_400_000
+"""A job not started within a day of its due time expires, as in arq."""
+
+# Adds a job unless its id is taken (by a queued, running or finished job), and wakes a worker,
+# in one atomic step.
+_ENQUEUE = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+redis.call('PSETEX', KEYS[1], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
+redis.call('LPUSH', KEYS[4], '1')
+redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[5]) - 1)
+return 1
+"""
+
+# Removes a job that is queued or deferred and not running; atomic against a worker's claim,
+# which sets the in-progress key in one step too.
+_DELETE = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[2], KEYS[4], KEYS[5])
+return 1
+"""
+
+_CANCELLED_MARK = "__cancelled__"
+
+
+class JobStatus(enum.StrEnum):
+    """Where an on-demand job is in its life."""
+
+    QUEUED = "queued"
+    """Due now, waiting for a free worker."""
+    SCHEDULED = "scheduled"
+    """Due later: scheduled with a delay or time, or waiting to be retried."""
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    """The handler returned `JobResult.cancelled`."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """A snapshot of one on-demand job, as `Scheduler.get` reads it from Redis."""
+
+    id: str
+    status: JobStatus
+    job_type: str
+    """The job type's name, e.g. ``"send-email"``."""
+    version: int | None
+    tries: int
+    """Tries started so far (a retried job has more than one)."""
+    payload: Any
+    """The job's fields as stored (JSON), or None once the job has finished."""
+    enqueued_at: datetime | None
+    scheduled_for: datetime | None
+    """When the job is (or was) due; None once it has finished."""
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: Any
+    """What the handler returned (JSON), for a succeeded job."""
+    message: str | None
+    """The message of a `JobResult`, if the handler returned one."""
+    error: str | None
+    """``"ExcType: message"`` of a failed job, or of the last failed try of a retried one."""
+    progress: float | None
+    progress_message: str | None
+
+    @property
+    def finished(self) -> bool:
+        """True once the job has succeeded, failed or been cancelled."""
+        return self.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def _ms_to_datetime(ms: float | int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _split_key(function_name: str) -> tuple[str, int | None]:
+    name, _, version = function_name.rpartition("@")
+    if name and version.isdigit():
+        return name, int(version)
+    return function_name, None
+
+
+class Scheduler:
+    """Puts on-demand jobs in the queue and reads them back; reach it as ``host.scheduler``.
+
+    Usable while the host runs (inside its lifespan, ``host.run()``, or a worker process);
+    before that its methods raise `HostNotRunningError`.
+    """
+
+    def __init__(self, queue_name: str) -> None:
+        self.queue_name = queue_name
+        self._pool: ArqRedis | None = None
+        self._enqueue_script: Any = None
+        self._delete_script: Any = None
+
+    def _attach(self, pool: ArqRedis | None) -> None:
+        self._pool = pool
+        if pool is not None:
+            self._enqueue_script = pool.register_script(_ENQUEUE)
+            self._delete_script = pool.register_script(_DELETE)
+
+    @property
+    def pool(self) -> ArqRedis:
+        """The host's Redis pool (an `arq.connections.ArqRedis`)."""
+        if self._pool is None:
+            raise HostNotRunningError(
+                "the job host is not running: use the scheduler inside the app's lifespan "
+                "(lifespan=host.lifespan), inside `async with host.run():`, or in a "
+                "`hostedjobs worker` process"
+            )
+        return self._pool
+
+    async def enqueue(self, job: object, *, job_id: str | None = None) -> str:
+        """Queue ``job`` (an instance of a ``@job_type`` dataclass) to run as soon as possible.
+
+        Returns the job id. Raises `PayloadError` (a TypeError) naming the field if the job
+        holds a value that cannot be stored as JSON, and `JobAlreadyExistsError` if an
+        explicit ``job_id`` is already taken.
+        """
+        return await self._add(job, job_id, due_ms=None)
+
+    async def schedule(
+        self,
+        job: object,
+        *,
+        at: datetime | None = None,
+        delay: timedelta | None = None,
+        job_id: str | None = None,
+    ) -> str:
+        """Queue ``job`` to run at an aware datetime ``at``, or after ``delay``.
+
+        A time in the past runs at once. Returns the job id.
+        """
+        if (at is None) == (delay is None):
+            raise ConfigurationError("schedule() takes exactly one of at= or delay=")
+        if at is not None:
+            if at.tzinfo is None or at.utcoffset() is None:
+                raise ConfigurationError(
+                    f"schedule(at={at!r}) needs an aware datetime, e.g. "
+                    "datetime(..., tzinfo=timezone.utc), so it means the same instant everywhere"
+                )
+            due_ms = int(at.timestamp() * 1000)
+        else:
+            assert delay is not None
+            if delay < timedelta(0):
+                raise ConfigurationError(f"schedule(delay={delay!r}) must not be negative")
+            due_ms = int(time.time() * 1000 + delay.total_seconds() * 1000)
+        return await self._add(job, job_id, due_ms=due_ms)
+
+    async def _add(self, job: object, job_id: str | None, *, due_ms: int | None) -> str:
+        info = job_type_info(job)
+        payload = encode_payload(job)
+        pool = self.pool
+        job_id = job_id or uuid.uuid4().hex
+        now_ms = int(time.time() * 1000)
+        score = now_ms if due_ms is None or due_ms < now_ms else due_ms
+        data = serialize_job(info.key, (payload,), {}, None, now_ms, serializer=dumps)
+        added = await self._enqueue_script(
+            keys=[
+                keys.JOB_PREFIX + job_id,
+                keys.RESULT_PREFIX + job_id,
+                self.queue_name,
+                keys.wake_key(self.queue_name),
+            ],
+            args=[data, score, score - now_ms + _EXPIRES_EXTRA_MS, job_id, keys.WAKE_TOKENS_KEPT],
+            client=pool,
+        )
+        if not added:
+            raise JobAlreadyExistsError(
+                f"a job with id {job_id!r} already exists (queued, running or with a kept "
+                "result); use another id, or delete the queued one first"
+            )
+        return job_id
+
+    async def delete(self, job_id: str) -> bool:
+        """Remove a queued or scheduled job so it never runs; its id can then be reused.
+
+        Returns False, changing nothing, if the job is running, finished or unknown.
+        """
+        deleted = await self._delete_script(
+            keys=[
+                self.queue_name,
+                keys.JOB_PREFIX + job_id,
+                keys.IN_PROGRESS_PREFIX + job_id,
+                keys.RETRY_PREFIX + job_id,
+                keys.meta_key(job_id),
+            ],
+            args=[job_id],
+            client=self.pool,
+        )
+        return bool(deleted)
+
+    async def get(self, job_id: str) -> JobInfo | None:
+        """The job's status, tries, times, result or error, and progress; None if unknown."""
+        async with self.pool.pipeline(transaction=True) as pipe:
+            pipe.get(keys.JOB_PREFIX + job_id)
+            pipe.get(keys.RESULT_PREFIX + job_id)
+            pipe.exists(keys.IN_PROGRESS_PREFIX + job_id)
+            pipe.zscore(self.queue_name, job_id)
+            pipe.get(keys.RETRY_PREFIX + job_id)
+            pipe.hgetall(keys.meta_key(job_id))
+            raw_job, raw_result, running, score, retries, meta = await pipe.execute()
+        return _job_info(job_id, raw_job, raw_result, running, score, retries, meta)
+
+
+def _job_info(
+    job_id: str,
+    raw_job: bytes | None,
+    raw_result: bytes | None,
+    running: int,
+    score: float | None,
+    retries: bytes | None,
+    meta: dict[bytes, bytes],
+) -> JobInfo | None:
+    record = loads(raw_result) if raw_result else (loads(raw_job) if raw_job else None)
+    if record is None:
+        return None
+    fields = {k.decode(): v.decode() for k, v in meta.items()}
+    job_type, version = _split_key(str(record.get("f", "")))
+    value = record.get("r")
+    message: str | None = None
+    error = fields.get("error")
+    if raw_result:
+        if not record.get("s"):
+            status, error = JobStatus.FAILED, error_message(value) or repr(value)
+            value = None
+        elif isinstance(value, dict) and _CANCELLED_MARK in value:
+            status, message, value = JobStatus.CANCELLED, value[_CANCELLED_MARK], None
+        else:
+            status = JobStatus.SUCCEEDED
+            if isinstance(value, dict) and "__message__" in value:
+                message, value = value["__message__"], value.get("value")
+    elif running:
+        status = JobStatus.RUNNING
+    elif score is not None:
+        status = JobStatus.SCHEDULED if score > time.time() * 1000 else JobStatus.QUEUED
+    else:
+        return None
+    args = record.get("a") or [None]
+    progress = fields.get("progress")
+    return JobInfo(
+        id=job_id,
+        status=status,
+        job_type=job_type,
+        version=version,
+        tries=int(record.get("t") or 0) if raw_result else int(retries or 0),
+        payload=args[0],
+        enqueued_at=_ms_to_datetime(record.get("et")),
+        scheduled_for=_ms_to_datetime(score) if not raw_result else None,
+        started_at=_ms_to_datetime(record.get("st")),
+        finished_at=_ms_to_datetime(record.get("ft")),
+        result=value,
+        message=message,
+        error=error,
+        progress=float(progress) if progress is not None else None,
+        progress_message=fields.get("progress_message"),
+    )
+
+
+def stored_outcome(value: Any, message: str | None, *, cancelled: bool) -> Any:
+    """How a handler's return value is kept in arq's result (read back by `Scheduler.get`)."""
+    if cancelled:
+        return {_CANCELLED_MARK: message}
+    if message is not None:
+        return {"__message__": message, "value": value}
+    return value

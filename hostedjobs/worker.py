@@ -1,0 +1,351 @@
+"""The engine: an arq worker that wakes on enqueue, claims atomically, and is supervised.
+
+`HostedWorker` stays an `arq.worker.Worker` (same key layout, same `run_job`, so stock
+`arq.jobs.Job` handles and stock workers keep working beside it) and replaces what makes arq
+awkward inside an app: the 0.5 s poll, the per-job claim round trips, a loop that dies on the
+first Redis error, signal handlers, and a `close()` that never drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.cron import CronJob
+from arq.worker import Function, Worker
+from redis.exceptions import RedisError
+
+from . import keys
+from .serialization import dumps, loads
+
+__all__ = ["HostedWorker", "WorkerSupervisor"]
+
+logger = logging.getLogger("hostedjobs.worker")
+
+# Claims up to ARGV[2] due jobs in one atomic step, so a job is claimed by exactly one worker
+# and `Scheduler.delete` (also atomic) can never race a claim. Jobs already running elsewhere
+# stay in the queue zset (arq keeps them there until they finish) and are skipped here.
+# Returns {more_due, next_due_score_or_empty, {id, score, id, score, ...}}.
+_CLAIM = """
+local queue, wake = KEYS[1], KEYS[2]
+local now, limit, lock_ms, prefix, scan = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local due = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', 0, scan)
+local claimed, taken, more = {}, 0, 0
+for i = 1, #due, 2 do
+  local lock = prefix .. due[i]
+  if redis.call('EXISTS', lock) == 0 then
+    if taken >= limit then more = 1 break end
+    redis.call('PSETEX', lock, lock_ms, '1')
+    claimed[#claimed + 1] = due[i]
+    claimed[#claimed + 1] = due[i + 1]
+    taken = taken + 1
+  end
+end
+if more == 1 then
+  redis.call('LPUSH', wake, '1')
+  redis.call('LTRIM', wake, 0, tonumber(ARGV[6]) - 1)
+else
+  redis.call('DEL', wake)
+end
+local later = redis.call('ZRANGEBYSCORE', queue, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+return {more, later[2] or '', claimed}
+"""
+
+_CLAIM_SCAN_CAP = 1000
+"""How many due ids one claim looks at, past ones running elsewhere."""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class _Functions(dict[str, Function | CronJob]):
+    """arq's function registry, answering unknown names with a clear failing function."""
+
+    def __init__(self, known: Iterable[Function], missing: Callable[[str], Function]) -> None:
+        super().__init__((f.name, f) for f in known)
+        self._missing = missing
+
+    def __missing__(self, name: str) -> Function:
+        return self._missing(name)
+
+
+class HostedWorker(Worker):
+    """An `arq.worker.Worker` that sleeps on a wake list instead of polling.
+
+    Enqueuers push a token on ``<queue>:wake``; an idle worker blocks on it, with a fallback
+    poll every ``fallback_poll`` seconds for jobs enqueued by stock arq clients, and a timer to
+    the earliest deferred job so scheduled jobs and retries start on time. A full worker waits
+    for one of its own runs to end instead of taking tokens other workers could use.
+
+    Build it inside the running event loop (arq binds the loop at construction).
+    """
+
+    def __init__(
+        self,
+        functions: Iterable[Function],
+        *,
+        pool: ArqRedis,
+        queue_name: str,
+        missing_function: Callable[[str], Function],
+        concurrency: int,
+        job_timeout_s: float,
+        keep_result_s: float,
+        max_tries: int,
+        fallback_poll_s: float = 1.0,
+        burst: bool = False,
+        on_job_start: Any = None,
+        on_job_end: Any = None,
+    ) -> None:
+        known = list(functions)
+        super().__init__(
+            # arq insists on at least one function; the real registry is installed below.
+            functions=known or [Function("hostedjobs:none", _never, None, None, None, None)],
+            queue_name=queue_name,
+            redis_pool=pool,
+            burst=burst,
+            handle_signals=False,
+            max_jobs=concurrency,
+            job_timeout=job_timeout_s,
+            keep_result=keep_result_s,
+            poll_delay=fallback_poll_s,
+            max_tries=max_tries,
+            job_serializer=dumps,
+            job_deserializer=loads,
+            log_results=False,
+            on_job_start=on_job_start,
+            on_job_end=on_job_end,
+        )
+        self.loop = asyncio.get_running_loop()
+        self.functions = _Functions(known, missing_function)
+        longest = max((f.timeout_s or job_timeout_s for f in known), default=job_timeout_s)
+        self.in_progress_timeout_s = longest + 10
+        self.fallback_poll_s = fallback_poll_s
+        self._wake_key = keys.wake_key(queue_name)
+        self._claim_script = pool.register_script(_CLAIM)
+        self._kick = asyncio.Event()
+        self._blpop: asyncio.Task[Any] | None = None
+        self._next_due_ms: int | None = None
+        self._stopping = False
+
+    async def main(self) -> None:
+        """Claim and run jobs until `drain` is called (or, in burst mode, the queue is empty).
+
+        Redis errors do not end the loop: they are logged and retried with backoff, so an
+        outage pauses the worker instead of silently killing it.
+        """
+        self.ctx["redis"] = self.pool
+        if self.on_startup:
+            await self.on_startup(self.ctx)
+        failures = 0
+        while not self._stopping:
+            try:
+                await self._poll_iteration()
+                if self.burst and await self._burst_finished():
+                    return
+                await self._wait_for_work()
+            except (RedisError, OSError) as exc:
+                self._forget_blpop()
+                failures += 1
+                delay = min(0.05 * 2**failures, 5.0)
+                log = logger.warning if failures == 1 or failures % 20 == 0 else logger.debug
+                log("Redis error in the worker loop (%s); retrying in %.2fs", exc, delay)
+                await self._sleep_unless_kicked(delay)
+            else:
+                if failures:
+                    logger.info("worker reconnected to Redis after %d failed attempts", failures)
+                failures = 0
+
+    async def _poll_iteration(self) -> None:
+        self._kick.clear()
+        free = self.max_jobs - self.job_counter
+        if self.burst and self.max_burst_jobs >= 0:
+            free = min(free, self.max_burst_jobs - self._jobs_started())
+        if self.allow_pick_jobs and not self._stopping and free > 0:
+            await self._claim(free)
+        if self.allow_abort_jobs:
+            await self._cancel_aborted_jobs()
+        self._reap_finished()
+        await self.heart_beat()
+
+    async def _claim(self, free: int) -> None:
+        more, next_due, claimed = await self._claim_script(
+            keys=[self.queue_name, self._wake_key],
+            args=[
+                _now_ms(),
+                free,
+                int(self.in_progress_timeout_s * 1000),
+                keys.IN_PROGRESS_PREFIX,
+                _CLAIM_SCAN_CAP + free,
+                keys.WAKE_TOKENS_KEPT,
+            ],
+        )
+        self._next_due_ms = int(float(next_due)) if next_due else None
+        for i in range(0, len(claimed), 2):
+            job_id = claimed[i].decode()
+            self.job_counter += 1
+            task = self.loop.create_task(self.run_job(job_id, int(float(claimed[i + 1]))))
+            task.add_done_callback(self._run_ended)
+            self.tasks[job_id] = task
+        if more:
+            self._kick.set()
+
+    def _run_ended(self, _: asyncio.Task[Any]) -> None:
+        self.job_counter -= 1
+        self._kick.set()
+
+    def _reap_finished(self) -> None:
+        for job_id, task in list(self.tasks.items()):
+            if task.done():
+                del self.tasks[job_id]
+                if not task.cancelled() and (exc := task.exception()) is not None:
+                    # arq's run_job raises only when Redis failed while it stored the outcome;
+                    # the job keeps its in-progress lock and runs again once the lock expires.
+                    logger.error("job %s: could not record its outcome: %r", job_id, exc)
+
+    async def _burst_finished(self) -> bool:
+        if self.tasks:
+            return False
+        if 0 <= self.max_burst_jobs <= self._jobs_started():
+            return True
+        return bool(await self.pool.zcard(self.queue_name) == 0)
+
+    async def _wait_for_work(self) -> None:
+        timeout = self.fallback_poll_s
+        if self._next_due_ms is not None:
+            timeout = min(timeout, (self._next_due_ms - _now_ms()) / 1000)
+        if timeout <= 0 or self._kick.is_set():
+            return
+        kicked = self.loop.create_task(self._kick.wait())
+        waiters: set[asyncio.Future[Any]] = {kicked}
+        if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+            if self._blpop is None:
+                self._blpop = self.loop.create_task(self._wait_for_wake_token())
+            waiters.add(self._blpop)
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            kicked.cancel()
+        if self._blpop is not None and self._blpop.done():
+            blpop, self._blpop = self._blpop, None
+            blpop.result()
+
+    async def _wait_for_wake_token(self) -> Any:
+        # Redis >= 6 takes a fractional BLPOP timeout; redis-py's annotation says int.
+        return await self.pool.blpop([self._wake_key], timeout=self.fallback_poll_s)  # type: ignore[arg-type,misc]
+
+    async def _sleep_unless_kicked(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._kick.wait(), delay)
+        self._kick.clear()
+
+    def _forget_blpop(self) -> None:
+        if self._blpop is not None:
+            blpop, self._blpop = self._blpop, None
+            blpop.cancel()
+            if blpop.done() and not blpop.cancelled():
+                blpop.exception()
+
+    def stop_taking_jobs(self) -> None:
+        """Stop claiming new jobs and leave the loop; runs in progress go on."""
+        self._stopping = True
+        self.allow_pick_jobs = False
+        self._kick.set()
+
+    def resume_taking_jobs(self) -> None:
+        """Start (or restart) claiming, e.g. once startup actions have finished."""
+        self.allow_pick_jobs = True
+        self._kick.set()
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop taking jobs, give runs ``grace_s`` seconds to end, then cancel the rest.
+
+        Cancelled runs are put back in the queue unchanged (arq's "will be run again"), so
+        another worker takes them at once; their scopes see the cancellation.
+        """
+        self.stop_taking_jobs()
+        self._forget_blpop()
+        running = [t for t in self.tasks.values() if not t.done()]
+        if running:
+            logger.info("waiting up to %.1fs for %d running job(s)", grace_s, len(running))
+            _, pending = await asyncio.wait(running, timeout=grace_s)
+            for job_id, task in list(self.tasks.items()):
+                if task in pending:
+                    logger.warning(
+                        "job %s did not finish within the grace period; cancelling", job_id
+                    )
+                    self.job_tasks.get(job_id, task).cancel()
+            if pending:
+                # run_job stores the re-queue after its job task is cancelled; let it.
+                _, still = await asyncio.wait(pending, timeout=5)
+                for task in still:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+        self._reap_finished()
+
+
+async def _never(ctx: dict[str, Any]) -> None:  # pragma: no cover - never enqueued
+    raise RuntimeError("placeholder function")
+
+
+class WorkerSupervisor:
+    """Runs a `HostedWorker` as a task of the current loop and restarts its loop if it dies.
+
+    The worker's own loop already survives Redis errors; this catches everything else (a bug,
+    a hook that raised) so the worker is never silently gone.
+    """
+
+    def __init__(self, worker: HostedWorker, *, max_restart_delay_s: float = 30.0) -> None:
+        self.worker = worker
+        self._max_restart_delay_s = max_restart_delay_s
+        self._task: asyncio.Task[None] | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        """Start the worker loop in the background."""
+        self._task = asyncio.get_running_loop().create_task(
+            self._supervise(), name="hostedjobs-worker"
+        )
+
+    @property
+    def finished(self) -> bool:
+        """True once the loop has ended for good (burst mode finished, or stopped)."""
+        return self._task is not None and self._task.done()
+
+    async def wait(self) -> None:
+        """Wait until the worker loop ends (burst mode, or after `stop`)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def _supervise(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self.worker.main()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if self.worker._stopping:
+                    return
+                self.restarts += 1
+                logger.exception("the worker loop crashed; restarting it in %.1fs", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_restart_delay_s)
+            else:
+                return
+
+    async def stop(self, grace_s: float) -> None:
+        """Drain the worker (see `HostedWorker.drain`) and end its loop."""
+        await self.worker.drain(grace_s)
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=5)
+            except TimeoutError:
+                self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

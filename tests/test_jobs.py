@@ -1,0 +1,570 @@
+"""On-demand jobs end to end on a real Redis: enqueue -> worker -> handler in a scope -> status."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import pytest
+from arq.jobs import Job
+from arq.jobs import JobStatus as ArqJobStatus
+
+from hostedjobs import (
+    Inject,
+    JobContext,
+    JobHost,
+    JobResult,
+    JobStatus,
+    RetryPolicy,
+    Services,
+    job_type,
+)
+from hostedjobs.exceptions import (
+    ConfigurationError,
+    HostNotRunningError,
+    JobAlreadyExistsError,
+    PayloadError,
+    RedisUnavailableError,
+)
+from hostedjobs.serialization import dumps, loads
+from hostedjobs.testing import wait_for_job
+
+
+@job_type("tests.jobs.greet")
+@dataclass
+class Greet:
+    name: str
+    sent_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    ids: list[uuid.UUID] = field(default_factory=list)
+
+
+@job_type("tests.jobs.flaky")
+@dataclass
+class Flaky:
+    failures: int
+    key: str
+
+
+@job_type("tests.jobs.slow")
+@dataclass
+class Slow:
+    seconds: float
+    key: str
+
+
+@job_type("tests.jobs.outcome")
+@dataclass
+class Outcome:
+    kind: str
+
+
+@job_type("tests.jobs.orphan")
+@dataclass
+class Orphan:
+    """A job type no test registers a handler for."""
+
+    value: int
+
+
+class Database:
+    """Stands in for a per-run resource (a session): records how each scope ended."""
+
+    instances: list[Database] = []  # noqa: RUF012 - a test log shared on purpose
+
+    def __init__(self) -> None:
+        self.id = uuid.uuid4().hex
+        self.closed_with: BaseException | str | None = "open"
+        Database.instances.append(self)
+
+
+async def open_database() -> AsyncIterator[Database]:
+    db = Database()
+    try:
+        yield db
+    except BaseException as exc:
+        db.closed_with = exc
+        raise
+    else:
+        db.closed_with = None
+
+
+class Mailer:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+
+def make_host(redis_url: str, queue_name: str, **options: Any) -> tuple[JobHost, Mailer]:
+    mailer = Mailer()
+    services = Services()
+    services.add_singleton(Mailer, mailer)
+    services.add_scoped(Database, open_database)
+    options.setdefault("retry", RetryPolicy(max_tries=3, backoff=timedelta(milliseconds=20)))
+    host = JobHost(services=services, redis_url=redis_url, queue_name=queue_name, **options)
+
+    @host.handler(Greet)
+    async def greet(job: Greet, ctx: JobContext, mailer: Mailer = Inject()) -> JobResult:
+        await ctx.report_progress(100, "done")
+        mailer.sent.append(job.name)
+        return JobResult.success(f"hello {job.name}")
+
+    attempts: dict[str, int] = {}
+
+    @host.handler(Flaky)
+    async def flaky(job: Flaky, ctx: JobContext, db: Annotated[Database, Inject()]) -> int:
+        attempts[job.key] = attempts.get(job.key, 0) + 1
+        if ctx.attempt <= job.failures:
+            raise RuntimeError(f"failure {ctx.attempt}")
+        return ctx.attempt
+
+    @host.handler(Slow, timeout=timedelta(seconds=2))
+    class SlowHandler:
+        def __init__(self, db: Database, ctx: JobContext) -> None:
+            self.db = db
+            self.ctx = ctx
+
+        async def handle(self, job: Slow, ctx: JobContext) -> None:
+            mailer.sent.append(f"start:{job.key}:{self.db.id}")
+            await asyncio.sleep(job.seconds)
+            mailer.sent.append(f"end:{job.key}")
+
+    @host.handler(Outcome, retry=RetryPolicy(max_tries=1))
+    async def outcome(job: Outcome) -> JobResult | None:
+        if job.kind == "failed":
+            return JobResult.failed("nothing to send")
+        if job.kind == "cancelled":
+            return JobResult.cancelled("unsubscribed")
+        return None
+
+    return host, mailer
+
+
+async def test_enqueued_job_runs_in_its_own_scope_and_reports_status(
+    redis_url: str, queue_name: str
+) -> None:
+    """An enqueued job runs once, with injected services, and `get` shows its outcome."""
+    host, mailer = make_host(redis_url, queue_name)
+    async with host.run():
+        job_id = await host.scheduler.enqueue(Greet(name="ada", ids=[uuid.uuid4()]))
+        info = await wait_for_job(host, job_id)
+    assert mailer.sent == ["ada"]
+    assert info.status is JobStatus.SUCCEEDED
+    assert info.message == "hello ada"
+    assert info.tries == 1
+    assert info.job_type == "tests.jobs.greet"
+    assert info.version == 1
+    assert info.progress == 100
+    assert info.progress_message == "done"
+    assert info.enqueued_at is not None
+    assert info.started_at is not None
+    assert info.finished_at is not None
+    assert info.enqueued_at <= info.finished_at
+    assert info.finished
+
+
+async def test_each_run_gets_a_fresh_scope_whose_cleanup_sees_the_exception(
+    redis_url: str, queue_name: str
+) -> None:
+    """Two runs get two scoped instances; the failing try's cleanup sees its exception."""
+    host, _ = make_host(redis_url, queue_name)
+    Database.instances.clear()
+    async with host.run():
+        job_id = await host.scheduler.enqueue(Flaky(failures=1, key="scope"))
+        info = await wait_for_job(host, job_id)
+    assert info.status is JobStatus.SUCCEEDED
+    assert info.result == 2
+    assert info.tries == 2
+    first, second = Database.instances
+    assert first.id != second.id
+    assert isinstance(first.closed_with, RuntimeError)
+    assert str(first.closed_with) == "failure 1"
+    assert second.closed_with is None
+
+
+async def test_failed_job_is_retried_then_kept_as_failed(redis_url: str, queue_name: str) -> None:
+    """A job that always fails is tried max_tries times and its final error is visible."""
+    host, _ = make_host(redis_url, queue_name)
+    async with host.run():
+        job_id = await host.scheduler.enqueue(Flaky(failures=10, key="always"))
+        info = await wait_for_job(host, job_id)
+    assert info.status is JobStatus.FAILED
+    assert info.tries == 3
+    assert info.error == "RuntimeError: failure 3"
+
+
+async def test_retry_waits_for_the_backoff(redis_url: str, queue_name: str) -> None:
+    """Retries are deferred by the policy's backoff, not run back to back."""
+    retry = RetryPolicy(max_tries=2, backoff=timedelta(milliseconds=400), jitter=0)
+    host, _ = make_host(redis_url, queue_name, retry=retry)
+    async with host.run():
+        job_id = await host.scheduler.enqueue(Flaky(failures=1, key="backoff"))
+        between = await wait_for_job(host, job_id, statuses={JobStatus.SCHEDULED}, timeout=5)
+        assert between.error == "RuntimeError: failure 1"
+        assert between.tries == 1
+        info = await wait_for_job(host, job_id)
+    assert info.status is JobStatus.SUCCEEDED
+    assert info.started_at is not None
+    assert info.enqueued_at is not None
+    assert info.started_at - info.enqueued_at >= timedelta(milliseconds=390)
+
+
+async def test_timeout_fails_the_run_and_the_scope_sees_it(redis_url: str, queue_name: str) -> None:
+    """A run over its timeout is cancelled, its scope closes with the timeout, and it fails."""
+    host, _ = make_host(redis_url, queue_name, retry=RetryPolicy(max_tries=1))
+    Database.instances.clear()
+    async with host.run():
+        job_id = await host.scheduler.enqueue(Slow(seconds=30, key="timeout"))
+        info = await wait_for_job(host, job_id, timeout=15)
+    assert info.status is JobStatus.FAILED
+    assert info.error == "TimeoutError: the run exceeded its timeout of 2s"
+    (db,) = Database.instances
+    assert isinstance(db.closed_with, TimeoutError)
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "message"),
+    [
+        ("failed", JobStatus.FAILED, None),
+        ("cancelled", JobStatus.CANCELLED, "unsubscribed"),
+        ("none", JobStatus.SUCCEEDED, None),
+    ],
+)
+async def test_job_result_outcomes(
+    redis_url: str, queue_name: str, kind: str, status: JobStatus, message: str | None
+) -> None:
+    """JobResult.failed fails without retry, .cancelled is kept as cancelled, None succeeds."""
+    host, _ = make_host(redis_url, queue_name)
+    async with host.run():
+        info = await wait_for_job(host, await host.scheduler.enqueue(Outcome(kind=kind)))
+    assert info.status is status
+    assert info.message == message
+    assert info.tries == 1
+    if kind == "failed":
+        assert info.error == "JobFailedError: nothing to send"
+
+
+async def test_scheduled_job_waits_for_its_delay(redis_url: str, queue_name: str) -> None:
+    """A job scheduled with a delay is SCHEDULED until then, and starts after it."""
+    host, mailer = make_host(redis_url, queue_name)
+    async with host.run():
+        before = datetime.now(UTC)
+        job_id = await host.scheduler.schedule(Greet(name="later"), delay=timedelta(seconds=0.6))
+        info = await host.scheduler.get(job_id)
+        assert info is not None
+        assert info.status is JobStatus.SCHEDULED
+        assert info.scheduled_for is not None
+        assert info.scheduled_for >= before + timedelta(seconds=0.55)
+        info = await wait_for_job(host, job_id)
+    assert info.started_at is not None
+    assert info.started_at >= before + timedelta(seconds=0.6)
+    assert mailer.sent == ["later"]
+
+
+async def test_schedule_at_an_aware_time(redis_url: str, queue_name: str) -> None:
+    """schedule(at=) takes an aware datetime; a naive one is refused with a clear error."""
+    host, mailer = make_host(redis_url, queue_name)
+    async with host.run():
+        with pytest.raises(ConfigurationError, match="aware datetime"):
+            await host.scheduler.schedule(Greet(name="x"), at=datetime.now())
+        with pytest.raises(ConfigurationError, match="exactly one"):
+            await host.scheduler.schedule(Greet(name="x"))
+        at = datetime.now(UTC) + timedelta(milliseconds=300)
+        info = await wait_for_job(host, await host.scheduler.schedule(Greet(name="at"), at=at))
+    assert info.started_at is not None
+    assert info.started_at >= at - timedelta(milliseconds=5)
+    assert mailer.sent == ["at"]
+
+
+async def test_deleted_scheduled_job_never_runs_and_its_id_can_be_reused(
+    redis_url: str, queue_name: str
+) -> None:
+    """delete() removes a scheduled job for good; the id is free again afterwards."""
+    host, mailer = make_host(redis_url, queue_name)
+    async with host.run():
+        job_id = await host.scheduler.schedule(
+            Greet(name="never"), delay=timedelta(milliseconds=300), job_id="reused-id-" + queue_name
+        )
+        assert await host.scheduler.delete(job_id) is True
+        assert await host.scheduler.get(job_id) is None
+        assert await host.scheduler.delete(job_id) is False
+        await asyncio.sleep(0.6)
+        assert mailer.sent == []
+        again = await host.scheduler.enqueue(Greet(name="again"), job_id=job_id)
+        info = await wait_for_job(host, again)
+        assert info.status is JobStatus.SUCCEEDED
+        assert await host.scheduler.delete(job_id) is False
+    assert mailer.sent == ["again"]
+
+
+async def test_delete_refuses_a_running_job(redis_url: str, queue_name: str) -> None:
+    """A running job cannot be deleted: delete() returns False and the job completes."""
+    host, _ = make_host(redis_url, queue_name)
+    async with host.run():
+        job_id = await host.scheduler.enqueue(Slow(seconds=0.3, key="running"))
+        await wait_for_job(host, job_id, statuses={JobStatus.RUNNING})
+        assert await host.scheduler.delete(job_id) is False
+        info = await wait_for_job(host, job_id)
+        assert await host.scheduler.get("no-such-job") is None
+    assert info.status is JobStatus.SUCCEEDED
+
+
+async def test_duplicate_explicit_id_is_refused(redis_url: str, queue_name: str) -> None:
+    """An explicit job id that is taken raises JobAlreadyExistsError."""
+    host, _ = make_host(redis_url, queue_name, run_worker=False)
+    async with host.run():
+        job_id = await host.scheduler.enqueue(Greet(name="a"), job_id="dup-" + queue_name)
+        with pytest.raises(JobAlreadyExistsError, match="already exists"):
+            await host.scheduler.enqueue(Greet(name="b"), job_id=job_id)
+        info = await host.scheduler.get(job_id)
+    assert info is not None
+    assert info.status is JobStatus.QUEUED
+    assert info.payload["name"] == "a"
+
+
+async def test_unserializable_payload_fails_at_enqueue(redis_url: str, queue_name: str) -> None:
+    """A payload field JSON cannot hold raises a TypeError naming it, and nothing is queued."""
+    host, _ = make_host(redis_url, queue_name, run_worker=False)
+    async with host.run():
+        bad = Greet(name="x", ids=[object()])  # type: ignore[list-item]
+        with pytest.raises(PayloadError, match=r"Greet\.ids"):
+            await host.scheduler.enqueue(bad)
+        with pytest.raises(TypeError, match="not a job type"):
+            await host.scheduler.enqueue({"name": "x"})
+        assert await host.scheduler.pool.zcard(queue_name) == 0
+
+
+async def test_unknown_job_type_fails_that_job_and_the_worker_goes_on(
+    redis_url: str, queue_name: str
+) -> None:
+    """A job with no handler here fails with a clear message; the next job still runs."""
+    host, mailer = make_host(redis_url, queue_name)
+    async with host.run():
+        orphan = await host.scheduler.enqueue(Orphan(value=1))
+        info = await wait_for_job(host, orphan)
+        after = await wait_for_job(host, await host.scheduler.enqueue(Greet(name="after")))
+    assert info.status is JobStatus.FAILED
+    assert info.error is not None
+    assert "no handler for job type 'tests.jobs.orphan' version 1" in info.error
+    assert after.status is JobStatus.SUCCEEDED
+    assert mailer.sent == ["after"]
+
+
+async def _plant(host: JobHost, queue_name: str, job_id: str, raw: bytes) -> None:
+    pool = host.scheduler.pool
+    await pool.psetex(f"arq:job:{job_id}", 60_000, raw)
+    await pool.zadd(queue_name, {job_id: int(time.time() * 1000)})
+    await pool.lpush(f"{queue_name}:wake", b"1")
+
+
+class _Exploit:
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (Path(_EXPLOIT_MARKER),))
+
+
+_EXPLOIT_MARKER = f"/tmp/hostedjobs-pickle-{uuid.uuid4().hex}"
+
+
+async def test_planted_pickle_is_never_executed(redis_url: str, queue_name: str) -> None:
+    """A pickle written straight into Redis fails its job without being unpickled."""
+    host, _mailer = make_host(redis_url, queue_name)
+    job = {"t": 1, "f": "tests.jobs.greet@1", "a": [_Exploit()], "k": {}, "et": 1}
+    async with host.run():
+        await _plant(host, queue_name, "planted", pickle.dumps(job))
+        after = await wait_for_job(host, await host.scheduler.enqueue(Greet(name="after")))
+        info = await wait_for_job(host, "planted")
+    assert not Path(_EXPLOIT_MARKER).exists()
+    assert info.status is JobStatus.FAILED
+    assert info.error is not None
+    assert "pickle" in info.error
+    assert after.status is JobStatus.SUCCEEDED
+
+
+async def test_payload_that_does_not_fit_its_type_fails_clearly(
+    redis_url: str, queue_name: str
+) -> None:
+    """A JSON payload with a wrong field fails that job with the field named, not a crash."""
+    host, mailer = make_host(redis_url, queue_name)
+    job = {"t": 1, "f": "tests.jobs.greet@1", "a": [{"name": 42}], "k": {}, "et": 1}
+    async with host.run():
+        await _plant(host, queue_name, "misfit-" + queue_name, dumps(job))
+        info = await wait_for_job(host, "misfit-" + queue_name)
+    assert info.status is JobStatus.FAILED
+    assert info.error is not None
+    assert "name" in info.error
+    assert info.tries == 1
+    assert mailer.sent == []
+
+
+async def test_missing_dependency_fails_the_run_naming_the_type(
+    redis_url: str, queue_name: str
+) -> None:
+    """A handler asking for an unregistered service fails with the type named, no retries."""
+    host = JobHost(redis_url=redis_url, queue_name=queue_name)
+
+    @host.handler(Greet)
+    async def greet(job: Greet, mailer: Mailer = Inject()) -> None:
+        raise AssertionError("never called")
+
+    async with host.run():
+        info = await wait_for_job(host, await host.scheduler.enqueue(Greet(name="x")))
+    assert info.status is JobStatus.FAILED
+    assert info.error is not None
+    assert "Mailer" in info.error
+    assert info.tries == 1
+
+
+async def test_scheduler_outside_the_running_host_says_how_to_start_it(redis_url: str) -> None:
+    """Using the scheduler before the host runs raises HostNotRunningError."""
+    host, _ = make_host(redis_url, "unused")
+    with pytest.raises(HostNotRunningError, match="lifespan"):
+        await host.scheduler.enqueue(Greet(name="x"))
+
+
+async def test_redis_down_at_start_is_a_clear_error() -> None:
+    """A host pointed at a Redis that is not there fails to start with a helpful message."""
+    host = JobHost(redis_url="redis://127.0.0.1:1/0")
+    with pytest.raises(
+        RedisUnavailableError, match=r"cannot reach Redis at redis://127\.0\.0\.1:1/0"
+    ):
+        async with host.run():
+            pass
+    assert not host.running
+
+
+async def test_web_only_host_enqueues_and_a_worker_host_runs(
+    redis_url: str, queue_name: str
+) -> None:
+    """run_worker=False only enqueues; another host on the same queue runs the job."""
+    web, _ = make_host(redis_url, queue_name, run_worker=False)
+    worker, mailer = make_host(redis_url, queue_name)
+    async with web.run():
+        job_id = await web.scheduler.enqueue(Greet(name="across"))
+        await asyncio.sleep(0.2)
+        queued = await web.scheduler.get(job_id)
+        assert queued is not None
+        assert queued.status is JobStatus.QUEUED
+        async with worker.run():
+            info = await wait_for_job(web, job_id)
+    assert info.status is JobStatus.SUCCEEDED
+    assert mailer.sent == ["across"]
+
+
+async def test_stock_arq_job_handle_reads_our_jobs(redis_url: str, queue_name: str) -> None:
+    """arq's own Job handle reads status and result of a hostedjobs job."""
+    host, _ = make_host(redis_url, queue_name)
+    async with host.run():
+        job_id = await host.scheduler.enqueue(Outcome(kind="none"))
+        await wait_for_job(host, job_id)
+        job = Job(job_id, host.scheduler.pool, _queue_name=queue_name, _deserializer=loads)
+        assert await job.status() == ArqJobStatus.complete
+        info = await job.result_info()
+    assert info is not None
+    assert info.success
+    assert info.function == "tests.jobs.outcome@1"
+
+
+async def test_shutdown_waits_for_running_jobs_within_the_grace(
+    redis_url: str, queue_name: str
+) -> None:
+    """Leaving host.run() lets a short running job finish before returning."""
+    host, mailer = make_host(redis_url, queue_name, shutdown_grace=timedelta(seconds=5))
+    async with host.run():
+        job_id = await host.scheduler.enqueue(Slow(seconds=0.3, key="drain"))
+        await wait_for_job(host, job_id, statuses={JobStatus.RUNNING})
+    assert mailer.sent[-1] == "end:drain"
+    checker, _ = make_host(redis_url, queue_name, run_worker=False)
+    async with checker.run():
+        info = await checker.scheduler.get(job_id)
+    assert info is not None
+    assert info.status is JobStatus.SUCCEEDED
+
+
+async def test_shutdown_cancels_jobs_past_the_grace_and_requeues_them(
+    redis_url: str, queue_name: str
+) -> None:
+    """A job still running after the grace is cancelled (its scope sees it) and re-queued."""
+    host, _mailer = make_host(redis_url, queue_name, shutdown_grace=timedelta(milliseconds=200))
+    Database.instances.clear()
+    async with host.run():
+        job_id = await host.scheduler.enqueue(Slow(seconds=1.0, key="requeue"))
+        await wait_for_job(host, job_id, statuses={JobStatus.RUNNING})
+    (db,) = Database.instances
+    assert isinstance(db.closed_with, asyncio.CancelledError)
+    second, mailer2 = make_host(redis_url, queue_name)
+    async with second.run():
+        info = await wait_for_job(second, job_id)
+    assert info.status is JobStatus.SUCCEEDED
+    assert info.tries == 2
+    assert "end:requeue" in mailer2.sent
+
+
+async def test_worker_survives_a_redis_restart(restartable_redis: Any, queue_name: str) -> None:
+    """After Redis goes away and comes back, the same worker keeps running jobs."""
+    host, mailer = make_host(restartable_redis.url, queue_name)
+    async with host.run():
+        await wait_for_job(host, await host.scheduler.enqueue(Greet(name="before")))
+        restartable_redis.stop()
+        await asyncio.sleep(1.5)
+        restartable_redis.start()
+        job_id = None
+        deadline = time.monotonic() + 20
+        while job_id is None:
+            try:
+                job_id = await host.scheduler.enqueue(Greet(name="after"))
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        info = await wait_for_job(host, job_id, timeout=20)
+    assert info.status is JobStatus.SUCCEEDED
+    assert mailer.sent == ["before", "after"]
+
+
+def test_handler_registration_errors() -> None:
+    """Handlers that cannot work are refused at registration with the fix in the message."""
+    host = JobHost(redis_url="redis://127.0.0.1:1/0")
+
+    def sync_handler(job: Greet) -> None: ...
+
+    with pytest.raises(ConfigurationError, match="async"):
+        host.add_handler(Greet, sync_handler)
+
+    class NoHandle:
+        pass
+
+    with pytest.raises(ConfigurationError, match="handle"):
+        host.add_handler(Greet, NoHandle)
+
+    async def ok(job: Greet) -> None: ...
+
+    host.add_handler(Greet, ok)
+    with pytest.raises(ConfigurationError, match="already has a handler"):
+        host.add_handler(Greet, ok)
+
+    class NotAJob:
+        pass
+
+    with pytest.raises(TypeError, match="not a job type"):
+        host.add_handler(NotAJob, ok)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"concurrency": 0}, "concurrency"),
+        ({"queue_name": ""}, "queue_name"),
+        ({"job_timeout": -1}, "job_timeout"),
+        ({"redis_url": "localhost:6379"}, "invalid Redis URL"),
+        ({"shutdown_grace": "5s"}, "shutdown_grace"),
+    ],
+)
+def test_invalid_host_options_are_refused(options: dict[str, Any], message: str) -> None:
+    """Bad JobHost options fail at construction with a message naming the option."""
+    with pytest.raises(ConfigurationError, match=message):
+        JobHost(**options)

@@ -1,0 +1,201 @@
+"""Real processes: a `hostedjobs worker`, and the demo app under a real uvicorn."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hostedjobs import JobHost, JobStatus
+from hostedjobs.testing import wait_for_job
+from tests.worker_app import Note
+
+ROOT = Path(__file__).resolve().parent.parent
+HOSTEDJOBS = str(Path(sys.executable).with_name("hostedjobs"))
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTEDJOBS_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+async def test_worker_process_runs_queued_jobs_in_burst_mode(
+    redis_url: str, queue_name: str, tmp_path: Path
+) -> None:
+    """`hostedjobs worker MODULE:ATTR --burst` runs what is queued, then exits 0."""
+    out = tmp_path / "notes.txt"
+    enqueuer = JobHost(redis_url=redis_url, queue_name=queue_name, run_worker=False)
+    async with enqueuer.run():
+        for i in range(5):
+            await enqueuer.scheduler.enqueue(Note(path=str(out), text=f"note {i}"))
+    result = subprocess.run(
+        [HOSTEDJOBS, "worker", "tests.worker_app:host", "--burst", "--concurrency", "2"],
+        env=_env(HOSTEDJOBS_REDIS_URL=redis_url, WORKER_APP_QUEUE=queue_name),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = sorted(out.read_text().splitlines())
+    assert [line.split(" pid=")[0] for line in lines] == [f"note {i}" for i in range(5)]
+
+
+async def test_worker_process_drains_on_sigterm(
+    redis_url: str, queue_name: str, tmp_path: Path
+) -> None:
+    """SIGTERM lets the running job finish, then the worker process exits 0."""
+    out = tmp_path / "notes.txt"
+    worker = subprocess.Popen(
+        [HOSTEDJOBS, "worker", "tests.worker_app:host"],
+        env=_env(HOSTEDJOBS_REDIS_URL=redis_url, WORKER_APP_QUEUE=queue_name),
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        enqueuer = JobHost(redis_url=redis_url, queue_name=queue_name, run_worker=False)
+        async with enqueuer.run():
+            job_id = await enqueuer.scheduler.enqueue(Note(path=str(out), text="slow", pause=1.0))
+            await wait_for_job(enqueuer, job_id, statuses={JobStatus.RUNNING}, timeout=30)
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=30) == 0
+            info = await enqueuer.scheduler.get(job_id)
+        assert info is not None
+        assert info.status is JobStatus.SUCCEEDED
+        assert out.read_text().startswith("slow ")
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        assert worker.stderr is not None
+        worker.stderr.close()
+
+
+def test_worker_command_reports_bad_targets() -> None:
+    """A target that is not MODULE:ATTR of a JobHost is refused with a clear message."""
+    for target, message in [
+        ("nocolon", "expected MODULE:ATTR"),
+        ("no_such_module_xyz:host", "cannot import"),
+        ("tests.worker_app:missing", "has no attribute"),
+        ("tests.worker_app:Note", "not a JobHost"),
+    ]:
+        result = subprocess.run(
+            [HOSTEDJOBS, "worker", target],
+            env=_env(),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode != 0
+        assert message in result.stderr
+
+
+def test_worker_command_reports_redis_down() -> None:
+    """With Redis unreachable the worker exits 1 and says where it looked."""
+    result = subprocess.run(
+        [HOSTEDJOBS, "worker", "tests.worker_app:host"],
+        env=_env(HOSTEDJOBS_REDIS_URL="redis://127.0.0.1:1/0"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "cannot reach Redis at redis://127.0.0.1:1/0" in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _request(url: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+@pytest.fixture
+def demo_server(tmp_path: Path) -> Iterator[str]:
+    """The demo app under a real uvicorn, on the embedded redis-server (no Redis URL set)."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "demo_app"],
+        env=_env(
+            PORT=str(port),
+            HOSTEDJOBS_DATA_DIR=str(tmp_path / "data"),
+            DEMO_DB=str(tmp_path / "demo.sqlite3"),
+            REMINDER_DELAY="0.5",
+        ),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if _request(base + "/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None, server.stderr.read() if server.stderr else ""
+            assert time.monotonic() < deadline, "the demo did not become ready"
+            time.sleep(0.1)
+        yield base
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            code = server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            raise
+        assert server.stderr is not None
+        log = server.stderr.read()
+        server.stderr.close()
+        # uvicorn re-raises the signal it handled once it has shut down cleanly.
+        assert code in (0, -signal.SIGTERM), log
+        assert "Traceback" not in log, log
+
+
+def test_demo_under_uvicorn_runs_jobs_end_to_end(demo_server: str) -> None:
+    """POST a sign-up: the welcome job runs at once, the reminder after its delay."""
+    status, body = _request(demo_server + "/signups", "POST", {"email": "ada@example.com"})
+    assert status == 202
+    deadline = time.monotonic() + 30
+    while True:
+        _, welcome = _request(f"{demo_server}/jobs/{body['welcome_job']}")
+        _, reminder = _request(f"{demo_server}/jobs/{body['reminder_job']}")
+        if welcome["status"] == reminder["status"] == "succeeded":
+            break
+        assert time.monotonic() < deadline, (welcome, reminder)
+        time.sleep(0.05)
+    assert welcome["message"] == "welcome email sent to ada@example.com"
+    assert welcome["progress"] == 50
+    _, signups = _request(demo_server + "/signups")
+    assert signups[0]["emails"] == ["welcome", "reminder"]
+    assert _request(demo_server + "/signups", "POST", {"email": "nope"})[0] == 400
+    assert _request(demo_server + "/jobs/unknown")[0] == 404

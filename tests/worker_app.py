@@ -1,0 +1,29 @@
+"""A host for the worker-process tests: `hostedjobs worker tests.worker_app:host`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from hostedjobs import JobContext, JobHost, job_type
+
+host = JobHost(queue_name=os.environ.get("WORKER_APP_QUEUE", "worker-app"))
+
+
+@job_type("tests.worker-app.note")
+@dataclass
+class Note:
+    """Append a line to a file, after an optional pause."""
+
+    path: str
+    text: str
+    pause: float = 0.0
+
+
+@host.handler(Note)
+async def write_note(job: Note, ctx: JobContext) -> None:
+    await asyncio.sleep(job.pause)
+    with Path(job.path).open("a") as file:
+        file.write(f"{job.text} pid={os.getpid()} try={ctx.attempt}\n")
