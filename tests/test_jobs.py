@@ -356,10 +356,11 @@ async def test_unknown_job_type_fails_that_job_and_the_worker_goes_on(
 
 
 async def _plant(host: JobHost, queue_name: str, job_id: str, raw: bytes) -> None:
-    pool = host.scheduler.pool
-    await pool.psetex(f"arq:job:{job_id}", 60_000, raw)
-    await pool.zadd(queue_name, {job_id: int(time.time() * 1000)})
-    await pool.lpush(f"{queue_name}:wake", b"1")
+    async with host.scheduler.pool.pipeline(transaction=True) as pipe:
+        pipe.psetex(f"arq:job:{job_id}", 60_000, raw)
+        pipe.zadd(queue_name, {job_id: int(time.time() * 1000)})
+        pipe.lpush(f"{queue_name}:wake", b"1")
+        await pipe.execute()
 
 
 class _Exploit:
