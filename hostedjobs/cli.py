@@ -1,18 +1,31 @@
-"""The ``hostedjobs`` command: run a worker process for a host defined in your code."""
+"""The ``hostedjobs`` command: the operator's tools for a host defined in your code.
+
+hostedjobs worker MODULE:ATTR [--concurrency N] [--burst]   run a worker process
+hostedjobs status MODULE:ATTR [--json]                      show every hosted job
+hostedjobs run MODULE:ATTR NAME [--no-wait]                 run a hosted job now
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib
+import json
 import logging
 import signal
 import sys
+import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
-from .exceptions import HostedJobsError
+from .context import JobContext
+from .exceptions import HostedJobsError, UnknownJobError
 from .host import JobHost
+from .scheduler import JobStatus
+from .status import HostedJobStatus, JobKind
+from .testing import wait_for_job
 
 __all__ = ["load_host", "main"]
 
@@ -77,33 +90,158 @@ async def _run_worker(host: JobHost, *, concurrency: int | None, burst: bool) ->
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+    failed = host.failed_startup_action
+    if failed is not None:
+        raise _StartupFailed(f"startup action {failed[0]!r} failed: {failed[1]}")
+
+
+class _StartupFailed(Exception):
+    pass
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _status_table(statuses: list[HostedJobStatus]) -> str:
+    header = (
+        "NAME",
+        "KIND",
+        "SCHEDULE",
+        "ZONE",
+        "NEXT RUN (UTC)",
+        "LAST RUN (UTC)",
+        "RESULT",
+        "RUNNING",
+    )
+    rows = [header]
+    for status in statuses:
+        result = status.last_outcome or "-"
+        if status.last_message:
+            result = f"{result}: {status.last_message}"
+        rows.append(
+            (
+                status.name,
+                str(status.kind),
+                status.schedule or "-",
+                status.timezone or "-",
+                _when(status.next_run),
+                _when(status.last_started_at),
+                result[:60],
+                str(status.running),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+async def _status(host: JobHost, as_json: bool) -> None:
+    async with host.connected():
+        statuses = await host.status()
+    now = datetime.now(UTC)
+    statuses = [
+        s
+        if s.next_run is not None or s.kind is JobKind.CONTINUOUS
+        else _with_next_run(host, s, now)
+        for s in statuses
+    ]
+    if as_json:
+        print(json.dumps([s.to_json() for s in statuses], indent=2))
+    elif not statuses:
+        print("no hosted jobs registered")
+    else:
+        print(_status_table(statuses))
+        if any(s.kind is not JobKind.DISTRIBUTED_CRON for s in statuses):
+            print(
+                "\ncontinuous and cron jobs run in every process; their last runs are only "
+                "known inside those processes"
+            )
+
+
+def _with_next_run(host: JobHost, status: HostedJobStatus, now: datetime) -> HostedJobStatus:
+    job = host.hosted_jobs[status.name]
+    assert job.schedule is not None
+    return dataclasses.replace(status, next_run=job.schedule.next_tick(now))
+
+
+async def _run_job(host: JobHost, name: str, wait: bool) -> int:
+    job = host.hosted_jobs.get(name)
+    if job is None:
+        known = ", ".join(sorted(host.hosted_jobs)) or "none"
+        raise UnknownJobError(f"no hosted job named {name!r} (registered: {known})")
+    async with host.connected():
+        if job.kind is JobKind.DISTRIBUTED_CRON:
+            job_id = await host._distributed.trigger(job)
+            print(f"queued {name} as job {job_id}")
+            if not wait:
+                return 0
+            info = await wait_for_job(host, job_id, timeout=float("inf"))
+            outcome = info.result.get("outcome") if isinstance(info.result, dict) else None
+            message = info.result.get("message") if isinstance(info.result, dict) else info.error
+            print(f"{name}: {outcome or info.status}{': ' + message if message else ''}")
+            return 0 if info.status is JobStatus.SUCCEEDED and outcome == "succeeded" else 1
+        ctx = JobContext(
+            job_name=name,
+            run_id=uuid.uuid4().hex,
+            attempt=1,
+            scheduled_at=datetime.now(UTC),
+            started_at=datetime.now(UTC),
+        )
+        result = await host._hosted.invoke(job, ctx)
+        await host.services.aclose()
+    print(f"{name}: {result.outcome}{': ' + result.message if result.message else ''}")
+    return 0 if result.is_success else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hostedjobs`` console script."""
-    parser = argparse.ArgumentParser(prog="hostedjobs", description=__doc__)
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser = argparse.ArgumentParser(
+        prog="hostedjobs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     commands = parser.add_subparsers(dest="command", required=True)
+    target_help = "where the JobHost is, e.g. app.jobs:host"
     worker = commands.add_parser(
         "worker",
-        help="run a worker process (handlers and hosted jobs) without a web server",
+        parents=[common],
+        help="run a worker process (queued jobs and hosted jobs) without a web server",
     )
-    worker.add_argument(
-        "target", metavar="MODULE:ATTR", help="where the JobHost is, e.g. app.jobs:host"
-    )
-    worker.add_argument("--concurrency", type=int, default=None, help="jobs run at once")
+    worker.add_argument("target", metavar="MODULE:ATTR", help=target_help)
+    worker.add_argument("--concurrency", type=int, default=None, help="queued jobs run at once")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    status = commands.add_parser(
+        "status", parents=[common], help="show every hosted job: schedule, next and last run"
+    )
+    status.add_argument("target", metavar="MODULE:ATTR", help=target_help)
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    run = commands.add_parser(
+        "run",
+        parents=[common],
+        help="run a hosted job now (a distributed cron job is queued for the workers)",
+    )
+    run.add_argument("target", metavar="MODULE:ATTR", help=target_help)
+    run.add_argument("name", help="the hosted job's name")
+    run.add_argument("--no-wait", action="store_true", help="do not wait for a queued run to end")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     host = load_host(args.target)
-    if args.concurrency is not None and args.concurrency < 1:
-        parser.error("--concurrency must be >= 1")
-    host.run_worker = True
     try:
-        asyncio.run(_run_worker(host, concurrency=args.concurrency, burst=args.burst))
-    except HostedJobsError as exc:
+        if args.command == "worker":
+            if args.concurrency is not None and args.concurrency < 1:
+                parser.error("--concurrency must be >= 1")
+            host.run_worker = True
+            asyncio.run(_run_worker(host, concurrency=args.concurrency, burst=args.burst))
+        elif args.command == "status":
+            asyncio.run(_status(host, args.json))
+        else:
+            return asyncio.run(_run_job(host, args.name, wait=not args.no_wait))
+    except (HostedJobsError, _StartupFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -12,6 +12,7 @@ friends keep working, and each message says how to fix the problem::
     ├── UnknownJobTypeError (LookupError)       a job type or version with no handler here
     ├── DependencyResolutionError (LookupError) a service a run asked for and nobody provides
     ├── HostNotRunningError (RuntimeError)      the host was used outside ``host.run()``
+    ├── StartupActionError (RuntimeError)       a startup action failed (blocking mode)
     ├── JobFailedError (RuntimeError)           a run that returned ``JobResult.failed``
     ├── RedisUnavailableError (ConnectionError) Redis could not be reached
     └── RedisServerNotFoundError (FileNotFoundError)
@@ -31,6 +32,7 @@ __all__ = [
     "PayloadError",
     "RedisServerNotFoundError",
     "RedisUnavailableError",
+    "StartupActionError",
     "UnknownJobError",
     "UnknownJobTypeError",
 ]
@@ -70,6 +72,10 @@ class DependencyResolutionError(HostedJobsError, LookupError):
 
 class HostNotRunningError(HostedJobsError, RuntimeError):
     """The host was used before ``host.run()`` (or the app's lifespan) started it."""
+
+
+class StartupActionError(HostedJobsError, RuntimeError):
+    """A startup action failed, so the host (in blocking startup mode) did not start."""
 
 
 class JobFailedError(HostedJobsError, RuntimeError):

@@ -7,7 +7,6 @@ Each registered job type becomes one arq function named ``"<type>@<version>"``; 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from dataclasses import dataclass
@@ -28,8 +27,9 @@ from .exceptions import (
 )
 from .results import JobResult, Outcome
 from .retries import RetryPolicy
+from .runs import JobCallable
 from .scheduler import stored_outcome
-from .scope import CallPlan, ScopeProvider, call_planned, plan_call
+from .scope import ScopeProvider
 from .serialization import JobTypeInfo, decode_payload, registered_versions
 
 __all__ = ["HandlerRegistration", "HandlerRunner"]
@@ -48,35 +48,19 @@ class HandlerRegistration:
     """A job type, the handler that runs it, and its retry and timeout settings."""
 
     job: JobTypeInfo
-    handler: Any
+    handler: JobCallable
     retry: RetryPolicy
     timeout_s: float
-    _construct: CallPlan | None
-    _call: CallPlan
 
     @classmethod
     def create(
         cls, job: JobTypeInfo, handler: Any, *, retry: RetryPolicy, timeout_s: float
     ) -> HandlerRegistration:
         """Analyse ``handler`` once: an async function, or a class with ``async def handle``."""
-        provided = (JobContext, job.cls)
-        if inspect.isclass(handler):
-            method = getattr(handler, "handle", None)
-            if method is None or not inspect.iscoroutinefunction(method):
-                raise ConfigurationError(
-                    f"handler class {handler.__qualname__} needs an "
-                    f"`async def handle(self, job: {job.cls.__name__}, ctx: JobContext)` method"
-                )
-            construct = plan_call(handler, provided_types=provided, inject_all=True)
-            call = plan_call(method, provided_types=provided, inject_all=False)
-            return cls(job, handler, retry, timeout_s, construct, call)
-        if not inspect.iscoroutinefunction(handler):
-            raise ConfigurationError(
-                f"handler {getattr(handler, '__qualname__', handler)!r} for job type "
-                f"{job.key!r} must be an async function or a class with an async handle()"
-            )
-        call = plan_call(handler, provided_types=provided, inject_all=False)
-        return cls(job, handler, retry, timeout_s, None, call)
+        callable_ = JobCallable.create(
+            handler, method="handle", provided_types=(JobContext, job.cls), what="handler"
+        )
+        return cls(job, callable_, retry, timeout_s)
 
 
 class HandlerRunner:
@@ -92,7 +76,7 @@ class HandlerRunner:
         """Add a handler; one per job type and version."""
         key = registration.job.key
         if key in self._registrations:
-            existing = self._registrations[key].handler
+            existing = self._registrations[key].handler.target
             raise ConfigurationError(
                 f"job type {key!r} already has a handler ({_name(existing)}); "
                 f"register one handler per job type and version"
@@ -169,13 +153,7 @@ class HandlerRunner:
             # CancelledError the timeout uses internally.
             async with self.provider.scope(provided) as resolver:
                 async with asyncio.timeout(registration.timeout_s):
-                    if registration._construct is None:
-                        outcome = await call_planned(registration._call, resolver, provided)
-                    else:
-                        instance = await call_planned(registration._construct, resolver, provided)
-                        outcome = await call_planned(
-                            registration._call.bound_to(instance), resolver, provided
-                        )
+                    outcome = await registration.handler.call(resolver, provided)
         except TimeoutError:
             timed_out = TimeoutError(f"the run exceeded its timeout of {registration.timeout_s:g}s")
             raise self._retry_or_fail(registration, ctx, timed_out) from None

@@ -6,22 +6,31 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
+from .clock import Clock, SystemClock
 from .connection import open_pool, redacted, resolve_redis_url
+from .cron import CronSchedule
+from .distributed import DistributedCron
 from .embedded import EmbeddedRedis
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, HostNotRunningError, StartupActionError
 from .handlers import HandlerRegistration, HandlerRunner
+from .hosted import HostedJob, HostedServices, Misfire, Overlap
 from .retries import RetryPolicy
+from .runs import JobCallable, job_name_of
 from .scheduler import Scheduler
 from .scope import ScopeProvider, Services
 from .serialization import job_type_info
+from .starlette import readiness_response
+from .startup import StartupAction, StartupActions, StartupState
+from .status import HostedJobStatus, JobKind
 from .worker import HostedWorker, WorkerSupervisor
 
 __all__ = ["JobHost"]
@@ -29,6 +38,7 @@ __all__ = ["JobHost"]
 logger = logging.getLogger("hostedjobs")
 
 H = TypeVar("H")
+J = TypeVar("J")
 Seconds = timedelta | float | int
 
 DATA_DIR_ENV = "HOSTEDJOBS_DATA_DIR"
@@ -47,30 +57,47 @@ def _seconds(name: str, value: Seconds, *, positive: bool = False) -> float:
     return seconds
 
 
-class JobHost:
-    """Hosts background work for an ASGI app: handlers for on-demand jobs and their worker.
+def _optional_seconds(name: str, value: Seconds | None) -> float | None:
+    return None if value is None else _seconds(name, value, positive=True)
 
-    Configure it once at import time, register handlers on it, and hand its lifespan to the
-    app (``Starlette(lifespan=host.lifespan)``) or nest ``async with host.run():`` in your own.
-    While it runs, ``host.scheduler`` enqueues jobs and, unless ``run_worker=False``, an arq
-    worker inside the app's event loop runs them.
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigurationError(
+            f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}"
+        )
+
+
+class JobHost:
+    """Hosts an app's background work: hosted jobs, startup actions, and on-demand jobs.
+
+    Configure it once at import time, register jobs on it, and hand its lifespan to the app
+    (``Starlette(lifespan=host.lifespan)``) or nest ``async with host.run():`` in your own.
+    While it runs: startup actions run, continuous and cron jobs run on their schedules,
+    ``host.scheduler`` enqueues on-demand jobs, and (unless ``run_worker=False``) an arq worker
+    inside the app's event loop runs queued jobs and distributed cron runs.
 
     Args:
-        services: where handlers' dependencies come from; a fresh scope is opened per run.
+        services: where jobs' and handlers' dependencies come from; a scope is opened per run.
         redis_url: ``redis://host:port/db``; default ``$HOSTEDJOBS_REDIS_URL``, else an embedded
             private ``redis-server`` (development and demos) with its data in ``data_dir``.
         queue_name: the arq queue; apps sharing a Redis need different names.
-        run_worker: run jobs in this process; False for web processes that only enqueue.
-        concurrency: how many jobs this process runs at once.
-        job_timeout: default per-run time limit (per handler: ``timeout=``).
-        retry: default retry policy for failed runs (per handler: ``retry=``).
-        keep_result: how long finished jobs stay visible to ``scheduler.get``.
-        shutdown_grace: how long shutdown waits for running jobs before cancelling them
-            (cancelled jobs go back to the queue).
-        fallback_poll: how often an idle worker looks at the queue without being woken,
-            which only matters for jobs enqueued by plain arq clients.
+        run_worker: run queued jobs in this process; False for web processes that only
+            enqueue (they still take part in distributed cron ticks).
+        concurrency: how many queued jobs this process runs at once.
+        job_timeout: default per-run time limit of on-demand jobs (per handler: ``timeout=``).
+        retry: default retry policy of on-demand jobs (per handler: ``retry=``).
+        keep_result: how long finished on-demand jobs stay visible to ``scheduler.get``.
+        shutdown_grace: how long shutdown waits for running jobs before cancelling them.
+        fallback_poll: how often an idle worker looks at the queue without being woken.
         data_dir: the embedded Redis's folder (default ``$HOSTEDJOBS_DATA_DIR`` or
             ``.hostedjobs``).
+        startup_mode: ``"background"`` (default): the app serves at once (liveness passes)
+            while startup actions run, and readiness answers 503 until they succeed;
+            ``"blocking"``: the lifespan startup waits for them and fails if one fails.
+        on_startup_failure: ``"exit"`` (default): a failed action stops the process with a
+            non-zero status; ``"stay"``: keep serving, not ready, gated jobs never start.
+        clock: the wall clock for schedules (tests inject a skewed or fixed one).
     """
 
     def __init__(
@@ -87,11 +114,16 @@ class JobHost:
         shutdown_grace: Seconds = timedelta(seconds=20),
         fallback_poll: Seconds = timedelta(seconds=1),
         data_dir: str | os.PathLike[str] | None = None,
+        startup_mode: Literal["background", "blocking"] = "background",
+        on_startup_failure: Literal["exit", "stay"] = "exit",
+        clock: Clock | None = None,
     ) -> None:
         if not queue_name or not isinstance(queue_name, str):
             raise ConfigurationError(f"queue_name must be a non-empty string, got {queue_name!r}")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        _choice("startup_mode", startup_mode, ("background", "blocking"))
+        _choice("on_startup_failure", on_startup_failure, ("exit", "stay"))
         resolve_redis_url(redis_url)  # fail early on a malformed URL
         self.services: ScopeProvider = services if services is not None else Services()
         self.redis_url = redis_url
@@ -104,12 +136,23 @@ class JobHost:
         self.shutdown_grace_s = _seconds("shutdown_grace", shutdown_grace)
         self.fallback_poll_s = _seconds("fallback_poll", fallback_poll, positive=True)
         self.data_dir = Path(data_dir or os.environ.get(DATA_DIR_ENV) or ".hostedjobs")
+        self.startup_mode = startup_mode
+        self.on_startup_failure = on_startup_failure
+        self.clock: Clock = clock or SystemClock()
         self._scheduler = Scheduler(queue_name)
         self._handlers = HandlerRunner(self.services, keep_result_s=self.keep_result_s)
+        self._startup = StartupActions()
+        self._distributed = DistributedCron(queue_name, provider=self.services)
+        self._hosted = HostedServices(self.services, self.clock, self._startup, self._distributed)
         self._supervisor: WorkerSupervisor | None = None
         self._running = False
+        self._url = ""
 
-    # -- registration -------------------------------------------------------------------------
+    def _check_not_running(self) -> None:
+        if self._running:
+            raise ConfigurationError("register jobs before the host starts")
+
+    # -- on-demand job handlers -------------------------------------------------------------
 
     def add_handler(
         self,
@@ -126,8 +169,7 @@ class JobHost:
         constructor parameters are resolved from the run's scope and whose
         ``async def handle(self, job, ctx)`` is called.
         """
-        if self._running:
-            raise ConfigurationError("register handlers before the host starts")
+        self._check_not_running()
         registration = HandlerRegistration.create(
             job_type_info(job_type),
             handler,
@@ -153,7 +195,262 @@ class JobHost:
 
         return register
 
-    # -- running ------------------------------------------------------------------------------
+    # -- hosted jobs -------------------------------------------------------------------------
+
+    def add_job(
+        self,
+        job: Any,
+        *,
+        name: str | None = None,
+        interval: Seconds = timedelta(0),
+        initial_delay: Seconds = timedelta(0),
+        instance_count: int = 1,
+        iteration_limit: int | None = None,
+        timeout: Seconds | None = None,
+        failure_backoff: Seconds = timedelta(seconds=1),
+        max_failure_backoff: Seconds = timedelta(minutes=5),
+        wait_for_startup_actions: bool = True,
+    ) -> None:
+        """Run ``job`` continuously in **every process** that runs the host.
+
+        After each run the loop waits ``interval`` (zero: back to back); after a failure it
+        waits at least a backoff that doubles from ``failure_backoff`` up to
+        ``max_failure_backoff``. ``instance_count`` loops run concurrently; each stops after
+        ``iteration_limit`` runs, if given. ``job`` is an async function or a class with
+        ``async def run(self, ctx)``; each run gets a fresh scope.
+        """
+        self._check_not_running()
+        if (
+            isinstance(instance_count, bool)
+            or not isinstance(instance_count, int)
+            or instance_count < 1
+        ):
+            raise ConfigurationError(f"instance_count must be an int >= 1, got {instance_count!r}")
+        if iteration_limit is not None and (
+            isinstance(iteration_limit, bool)
+            or not isinstance(iteration_limit, int)
+            or iteration_limit < 1
+        ):
+            raise ConfigurationError(
+                f"iteration_limit must be None or an int >= 1, got {iteration_limit!r}"
+            )
+        backoff = RetryPolicy(
+            backoff=timedelta(seconds=_seconds("failure_backoff", failure_backoff)),
+            max_backoff=timedelta(seconds=_seconds("max_failure_backoff", max_failure_backoff)),
+        )
+        self._hosted.add(
+            HostedJob(
+                name=name or job_name_of(job),
+                kind=JobKind.CONTINUOUS,
+                code=JobCallable.create(job),
+                timeout_s=_optional_seconds("timeout", timeout),
+                wait_for_startup=wait_for_startup_actions,
+                interval_s=_seconds("interval", interval),
+                initial_delay_s=_seconds("initial_delay", initial_delay),
+                instance_count=instance_count,
+                iteration_limit=iteration_limit,
+                failure_backoff=backoff,
+            )
+        )
+
+    def job(
+        self,
+        *,
+        name: str | None = None,
+        interval: Seconds = timedelta(0),
+        initial_delay: Seconds = timedelta(0),
+        instance_count: int = 1,
+        iteration_limit: int | None = None,
+        timeout: Seconds | None = None,
+        failure_backoff: Seconds = timedelta(seconds=1),
+        max_failure_backoff: Seconds = timedelta(minutes=5),
+        wait_for_startup_actions: bool = True,
+    ) -> Callable[[J], J]:
+        """Decorator form of `add_job`."""
+
+        def register(job: J) -> J:
+            self.add_job(
+                job,
+                name=name,
+                interval=interval,
+                initial_delay=initial_delay,
+                instance_count=instance_count,
+                iteration_limit=iteration_limit,
+                timeout=timeout,
+                failure_backoff=failure_backoff,
+                max_failure_backoff=max_failure_backoff,
+                wait_for_startup_actions=wait_for_startup_actions,
+            )
+            return job
+
+        return register
+
+    def add_cron_job(
+        self,
+        job: Any,
+        cron: str,
+        *,
+        name: str | None = None,
+        timezone: str = "UTC",
+        overlap: Overlap = "skip",
+        timeout: Seconds | None = None,
+        wait_for_startup_actions: bool = True,
+    ) -> None:
+        """Run ``job`` on a cron schedule in **every process** that runs the host.
+
+        ``cron`` is a 5-field expression, a 6-field one with leading seconds, or an alias
+        such as ``@hourly``, evaluated in ``timezone`` (an IANA name). With
+        ``overlap="skip"`` a tick is skipped while the previous run still runs. For work
+        that must run once per tick across all processes, use `add_distributed_cron_job`.
+        """
+        self._check_not_running()
+        _choice("overlap", overlap, ("skip", "allow"))
+        self._hosted.add(
+            HostedJob(
+                name=name or job_name_of(job),
+                kind=JobKind.CRON,
+                code=JobCallable.create(job),
+                timeout_s=_optional_seconds("timeout", timeout),
+                wait_for_startup=wait_for_startup_actions,
+                schedule=CronSchedule.parse(cron, timezone),
+                overlap=overlap,
+            )
+        )
+
+    def cron(
+        self,
+        cron: str,
+        *,
+        name: str | None = None,
+        timezone: str = "UTC",
+        overlap: Overlap = "skip",
+        timeout: Seconds | None = None,
+        wait_for_startup_actions: bool = True,
+    ) -> Callable[[J], J]:
+        """Decorator form of `add_cron_job`."""
+
+        def register(job: J) -> J:
+            self.add_cron_job(
+                job,
+                cron,
+                name=name,
+                timezone=timezone,
+                overlap=overlap,
+                timeout=timeout,
+                wait_for_startup_actions=wait_for_startup_actions,
+            )
+            return job
+
+        return register
+
+    def add_distributed_cron_job(
+        self,
+        job: Any,
+        cron: str,
+        *,
+        name: str | None = None,
+        timezone: str = "UTC",
+        overlap: Overlap = "skip",
+        misfire: Misfire = "skip",
+        misfire_grace: Seconds = timedelta(minutes=5),
+        timeout: Seconds | None = None,
+        wait_for_startup_actions: bool = True,
+    ) -> None:
+        """Run ``job`` once per cron tick across **every process** of the cluster.
+
+        Each tick is claimed atomically in Redis and run as a durable queued job by one
+        worker, with the tick as ``ctx.scheduled_at``. ``overlap="skip"`` skips a tick while
+        the previous run is alive. Ticks missed while every process was down are skipped,
+        or with ``misfire="run_once"`` the latest one runs once if it is within
+        ``misfire_grace``. The name must be stable across deploys (it keys the state).
+        """
+        self._check_not_running()
+        _choice("overlap", overlap, ("skip", "allow"))
+        _choice("misfire", misfire, ("skip", "run_once"))
+        self._hosted.add(
+            HostedJob(
+                name=name or job_name_of(job),
+                kind=JobKind.DISTRIBUTED_CRON,
+                code=JobCallable.create(job),
+                timeout_s=_optional_seconds("timeout", timeout),
+                wait_for_startup=wait_for_startup_actions,
+                schedule=CronSchedule.parse(cron, timezone),
+                overlap=overlap,
+                misfire=misfire,
+                misfire_grace_s=_seconds("misfire_grace", misfire_grace),
+            )
+        )
+
+    def distributed_cron(
+        self,
+        cron: str,
+        *,
+        name: str | None = None,
+        timezone: str = "UTC",
+        overlap: Overlap = "skip",
+        misfire: Misfire = "skip",
+        misfire_grace: Seconds = timedelta(minutes=5),
+        timeout: Seconds | None = None,
+        wait_for_startup_actions: bool = True,
+    ) -> Callable[[J], J]:
+        """Decorator form of `add_distributed_cron_job`."""
+
+        def register(job: J) -> J:
+            self.add_distributed_cron_job(
+                job,
+                cron,
+                name=name,
+                timezone=timezone,
+                overlap=overlap,
+                misfire=misfire,
+                misfire_grace=misfire_grace,
+                timeout=timeout,
+                wait_for_startup_actions=wait_for_startup_actions,
+            )
+            return job
+
+        return register
+
+    # -- startup actions ---------------------------------------------------------------------
+
+    def add_startup_action(
+        self,
+        action: Any,
+        *,
+        priority: int = 0,
+        name: str | None = None,
+        timeout: Seconds | None = None,
+    ) -> None:
+        """Run ``action`` at startup, before gated jobs, the worker, and readiness.
+
+        Actions run in ascending ``priority`` groups; actions with the same priority run
+        concurrently, each in its own scope. ``action`` is an async function (services by
+        ``Inject()``) or a class with ``async def run(self, ctx)``.
+        """
+        self._check_not_running()
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ConfigurationError(f"priority must be an int, got {priority!r}")
+        self._startup.add(
+            StartupAction(
+                name=name or job_name_of(action),
+                priority=priority,
+                code=JobCallable.create(action, what="startup action"),
+                timeout_s=_optional_seconds("timeout", timeout),
+            )
+        )
+
+    def startup_action(
+        self, priority: int = 0, *, name: str | None = None, timeout: Seconds | None = None
+    ) -> Callable[[J], J]:
+        """Decorator form of `add_startup_action`."""
+
+        def register(action: J) -> J:
+            self.add_startup_action(action, priority=priority, name=name, timeout=timeout)
+            return action
+
+        return register
+
+    # -- running -----------------------------------------------------------------------------
 
     @property
     def scheduler(self) -> Scheduler:
@@ -165,20 +462,30 @@ class JobHost:
         """True between the start and the end of `run`."""
         return self._running
 
-    @contextlib.asynccontextmanager
-    async def run(
-        self, *, concurrency: int | None = None, burst: bool = False
-    ) -> AsyncIterator[JobHost]:
-        """Connect to Redis, start the worker (unless ``run_worker=False``), and stop it all.
+    @property
+    def startup_state(self) -> StartupState:
+        """Where the startup actions are: pending, running, succeeded or failed."""
+        return self._startup.state
 
-        On exit the worker stops taking jobs, waits up to ``shutdown_grace`` for running ones,
-        then cancels the rest, which go back to the queue for the next worker.
-        ``concurrency`` overrides the host's; ``burst`` makes the worker stop once the queue
-        is empty (see `wait_until_idle`).
-        """
-        if self._running:
-            raise ConfigurationError("this JobHost is already running")
-        self._running = True
+    @property
+    def failed_startup_action(self) -> tuple[str, str] | None:
+        """``(name, error)`` of the startup action that failed, if one did."""
+        if self._startup.state is StartupState.FAILED and self._startup.failed_action:
+            return self._startup.failed_action, self._startup.error or ""
+        return None
+
+    @property
+    def running_startup_actions(self) -> tuple[str, ...]:
+        """Names of the startup actions running right now."""
+        return tuple(sorted(self._startup.running_now))
+
+    @property
+    def ready(self) -> bool:
+        """True while the host runs and every startup action has succeeded."""
+        return self._running and self._startup.state is StartupState.SUCCEEDED
+
+    @contextlib.asynccontextmanager
+    async def _connected(self) -> AsyncIterator[Any]:
         embedded: EmbeddedRedis | None = None
         try:
             url = resolve_redis_url(self.redis_url)
@@ -189,36 +496,102 @@ class JobHost:
                     "using the embedded redis-server at %s (data in %s)", url, self.data_dir
                 )
             pool = await open_pool(url, queue_name=self.queue_name)
+            self._url = url
             self._scheduler._attach(pool)
             self._handlers.pool = pool
+            self._distributed.attach(pool)
             try:
-                if self.run_worker:
-                    self._start_worker(pool, concurrency or self.concurrency, burst)
-                    logger.info(
-                        "hostedjobs worker started on %s queue %r with %d handler(s)",
-                        redacted(url),
-                        self.queue_name,
-                        len(self._handlers.registrations),
-                    )
-                yield self
+                yield pool
             finally:
-                try:
-                    if self._supervisor is not None:
-                        await self._supervisor.stop(self.shutdown_grace_s)
-                finally:
-                    self._supervisor = None
-                    self._scheduler._attach(None)
-                    self._handlers.pool = None
-                    await pool.aclose(close_connection_pool=True)
-                    await self.services.aclose()
+                self._scheduler._attach(None)
+                self._handlers.pool = None
+                self._distributed.attach(None)
+                await pool.aclose(close_connection_pool=True)
         finally:
-            self._running = False
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
 
+    @contextlib.asynccontextmanager
+    async def connected(self) -> AsyncIterator[JobHost]:
+        """Connect to Redis only: no startup actions, hosted jobs or worker.
+
+        For tools and scripts that enqueue, inspect (`status`, `scheduler.get`) or trigger
+        distributed jobs, like the ``hostedjobs status`` command.
+        """
+        if self._running:
+            raise ConfigurationError("this JobHost is already running")
+        self._running = True
+        try:
+            async with self._connected():
+                yield self
+        finally:
+            self._running = False
+
+    @contextlib.asynccontextmanager
+    async def run(
+        self, *, concurrency: int | None = None, burst: bool = False
+    ) -> AsyncIterator[JobHost]:
+        """Connect to Redis, run startup actions, hosted jobs and the worker; stop it all.
+
+        On exit it stops scheduling and taking jobs, waits up to ``shutdown_grace`` for
+        running ones, then cancels the rest (queued jobs go back to the queue).
+        ``concurrency`` overrides the host's; ``burst`` makes the worker stop once the queue
+        is empty (see `wait_until_idle`). In blocking startup mode a failed startup action
+        raises `StartupActionError` here.
+        """
+        if self._running:
+            raise ConfigurationError("this JobHost is already running")
+        self._running = True
+        self._startup.reset()
+        startup_task: asyncio.Task[bool] | None = None
+        try:
+            async with self._connected() as pool:
+                try:
+                    if self.run_worker:
+                        self._start_worker(pool, concurrency or self.concurrency, burst)
+                        logger.info(
+                            "hostedjobs worker started on %s queue %r with %d handler(s)",
+                            redacted(self._url),
+                            self.queue_name,
+                            len(self._handlers.registrations),
+                        )
+                    self._hosted.start()
+                    startup_task = asyncio.get_running_loop().create_task(
+                        self._run_startup_actions(), name="hostedjobs:startup"
+                    )
+                    if self.startup_mode == "blocking" and not await asyncio.shield(startup_task):
+                        name, error = self.failed_startup_action or ("?", "")
+                        raise StartupActionError(f"startup action {name!r} failed: {error}")
+                    yield self
+                finally:
+                    if startup_task is not None and not startup_task.done():
+                        startup_task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await startup_task
+                    try:
+                        await asyncio.gather(
+                            self._hosted.stop(self.shutdown_grace_s), self._stop_worker()
+                        )
+                    finally:
+                        await self.services.aclose()
+        finally:
+            self._running = False
+
+    async def _run_startup_actions(self) -> bool:
+        succeeded = await self._startup.run(self.services)
+        if succeeded:
+            if self._supervisor is not None:
+                self._supervisor.worker.resume_taking_jobs()
+        elif self.startup_mode == "background" and self.on_startup_failure == "exit":
+            logger.critical(
+                "stopping the process: startup action %r failed", self._startup.failed_action
+            )
+            os.kill(os.getpid(), signal.SIGTERM)
+        return succeeded
+
     def _start_worker(self, pool: Any, concurrency: int, burst: bool) -> None:
         worker = HostedWorker(
-            self._handlers.arq_functions(),
+            [*self._handlers.arq_functions(), *self._distributed.arq_functions()],
             pool=pool,
             queue_name=self.queue_name,
             missing_function=self._handlers.missing_function,
@@ -229,8 +602,17 @@ class JobHost:
             fallback_poll_s=self.fallback_poll_s,
             burst=burst,
         )
+        # Queue processing waits for the startup actions.
+        worker.allow_pick_jobs = False
         self._supervisor = WorkerSupervisor(worker)
         self._supervisor.start()
+
+    async def _stop_worker(self) -> None:
+        if self._supervisor is not None:
+            try:
+                await self._supervisor.stop(self.shutdown_grace_s)
+            finally:
+                self._supervisor = None
 
     async def wait_until_idle(self) -> None:
         """In burst mode, wait until the worker has emptied the queue and stopped."""
@@ -249,8 +631,34 @@ class JobHost:
     async def readiness(self, request: Request) -> Response:
         """A readiness endpoint: ``Route("/ready", host.readiness)``.
 
-        200 while the host runs; 503 with ``Retry-After`` otherwise.
+        200 once every startup action has succeeded; 503 with ``Retry-After`` while they run
+        (naming them) and after a failure (naming the failed action and its error).
         """
-        if self._running and self._scheduler._pool is not None:
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "starting"}, status_code=503, headers={"Retry-After": "5"})
+        return readiness_response(self)
+
+    # -- status and control ------------------------------------------------------------------
+
+    async def status(self) -> list[HostedJobStatus]:
+        """One entry per hosted job: schedule, next run, last run, running now, history.
+
+        Distributed cron jobs are read from Redis, so every process reports the same.
+        """
+        return await self._hosted.status()
+
+    async def trigger(self, name: str) -> str:
+        """Run the hosted job ``name`` now, outside its schedule; returns the run id.
+
+        Continuous and cron jobs run in this process; a distributed cron job is queued for
+        any worker (the id is its queued job's id). Raises `UnknownJobError` for an unknown
+        name.
+        """
+        if not self._running:
+            raise HostNotRunningError(
+                "the host is not running: start it (lifespan or host.run()) before triggering jobs"
+            )
+        return await self._hosted.trigger(name)
+
+    @property
+    def hosted_jobs(self) -> dict[str, HostedJob]:
+        """The registered hosted jobs by name."""
+        return dict(self._hosted.jobs)

@@ -511,7 +511,8 @@ async def test_worker_survives_a_redis_restart(restartable_redis: Any, queue_nam
     async with host.run():
         await wait_for_job(host, await host.scheduler.enqueue(Greet(name="before")))
         restartable_redis.stop()
-        await asyncio.sleep(1.5)
+        # Longer than the client's own retries, so the worker loop itself meets the errors.
+        await asyncio.sleep(4)
         restartable_redis.start()
         job_id = None
         deadline = time.monotonic() + 20

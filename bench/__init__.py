@@ -1,0 +1,1 @@
+"""Benchmarks for hostedjobs' engine against raw arq (``python -m bench.engine``)."""

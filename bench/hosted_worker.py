@@ -1,0 +1,101 @@
+"""The hostedjobs side of the benchmark: its job type, its handler, and a worker process.
+
+The job is what a product would run: a ``@job_type`` dataclass with a JSON payload, and a
+handler that gets a scoped service (a stand-in for a DB session, opened and closed per run)
+from `Services`. Run as ``python -m bench.hosted_worker {drain,latency} --redis-url ...``;
+the result is one JSON line on stdout (see `bench.common`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from hostedjobs import Inject, JobHost, Services, job_type
+
+from .common import Recorder, announce_ready, emit, worker_arguments
+
+__all__ = ["BenchJob", "Session", "build_host", "main"]
+
+
+@job_type("bench.noop")
+@dataclass
+class BenchJob:
+    """The benchmark's job: a sequence number and, for latency runs, when it was enqueued."""
+
+    seq: int
+    sent_at: float = 0.0
+    """The enqueuer's ``time.time()`` just before the enqueue call; 0 for throughput runs."""
+
+
+class Session:
+    """A stand-in for a per-run database session."""
+
+    def __init__(self) -> None:
+        self.statements = 0
+        self.closed = False
+
+
+async def open_session() -> AsyncIterator[Session]:
+    """The scoped factory: one `Session` per run, closed when the run ends."""
+    session = Session()
+    try:
+        yield session
+    finally:
+        session.closed = True
+
+
+def build_host(redis_url: str, queue: str, recorder: Recorder, *, run_worker: bool) -> JobHost:
+    """A `JobHost` on ``redis_url`` whose `BenchJob` handler reports to ``recorder``."""
+    services = Services()
+    services.add_scoped(Session, open_session)
+    host = JobHost(services=services, redis_url=redis_url, queue_name=queue, run_worker=run_worker)
+
+    @host.handler(BenchJob)
+    async def handle(job: BenchJob, session: Session = Inject()) -> None:
+        recorder.started(job.sent_at)
+        session.statements += 1
+
+    return host
+
+
+async def _drain(redis_url: str, queue: str, jobs: int, concurrency: int) -> dict[str, Any]:
+    recorder = Recorder(expected=jobs)
+    host = build_host(redis_url, queue, recorder, run_worker=True)
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    async with host.run(concurrency=concurrency, burst=True):
+        await host.wait_until_idle()
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return {"jobs": recorder.count, "wall_s": wall, "cpu_s": cpu}
+
+
+async def _latency(
+    redis_url: str, queue: str, jobs: int, concurrency: int, give_up_s: float
+) -> dict[str, Any]:
+    recorder = Recorder(expected=jobs)
+    host = build_host(redis_url, queue, recorder, run_worker=True)
+    async with host.run(concurrency=concurrency):
+        announce_ready()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(recorder.done.wait(), give_up_s)
+    return {"jobs": recorder.count, "latencies_ms": recorder.latencies_ms}
+
+
+def main() -> None:
+    """Run one hostedjobs worker process in the mode given on the command line."""
+    args = worker_arguments(__doc__ or "").parse_args()
+    if args.mode == "drain":
+        result = asyncio.run(_drain(args.redis_url, args.queue, args.jobs, args.concurrency))
+    else:
+        result = asyncio.run(
+            _latency(args.redis_url, args.queue, args.jobs, args.concurrency, args.timeout)
+        )
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,359 @@
+"""Hosted services: continuous jobs, per-process cron, and the tick loop of distributed cron.
+
+Continuous jobs and per-process cron jobs run in every process that runs the host. All cron
+ticks (per-process and distributed) come from one scheduler task that sleeps until the
+earliest tick in a heap, so ticks start on time without polling, however many jobs there are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from .clock import Clock
+from .context import JobContext
+from .cron import CronSchedule
+from .distributed import DistributedCron
+from .exceptions import ConfigurationError, UnknownJobError
+from .results import JobResult, Outcome
+from .retries import RetryPolicy
+from .runs import JobCallable
+from .scope import ScopeProvider
+from .startup import StartupActions
+from .status import HostedJobStatus, JobKind, RunRecord, RunTracker
+
+__all__ = ["HostedJob", "HostedServices", "Misfire", "Overlap"]
+
+logger = logging.getLogger("hostedjobs.hosted")
+
+Overlap = Literal["skip", "allow"]
+Misfire = Literal["skip", "run_once"]
+
+
+@dataclass(frozen=True, slots=True)
+class HostedJob:
+    """A registered hosted job and its options."""
+
+    name: str
+    kind: JobKind
+    code: JobCallable
+    timeout_s: float | None = None
+    wait_for_startup: bool = True
+    interval_s: float = 0.0
+    initial_delay_s: float = 0.0
+    instance_count: int = 1
+    iteration_limit: int | None = None
+    failure_backoff: RetryPolicy = field(default_factory=RetryPolicy)
+    schedule: CronSchedule | None = None
+    overlap: Overlap = "skip"
+    misfire: Misfire = "skip"
+    misfire_grace_s: float = 300.0
+
+    def describe_schedule(self) -> str:
+        """The cron expression, or how often a continuous job runs."""
+        if self.schedule is not None:
+            return self.schedule.expression
+        if self.interval_s:
+            return f"every {self.interval_s:g}s after each run"
+        return "back to back"
+
+
+class HostedServices:
+    """Runs the hosted jobs of one host while it runs."""
+
+    def __init__(
+        self,
+        provider: ScopeProvider,
+        clock: Clock,
+        startup: StartupActions,
+        distributed: DistributedCron,
+    ) -> None:
+        self.provider = provider
+        self.clock = clock
+        self.startup = startup
+        self.distributed = distributed
+        self.jobs: dict[str, HostedJob] = {}
+        self._trackers: dict[str, RunTracker] = {}
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._runs: set[asyncio.Task[JobResult]] = set()
+        self._heap: list[tuple[datetime, int, HostedJob]] = []
+        self._sequence = itertools.count()
+        self._changed = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def add(self, job: HostedJob) -> None:
+        """Register a job; names are unique across every kind."""
+        if job.name in self.jobs:
+            raise ConfigurationError(
+                f"a hosted job named {job.name!r} is already registered; names must be unique "
+                "(pass name='...')"
+            )
+        self.jobs[job.name] = job
+        if job.kind is JobKind.DISTRIBUTED_CRON:
+            self.distributed.jobs[job.name] = job
+
+    async def invoke(self, job: HostedJob, ctx: JobContext) -> JobResult:
+        """One run of ``job`` in a fresh scope."""
+        return await job.code.invoke(self.provider, ctx, timeout_s=job.timeout_s)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start every job's loop (gated ones wait for the startup actions)."""
+        self._stopping = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._heap = []
+        self._trackers = {name: RunTracker() for name in self.jobs}
+        for job in self.jobs.values():
+            if job.kind is JobKind.CONTINUOUS:
+                for instance in range(job.instance_count):
+                    self._spawn(self._continuous(job), f"hostedjobs:{job.name}:{instance}")
+            else:
+                self._spawn(self._schedule_first_tick(job), f"hostedjobs:{job.name}:first-tick")
+        if any(job.schedule is not None for job in self.jobs.values()):
+            self._spawn(self._cron_loop(), "hostedjobs:cron")
+
+    def _spawn(self, coroutine: object, name: str) -> None:
+        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(coroutine, name=name)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[object]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("hosted job task %s crashed", task.get_name(), exc_info=exc)
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop scheduling; let runs finish within ``grace_s``, then cancel them."""
+        self._stopping.set()
+        self._changed.set()
+        pending = [t for t in (*self._tasks, *self._runs) if not t.done()]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=grace_s)
+            for task in late:
+                logger.warning(
+                    "cancelling %s: it did not finish within the grace period", task.get_name()
+                )
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=5)
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopping; False if the host is stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=max(seconds, 0))
+        return not self._stopping.is_set()
+
+    async def _gate(self, job: HostedJob) -> bool:
+        if not job.wait_for_startup:
+            return True
+        if await self.startup.wait():
+            return True
+        logger.error(
+            "%s will not start: startup action %r failed", job.name, self.startup.failed_action
+        )
+        return False
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def _begin(self, job: HostedJob, scheduled_at: datetime | None, manual: bool) -> JobContext:
+        ctx = JobContext(
+            job_name=job.name,
+            run_id=uuid.uuid4().hex,
+            attempt=1,
+            scheduled_at=scheduled_at,
+            started_at=self.clock.now(),
+        )
+        self._trackers[job.name].started(
+            RunRecord(ctx.run_id, scheduled_at, ctx.started_at, manual=manual)
+        )
+        return ctx
+
+    async def _run(self, job: HostedJob, ctx: JobContext) -> JobResult:
+        tracker = self._trackers[job.name]
+        try:
+            result = await self.invoke(job, ctx)
+        except asyncio.CancelledError:
+            tracker.finished(ctx.run_id, JobResult.cancelled("cancelled by shutdown"))
+            raise
+        tracker.finished(ctx.run_id, result)
+        return result
+
+    def _start_run(
+        self, job: HostedJob, scheduled_at: datetime | None, *, manual: bool = False
+    ) -> str:
+        ctx = self._begin(job, scheduled_at, manual)
+        task = asyncio.get_running_loop().create_task(
+            self._run(job, ctx), name=f"hostedjobs:{job.name}:run"
+        )
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
+        return ctx.run_id
+
+    async def trigger(self, name: str) -> str:
+        """Run a hosted job now; returns the run id (for distributed cron, the arq job id)."""
+        job = self.jobs.get(name)
+        if job is None:
+            known = ", ".join(sorted(self.jobs)) or "none"
+            raise UnknownJobError(f"no hosted job named {name!r} (registered: {known})")
+        if job.kind is JobKind.DISTRIBUTED_CRON:
+            return await self.distributed.trigger(job)
+        if name not in self._trackers:
+            self._trackers[name] = RunTracker()
+        return self._start_run(job, self.clock.now(), manual=True)
+
+    # -- continuous ---------------------------------------------------------------------------
+
+    async def _continuous(self, job: HostedJob) -> None:
+        if not await self._gate(job):
+            return
+        tracker = self._trackers[job.name]
+        if job.initial_delay_s:
+            tracker.next_run = self.clock.now() + timedelta(seconds=job.initial_delay_s)
+            if not await self._sleep(job.initial_delay_s):
+                return
+        iterations = failures = 0
+        while not self._stopping.is_set():
+            if job.iteration_limit is not None and iterations >= job.iteration_limit:
+                logger.info("%s: finished its %d iterations", job.name, job.iteration_limit)
+                return
+            ctx = self._begin(job, None, manual=False)
+            result = await self._run(job, ctx)
+            iterations += 1
+            delay = job.interval_s
+            if result.outcome is Outcome.FAILED:
+                failures += 1
+                delay = max(delay, job.failure_backoff.delay(failures))
+            else:
+                failures = 0
+            tracker.next_run = self.clock.now() + timedelta(seconds=delay)
+            if delay and not await self._sleep(delay):
+                return
+            # Yield to the loop even when running back to back.
+            await asyncio.sleep(0)
+
+    # -- cron ---------------------------------------------------------------------------------
+
+    async def _schedule_first_tick(self, job: HostedJob) -> None:
+        if not await self._gate(job):
+            return
+        assert job.schedule is not None
+        now = self.clock.now()
+        first = job.schedule.next_tick(now)
+        if job.kind is JobKind.DISTRIBUTED_CRON and job.misfire == "run_once":
+            await self._catch_up(job, now, first)
+        self._push(job, first)
+
+    async def _catch_up(self, job: HostedJob, now: datetime, first: datetime) -> None:
+        assert job.schedule is not None
+        try:
+            last = await self.distributed.last_fired_tick(job)
+        except Exception as exc:
+            logger.warning("%s: cannot read the last fired tick (%r); no catch-up", job.name, exc)
+            return
+        missed = job.schedule.previous_tick(now)
+        if last is None or missed is None or missed <= last:
+            return
+        if (now - missed).total_seconds() > job.misfire_grace_s:
+            logger.info(
+                "%s: missed the tick at %s, beyond its misfire grace; skipping it", job.name, missed
+            )
+            return
+        logger.info("%s: running the tick missed at %s (misfire=run_once)", job.name, missed)
+        await self.distributed.fire(job, missed, first)
+
+    def _push(self, job: HostedJob, tick: datetime) -> None:
+        heapq.heappush(self._heap, (tick, next(self._sequence), job))
+        self._trackers[job.name].next_run = tick
+        self._changed.set()
+
+    async def _cron_loop(self) -> None:
+        while not self._stopping.is_set():
+            if not self._heap:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            tick, _, job = self._heap[0]
+            delay = (tick - self.clock.now()).total_seconds()
+            if delay > 0:
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), timeout=delay)
+                continue
+            heapq.heappop(self._heap)
+            assert job.schedule is not None
+            now = self.clock.now()
+            following = job.schedule.next_tick(tick)
+            if following <= now:
+                logger.warning("%s: the scheduler was late; skipping ticks up to %s", job.name, now)
+                following = job.schedule.next_tick(now)
+            self._push(job, following)
+            self._dispatch(job, tick, following)
+
+    def _dispatch(self, job: HostedJob, tick: datetime, following: datetime) -> None:
+        if job.kind is JobKind.DISTRIBUTED_CRON:
+            self._spawn(self._fire(job, tick, following), f"hostedjobs:{job.name}:fire")
+            return
+        tracker = self._trackers[job.name]
+        if job.overlap == "skip" and tracker.running:
+            logger.warning(
+                "%s: skipped the tick at %s, the previous run is still running", job.name, tick
+            )
+            tracker.skipped(tick, "the previous run was still running")
+            return
+        self._start_run(job, tick)
+
+    async def _fire(self, job: HostedJob, tick: datetime, following: datetime) -> None:
+        delay = 0.05
+        while True:
+            try:
+                await self.distributed.fire(job, tick, following)
+                return
+            except Exception as exc:
+                if self.clock.now() >= following or self._stopping.is_set():
+                    logger.error("%s: could not fire the tick at %s: %r", job.name, tick, exc)
+                    return
+                logger.warning(
+                    "%s: firing the tick at %s failed (%r); retrying", job.name, tick, exc
+                )
+                await self._sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    # -- status -------------------------------------------------------------------------------
+
+    async def status(self) -> list[HostedJobStatus]:
+        """Every hosted job's status, in registration order."""
+        result = []
+        for job in self.jobs.values():
+            if job.kind is JobKind.DISTRIBUTED_CRON and self.distributed.pool is not None:
+                result.append(await self.distributed.status(job))
+                continue
+            tracker = self._trackers.get(job.name) or RunTracker()
+            last = tracker.last()
+            result.append(
+                HostedJobStatus(
+                    name=job.name,
+                    kind=job.kind,
+                    schedule=job.describe_schedule(),
+                    timezone=job.schedule.timezone if job.schedule else None,
+                    next_run=tracker.next_run,
+                    last_scheduled_at=last.scheduled_at if last else None,
+                    last_started_at=last.started_at if last else None,
+                    last_finished_at=last.finished_at if last else None,
+                    last_outcome=last.outcome if last else None,
+                    last_message=last.message if last else None,
+                    running=len(tracker.running),
+                    history=(
+                        *sorted(tracker.running.values(), key=lambda r: r.started_at, reverse=True),
+                        *tracker.history,
+                    ),
+                )
+            )
+        return result

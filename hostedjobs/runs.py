@@ -1,0 +1,112 @@
+"""One run of a hosted job or startup action: a fresh scope, the call, and its `JobResult`.
+
+A hosted job is an async function (``ctx: JobContext`` by annotation, services by ``Inject()``)
+or a class whose constructor is resolved from the run's scope and that has
+``async def run(self, ctx) -> JobResult | None``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .context import JobContext
+from .exceptions import ConfigurationError
+from .results import JobResult
+from .scope import CallPlan, Resolver, ScopeProvider, call_planned, plan_call
+
+__all__ = ["JobCallable", "job_name_of"]
+
+logger = logging.getLogger("hostedjobs.runs")
+
+
+def job_name_of(target: Any) -> str:
+    """The default name of a job: its function's or class's ``__name__``.
+
+    Lambdas have no name of their own, so they must be named explicitly.
+    """
+    name = getattr(target, "__name__", None)
+    if not isinstance(name, str) or name == "<lambda>":
+        raise ConfigurationError(
+            f"{target!r} has no stable name (a lambda, or a callable object); "
+            "pass name='...' when registering it"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class JobCallable:
+    """A job's code, analysed once at registration, called once per run."""
+
+    target: Any
+    _construct: CallPlan | None
+    _call: CallPlan
+
+    @classmethod
+    def create(
+        cls,
+        target: Any,
+        *,
+        method: str = "run",
+        provided_types: tuple[type[Any], ...] = (JobContext,),
+        what: str = "job",
+    ) -> JobCallable:
+        """Analyse an async function, or a class with an async ``method``.
+
+        Parameters annotated with one of ``provided_types`` get the run's values; the rest
+        come from the scope (``Inject()`` for functions, every constructor parameter for
+        classes). Anything that cannot be filled is refused here, at registration.
+        """
+        if inspect.isclass(target):
+            function = getattr(target, method, None)
+            if function is None or not inspect.iscoroutinefunction(function):
+                raise ConfigurationError(
+                    f"{what} class {target.__qualname__} needs an "
+                    f"`async def {method}(self, ...)` method"
+                )
+            construct = plan_call(target, provided_types=provided_types, inject_all=True)
+            call = plan_call(function, provided_types=provided_types, inject_all=False)
+            return cls(target, construct, call)
+        if not inspect.iscoroutinefunction(target):
+            raise ConfigurationError(
+                f"{what} {getattr(target, '__qualname__', target)!r} must be an async function "
+                f"(async def) or a class with an async {method}() method"
+            )
+        return cls(target, None, plan_call(target, provided_types=provided_types, inject_all=False))
+
+    async def call(self, resolver: Resolver, provided: Mapping[type[Any], object]) -> Any:
+        """Construct (for a class) and call, with arguments from ``provided`` and the scope."""
+        if self._construct is None:
+            return await call_planned(self._call, resolver, provided)
+        instance = await call_planned(self._construct, resolver, provided)
+        return await call_planned(self._call.bound_to(instance), resolver, provided)
+
+    async def invoke(
+        self, provider: ScopeProvider, ctx: JobContext, *, timeout_s: float | None = None
+    ) -> JobResult:
+        """Run once in a fresh scope; never raises except on cancellation.
+
+        An exception (including a timeout or a service that cannot be resolved) becomes a
+        failed `JobResult`, logged with its traceback. Cancellation propagates once the scope
+        has closed with it.
+        """
+        provided: dict[type[Any], object] = {JobContext: ctx}
+        try:
+            async with provider.scope(provided) as resolver:
+                async with asyncio.timeout(timeout_s):
+                    outcome = await self.call(resolver, provided)
+        except TimeoutError:
+            ctx.logger.error("timed out after %gs", timeout_s)
+            return JobResult.failed(f"timed out after {timeout_s:g}s")
+        except Exception as exc:
+            ctx.logger.exception("failed: %s: %s", type(exc).__name__, exc)
+            return JobResult.from_exception(exc)
+        if outcome is None:
+            return JobResult.success()
+        if isinstance(outcome, JobResult):
+            return outcome
+        return JobResult.success(str(outcome))

@@ -1,0 +1,57 @@
+"""Starlette glue: the readiness answer, and a middleware that holds requests until ready."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
+
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .startup import StartupState
+
+if TYPE_CHECKING:
+    from .host import JobHost
+
+__all__ = ["RETRY_AFTER_S", "StartupGateMiddleware", "readiness_response"]
+
+RETRY_AFTER_S = 5
+"""What ``Retry-After`` tells clients while the host is not ready."""
+
+
+def readiness_response(host: JobHost) -> Response:
+    """200 ``{"status": "ready"}`` once ready, else 503 with ``Retry-After`` and the reason."""
+    failed = host.failed_startup_action
+    if failed is not None:
+        name, error = failed
+        body: dict[str, Any] = {"status": "failed", "failed_action": name, "error": error}
+    elif host.ready:
+        return JSONResponse({"status": "ready"})
+    elif not host.running:
+        body = {"status": "stopped"}
+    else:
+        body = {"status": "starting", "startup": str(host.startup_state)}
+        if host.startup_state is StartupState.RUNNING:
+            body["running_actions"] = list(host.running_startup_actions)
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+class StartupGateMiddleware:
+    """Answers 503 (with ``Retry-After``) to every HTTP request until the host is ready.
+
+    ``Middleware(StartupGateMiddleware, host=host, allow_paths=("/health",))``: the allowed
+    paths (liveness probes, say) pass through at any time. Lifespan and websocket traffic
+    is never held.
+    """
+
+    def __init__(self, app: ASGIApp, host: JobHost, allow_paths: Collection[str] = ()) -> None:
+        self.app = app
+        self.host = host
+        self.allow_paths = frozenset(allow_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on once ready (or for an allowed path); else answer 503."""
+        if scope["type"] != "http" or self.host.ready or scope.get("path") in self.allow_paths:
+            await self.app(scope, receive, send)
+            return
+        await readiness_response(self.host)(scope, receive, send)

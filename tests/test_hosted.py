@@ -1,0 +1,385 @@
+"""Hosted services in one process: continuous jobs, per-process cron, startup actions, status."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from hostedjobs import Inject, JobContext, JobHost, JobResult, Services
+from hostedjobs.exceptions import (
+    ConfigurationError,
+    StartupActionError,
+    UnknownJobError,
+)
+from hostedjobs.starlette import StartupGateMiddleware
+
+
+class Recorder:
+    """Collects what runs did, with monotonic timestamps."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, float, Any]] = []
+
+    def add(self, name: str, value: Any = None) -> None:
+        self.events.append((name, time.monotonic(), value))
+
+    def times(self, name: str) -> list[float]:
+        return [t for n, t, _ in self.events if n == name]
+
+    def values(self, name: str) -> list[Any]:
+        return [v for n, _, v in self.events if n == name]
+
+
+def make_host(redis_url: str, queue_name: str, **options: Any) -> tuple[JobHost, Recorder]:
+    recorder = Recorder()
+    services = Services()
+    services.add_singleton(Recorder, recorder)
+    options.setdefault("shutdown_grace", timedelta(seconds=2))
+    return JobHost(
+        services=services, redis_url=redis_url, queue_name=queue_name, **options
+    ), recorder
+
+
+async def until(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_continuous_job_honours_delay_interval_instances_and_limit(
+    redis_url: str, queue_name: str
+) -> None:
+    """initial_delay before the first run, interval between runs, N instances, M runs each."""
+    host, recorder = make_host(redis_url, queue_name)
+
+    @host.job(
+        interval=timedelta(milliseconds=100),
+        initial_delay=timedelta(milliseconds=300),
+        instance_count=2,
+        iteration_limit=3,
+    )
+    async def poll(ctx: JobContext, recorder: Recorder = Inject()) -> None:
+        recorder.add("poll", ctx.run_id)
+
+    started = time.monotonic()
+    async with host.run():
+        await until(lambda: len(recorder.times("poll")) == 6)
+        await asyncio.sleep(0.3)
+        (status,) = await host.status()
+    times = recorder.times("poll")
+    assert len(times) == 6
+    assert min(times) - started >= 0.3
+    assert len(set(recorder.values("poll"))) == 6
+    first, second = sorted(times)[:2]
+    assert second - first < 0.05  # two instances run side by side
+    assert sorted(times)[2] - first >= 0.1
+    assert status.kind == "continuous"
+    assert status.last_outcome == "succeeded"
+    assert len(status.history) == 6
+
+
+async def test_continuous_job_backs_off_after_failures(redis_url: str, queue_name: str) -> None:
+    """A failing continuous job waits its growing backoff instead of spinning."""
+    host, recorder = make_host(redis_url, queue_name)
+
+    @host.job(failure_backoff=timedelta(milliseconds=200), iteration_limit=3)
+    async def failing(recorder: Recorder = Inject()) -> JobResult:
+        recorder.add("fail")
+        return JobResult.failed("upstream down")
+
+    async with host.run():
+        await until(lambda: len(recorder.times("fail")) == 3)
+        (status,) = await host.status()
+    first, second, third = recorder.times("fail")
+    assert second - first >= 0.1  # backoff 0.2 s, jitter down to half
+    assert third - second >= 0.2  # then doubled
+    assert status.last_outcome == "failed"
+    assert status.last_message == "upstream down"
+
+
+class Session:
+    """A per-run resource for the class-job test."""
+
+    count = 0
+
+    def __init__(self) -> None:
+        Session.count += 1
+        self.number = Session.count
+
+
+class Refresh:
+    """A job class: constructed per run with its services."""
+
+    def __init__(self, session: Session, recorder: Recorder) -> None:
+        self.session = session
+        self.recorder = recorder
+
+    async def run(self, ctx: JobContext) -> JobResult:
+        self.recorder.add("refresh", self.session.number)
+        return JobResult.success(f"session {self.session.number}")
+
+
+async def test_class_job_gets_a_fresh_scope_each_run(redis_url: str, queue_name: str) -> None:
+    """A job class is constructed per run with its services, and its scope is closed after."""
+    closed: list[int] = []
+    Session.count = 0
+
+    async def open_session() -> AsyncIterator[Session]:
+        session = Session()
+        yield session
+        closed.append(session.number)
+
+    recorder = Recorder()
+    services = Services()
+    services.add_singleton(Recorder, recorder)
+    services.add_scoped(Session, open_session)
+    host = JobHost(services=services, redis_url=redis_url, queue_name=queue_name)
+    host.add_job(Refresh, iteration_limit=2)
+    async with host.run():
+        await until(lambda: len(closed) == 2)
+        (status,) = await host.status()
+    assert recorder.values("refresh") == [1, 2]
+    assert closed == [1, 2]
+    assert status.name == "Refresh"
+    assert status.last_message == "session 2"
+
+
+async def test_cron_job_runs_on_each_tick_with_the_tick_as_scheduled_at(
+    redis_url: str, queue_name: str
+) -> None:
+    """An every-second cron job starts right after each tick, with ctx.scheduled_at = tick."""
+    host, recorder = make_host(redis_url, queue_name)
+
+    @host.cron("* * * * * *", name="every-second")
+    async def tick(ctx: JobContext, recorder: Recorder = Inject()) -> None:
+        recorder.add("tick", (ctx.scheduled_at, ctx.started_at))
+
+    async with host.run():
+        await until(lambda: len(recorder.values("tick")) >= 3, timeout=10)
+        (status,) = await host.status()
+    for scheduled_at, started_at in recorder.values("tick")[:3]:
+        assert scheduled_at.microsecond == 0
+        assert timedelta(0) <= started_at - scheduled_at < timedelta(milliseconds=500)
+    scheduled = [s for s, _ in recorder.values("tick")]
+    assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(scheduled))
+    assert status.kind == "cron"
+    assert status.schedule == "* * * * * *"
+    assert status.timezone == "UTC"
+    assert status.next_run is not None and status.next_run > datetime.now(UTC) - timedelta(
+        seconds=1
+    )
+
+
+async def test_cron_overlap_skip_skips_ticks_while_running(redis_url: str, queue_name: str) -> None:
+    """With overlap='skip' a tick is skipped while the previous run still runs."""
+    host, recorder = make_host(redis_url, queue_name)
+    running = 0
+
+    @host.cron("* * * * * *", name="slow")
+    async def slow(recorder: Recorder = Inject()) -> None:
+        nonlocal running
+        running += 1
+        recorder.add("concurrent", running)
+        await asyncio.sleep(1.6)
+        running -= 1
+
+    async with host.run():
+        await asyncio.sleep(4.2)
+        (status,) = await host.status()
+    assert max(recorder.values("concurrent")) == 1
+    assert any(run.outcome == "skipped" for run in status.history)
+
+
+async def test_cron_overlap_allow_runs_concurrently(redis_url: str, queue_name: str) -> None:
+    """With overlap='allow' a slow job's runs overlap."""
+    host, recorder = make_host(redis_url, queue_name)
+    running = 0
+
+    @host.cron("* * * * * *", name="overlapping", overlap="allow")
+    async def slow(recorder: Recorder = Inject()) -> None:
+        nonlocal running
+        running += 1
+        recorder.add("concurrent", running)
+        await asyncio.sleep(1.5)
+        running -= 1
+
+    async with host.run():
+        await until(lambda: max(recorder.values("concurrent"), default=0) >= 2, timeout=6)
+
+
+async def test_trigger_runs_a_hosted_job_now(redis_url: str, queue_name: str) -> None:
+    """host.trigger() runs a cron job immediately, marked manual; unknown names raise."""
+    host, recorder = make_host(redis_url, queue_name)
+
+    @host.cron("0 0 1 1 *", name="yearly")
+    async def yearly(ctx: JobContext, recorder: Recorder = Inject()) -> None:
+        recorder.add("yearly", ctx.run_id)
+
+    async with host.run():
+        run_id = await host.trigger("yearly")
+        await until(lambda: recorder.values("yearly") == [run_id])
+        await asyncio.sleep(0.05)
+        (status,) = await host.status()
+        with pytest.raises(UnknownJobError, match="no hosted job named 'nope'"):
+            await host.trigger("nope")
+    assert status.history[0].manual
+    assert status.history[0].outcome == "succeeded"
+
+
+async def test_startup_actions_run_by_priority_and_gate_jobs_and_worker(
+    redis_url: str, queue_name: str
+) -> None:
+    """Groups run in priority order (concurrently within one); gated jobs start after them."""
+    host, recorder = make_host(redis_url, queue_name)
+
+    @host.startup_action(priority=0)
+    async def migrate(recorder: Recorder = Inject()) -> None:
+        recorder.add("migrate-start")
+        await asyncio.sleep(0.2)
+        recorder.add("migrate-end")
+
+    @host.startup_action(priority=1)
+    async def warm_a(recorder: Recorder = Inject()) -> None:
+        recorder.add("warm-a")
+        await asyncio.sleep(0.2)
+
+    @host.startup_action(priority=1)
+    async def warm_b(recorder: Recorder = Inject()) -> None:
+        recorder.add("warm-b")
+        await asyncio.sleep(0.2)
+
+    @host.job(iteration_limit=1)
+    async def gated(recorder: Recorder = Inject()) -> None:
+        recorder.add("gated")
+
+    @host.job(iteration_limit=1, wait_for_startup_actions=False)
+    async def ungated(recorder: Recorder = Inject()) -> None:
+        recorder.add("ungated")
+
+    async with host.run():
+        assert not host.ready
+        await until(lambda: recorder.times("gated"))
+        assert host.ready
+    (migrate_end,) = recorder.times("migrate-end")
+    (warm_a_at,) = recorder.times("warm-a")
+    (warm_b_at,) = recorder.times("warm-b")
+    assert warm_a_at >= migrate_end and warm_b_at >= migrate_end
+    assert abs(warm_a_at - warm_b_at) < 0.1
+    assert recorder.times("gated")[0] >= warm_a_at + 0.2
+    assert recorder.times("ungated")[0] < migrate_end
+
+
+async def test_failed_startup_action_keeps_gated_jobs_stopped(
+    redis_url: str, queue_name: str
+) -> None:
+    """With on_startup_failure='stay' a failed action is reported and gated jobs never run."""
+    host, recorder = make_host(redis_url, queue_name, on_startup_failure="stay")
+
+    @host.startup_action()
+    async def migrate() -> None:
+        raise RuntimeError("database unreachable")
+
+    @host.job()
+    async def gated(recorder: Recorder = Inject()) -> None:
+        recorder.add("gated")
+
+    async with host.run():
+        await until(lambda: host.failed_startup_action is not None)
+        await asyncio.sleep(0.2)
+        assert host.failed_startup_action == ("migrate", "RuntimeError: database unreachable")
+        assert not host.ready
+    assert recorder.times("gated") == []
+
+
+async def test_blocking_startup_raises_when_an_action_fails(
+    redis_url: str, queue_name: str
+) -> None:
+    """In blocking mode host.run() waits for the actions and raises if one fails."""
+    host, _ = make_host(redis_url, queue_name, startup_mode="blocking")
+
+    @host.startup_action(name="check-schema")
+    async def check() -> None:
+        raise ValueError("schema is version 3, expected 4")
+
+    with pytest.raises(StartupActionError, match="'check-schema' failed: ValueError: schema"):
+        async with host.run():
+            raise AssertionError("never entered")
+
+
+def test_readiness_and_gate_middleware_under_test_client(redis_url: str, queue_name: str) -> None:
+    """/ready answers 503 naming the running action, then 200; the gate holds other routes."""
+    host, _ = make_host(redis_url, queue_name)
+    release = asyncio.Event()
+
+    @host.startup_action()
+    async def migrate() -> None:
+        await release.wait()
+
+    async def home(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    app = Starlette(
+        routes=[Route("/", home), Route("/ready", host.readiness), Route("/health", home)],
+        middleware=[
+            Middleware(StartupGateMiddleware, host=host, allow_paths=("/ready", "/health"))
+        ],
+        lifespan=host.lifespan,
+    )
+    with TestClient(app) as client:
+        response = client.get("/ready")
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "5"
+        assert response.json()["running_actions"] == ["migrate"]
+        assert client.get("/").status_code == 503
+        assert client.get("/health").text == "hello"
+        client.portal.call(release.set)
+        deadline = time.monotonic() + 5
+        while client.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert client.get("/").text == "hello"
+
+
+def test_registration_errors_name_the_problem() -> None:
+    """Duplicate names, lambdas, bad options and bad cron fail at registration."""
+    host = JobHost(redis_url="redis://127.0.0.1:1/0")
+
+    async def job() -> None: ...
+
+    host.add_job(job, name="job")
+    with pytest.raises(ConfigurationError, match="already registered"):
+        host.add_cron_job(job, "* * * * *", name="job")
+    with pytest.raises(ConfigurationError, match="no stable name"):
+        host.add_distributed_cron_job(lambda: None, "* * * * *")
+    with pytest.raises(ConfigurationError, match="invalid cron"):
+        host.add_cron_job(job, "61 * * * *", name="bad-cron")
+    with pytest.raises(ConfigurationError, match="unknown time zone"):
+        host.add_cron_job(job, "* * * * *", name="bad-zone", timezone="Mars/Olympus")
+    with pytest.raises(ConfigurationError, match="overlap"):
+        host.add_cron_job(job, "* * * * *", name="bad-overlap", overlap="never")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="misfire"):
+        host.add_distributed_cron_job(job, "* * * * *", name="m", misfire="all")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="instance_count"):
+        host.add_job(job, name="x", instance_count=0)
+    with pytest.raises(ConfigurationError, match="iteration_limit"):
+        host.add_job(job, name="y", iteration_limit=0)
+
+    def not_async() -> None: ...
+
+    with pytest.raises(ConfigurationError, match="async"):
+        host.add_job(not_async)
+    host.add_startup_action(job, name="dup")
+    with pytest.raises(ConfigurationError, match="already registered"):
+        host.add_startup_action(job, name="dup")
