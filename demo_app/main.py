@@ -5,9 +5,18 @@
     GET  /signups                                every sign-up and the emails "sent" so far
     GET  /jobs/{id}                              a job's status, tries, times, result
     DELETE /jobs/{id}                            cancel a job that has not started
-    GET  /ready                                  200 once the job host runs
+    GET  /reports                                what the distributed cron jobs wrote
+    GET  /status                                 every hosted job: schedule, last and next run
+    GET  /ready                                  200 once the startup action has run (until
+                                                 then every other route answers 503 too)
+    POST /status/{name}/run                      run a hosted job now
 
-Each job run gets its own SQLite connection from the scope: committed if the run succeeds,
+Hosted jobs: a startup action creates the schema (the jobs and the worker wait for it), a
+continuous job sweeps stale sign-ups, a per-process cron job refreshes cached stats, and two
+distributed cron jobs run once per tick across all processes: a nightly report, and a fast
+one (every 10 s, DEMO_FAST_CRON) so you can watch it fire.
+
+Each run gets its own SQLite connection from the scope: committed if the run succeeds,
 rolled back if it raises, closed either way.
 """
 
@@ -23,14 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from hostedjobs import Inject, JobContext, JobHost, JobResult, Services, job_type
+from hostedjobs.starlette import StartupGateMiddleware
 
 DB_PATH = Path(os.environ.get("DEMO_DB", ".hostedjobs/demo.sqlite3"))
 REMINDER_DELAY = timedelta(seconds=float(os.environ.get("REMINDER_DELAY", "60")))
+FAST_CRON = os.environ.get("DEMO_FAST_CRON", "*/10 * * * * *")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS signups (
@@ -40,15 +52,17 @@ CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY, signup_id INTEGER NOT NULL, kind TEXT NOT NULL,
     sent_at TEXT DEFAULT CURRENT_TIMESTAMP
 );
+CREATE TABLE IF NOT EXISTS reports (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, tick TEXT NOT NULL, signups INTEGER NOT NULL
+);
 """
 
 
 def connect() -> sqlite3.Connection:
-    """A connection to the demo database (created with its schema on first use)."""
+    """A connection to the demo database."""
     DB_PATH.parent.mkdir(parents=True, exist_ok=True)
     connection = sqlite3.connect(DB_PATH)
     connection.row_factory = sqlite3.Row
-    connection.executescript(SCHEMA)
     return connection
 
 
@@ -66,9 +80,63 @@ def open_db() -> Iterator[sqlite3.Connection]:
         connection.close()
 
 
+class StatsCache:
+    """A per-process cache the cron job refreshes (a singleton)."""
+
+    def __init__(self) -> None:
+        self.signups = 0
+
+
 services = Services()
 services.add_scoped(sqlite3.Connection, open_db)
+services.add_singleton(StatsCache, StatsCache())
 host = JobHost(services=services, queue_name="demo")
+
+
+@host.startup_action(priority=0)
+async def create_schema(db: sqlite3.Connection = Inject()) -> None:
+    """Runs before any job and before /ready answers 200."""
+    db.executescript(SCHEMA)
+
+
+@host.job(interval=timedelta(seconds=30), initial_delay=timedelta(seconds=5))
+async def sweep_outbox(ctx: JobContext, db: sqlite3.Connection = Inject()) -> JobResult:
+    """Continuous, in every process: a delay of 30 s after each run."""
+    (pending,) = db.execute(
+        "SELECT COUNT(*) FROM signups WHERE id NOT IN (SELECT signup_id FROM outbox)"
+    ).fetchone()
+    return JobResult.success(f"{pending} sign-up(s) still waiting for their welcome email")
+
+
+@host.cron("*/30 * * * * *", name="refresh-stats")
+async def refresh_stats(
+    db: sqlite3.Connection = Inject(), cache: StatsCache = Inject()
+) -> JobResult:
+    """Per-process cron: every process refreshes its own cache every 30 s."""
+    (cache.signups,) = db.execute("SELECT COUNT(*) FROM signups").fetchone()
+    return JobResult.success(f"{cache.signups} sign-up(s)")
+
+
+async def write_report(kind: str, ctx: JobContext, db: sqlite3.Connection) -> JobResult:
+    assert ctx.scheduled_at is not None
+    (signups,) = db.execute("SELECT COUNT(*) FROM signups").fetchone()
+    db.execute(
+        "INSERT INTO reports (kind, tick, signups) VALUES (?, ?, ?)",
+        (kind, ctx.scheduled_at.isoformat(), signups),
+    )
+    return JobResult.success(f"{kind} report for {ctx.scheduled_at:%H:%M:%S}: {signups} sign-up(s)")
+
+
+@host.distributed_cron("0 2 * * *", name="nightly-report", timezone="Europe/Prague")
+async def nightly_report(ctx: JobContext, db: sqlite3.Connection = Inject()) -> JobResult:
+    """Distributed cron: once per night across every process, at 02:00 Prague time."""
+    return await write_report("nightly", ctx, db)
+
+
+@host.distributed_cron(FAST_CRON, name="fast-report")
+async def fast_report(ctx: JobContext, db: sqlite3.Connection = Inject()) -> JobResult:
+    """Distributed cron: once per tick across every process (run several to see it)."""
+    return await write_report("fast", ctx, db)
 
 
 @job_type("welcome-email", version=1)
@@ -155,17 +223,38 @@ async def get_job(request: Request) -> JSONResponse:
     return JSONResponse({key: _jsonable(value) for key, value in asdict(info).items()})
 
 
+async def status(request: Request) -> JSONResponse:
+    return JSONResponse([job.to_json() for job in await host.status()])
+
+
+async def run_now(request: Request) -> JSONResponse:
+    name = request.path_params["name"]
+    if name not in host.hosted_jobs:
+        return JSONResponse({"error": f"no hosted job named {name!r}"}, status_code=404)
+    return JSONResponse({"run_id": await host.trigger(name)}, status_code=202)
+
+
+async def reports(request: Request) -> JSONResponse:
+    with contextlib.closing(connect()) as db:
+        rows = db.execute("SELECT kind, tick, signups FROM reports ORDER BY id DESC LIMIT 20")
+        return JSONResponse([dict(row) for row in rows])
+
+
 async def delete_job(request: Request) -> JSONResponse:
     deleted = await host.scheduler.delete(request.path_params["job_id"])
     return JSONResponse({"deleted": deleted}, status_code=200 if deleted else 409)
 
 
 app = Starlette(
+    middleware=[Middleware(StartupGateMiddleware, host=host, allow_paths=("/ready", "/status"))],
     routes=[
         Route("/signups", create_signup, methods=["POST"]),
         Route("/signups", list_signups, methods=["GET"]),
         Route("/jobs/{job_id}", get_job, methods=["GET"]),
         Route("/jobs/{job_id}", delete_job, methods=["DELETE"]),
+        Route("/status", status, methods=["GET"]),
+        Route("/status/{name}/run", run_now, methods=["POST"]),
+        Route("/reports", reports, methods=["GET"]),
         Route("/ready", host.readiness),
     ],
     lifespan=host.lifespan,

@@ -25,7 +25,6 @@ host = JobHost(
 async def every_second(ctx: JobContext) -> None:
     assert ctx.scheduled_at is not None
     pool = host.scheduler.pool
-    await pool.rpush(
-        f"{host.queue_name}:ticks", f"{int(ctx.scheduled_at.timestamp())} {os.getpid()}"
-    )
+    tick = f"{int(ctx.scheduled_at.timestamp())} {os.getpid()}"
+    await pool.rpush(f"{host.queue_name}:ticks", tick)  # type: ignore[misc]
     await asyncio.sleep(float(os.environ.get("CRON_APP_RUN_S", "0")))

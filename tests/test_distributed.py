@@ -41,7 +41,7 @@ def _start_worker(redis_url: str, queue_name: str, **env: str) -> subprocess.Pop
 
 
 async def _ticks(host: JobHost, queue_name: str) -> list[tuple[int, int]]:
-    raw = await host.scheduler.pool.lrange(f"{queue_name}:ticks", 0, -1)
+    raw = await host.scheduler.pool.lrange(f"{queue_name}:ticks", 0, -1)  # type: ignore[misc]
     return [(int(tick), int(pid)) for tick, pid in (item.decode().split() for item in raw)]
 
 

@@ -344,6 +344,7 @@ def test_readiness_and_gate_middleware_under_test_client(redis_url: str, queue_n
         assert response.json()["running_actions"] == ["migrate"]
         assert client.get("/").status_code == 503
         assert client.get("/health").text == "hello"
+        assert client.portal is not None
         client.portal.call(release.set)
         deadline = time.monotonic() + 5
         while client.get("/ready").status_code != 200:

@@ -147,6 +147,7 @@ def demo_server(tmp_path: Path) -> Iterator[str]:
             HOSTEDJOBS_DATA_DIR=str(tmp_path / "data"),
             DEMO_DB=str(tmp_path / "demo.sqlite3"),
             REMINDER_DELAY="0.5",
+            DEMO_FAST_CRON="* * * * * *",
         ),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -199,3 +200,34 @@ def test_demo_under_uvicorn_runs_jobs_end_to_end(demo_server: str) -> None:
     assert signups[0]["emails"] == ["welcome", "reminder"]
     assert _request(demo_server + "/signups", "POST", {"email": "nope"})[0] == 400
     assert _request(demo_server + "/jobs/unknown")[0] == 404
+
+
+def test_demo_hosted_jobs_show_in_status(demo_server: str) -> None:
+    """The demo's hosted jobs are listed; the fast distributed job fires and can be run now."""
+    deadline = time.monotonic() + 30
+    while True:
+        _, jobs = _request(demo_server + "/status")
+        by_name = {job["name"]: job for job in jobs}
+        if by_name["fast-report"]["last_outcome"] == "succeeded":
+            break
+        assert time.monotonic() < deadline, by_name["fast-report"]
+        time.sleep(0.1)
+    assert set(by_name) == {
+        "sweep_outbox",
+        "refresh-stats",
+        "nightly-report",
+        "fast-report",
+    }
+    assert by_name["nightly-report"]["kind"] == "distributed_cron"
+    assert by_name["nightly-report"]["timezone"] == "Europe/Prague"
+    assert by_name["refresh-stats"]["kind"] == "cron"
+    status, _ = _request(demo_server + "/status/nightly-report/run", "POST")
+    assert status == 202
+    deadline = time.monotonic() + 30
+    while True:
+        _, reports = _request(demo_server + "/reports")
+        if any(report["kind"] == "nightly" for report in reports):
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert _request(demo_server + "/status/nope/run", "POST")[0] == 404
