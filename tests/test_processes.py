@@ -231,3 +231,188 @@ def test_demo_hosted_jobs_show_in_status(demo_server: str) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert _request(demo_server + "/status/nope/run", "POST")[0] == 404
+
+
+def _serve_startup_app(tmp_path: Path, redis_url: str, queue_name: str, **env: str) -> Any:
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.startup_app:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=_env(
+            HOSTEDJOBS_REDIS_URL=redis_url,
+            STARTUP_APP_QUEUE=queue_name,
+            OUT_DIR=str(tmp_path),
+            **env,
+        ),
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return server, f"http://127.0.0.1:{port}"
+
+
+def _poll_until_served(base: str, server: Any) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            _request(base + "/health")
+            return
+        except OSError:
+            assert server.poll() is None, server.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+
+
+def test_uvicorn_serves_at_once_and_is_ready_only_after_startup_actions(
+    tmp_path: Path, redis_url: str, queue_name: str
+) -> None:
+    """Liveness passes during the action; /ready and the gated job wait for it to end."""
+    server, base = _serve_startup_app(tmp_path, redis_url, queue_name, STARTUP_SECONDS="1.5")
+    try:
+        _poll_until_served(base, server)
+        assert _request(base + "/health") == (200, {"status": "alive"})
+        status, body = _request(base + "/ready")
+        assert status == 503
+        assert body == {"status": "starting", "startup": "running", "running_actions": ["migrate"]}
+        assert not (tmp_path / "gated").exists()
+        deadline = time.monotonic() + 30
+        while _request(base + "/ready")[0] != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        ready_at = time.time()
+        while not (tmp_path / "gated").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        migrated = float((tmp_path / "migrated").read_text())
+        gated = float((tmp_path / "gated").read_text())
+        assert migrated <= gated
+        assert migrated <= ready_at
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        assert server.stderr is not None
+        server.stderr.close()
+
+
+def test_failed_startup_action_under_uvicorn_exits_non_zero(
+    tmp_path: Path, redis_url: str, queue_name: str
+) -> None:
+    """A failing action is logged with its traceback and the server process exits non-zero."""
+    server, _ = _serve_startup_app(
+        tmp_path, redis_url, queue_name, STARTUP_FAIL="1", STARTUP_SECONDS="0.2"
+    )
+    try:
+        code = server.wait(timeout=30)
+        assert server.stderr is not None
+        log = server.stderr.read()
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert code != 0
+    assert "RuntimeError: the database is not reachable" in log
+    assert "Traceback" in log
+    assert not (tmp_path / "gated").exists()
+
+
+def test_failed_startup_action_can_leave_the_server_up_and_not_ready(
+    tmp_path: Path, redis_url: str, queue_name: str
+) -> None:
+    """With on_startup_failure='stay', /ready answers 503 naming the failed action."""
+    server, base = _serve_startup_app(
+        tmp_path, redis_url, queue_name, STARTUP_FAIL="1", STARTUP_STAY="1", STARTUP_SECONDS="0.1"
+    )
+    try:
+        _poll_until_served(base, server)
+        deadline = time.monotonic() + 30
+        while (body := _request(base + "/ready")[1])["status"] != "failed":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert body == {
+            "status": "failed",
+            "failed_action": "migrate",
+            "error": "RuntimeError: the database is not reachable",
+        }
+        assert server.poll() is None
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        assert server.stderr is not None
+        server.stderr.close()
+
+
+def test_worker_command_exits_1_when_a_startup_action_fails(
+    redis_url: str, queue_name: str
+) -> None:
+    """`hostedjobs worker` stops with status 1 and names the failed action."""
+    result = subprocess.run(
+        [HOSTEDJOBS, "worker", "tests.startup_app:host"],
+        env=_env(
+            HOSTEDJOBS_REDIS_URL=redis_url,
+            STARTUP_APP_QUEUE=queue_name,
+            STARTUP_FAIL="1",
+            STARTUP_SECONDS="0.1",
+        ),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "startup action 'migrate' failed: RuntimeError: the database is not reachable" in (
+        result.stderr
+    )
+
+
+def test_status_and_run_commands(redis_url: str, queue_name: str) -> None:
+    """`hostedjobs status` prints every hosted job; `hostedjobs run` runs one now."""
+    env = _env(HOSTEDJOBS_REDIS_URL=redis_url, STARTUP_APP_QUEUE=queue_name)
+    status = subprocess.run(
+        [HOSTEDJOBS, "status", "tests.startup_app:host"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0].split()[:3] == ["NAME", "KIND", "SCHEDULE"]
+    assert any(line.startswith("report") and "0 3 * * *" in line for line in lines)
+    assert any(line.startswith("gated") and "continuous" in line for line in lines)
+    as_json = subprocess.run(
+        [HOSTEDJOBS, "status", "tests.startup_app:host", "--json"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert {job["name"] for job in json.loads(as_json.stdout)} == {"gated", "report"}
+    run = subprocess.run(
+        [HOSTEDJOBS, "run", "tests.startup_app:host", "report"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "report: succeeded: report written"
+    unknown = subprocess.run(
+        [HOSTEDJOBS, "run", "tests.startup_app:host", "nope"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unknown.returncode == 1
+    assert "no hosted job named 'nope' (registered: gated, report)" in unknown.stderr
