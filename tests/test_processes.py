@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from hostedjobs import JobHost, JobStatus
+from hostedjobs.cli import main
 from hostedjobs.testing import wait_for_job
 from tests.worker_app import Note
 
@@ -84,7 +85,7 @@ async def test_worker_process_drains_on_sigterm(
         worker.stderr.close()
 
 
-def test_worker_command_reports_bad_targets() -> None:
+def test_worker_command_reports_bad_targets(capsys: pytest.CaptureFixture[str]) -> None:
     """A target that is not MODULE:ATTR of a JobHost is refused with a clear message."""
     for target, message in [
         ("nocolon", "expected MODULE:ATTR"),
@@ -92,16 +93,8 @@ def test_worker_command_reports_bad_targets() -> None:
         ("tests.worker_app:missing", "has no attribute"),
         ("tests.worker_app:Note", "not a JobHost"),
     ]:
-        result = subprocess.run(
-            [HOSTEDJOBS, "worker", target],
-            env=_env(),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert result.returncode != 0
-        assert message in result.stderr
+        with pytest.raises(SystemExit, match=message):
+            main(["worker", target])
 
 
 def test_worker_command_reports_redis_down() -> None:
@@ -371,48 +364,58 @@ def test_worker_command_exits_1_when_a_startup_action_fails(
     )
 
 
-def test_status_and_run_commands(redis_url: str, queue_name: str) -> None:
+def test_status_and_run_commands(
+    redis_url: str,
+    queue_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """`hostedjobs status` prints every hosted job; `hostedjobs run` runs one now."""
-    env = _env(HOSTEDJOBS_REDIS_URL=redis_url, STARTUP_APP_QUEUE=queue_name)
-    status = subprocess.run(
-        [HOSTEDJOBS, "status", "tests.startup_app:host"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert status.returncode == 0, status.stderr
-    lines = status.stdout.splitlines()
+    monkeypatch.setenv("HOSTEDJOBS_REDIS_URL", redis_url)
+    assert main(["status", "tests.startup_app:host"]) == 0
+    lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["NAME", "KIND", "SCHEDULE"]
     assert any(line.startswith("report") and "0 3 * * *" in line for line in lines)
     assert any(line.startswith("gated") and "continuous" in line for line in lines)
-    as_json = subprocess.run(
-        [HOSTEDJOBS, "status", "tests.startup_app:host", "--json"],
-        env=env,
+    assert main(["status", "tests.startup_app:host", "--json"]) == 0
+    jobs = json.loads(capsys.readouterr().out)
+    assert {job["name"] for job in jobs} == {"gated", "report"}
+    assert main(["run", "tests.startup_app:host", "report"]) == 0
+    assert capsys.readouterr().out.strip() == "report: succeeded: report written"
+    assert main(["run", "tests.startup_app:host", "nope"]) == 1
+    assert "no hosted job named 'nope' (registered: gated, report)" in capsys.readouterr().err
+
+
+def test_run_command_queues_a_distributed_job_and_waits_for_it(
+    redis_url: str,
+    queue_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`hostedjobs run` on a distributed cron job queues it and reports the worker's result."""
+    monkeypatch.setenv("HOSTEDJOBS_REDIS_URL", redis_url)
+    monkeypatch.setenv("CRON_APP_QUEUE", queue_name)
+    monkeypatch.setenv("CRON_APP_SCHEDULE", "0 0 1 1 *")
+    monkeypatch.delitem(sys.modules, "tests.cron_app", raising=False)  # read the env anew
+    worker = _start_cron_worker(redis_url, queue_name)
+    try:
+        assert main(["run", "tests.cron_app:host", "every-second"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0].startswith("queued every-second as job hostedjobs:")
+        assert out[-1] == "every-second: succeeded"
+        assert main(["run", "tests.cron_app:host", "every-second", "--no-wait"]) == 0
+        assert main(["status", "tests.cron_app:host"]) == 0
+        assert "distributed_cron" in capsys.readouterr().out
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+
+
+def _start_cron_worker(redis_url: str, queue_name: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [HOSTEDJOBS, "worker", "tests.cron_app:host", "--log-level", "WARNING"],
+        env=_env(
+            HOSTEDJOBS_REDIS_URL=redis_url, CRON_APP_QUEUE=queue_name, CRON_APP_SCHEDULE="0 0 1 1 *"
+        ),
         cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
-    assert {job["name"] for job in json.loads(as_json.stdout)} == {"gated", "report"}
-    run = subprocess.run(
-        [HOSTEDJOBS, "run", "tests.startup_app:host", "report"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "report: succeeded: report written"
-    unknown = subprocess.run(
-        [HOSTEDJOBS, "run", "tests.startup_app:host", "nope"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert unknown.returncode == 1
-    assert "no hosted job named 'nope' (registered: gated, report)" in unknown.stderr
