@@ -34,6 +34,7 @@ test: lint typecheck pytest
 
 bench: install
 	$(BIN)/python -m bench.engine
+	$(BIN)/python -m bench.cron_lateness
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage *.egg-info

@@ -549,13 +549,17 @@ class JobHost:
                 try:
                     if self.run_worker:
                         self._start_worker(pool, concurrency or self.concurrency, burst)
-                        logger.info(
-                            "hostedjobs worker started on %s queue %r with %d handler(s)",
-                            redacted(self._url),
-                            self.queue_name,
-                            len(self._handlers.registrations),
-                        )
                     self._hosted.start()
+                    logger.info(
+                        "hostedjobs started on %s, queue %r: %d handler(s), %d hosted job(s), "
+                        "%d startup action(s), %s",
+                        redacted(self._url),
+                        self.queue_name,
+                        len(self._handlers.registrations),
+                        len(self._hosted.jobs),
+                        len(self._startup.actions),
+                        "running a worker" if self.run_worker else "no worker (enqueue only)",
+                    )
                     startup_task = asyncio.get_running_loop().create_task(
                         self._run_startup_actions(), name="hostedjobs:startup"
                     )
