@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +18,12 @@ from arq.connections import ArqRedis
 from arq.jobs import serialize_job
 
 from . import keys
-from .exceptions import ConfigurationError, HostNotRunningError, JobAlreadyExistsError
+from .exceptions import (
+    ConfigurationError,
+    HostNotRunningError,
+    JobAlreadyExistsError,
+    PayloadError,
+)
 from .serialization import dumps, encode_payload, error_message, job_type_info, loads
 
 __all__ = ["JobInfo", "JobStatus", "Scheduler"]
@@ -35,6 +41,30 @@ redis.call('LPUSH', KEYS[4], '1')
 redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[5]) - 1)
 return 1
 """
+
+# The same for a batch: ARGV = queue, wake, wake_kept, job prefix, result prefix, then
+# (id, score, ttl_ms, data) per job.
+_ENQUEUE_MANY = """
+local queue, wake, job_prefix, result_prefix = ARGV[1], ARGV[2], ARGV[4], ARGV[5]
+local added = 0
+for i = 6, #ARGV, 4 do
+  local id = ARGV[i]
+  if redis.call('EXISTS', job_prefix .. id, result_prefix .. id) == 0 then
+    redis.call('PSETEX', job_prefix .. id, ARGV[i + 2], ARGV[i + 3])
+    redis.call('ZADD', queue, ARGV[i + 1], id)
+    added = added + 1
+  end
+end
+if added > 0 then
+  redis.call('LPUSH', wake, '1')
+  redis.call('LTRIM', wake, 0, tonumber(ARGV[3]) - 1)
+end
+return added
+"""
+
+_BATCH = 500
+"""Jobs per script call in `enqueue_many`: large enough to amortise the round trip, small
+enough not to hold Redis for long."""
 
 # Removes a job that is queued or deferred and not running; atomic against a worker's claim,
 # which sets the in-progress key in one step too.
@@ -117,12 +147,14 @@ class Scheduler:
         self.queue_name = queue_name
         self._pool: ArqRedis | None = None
         self._enqueue_script: Any = None
+        self._enqueue_many_script: Any = None
         self._delete_script: Any = None
 
     def _attach(self, pool: ArqRedis | None) -> None:
         self._pool = pool
         if pool is not None:
             self._enqueue_script = pool.register_script(_ENQUEUE)
+            self._enqueue_many_script = pool.register_script(_ENQUEUE_MANY)
             self._delete_script = pool.register_script(_DELETE)
 
     @property
@@ -144,6 +176,38 @@ class Scheduler:
         explicit ``job_id`` is already taken.
         """
         return await self._add(job, job_id, due_ms=None)
+
+    async def enqueue_many(self, jobs: Iterable[object]) -> list[str]:
+        """Queue many jobs at once, in a few round trips; returns their ids, in order.
+
+        Every job is validated before anything is sent: a job that cannot be stored raises
+        `PayloadError` naming its position and field, and then nothing is queued.
+        """
+        now_ms = int(time.time() * 1000)
+        ttl_ms = _EXPIRES_EXTRA_MS
+        prepared: list[tuple[str, bytes]] = []
+        for index, job in enumerate(jobs):
+            try:
+                info = job_type_info(job)
+                payload = encode_payload(job)
+            except PayloadError as exc:
+                raise PayloadError(f"jobs[{index}]: {exc}") from exc
+            data = serialize_job(info.key, (payload,), {}, None, now_ms, serializer=dumps)
+            prepared.append((uuid.uuid4().hex, data))
+        pool = self.pool
+        wake = keys.wake_key(self.queue_name)
+        for start in range(0, len(prepared), _BATCH):
+            args: list[Any] = [
+                self.queue_name,
+                wake,
+                keys.WAKE_TOKENS_KEPT,
+                keys.JOB_PREFIX,
+                keys.RESULT_PREFIX,
+            ]
+            for job_id, data in prepared[start : start + _BATCH]:
+                args += (job_id, now_ms, ttl_ms, data)
+            await self._enqueue_many_script(keys=[], args=args, client=pool)
+        return [job_id for job_id, _ in prepared]
 
     async def schedule(
         self,

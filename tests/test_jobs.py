@@ -570,3 +570,34 @@ def test_invalid_host_options_are_refused(options: dict[str, Any], message: str)
     """Bad JobHost options fail at construction with a message naming the option."""
     with pytest.raises(ConfigurationError, match=message):
         JobHost(**options)
+
+
+async def test_enqueue_many_queues_every_job_in_order(redis_url: str, queue_name: str) -> None:
+    """enqueue_many returns one id per job, in order, and every job runs once."""
+    host, mailer = make_host(redis_url, queue_name)
+    names = [f"user-{i}" for i in range(1200)]
+    async with host.run():
+        ids = await host.scheduler.enqueue_many(Greet(name=name) for name in names)
+        assert len(set(ids)) == len(ids) == len(names)
+        deadline = time.monotonic() + 60
+        while len(mailer.sent) < len(names):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        for job_id, name in zip(ids[::100], names[::100], strict=True):
+            info = await wait_for_job(host, job_id)
+            assert info.status is JobStatus.SUCCEEDED
+            assert info.payload["name"] == name
+    assert sorted(mailer.sent) == sorted(names)
+
+
+async def test_enqueue_many_validates_everything_before_sending(
+    redis_url: str, queue_name: str
+) -> None:
+    """One bad job in a batch raises PayloadError naming its position; nothing is queued."""
+    host, _ = make_host(redis_url, queue_name, run_worker=False)
+    async with host.run():
+        jobs = [Greet(name="ok"), Greet(name="bad", ids=[object()])]  # type: ignore[list-item]
+        with pytest.raises(PayloadError, match=r"jobs\[1\]: Greet\.ids"):
+            await host.scheduler.enqueue_many(jobs)
+        assert await host.scheduler.pool.zcard(queue_name) == 0
+        assert await host.scheduler.enqueue_many([]) == []
