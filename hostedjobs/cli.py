@@ -23,7 +23,7 @@ from pathlib import Path
 from .context import JobContext
 from .exceptions import HostedJobsError, UnknownJobError
 from .host import JobHost
-from .scheduler import JobStatus
+from .scheduler import JobInfo, JobStatus
 from .status import HostedJobStatus, JobKind
 from .testing import wait_for_job
 
@@ -167,6 +167,21 @@ def _with_next_run(host: JobHost, status: HostedJobStatus, now: datetime) -> Hos
     return dataclasses.replace(status, next_run=job.schedule.next_tick(now))
 
 
+async def _wait_reporting(host: JobHost, job_id: str) -> JobInfo:
+    """Wait for a queued run, saying so if no worker seems to take it."""
+    try:
+        return await wait_for_job(host, job_id, timeout=10)
+    except TimeoutError:
+        info = await host.scheduler.get(job_id)
+        if info is not None and info.status is JobStatus.QUEUED:
+            print(
+                f"still queued after 10 s: is a worker running for queue {host.queue_name!r}? "
+                "(start one with `hostedjobs worker`; Ctrl-C stops waiting, the run stays queued)",
+                file=sys.stderr,
+            )
+    return await wait_for_job(host, job_id, timeout=float("inf"))
+
+
 async def _run_job(host: JobHost, name: str, wait: bool) -> int:
     job = host.hosted_jobs.get(name)
     if job is None:
@@ -178,7 +193,7 @@ async def _run_job(host: JobHost, name: str, wait: bool) -> int:
             print(f"queued {name} as job {job_id}")
             if not wait:
                 return 0
-            info = await wait_for_job(host, job_id, timeout=float("inf"))
+            info = await _wait_reporting(host, job_id)
             outcome = info.result.get("outcome") if isinstance(info.result, dict) else None
             message = info.result.get("message") if isinstance(info.result, dict) else info.error
             print(f"{name}: {outcome or info.status}{': ' + message if message else ''}")

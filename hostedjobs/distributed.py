@@ -41,26 +41,31 @@ logger = logging.getLogger("hostedjobs.distributed")
 LEASE_MS = 10_000
 """A run's lease lapses this long after its last heartbeat."""
 HEARTBEAT_S = 3.0
+_NO_TIMEOUT_S = 10 * 365 * 86_400.0
 
 # KEYS: claim, last_tick, lease, pending, state, history, job, result, queue, wake
 # ARGV: tick_ms, claim_ttl_ms, owner, job_id, job_data, job_ttl_ms, skip_if_running,
-#       skipped_record, next_run, wake_kept, job_prefix, in_progress_prefix, history_length
+#       skipped_record, next_run, wake_kept, job_prefix, in_progress_prefix, history_length,
+#       skipped_record_while_queued
 _FIRE = """
 if not redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[2]) then return 0 end
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tonumber(ARGV[1]) > last then redis.call('SET', KEYS[2], ARGV[1]) end
 redis.call('HSET', KEYS[5], 'next_run', ARGV[9])
 if ARGV[7] == '1' then
-  local busy = redis.call('EXISTS', KEYS[3]) == 1
+  local busy = 0
+  if redis.call('EXISTS', KEYS[3]) == 1 then busy = 2 end
   local pending = redis.call('GET', KEYS[4])
-  if not busy and pending then
-    busy = redis.call('EXISTS', ARGV[11] .. pending) == 1
-      and redis.call('EXISTS', ARGV[12] .. pending) == 0
+  if busy == 0 and pending and redis.call('EXISTS', ARGV[11] .. pending) == 1
+      and redis.call('EXISTS', ARGV[12] .. pending) == 0 then
+    busy = 4
   end
-  if busy then
-    redis.call('LPUSH', KEYS[6], ARGV[8])
+  if busy > 0 then
+    local record = ARGV[8]
+    if busy == 4 then record = ARGV[14] end
+    redis.call('LPUSH', KEYS[6], record)
     redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[13]) - 1)
-    return 2
+    return busy
   end
 end
 if redis.call('EXISTS', KEYS[7], KEYS[8]) > 0 then return 3 end
@@ -89,7 +94,10 @@ class ClaimOutcome:
     CLAIMED_ELSEWHERE = 0
     ENQUEUED = 1
     SKIPPED = 2
+    """The previous run is still running (its lease is alive)."""
     ALREADY_ENQUEUED = 3
+    SKIPPED_QUEUED = 4
+    """The previous run has not started yet: no worker took it (is one running?)."""
 
 
 def _ms(value: datetime) -> int:
@@ -170,7 +178,9 @@ class DistributedCron:
         async def run(ctx: dict[str, Any], tick_ms: int, manual: bool = False) -> Any:
             return await self.run(job, ctx, tick_ms, manual)
 
-        timeout = job.timeout_s + 5 if job.timeout_s is not None else None
+        # The job's own timeout is enforced inside the run, where it is recorded; arq's is a
+        # backstop (and without one, arq would impose the host's job_timeout).
+        timeout = job.timeout_s + 5 if job.timeout_s is not None else _NO_TIMEOUT_S
         # Several tries so that a run interrupted by a crash or a shutdown runs again; the
         # run itself never raises, so a failing job is not retried.
         return Function(self.function_name(job.name), run, timeout, None, None, 5)
@@ -188,13 +198,10 @@ class DistributedCron:
         data = serialize_job(
             self.function_name(job.name), (tick_ms,), {}, None, now_ms, serializer=dumps
         )
-        skipped = RunRecord(
-            "",
-            tick,
-            datetime.now(UTC),
-            datetime.now(UTC),
-            "skipped",
-            "the previous run was still running",
+        now = datetime.now(UTC)
+        skipped = RunRecord("", tick, now, now, "skipped", "the previous run was still running")
+        skipped_queued = RunRecord(
+            "", tick, now, now, "skipped", "the previous run was still queued: is a worker running?"
         )
         outcome: int = await self._scripts["fire"](
             keys=[
@@ -223,11 +230,20 @@ class DistributedCron:
                 keys.JOB_PREFIX,
                 keys.IN_PROGRESS_PREFIX,
                 HISTORY_LENGTH,
+                json.dumps(skipped_queued.to_json()),
             ],
         )
         if outcome == ClaimOutcome.SKIPPED:
             logger.warning(
                 "%s: skipped the tick at %s, the previous run is still running", job.name, tick
+            )
+        elif outcome == ClaimOutcome.SKIPPED_QUEUED:
+            logger.warning(
+                "%s: skipped the tick at %s, the previous run has not started yet; is a worker "
+                "running for queue %r?",
+                job.name,
+                tick,
+                self.queue_name,
             )
         return outcome
 
@@ -340,8 +356,11 @@ class DistributedCron:
             pipe.ltrim(keys_.history, 0, HISTORY_LENGTH - 1)
             await pipe.execute()
 
-    async def status(self, job: HostedJob) -> HostedJobStatus:
-        """The job's status as every process sees it (read from Redis)."""
+    async def status(self, job: HostedJob, next_run: datetime | None = None) -> HostedJobStatus:
+        """The job's status as every process sees it (read from Redis).
+
+        ``next_run`` is this process's own next tick, shown until a tick has been fired.
+        """
         assert self.pool is not None and job.schedule is not None
         keys_ = self._keys(job.name)
         async with self.pool.pipeline(transaction=False) as pipe:
@@ -363,7 +382,7 @@ class DistributedCron:
             kind=JobKind.DISTRIBUTED_CRON,
             schedule=job.schedule.expression,
             timezone=job.schedule.timezone,
-            next_run=parsed("next_run"),
+            next_run=parsed("next_run") or next_run,
             last_scheduled_at=parsed("last_scheduled_at"),
             last_started_at=parsed("last_started_at"),
             last_finished_at=parsed("last_finished_at"),

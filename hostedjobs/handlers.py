@@ -71,6 +71,8 @@ class HandlerRunner:
         self.keep_result_s = keep_result_s
         self.pool: ArqRedis | None = None
         self._registrations: dict[str, HandlerRegistration] = {}
+        self.cron_names: list[str] = []
+        """Distributed cron jobs of this process, for the unknown-job message."""
 
     def register(self, registration: HandlerRegistration) -> None:
         """Add a handler; one per job type and version."""
@@ -116,6 +118,13 @@ class HandlerRunner:
 
     def _unknown_type_message(self, name: str) -> str:
         known = ", ".join(sorted(self._registrations)) or "none"
+        if name.startswith("hostedjobs.cron:"):
+            return (
+                f"this process has no distributed cron job named {name.split(':', 1)[1]!r} "
+                f"(was it renamed or removed?); distributed cron jobs here: "
+                f"{', '.join(self.cron_names) or 'none'}. During a rolling deploy, start the "
+                "workers that have it before removing the old ones"
+            )
         type_name, _, version = name.rpartition("@")
         if not type_name or not version.isdigit():
             return (

@@ -68,6 +68,24 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         )
 
 
+def _stop_process(failed_action: str) -> None:
+    """Ask the server to shut down gracefully, so that the process exits non-zero.
+
+    A server (uvicorn, gunicorn, ``hostedjobs worker``) handles SIGTERM by shutting down;
+    without a handler (a test runner, a script) SIGTERM would kill the process outright, so
+    it is not sent and the host stays up, not ready.
+    """
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.SIG_IGN, None):
+        logger.critical(
+            "startup action %r failed; no SIGTERM handler is installed (not running under a "
+            "server), so the process is left running, not ready",
+            failed_action,
+        )
+        return
+    logger.critical("startup action %r failed: stopping the process", failed_action)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 class JobHost:
     """Hosts an app's background work: hosted jobs, startup actions, and on-demand jobs.
 
@@ -587,13 +605,11 @@ class JobHost:
             if self._supervisor is not None:
                 self._supervisor.worker.resume_taking_jobs()
         elif self.startup_mode == "background" and self.on_startup_failure == "exit":
-            logger.critical(
-                "stopping the process: startup action %r failed", self._startup.failed_action
-            )
-            os.kill(os.getpid(), signal.SIGTERM)
+            _stop_process(str(self._startup.failed_action))
         return succeeded
 
     def _start_worker(self, pool: Any, concurrency: int, burst: bool) -> None:
+        self._handlers.cron_names = sorted(self._distributed.jobs)
         worker = HostedWorker(
             [*self._handlers.arq_functions(), *self._distributed.arq_functions()],
             pool=pool,

@@ -332,10 +332,10 @@ class HostedServices:
         """Every hosted job's status, in registration order."""
         result = []
         for job in self.jobs.values():
-            if job.kind is JobKind.DISTRIBUTED_CRON and self.distributed.pool is not None:
-                result.append(await self.distributed.status(job))
-                continue
             tracker = self._trackers.get(job.name) or RunTracker()
+            if job.kind is JobKind.DISTRIBUTED_CRON and self.distributed.pool is not None:
+                result.append(await self.distributed.status(job, tracker.next_run))
+                continue
             last = tracker.last()
             result.append(
                 HostedJobStatus(

@@ -16,7 +16,7 @@ from typing import Any
 
 from .context import JobContext
 from .exceptions import ConfigurationError
-from .results import JobResult
+from .results import JobResult, Outcome
 from .scope import CallPlan, Resolver, ScopeProvider, call_planned, plan_call
 
 __all__ = ["JobCallable", "job_name_of"]
@@ -108,5 +108,7 @@ class JobCallable:
         if outcome is None:
             return JobResult.success()
         if isinstance(outcome, JobResult):
+            if outcome.outcome is Outcome.FAILED:
+                ctx.logger.warning("failed: %s", outcome.message)
             return outcome
         return JobResult.success(str(outcome))

@@ -59,6 +59,14 @@ return {more, later[2] or '', claimed}
 _CLAIM_SCAN_CAP = 1000
 """How many due ids one claim looks at, past ones running elsewhere."""
 
+LOCK_TTL_S = 60.0
+"""A running job's in-progress lock lapses this long after its worker stopped renewing it.
+
+arq sizes the lock by the longest job timeout (plus 10 s), so a crashed worker's jobs wait
+that long, five minutes by default, before another worker may retry them. Renewing the
+lock while the job runs makes the wait independent of timeouts."""
+LOCK_RENEW_S = 15.0
+
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
@@ -123,8 +131,8 @@ class HostedWorker(Worker):
         )
         self.loop = asyncio.get_running_loop()
         self.functions = _Functions(known, missing_function)
-        longest = max((f.timeout_s or job_timeout_s for f in known), default=job_timeout_s)
-        self.in_progress_timeout_s = longest + 10
+        self.in_progress_timeout_s = LOCK_TTL_S
+        self._locks_renewed_at = time.monotonic()
         self.fallback_poll_s = fallback_poll_s
         self._wake_key = keys.wake_key(queue_name)
         self._claim_script = pool.register_script(_CLAIM)
@@ -171,7 +179,17 @@ class HostedWorker(Worker):
         if self.allow_abort_jobs:
             await self._cancel_aborted_jobs()
         self._reap_finished()
+        if self.tasks and time.monotonic() - self._locks_renewed_at >= LOCK_RENEW_S:
+            await self._renew_locks()
         await self.heart_beat()
+
+    async def _renew_locks(self) -> None:
+        self._locks_renewed_at = time.monotonic()
+        ttl_ms = int(self.in_progress_timeout_s * 1000)
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for job_id in self.tasks:
+                pipe.pexpire(keys.IN_PROGRESS_PREFIX + job_id, ttl_ms)
+            await pipe.execute()
 
     async def _claim(self, free: int) -> None:
         more, next_due, claimed = await self._claim_script(
