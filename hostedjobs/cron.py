@@ -115,11 +115,6 @@ class _Fields:
 
     # -- days -------------------------------------------------------------------------------
 
-    def _dom_match(self, year: int, month: int, day: int, days: int) -> bool:
-        if self.dom is None:
-            return True
-        return day in self.dom or (self.dom_last and day == days)
-
     def _matching_days(self, year: int, month: int) -> tuple[int, ...]:
         days = _days_in_month(year, month)
         if self.every_day:
@@ -141,7 +136,7 @@ class _Fields:
         def dom_side(day: int) -> bool:
             if self.nearest:
                 return day in nearest
-            return self._dom_match(year, month, day, days)
+            return self.dom is None or day in self.dom or (self.dom_last and day == days)
 
         def dow_side(day: int) -> bool:
             if self.nth:
@@ -194,7 +189,6 @@ class _Fields:
                 k = bisect_right(seconds, s) - 1
                 if k >= 0:
                     return h, m, seconds[k]
-            if j >= 0 and minutes[j] == m:
                 j -= 1
             if j >= 0:
                 return h, minutes[j], seconds[-1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -419,3 +420,33 @@ def _start_cron_worker(redis_url: str, queue_name: str) -> subprocess.Popen[byte
         ),
         cwd=ROOT,
     )
+
+
+async def test_a_crashed_workers_job_runs_again_on_another_worker(
+    redis_url: str, queue_name: str, tmp_path: Path
+) -> None:
+    """A live worker keeps its job's lock; once it is SIGKILLed, another worker reruns the job."""
+    out = tmp_path / "notes.txt"
+    env = _env(HOSTEDJOBS_REDIS_URL=redis_url, WORKER_APP_QUEUE=queue_name, WORKER_APP_LOCK_TTL="2")
+    command = [HOSTEDJOBS, "worker", "tests.worker_app:host", "--log-level", "WARNING"]
+    first = subprocess.Popen(command, env=env, cwd=ROOT)
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        enqueuer = JobHost(redis_url=redis_url, queue_name=queue_name, run_worker=False)
+        async with enqueuer.run():
+            job_id = await enqueuer.scheduler.enqueue(Note(path=str(out), text="long", pause=5))
+            await wait_for_job(enqueuer, job_id, statuses={JobStatus.RUNNING}, timeout=30)
+            second = subprocess.Popen(command, env=env, cwd=ROOT)
+            await asyncio.sleep(3.5)  # beyond the 2 s lock: only renewal keeps it
+            starts = (tmp_path / "notes.txt.starts").read_text().splitlines()
+            assert starts == [f"long pid={first.pid} try=1"]
+            first.send_signal(signal.SIGKILL)
+            info = await wait_for_job(enqueuer, job_id, timeout=30)
+        assert info.status is JobStatus.SUCCEEDED
+        assert info.tries == 2
+        assert out.read_text() == f"long pid={second.pid} try=2\n"
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=30)

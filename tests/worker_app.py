@@ -7,7 +7,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import hostedjobs.worker
 from hostedjobs import JobContext, JobHost, job_type
+
+if "WORKER_APP_LOCK_TTL" in os.environ:
+    # Short job locks, so that the crash-recovery test does not wait a minute.
+    hostedjobs.worker.LOCK_TTL_S = float(os.environ["WORKER_APP_LOCK_TTL"])
+    hostedjobs.worker.LOCK_RENEW_S = hostedjobs.worker.LOCK_TTL_S / 4
 
 host = JobHost(queue_name=os.environ.get("WORKER_APP_QUEUE", "worker-app"))
 
@@ -24,6 +30,8 @@ class Note:
 
 @host.handler(Note)
 async def write_note(job: Note, ctx: JobContext) -> None:
+    with Path(job.path + ".starts").open("a") as file:
+        file.write(f"{job.text} pid={os.getpid()} try={ctx.attempt}\n")
     await asyncio.sleep(job.pause)
     with Path(job.path).open("a") as file:
         file.write(f"{job.text} pid={os.getpid()} try={ctx.attempt}\n")
