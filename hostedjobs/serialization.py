@@ -928,6 +928,11 @@ def dumps(value: Any) -> bytes:
     result) is stored as ``{"__error__": {"type", "message", "cause"}}``, readable with
     `error_message`. Raises `PayloadError` for a value with no JSON form.
     """
+    if _is_plain(value):
+        try:
+            return _UTF8_ENCODER.encode(value).encode("utf-8")
+        except (ValueError, UnicodeEncodeError):
+            pass  # NaN or a lone surrogate: the careful path below says which
     try:
         data = _encode(value, True)
     except _Unencodable as exc:
@@ -939,6 +944,32 @@ def dumps(value: Any) -> bytes:
         return _UTF8_ENCODER.encode(data).encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: escape it, which keeps the bytes valid UTF-8
         return _ASCII_ENCODER.encode(data).encode("ascii")
+
+
+_PLAIN_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain(value: Any) -> bool:
+    """True for data that is JSON as it is: exact dicts with str keys, lists, scalars.
+
+    Records read back from Redis (a job's arguments on the worker) are plain, so most results
+    skip the careful walk; this check costs a fraction of it.
+    """
+    kind = type(value)
+    if kind in _PLAIN_SCALARS:
+        return True
+    if kind is dict:
+        return all(type(k) is str and _plain(v) for k, v in value.items())
+    if kind is list:
+        return all(_plain(v) for v in value)
+    return False
+
+
+def _is_plain(value: Any) -> bool:
+    try:
+        return _plain(value)
+    except RecursionError:  # a reference cycle: the careful path reports it
+        return False
 
 
 # Built once: json.dumps with options builds a new encoder on every call.

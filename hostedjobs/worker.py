@@ -1,9 +1,11 @@
-"""The engine: an arq worker that wakes on enqueue, claims atomically, and is supervised.
+"""The engine: an arq worker that wakes on enqueue, claims in batches, and is supervised.
 
-`HostedWorker` stays an `arq.worker.Worker` (same key layout, same `run_job`, so stock
-`arq.jobs.Job` handles and stock workers keep working beside it) and replaces what makes arq
-awkward inside an app: the 0.5 s poll, the per-job claim round trips, a loop that dies on the
-first Redis error, signal handlers, and a `close()` that never drains.
+`HostedWorker` stays an `arq.worker.Worker` with arq's key layout and job semantics (stock
+`arq.jobs.Job` handles read its jobs, and stock workers can share its queue) and replaces what
+makes arq slow or awkward inside an app: the 0.5 s poll, six round trips per job (now one
+claim per batch of jobs and one group commit per batch of outcomes), locks sized by the
+longest timeout, a loop that dies on the first Redis error, signal handlers, and a `close()`
+that never drains.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from arq.cron import CronJob
-from arq.worker import Function, Worker
+from arq.jobs import deserialize_job_raw, serialize_result
+from arq.utils import ms_to_datetime
+from arq.worker import Function, JobExecutionFailed, Retry, RetryJob, Worker
 from redis.exceptions import RedisError
 
 from . import keys
+from .commits import KEEP_FOREVER, OutcomeCommitter
 from .serialization import dumps, loads
 
 __all__ = ["HostedWorker", "WorkerSupervisor"]
@@ -28,27 +33,40 @@ __all__ = ["HostedWorker", "WorkerSupervisor"]
 logger = logging.getLogger("hostedjobs.worker")
 
 # Claims up to ARGV[2] due jobs in one atomic step, so a job is claimed by exactly one worker
-# and `Scheduler.delete` (also atomic) can never race a claim. Jobs already running elsewhere
+# and `Scheduler.delete` (also atomic) can never race a claim; for each it also reads the job
+# and counts the try, which arq does in a second round trip per job. Jobs running elsewhere
 # stay in the queue zset (arq keeps them there until they finish) and are skipped here.
-# Returns {more_due, next_due_score_or_empty, {id, score, id, score, ...}}.
+# Returns {more_due, next_due_score_or_empty, {id, score, payload, try, ...}}; a missing
+# payload is '' (a nil would cut the array short).
 _CLAIM = """
 local queue, wake = KEYS[1], KEYS[2]
-local now, limit, lock_ms, prefix, scan = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
-local due = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', 0, scan)
-local claimed, taken, more = {}, 0, 0
-for i = 1, #due, 2 do
-  local lock = prefix .. due[i]
-  if redis.call('EXISTS', lock) == 0 then
-    if taken >= limit then more = 1 break end
-    redis.call('PSETEX', lock, lock_ms, '1')
-    claimed[#claimed + 1] = due[i]
-    claimed[#claimed + 1] = due[i + 1]
-    taken = taken + 1
+local now, limit, lock_ms, page = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local lock_prefix, job_prefix, retry_prefix = ARGV[6], ARGV[7], ARGV[8]
+local scan_cap = tonumber(ARGV[9])
+local claimed, taken, more, offset = {}, 0, 0, 0
+-- Pages of due ids, so that a few running jobs cost a small read and many cost a few more.
+while more == 0 and taken <= limit and offset < scan_cap do
+  local due = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', offset, page)
+  for i = 1, #due, 2 do
+    local id = due[i]
+    if redis.call('EXISTS', lock_prefix .. id) == 0 then
+      if taken >= limit then more = 1 break end
+      redis.call('PSETEX', lock_prefix .. id, lock_ms, '1')
+      local tries = redis.call('INCR', retry_prefix .. id)
+      redis.call('EXPIRE', retry_prefix .. id, 88400)
+      claimed[#claimed + 1] = id
+      claimed[#claimed + 1] = due[i + 1]
+      claimed[#claimed + 1] = redis.call('GET', job_prefix .. id) or ''
+      claimed[#claimed + 1] = tries
+      taken = taken + 1
+    end
   end
+  if #due < page * 2 then break end
+  offset = offset + page
 end
 if more == 1 then
   redis.call('LPUSH', wake, '1')
-  redis.call('LTRIM', wake, 0, tonumber(ARGV[6]) - 1)
+  redis.call('LTRIM', wake, 0, tonumber(ARGV[5]) - 1)
 else
   redis.call('DEL', wake)
 end
@@ -56,8 +74,8 @@ local later = redis.call('ZRANGEBYSCORE', queue, '(' .. now, '+inf', 'WITHSCORES
 return {more, later[2] or '', claimed}
 """
 
-_CLAIM_SCAN_CAP = 1000
-"""How many due ids one claim looks at, past ones running elsewhere."""
+_CLAIM_SCAN_CAP = 5000
+"""How many due ids one claim looks at, at most, past ones running elsewhere."""
 
 LOCK_TTL_S = 60.0
 """A running job's in-progress lock lapses this long after its worker stopped renewing it.
@@ -136,6 +154,7 @@ class HostedWorker(Worker):
         self.fallback_poll_s = fallback_poll_s
         self._wake_key = keys.wake_key(queue_name)
         self._claim_script = pool.register_script(_CLAIM)
+        self._commits = OutcomeCommitter(pool, queue_name)
         self._kick = asyncio.Event()
         self._blpop: asyncio.Task[Any] | None = None
         self._next_due_ms: int | None = None
@@ -198,20 +217,136 @@ class HostedWorker(Worker):
                 _now_ms(),
                 free,
                 int(self.in_progress_timeout_s * 1000),
-                keys.IN_PROGRESS_PREFIX,
-                _CLAIM_SCAN_CAP + free,
+                free + 16,
                 keys.WAKE_TOKENS_KEPT,
+                keys.IN_PROGRESS_PREFIX,
+                keys.JOB_PREFIX,
+                keys.RETRY_PREFIX,
+                _CLAIM_SCAN_CAP,
             ],
         )
         self._next_due_ms = int(float(next_due)) if next_due else None
-        for i in range(0, len(claimed), 2):
+        for i in range(0, len(claimed), 4):
             job_id = claimed[i].decode()
             self.job_counter += 1
-            task = self.loop.create_task(self.run_job(job_id, int(float(claimed[i + 1]))))
+            task = self.loop.create_task(
+                self._execute(
+                    job_id, int(float(claimed[i + 1])), claimed[i + 2], int(claimed[i + 3])
+                )
+            )
             task.add_done_callback(self._run_ended)
             self.tasks[job_id] = task
         if more:
             self._kick.set()
+
+    async def _execute(self, job_id: str, score: int, raw: bytes, job_try: int) -> None:
+        """One try of one claimed job, with arq's semantics; its outcome is group-committed."""
+        start_ms = _now_ms()
+        name, enqueue_ms = "<unknown>", 0
+        args: tuple[Any, ...] = ()
+        kwargs: dict[str, Any] = {}
+        function: Function | CronJob | None = None
+        try:
+            if not raw:
+                raise JobExecutionFailed("job expired")
+            name, args, kwargs, enqueue_try, enqueue_ms = deserialize_job_raw(
+                raw, deserializer=loads
+            )
+            function = self.functions[name]
+            job_try = max(job_try, enqueue_try or 0)
+            max_tries = self.max_tries if function.max_tries is None else function.max_tries
+            if job_try > max_tries:
+                raise JobExecutionFailed(f"max {max_tries} retries exceeded")
+        except Exception as exc:
+            logger.warning("job %s (%s) cannot run: %s", job_id, name, exc)
+            await self._finish(
+                job_id, name, args, kwargs, job_try, enqueue_ms, start_ms, False, exc, function
+            )
+            return
+        ctx = {
+            **self.ctx,
+            "job_id": job_id,
+            "job_try": job_try,
+            "enqueue_time": ms_to_datetime(enqueue_ms),
+            "score": score,
+        }
+        timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
+        deadline = asyncio.timeout(timeout_s)
+        try:
+            async with deadline:
+                result = await function.coroutine(ctx, *args, **kwargs)
+        except Retry as retry:
+            self.jobs_retried += 1
+            delay_ms = retry.defer_score + (_now_ms() - score) if retry.defer_score else 0
+            await self._commits.requeued(job_id, delay_ms)
+        except (asyncio.CancelledError, RetryJob):
+            # Cancelled by a shutdown: back to the queue unchanged, for the next worker.
+            logger.info("job %s (%s) cancelled; it will run again", job_id, name)
+            self.jobs_retried += 1
+            await self._commits.requeued(job_id, 0)
+        except Exception as raised:
+            error = raised
+            if deadline.expired():
+                error = TimeoutError(f"the job exceeded its timeout of {timeout_s:g}s")
+            logger.error(
+                "job %s (%s) failed: %s: %s",
+                job_id,
+                name,
+                type(error).__name__,
+                error,
+                exc_info=error,
+            )
+            await self._finish(
+                job_id, name, args, kwargs, job_try, enqueue_ms, start_ms, False, error, function
+            )
+        else:
+            logger.debug("job %s (%s) succeeded in %d ms", job_id, name, _now_ms() - start_ms)
+            await self._finish(
+                job_id, name, args, kwargs, job_try, enqueue_ms, start_ms, True, result, function
+            )
+
+    async def _finish(
+        self,
+        job_id: str,
+        name: str,
+        args: Any,
+        kwargs: Any,
+        job_try: int,
+        enqueue_ms: int,
+        start_ms: int,
+        success: bool,
+        result: Any,
+        function: Function | CronJob | None,
+    ) -> None:
+        if success:
+            self.jobs_complete += 1
+        else:
+            self.jobs_failed += 1
+        forever = self.keep_result_forever
+        keep_s = self.keep_result_s
+        if function is not None:
+            forever = (
+                forever if function.keep_result_forever is None else function.keep_result_forever
+            )
+            keep_s = keep_s if function.keep_result_s is None else function.keep_result_s
+        data = None
+        if forever or keep_s > 0:
+            data = serialize_result(
+                name,
+                args,
+                kwargs,
+                job_try,
+                enqueue_ms,
+                success,
+                result,
+                start_ms,
+                _now_ms(),
+                f"{job_id}:{name}",
+                self.queue_name,
+                job_id=job_id,
+                serializer=dumps,
+            )
+        await self._commits.finished(job_id, data, KEEP_FOREVER if forever else int(keep_s * 1000))
 
     def _run_ended(self, _: asyncio.Task[Any]) -> None:
         self.job_counter -= 1
@@ -222,8 +357,8 @@ class HostedWorker(Worker):
             if task.done():
                 del self.tasks[job_id]
                 if not task.cancelled() and (exc := task.exception()) is not None:
-                    # arq's run_job raises only when Redis failed while it stored the outcome;
-                    # the job keeps its in-progress lock and runs again once the lock expires.
+                    # A run raises only when Redis failed while its outcome was stored; the
+                    # job keeps its in-progress lock and runs again once the lock lapses.
                     logger.error("job %s: could not record its outcome: %r", job_id, exc)
 
     async def _burst_finished(self) -> bool:
@@ -297,7 +432,7 @@ class HostedWorker(Worker):
                     logger.warning(
                         "job %s did not finish within the grace period; cancelling", job_id
                     )
-                    self.job_tasks.get(job_id, task).cancel()
+                    task.cancel()
             if pending:
                 # run_job stores the re-queue after its job task is cancelled; let it.
                 _, still = await asyncio.wait(pending, timeout=5)
