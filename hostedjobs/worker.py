@@ -369,14 +369,17 @@ class HostedWorker(Worker):
         return bool(await self.pool.zcard(self.queue_name) == 0)
 
     async def _wait_for_work(self) -> None:
-        timeout = self.fallback_poll_s
+        waiting_for_token = self.allow_pick_jobs and self.job_counter < self.max_jobs
+        # While a BLPOP is out, its own timeout is the fallback poll; waiting here for the
+        # same period as well would look at the queue twice per period.
+        timeout = self.fallback_poll_s * (3 if waiting_for_token else 1)
         if self._next_due_ms is not None:
             timeout = min(timeout, (self._next_due_ms - _now_ms()) / 1000)
         if timeout <= 0 or self._kick.is_set():
             return
         kicked = self.loop.create_task(self._kick.wait())
         waiters: set[asyncio.Future[Any]] = {kicked}
-        if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+        if waiting_for_token:
             if self._blpop is None:
                 self._blpop = self.loop.create_task(self._wait_for_wake_token())
             waiters.add(self._blpop)
