@@ -82,6 +82,7 @@ class HostedServices:
         self.jobs: dict[str, HostedJob] = {}
         self._trackers: dict[str, RunTracker] = {}
         self._tasks: set[asyncio.Task[object]] = set()
+        self._job_loops: set[asyncio.Task[object]] = set()
         self._runs: set[asyncio.Task[JobResult]] = set()
         self._heap: list[tuple[datetime, int, HostedJob]] = []
         self._sequence = itertools.count()
@@ -114,19 +115,25 @@ class HostedServices:
         for job in self.jobs.values():
             if job.kind is JobKind.CONTINUOUS:
                 for instance in range(job.instance_count):
-                    self._spawn(self._continuous(job), f"hostedjobs:{job.name}:{instance}")
+                    self._spawn(
+                        self._continuous(job), f"hostedjobs:{job.name}:{instance}", runs_jobs=True
+                    )
             else:
                 self._spawn(self._schedule_first_tick(job), f"hostedjobs:{job.name}:first-tick")
         if any(job.schedule is not None for job in self.jobs.values()):
             self._spawn(self._cron_loop(), "hostedjobs:cron")
 
-    def _spawn(self, coroutine: object, name: str) -> None:
+    def _spawn(self, coroutine: object, name: str, *, runs_jobs: bool = False) -> None:
+        """Start a task; those that run jobs inline get the shutdown grace, others do not."""
         task: asyncio.Task[object] = asyncio.get_running_loop().create_task(coroutine, name=name)  # type: ignore[arg-type]
         self._tasks.add(task)
+        if runs_jobs:
+            self._job_loops.add(task)
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[object]) -> None:
         self._tasks.discard(task)
+        self._job_loops.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             logger.error("hosted job task %s crashed", task.get_name(), exc_info=exc)
 
@@ -134,7 +141,13 @@ class HostedServices:
         """Stop scheduling; let runs finish within ``grace_s``, then cancel them."""
         self._stopping.set()
         self._changed.set()
-        pending = [t for t in (*self._tasks, *self._runs) if not t.done()]
+        # Scheduling (the tick loop, claims being retried) stops at once; runs get the grace.
+        scheduling = [t for t in self._tasks if t not in self._job_loops and not t.done()]
+        for task in scheduling:
+            task.cancel()
+        if scheduling:
+            await asyncio.wait(scheduling, timeout=5)
+        pending = [t for t in (*self._job_loops, *self._runs) if not t.done()]
         if pending:
             _, late = await asyncio.wait(pending, timeout=grace_s)
             for task in late:
