@@ -384,3 +384,22 @@ def test_registration_errors_name_the_problem() -> None:
     host.add_startup_action(job, name="dup")
     with pytest.raises(ConfigurationError, match="already registered"):
         host.add_startup_action(job, name="dup")
+
+
+async def test_shutdown_with_redis_gone_does_not_wait_out_the_grace(
+    restartable_redis: Any, queue_name: str
+) -> None:
+    """With Redis down, ticks that cannot be claimed do not hold the shutdown for the grace."""
+    host = JobHost(
+        redis_url=restartable_redis.url, queue_name=queue_name, shutdown_grace=timedelta(seconds=60)
+    )
+
+    @host.distributed_cron("* * * * * *", name="outage")
+    async def outage() -> None: ...
+
+    async with host.run():
+        await asyncio.sleep(1.2)
+        restartable_redis.kill()
+        await asyncio.sleep(2.5)
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 30
