@@ -81,6 +81,7 @@ def test_public_surface_is_pinned() -> None:
         "dumps",
         "encode_payload",
         "error_message",
+        "job_record",
         "job_type",
         "job_type_info",
         "loads",
