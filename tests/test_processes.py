@@ -34,8 +34,9 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.parametrize("loop", ["auto", "asyncio", "uvloop"])
 async def test_worker_process_runs_queued_jobs_in_burst_mode(
-    redis_url: str, queue_name: str, tmp_path: Path
+    redis_url: str, queue_name: str, tmp_path: Path, loop: str
 ) -> None:
     """`hostedjobs worker MODULE:ATTR --burst` runs what is queued, then exits 0."""
     out = tmp_path / "notes.txt"
@@ -44,7 +45,16 @@ async def test_worker_process_runs_queued_jobs_in_burst_mode(
         for i in range(5):
             await enqueuer.scheduler.enqueue(Note(path=str(out), text=f"note {i}"))
     result = subprocess.run(
-        [HOSTEDJOBS, "worker", "tests.worker_app:host", "--burst", "--concurrency", "2"],
+        [
+            HOSTEDJOBS,
+            "worker",
+            "tests.worker_app:host",
+            "--burst",
+            "--concurrency",
+            "2",
+            "--loop",
+            loop,
+        ],
         env=_env(HOSTEDJOBS_REDIS_URL=redis_url, WORKER_APP_QUEUE=queue_name),
         cwd=ROOT,
         capture_output=True,
