@@ -33,6 +33,10 @@ __all__ = ["HostedJob", "HostedServices", "Misfire", "Overlap"]
 
 logger = logging.getLogger("hostedjobs.hosted")
 
+_SPIN_S = 0.002
+"""The loop's timers fire up to a millisecond late (epoll rounds its timeout up), so the
+scheduler wakes this much before a tick and yields to the loop until the tick is due."""
+
 Overlap = Literal["skip", "allow"]
 Misfire = Literal["skip", "run_once"]
 
@@ -295,10 +299,13 @@ class HostedServices:
                 continue
             tick, _, job = self._heap[0]
             delay = (tick - self.clock.now()).total_seconds()
-            if delay > 0:
+            if delay > _SPIN_S:
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), timeout=delay)
+                    await asyncio.wait_for(self._changed.wait(), timeout=delay - _SPIN_S)
+                continue
+            if delay > 0:
+                await asyncio.sleep(0)
                 continue
             heapq.heappop(self._heap)
             assert job.schedule is not None
