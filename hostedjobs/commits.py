@@ -20,14 +20,16 @@ __all__ = ["KEEP_FOREVER", "OutcomeCommitter"]
 KEEP_FOREVER = -1
 """``keep_ms`` for a result that never expires."""
 
-# ARGV: queue, wake, wake_kept, in-progress, job, retry and result prefixes, abort key; then
+# ARGV: queue, wake, wake_kept, in-progress, job, retry and result prefixes, abort key, events
+# prefix; then
 # per outcome: kind ('F' finished, 'R' back in the queue), id, result data, number (the
 # result's lifetime in ms for 'F', -1 for ever; the score increment in ms for 'R').
 _COMMIT = """
 local queue, wake = ARGV[1], ARGV[2]
 local lock, job, retry, result, abort = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local events = ARGV[9]
 local requeued = false
-for i = 9, #ARGV, 4 do
+for i = 10, #ARGV, 4 do
   local kind, id, data, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   redis.call('DEL', lock .. id)
   if kind == 'F' then
@@ -41,9 +43,11 @@ for i = 9, #ARGV, 4 do
     redis.call('DEL', retry .. id, job .. id)
     redis.call('ZREM', abort, id)
     redis.call('ZREM', queue, id)
+    redis.call('PUBLISH', events .. id, 'finished')
   else
     if n > 0 then redis.call('ZINCRBY', queue, n, id) end
     requeued = true
+    redis.call('PUBLISH', events .. id, 'requeued')
   end
 end
 if requeued then
@@ -68,6 +72,7 @@ class OutcomeCommitter:
             keys.RETRY_PREFIX,
             keys.RESULT_PREFIX,
             keys.ABORT_KEY,
+            keys.EVENTS_PREFIX,
         ]
         self._pending: list[tuple[tuple[str, str, bytes, int], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None

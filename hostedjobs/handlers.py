@@ -210,14 +210,19 @@ class HandlerRunner:
         await self._write_meta(
             job_id,
             {"progress": repr(percent), "progress_message": message or "", "at": repr(time.time())},
+            event="progress",
         )
 
-    async def _write_meta(self, job_id: str, values: dict[str, str]) -> None:
+    async def _write_meta(
+        self, job_id: str, values: dict[str, str], *, event: str | None = None
+    ) -> None:
         assert self.pool is not None
         key = keys.meta_key(job_id)
         async with self.pool.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=values)
             pipe.expire(key, int(self.keep_result_s) + 86_400)
+            if event is not None:
+                pipe.publish(keys.events_channel(job_id), event)
             await pipe.execute()
 
 

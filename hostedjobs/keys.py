@@ -12,12 +12,14 @@ from arq.constants import (
 
 __all__ = [
     "ABORT_KEY",
+    "EVENTS_PREFIX",
     "IN_PROGRESS_PREFIX",
     "JOB_PREFIX",
     "META_PREFIX",
     "RESULT_PREFIX",
     "RETRY_PREFIX",
     "WAKE_TOKENS_KEPT",
+    "events_channel",
     "meta_key",
     "wake_key",
 ]
@@ -37,6 +39,15 @@ WAKE_TOKENS_KEPT = 64
 def wake_key(queue_name: str) -> str:
     """The list idle workers block on; enqueuers push a token so pickup needs no polling."""
     return f"{queue_name}:wake"
+
+
+EVENTS_PREFIX = "hostedjobs:events:"
+"""A pub/sub channel per job: ``running``, ``progress``, ``finished``, ``requeued``, ``deleted``."""
+
+
+def events_channel(job_id: str) -> str:
+    """Where a job's state changes are published, for `Scheduler.watch`."""
+    return EVENTS_PREFIX + job_id
 
 
 def meta_key(job_id: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -73,6 +73,7 @@ _DELETE = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('DEL', KEYS[2], KEYS[4], KEYS[5])
+redis.call('PUBLISH', ARGV[2], 'deleted')
 return 1
 """
 
@@ -284,10 +285,37 @@ class Scheduler:
                 keys.RETRY_PREFIX + job_id,
                 keys.meta_key(job_id),
             ],
-            args=[job_id],
+            args=[job_id, keys.events_channel(job_id)],
             client=self.pool,
         )
         return bool(deleted)
+
+    async def watch(self, job_id: str, *, recheck_every: float = 5.0) -> AsyncIterator[JobInfo]:
+        """Yield the job's state each time it changes (progress, start, retry, end).
+
+        The first item is the current state; the iterator ends after a finished state, or at
+        once if the job is unknown or deleted. Changes are pushed (Redis pub/sub); the state
+        is also re-read every ``recheck_every`` seconds in case a message was missed::
+
+            async for info in host.scheduler.watch(job_id):
+                print(info.status, info.progress, info.progress_message)
+        """
+        pubsub = self.pool.pubsub()
+        await pubsub.subscribe(keys.events_channel(job_id))
+        try:
+            last: JobInfo | None = None
+            while True:
+                info = await self.get(job_id)
+                if info is None:
+                    return
+                if info != last:
+                    yield info
+                    last = info
+                if info.finished:
+                    return
+                await pubsub.get_message(ignore_subscribe_messages=True, timeout=recheck_every)
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def get(self, job_id: str) -> JobInfo | None:
         """The job's status, tries, times, result or error, and progress; None if unknown."""

@@ -42,7 +42,7 @@ _CLAIM = """
 local queue, wake = KEYS[1], KEYS[2]
 local now, limit, lock_ms, page = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local lock_prefix, job_prefix, retry_prefix = ARGV[6], ARGV[7], ARGV[8]
-local scan_cap = tonumber(ARGV[9])
+local scan_cap, events = tonumber(ARGV[9]), ARGV[10]
 local claimed, taken, more, offset = {}, 0, 0, 0
 -- Pages of due ids, so that a few running jobs cost a small read and many cost a few more.
 while more == 0 and taken <= limit and offset < scan_cap do
@@ -58,6 +58,7 @@ while more == 0 and taken <= limit and offset < scan_cap do
       claimed[#claimed + 1] = due[i + 1]
       claimed[#claimed + 1] = redis.call('GET', job_prefix .. id) or ''
       claimed[#claimed + 1] = tries
+      redis.call('PUBLISH', events .. id, 'running')
       taken = taken + 1
     end
   end
@@ -223,6 +224,7 @@ class HostedWorker(Worker):
                 keys.JOB_PREFIX,
                 keys.RETRY_PREFIX,
                 _CLAIM_SCAN_CAP,
+                keys.EVENTS_PREFIX,
             ],
         )
         self._next_due_ms = int(float(next_due)) if next_due else None

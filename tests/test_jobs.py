@@ -601,3 +601,37 @@ async def test_enqueue_many_validates_everything_before_sending(
             await host.scheduler.enqueue_many(jobs)
         assert await host.scheduler.pool.zcard(queue_name) == 0
         assert await host.scheduler.enqueue_many([]) == []
+
+
+@job_type("tests.jobs.stepped")
+@dataclass
+class Stepped:
+    steps: int
+
+
+async def test_watch_yields_progress_in_order_and_ends_with_the_final_state(
+    redis_url: str, queue_name: str
+) -> None:
+    """watch() yields each progress step as it happens, then the finished state, then ends."""
+    host = JobHost(redis_url=redis_url, queue_name=queue_name)
+
+    @host.handler(Stepped)
+    async def stepped(job: Stepped, ctx: JobContext) -> JobResult:
+        for step in range(1, job.steps + 1):
+            await asyncio.sleep(0.05)
+            await ctx.report_progress(100 * step / job.steps, f"step {step}")
+        await asyncio.sleep(0.05)
+        return JobResult.success("all steps done")
+
+    async with host.run():
+        job_id = await host.scheduler.schedule(Stepped(steps=4), delay=timedelta(seconds=0.2))
+        seen = [info async for info in host.scheduler.watch(job_id)]
+        assert [info async for info in host.scheduler.watch("unknown-job")] == []
+    assert seen[0].status is JobStatus.SCHEDULED
+    progress = [info.progress_message for info in seen if info.progress_message]
+    assert list(dict.fromkeys(progress)) == ["step 1", "step 2", "step 3", "step 4"]
+    assert progress == sorted(progress)
+    assert seen[-1].status is JobStatus.SUCCEEDED
+    assert seen[-1].message == "all steps done"
+    statuses = [info.status for info in seen]
+    assert JobStatus.RUNNING in statuses
