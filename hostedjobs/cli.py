@@ -3,6 +3,7 @@
 hostedjobs worker MODULE:ATTR [--concurrency N] [--burst]   run a worker process
 hostedjobs status MODULE:ATTR [--json]                      show every hosted job
 hostedjobs run MODULE:ATTR NAME [--no-wait]                 run a hosted job now
+hostedjobs health MODULE:ATTR [--any] [--max-age S]         exit 0 if a worker is alive
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import importlib
 import json
 import logging
 import signal
+import socket
 import sys
 import uuid
 from collections.abc import Callable, Sequence
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from .context import JobContext
 from .exceptions import HostedJobsError, UnknownJobError
+from .health import BEAT_TTL_S, read_beats
 from .host import JobHost
 from .scheduler import JobInfo, JobStatus
 from .status import HostedJobStatus, JobKind
@@ -211,6 +214,27 @@ async def _run_job(host: JobHost, name: str, wait: bool) -> int:
     return 0 if result.is_success else 1
 
 
+async def _health(host: JobHost, *, any_host: bool, max_age_s: float) -> int:
+    async with host.connected():
+        beats = await read_beats(host.scheduler.pool, host.queue_name, max_age_s=max_age_s)
+    here = socket.gethostname()
+    alive = beats if any_host else [beat for beat in beats if beat.hostname == here]
+    where = "any host" if any_host else f"host {here!r}"
+    if not alive:
+        print(
+            f"unhealthy: no worker of queue {host.queue_name!r} on {where} has beaten in the "
+            f"last {max_age_s:g}s",
+            file=sys.stderr,
+        )
+        return 1
+    for beat in alive:
+        print(
+            f"ok: worker {beat.worker_id} beat {beat.age_s:.1f}s ago, running {beat.running}, "
+            f"completed {beat.completed}, failed {beat.failed}"
+        )
+    return 0
+
+
 def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """The event loop for a worker process: uvloop (15-20% faster) when available."""
     if choice == "asyncio":
@@ -263,6 +287,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("target", metavar="MODULE:ATTR", help=target_help)
     run.add_argument("name", help="the hosted job's name")
     run.add_argument("--no-wait", action="store_true", help="do not wait for a queued run to end")
+    health = commands.add_parser(
+        "health",
+        parents=[common],
+        help="exit 0 if a worker on this host (or --any host) has a recent heartbeat, else 1",
+    )
+    health.add_argument("target", metavar="MODULE:ATTR", help=target_help)
+    health.add_argument("--any", action="store_true", help="any worker of the queue, anywhere")
+    health.add_argument(
+        "--max-age", type=float, default=BEAT_TTL_S, help="seconds a heartbeat stays fresh"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -277,6 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runner.run(_run_worker(host, concurrency=args.concurrency, burst=args.burst))
         elif args.command == "status":
             asyncio.run(_status(host, args.json))
+        elif args.command == "health":
+            return asyncio.run(_health(host, any_host=args.any, max_age_s=args.max_age))
         else:
             return asyncio.run(_run_job(host, args.name, wait=not args.no_wait))
     except (HostedJobsError, _StartupFailed) as exc:

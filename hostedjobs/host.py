@@ -7,13 +7,15 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from redis.exceptions import RedisError
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from .clock import Clock, SystemClock
 from .connection import open_pool, redacted, resolve_redis_url
@@ -647,6 +649,50 @@ class JobHost:
     async def _lifespan(self) -> AsyncIterator[None]:
         async with self.run():
             yield
+
+    async def health_report(self) -> dict[str, Any]:
+        """What a health endpoint shows: Redis, this process's worker and scheduler, startup.
+
+        ``healthy`` is False when Redis does not answer, the worker loop (if this process
+        runs one) is gone or stuck, the cron scheduler died, or a startup action failed.
+        """
+        report: dict[str, Any] = {"startup": str(self.startup_state)}
+        redis_ok = False
+        if self._running and self._scheduler._pool is not None:
+            started = time.perf_counter()
+            try:
+                await self._scheduler.pool.ping()
+            except (RedisError, OSError) as exc:
+                report["redis"] = {"ok": False, "error": str(exc)}
+            else:
+                redis_ok = True
+                latency = round((time.perf_counter() - started) * 1000, 2)
+                report["redis"] = {"ok": True, "latency_ms": latency}
+        else:
+            report["redis"] = {"ok": False, "error": "the host is not running"}
+        worker_ok = True
+        if self.run_worker:
+            supervisor = self._supervisor
+            worker_ok = supervisor is not None and supervisor.alive
+            report["worker"] = {"alive": worker_ok}
+            if supervisor is not None:
+                report["worker"].update(
+                    id=supervisor.worker.worker_id,
+                    running=len(supervisor.worker.tasks),
+                    restarts=supervisor.restarts,
+                )
+        scheduler = self._hosted.scheduler_alive
+        if scheduler is not None:
+            report["scheduler"] = {"alive": scheduler}
+        report["healthy"] = (
+            redis_ok and worker_ok and scheduler is not False and self.failed_startup_action is None
+        )
+        return report
+
+    async def health(self, request: Request) -> Response:
+        """A health endpoint: ``Route("/health", host.health)``; 200 or 503 with the report."""
+        report = await self.health_report()
+        return JSONResponse(report, status_code=200 if report["healthy"] else 503)
 
     async def readiness(self, request: Request) -> Response:
         """A readiness endpoint: ``Route("/ready", host.readiness)``.

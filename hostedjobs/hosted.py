@@ -87,6 +87,7 @@ class HostedServices:
         self._trackers: dict[str, RunTracker] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._job_loops: set[asyncio.Task[object]] = set()
+        self._cron_task: asyncio.Task[object] | None = None
         self._runs: set[asyncio.Task[JobResult]] = set()
         self._heap: list[tuple[datetime, int, HostedJob]] = []
         self._sequence = itertools.count()
@@ -115,6 +116,7 @@ class HostedServices:
         self._stopping = asyncio.Event()
         self._changed = asyncio.Event()
         self._heap = []
+        self._cron_task = None
         self._trackers = {name: RunTracker() for name in self.jobs}
         for job in self.jobs.values():
             if job.kind is JobKind.CONTINUOUS:
@@ -125,15 +127,25 @@ class HostedServices:
             else:
                 self._spawn(self._schedule_first_tick(job), f"hostedjobs:{job.name}:first-tick")
         if any(job.schedule is not None for job in self.jobs.values()):
-            self._spawn(self._cron_loop(), "hostedjobs:cron")
+            self._cron_task = self._spawn(self._cron_loop(), "hostedjobs:cron")
 
-    def _spawn(self, coroutine: object, name: str, *, runs_jobs: bool = False) -> None:
+    @property
+    def scheduler_alive(self) -> bool | None:
+        """Whether the cron tick loop runs (None when there are no cron jobs)."""
+        if self._cron_task is None:
+            return None
+        return not self._cron_task.done()
+
+    def _spawn(
+        self, coroutine: object, name: str, *, runs_jobs: bool = False
+    ) -> asyncio.Task[object]:
         """Start a task; those that run jobs inline get the shutdown grace, others do not."""
         task: asyncio.Task[object] = asyncio.get_running_loop().create_task(coroutine, name=name)  # type: ignore[arg-type]
         self._tasks.add(task)
         if runs_jobs:
             self._job_loops.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[object]) -> None:
         self._tasks.discard(task)

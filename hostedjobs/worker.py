@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -26,6 +28,7 @@ from redis.exceptions import RedisError
 
 from . import keys
 from .commits import KEEP_FOREVER, OutcomeCommitter
+from .health import BEAT_INTERVAL_S, WorkerBeat, new_worker_id, remove_beat, write_beat
 from .serialization import dumps, loads
 
 __all__ = ["HostedWorker", "WorkerSupervisor"]
@@ -155,6 +158,10 @@ class HostedWorker(Worker):
         self.fallback_poll_s = fallback_poll_s
         self._wake_key = keys.wake_key(queue_name)
         self._claim_script = pool.register_script(_CLAIM)
+        self.worker_id = new_worker_id()
+        self.started_at = time.time()
+        self.last_loop_at = time.monotonic()
+        self._last_beat = 0.0
         self._commits = OutcomeCommitter(pool, queue_name)
         self._kick = asyncio.Event()
         self._blpop: asyncio.Task[Any] | None = None
@@ -188,6 +195,28 @@ class HostedWorker(Worker):
                 if failures:
                     logger.info("worker reconnected to Redis after %d failed attempts", failures)
                 failures = 0
+
+    async def heart_beat(self) -> None:
+        """This worker's own heartbeat every couple of seconds (and arq's shared one hourly)."""
+        self.last_loop_at = time.monotonic()
+        if self.last_loop_at - self._last_beat >= BEAT_INTERVAL_S:
+            self._last_beat = self.last_loop_at
+            await write_beat(
+                self.pool,
+                WorkerBeat(
+                    worker_id=self.worker_id,
+                    hostname=socket.gethostname(),
+                    pid=os.getpid(),
+                    queue=self.queue_name,
+                    started_at=self.started_at,
+                    beat_at=time.time(),
+                    running=len(self.tasks),
+                    completed=self.jobs_complete,
+                    failed=self.jobs_failed,
+                    retried=self.jobs_retried,
+                ),
+            )
+        await self.record_health()
 
     async def _poll_iteration(self) -> None:
         self._kick.clear()
@@ -445,6 +474,8 @@ class HostedWorker(Worker):
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
         self._reap_finished()
+        with contextlib.suppress(RedisError, OSError):
+            await remove_beat(self.pool, self.queue_name, self.worker_id)
 
 
 async def _never(ctx: dict[str, Any]) -> None:  # pragma: no cover - never enqueued
@@ -469,6 +500,14 @@ class WorkerSupervisor:
         self._task = asyncio.get_running_loop().create_task(
             self._supervise(), name="hostedjobs-worker"
         )
+
+    @property
+    def alive(self) -> bool:
+        """True while the worker loop runs and has gone round recently."""
+        if self._task is None or self._task.done():
+            return False
+        quiet_s = time.monotonic() - self.worker.last_loop_at
+        return quiet_s < self.worker.fallback_poll_s * 3 + 10
 
     @property
     def finished(self) -> bool:

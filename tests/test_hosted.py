@@ -403,3 +403,27 @@ async def test_shutdown_with_redis_gone_does_not_wait_out_the_grace(
         await asyncio.sleep(2.5)
         stopping = time.monotonic()
     assert time.monotonic() - stopping < 30
+
+
+def test_health_route_reports_redis_worker_scheduler_and_startup(
+    redis_url: str, queue_name: str
+) -> None:
+    """/health answers 200 with what it checked while all is well."""
+    host, _ = make_host(redis_url, queue_name)
+
+    @host.cron("0 0 1 1 *", name="yearly-health")
+    async def yearly() -> None: ...
+
+    app = Starlette(routes=[Route("/health", host.health)], lifespan=host.lifespan)
+    with TestClient(app) as client:
+        response = client.get("/health")
+        body = response.json()
+    assert response.status_code == 200, body
+    assert body["healthy"] is True
+    assert body["redis"]["ok"] is True
+    assert body["worker"]["alive"] is True
+    assert body["scheduler"] == {"alive": True}
+    assert body["startup"] == "succeeded"
+    stopped = TestClient(app).get("/health")
+    assert stopped.status_code == 503
+    assert stopped.json()["redis"] == {"ok": False, "error": "the host is not running"}

@@ -460,3 +460,43 @@ async def test_a_crashed_workers_job_runs_again_on_another_worker(
             if process is not None and process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=30)
+
+
+def test_health_command_flips_to_1_when_the_worker_is_gone(
+    redis_url: str,
+    queue_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`hostedjobs health` exits 0 while a worker beats, 1 once it is killed or stopped."""
+    monkeypatch.setenv("HOSTEDJOBS_REDIS_URL", redis_url)
+    monkeypatch.setenv("WORKER_APP_QUEUE", queue_name)
+    monkeypatch.delitem(sys.modules, "tests.worker_app", raising=False)
+    assert main(["health", "tests.worker_app:host"]) == 1
+    assert "unhealthy: no worker of queue" in capsys.readouterr().err
+    env = _env(HOSTEDJOBS_REDIS_URL=redis_url, WORKER_APP_QUEUE=queue_name)
+    command = [HOSTEDJOBS, "worker", "tests.worker_app:host", "--log-level", "WARNING"]
+    killed = subprocess.Popen(command, env=env, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while main(["health", "tests.worker_app:host"]) != 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert f":{killed.pid}:" in capsys.readouterr().out
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=10)
+        time.sleep(3.5)
+        assert main(["health", "tests.worker_app:host", "--max-age", "3"]) == 1
+        stopped = subprocess.Popen(command, env=env, cwd=ROOT)
+        capsys.readouterr()
+        while f":{stopped.pid}:" not in capsys.readouterr().out:
+            main(["health", "tests.worker_app:host", "--any", "--max-age", "3"])
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        stopped.send_signal(signal.SIGTERM)
+        assert stopped.wait(timeout=30) == 0
+        # A clean stop removes the heartbeat at once (the killed worker's is older than 3 s).
+        assert main(["health", "tests.worker_app:host", "--max-age", "3"]) == 1
+    finally:
+        if killed.poll() is None:
+            killed.kill()
