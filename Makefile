@@ -33,7 +33,8 @@ pytest: install
 test: lint typecheck pytest
 
 bench: install
-	$(BIN)/python -m bench.engine
+	$(BIN)/python -m bench.engine --json bench/.peers/last.json
+	$(BIN)/python -m bench.plots bench/.peers/last.json
 	$(BIN)/python -m bench.cron_lateness
 
 clean:

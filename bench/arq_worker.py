@@ -26,9 +26,11 @@ FUNCTION_NAME = "noop"
 _recorder = Recorder()
 
 
-async def noop(ctx: dict[str, Any], seq: int, sent_at: float = 0.0) -> None:
-    """The benchmark's arq job: records its start and does nothing else."""
+async def noop(ctx: dict[str, Any], seq: int, sent_at: float = 0.0, sleep_s: float = 0.0) -> None:
+    """The benchmark's arq job: records its start and does nothing else (or sleeps ``sleep_s``)."""
     _recorder.started(sent_at)
+    if sleep_s:
+        await asyncio.sleep(sleep_s)
 
 
 def _worker(pool: ArqRedis, queue: str, concurrency: int, poll_delay: float, burst: bool) -> Worker:

@@ -1,22 +1,34 @@
-"""hostedjobs' engine against raw arq: enqueue rate, one-process drain, idle pickup latency.
+"""hostedjobs' engine against raw arq and its peers SAQ, taskiq and streaq.
 
-Run with ``python -m bench.engine`` (``make bench``); ``--quick`` is a ~30 s smoke run.
+Run with ``python -m bench.engine`` (``make bench``); ``--quick`` is a ~1 min smoke run and
+``--json PATH`` also writes every raw value (read by ``bench/plots.py``).
 
-Three systems are measured in one run, on a private ``redis-server`` (never the Redis on
+The systems are measured in one run, on a private ``redis-server`` (never the Redis on
 6379), FLUSHDB before every measurement, all at concurrency/max_jobs=32:
 
 - ``hostedjobs``: `JobHost` with a ``@job_type`` job whose handler takes a scoped service;
-- ``arq poll=0.5``: a stock arq worker with its defaults (pickle, 0.5 s poll);
-- ``arq poll=0.01``: the same, tuned to poll every 10 ms.
+- ``arq poll=0.01``: a stock arq worker tuned to poll every 10 ms (``--arq-default`` adds
+  stock arq with its default 0.5 s poll);
+- ``SAQ``, ``taskiq``, ``streaq``: each in its own virtualenv under ``bench/.peers/<name>/``
+  (their redis-py/coredis pins conflict with ours), created on first use with the pinned
+  versions in `PEERS`; their worker modules are ``bench/peer_*.py`` (configuration in each
+  module's docstring). A peer whose venv or runs fail is dropped, with the reason in the
+  report's header.
 
 Each round measures every metric for every system, the order of systems rotating from round
 to round; the table shows the median and (min–max) over rounds. The metrics:
 
-1. enqueue rate: N sequential single enqueues from one client in this process;
-2. drain: N jobs are preloaded, then one worker process in burst mode runs them; wall and
-   CPU time (``time.process_time``) are measured inside that process, from the start of
-   processing until the queue is empty (interpreter start-up excluded);
-3. pickup latency: a worker process idles for 1 s, then jobs are enqueued one every 10 ms;
+1. enqueue rate: N sequential single enqueues from one client (for peers, in a process of
+   the peer's venv); bulk enqueue: one call of the system's bulk API for N jobs
+   (hostedjobs ``Scheduler.enqueue_many``, streaq ``Worker.enqueue_many``; "-" for systems
+   without one), job construction included;
+2. drain: N no-op jobs are preloaded, then one worker process runs them; wall and CPU time
+   (``time.process_time``) are measured inside that process from the start of processing
+   until the queue is empty (burst mode: hostedjobs, arq) or until the N-th job has finished
+   (peers), interpreter start-up excluded;
+3. sleep drain: the same with 2,000 jobs that each ``asyncio.sleep(0.05)``, as a multiple of
+   the ideal 2000/32 × 0.05 s = 3.125 s;
+4. pickup latency: a worker process idles for 1 s, then jobs are enqueued one every 10 ms;
    each job's ``time.time()`` at handler entry minus the enqueuer's ``time.time()`` just
    before its enqueue call (carried in the payload).
 """
@@ -35,7 +47,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -49,36 +61,71 @@ import hostedjobs
 from hostedjobs.embedded import EmbeddedRedis
 
 from .arq_worker import FUNCTION_NAME
-from .common import READY, Recorder, percentile
+from .common import LATENCY_INTERVAL_S, READY, Recorder, percentile
 from .hosted_worker import BenchJob, build_host
 
-__all__ = ["Config", "System", "main"]
+__all__ = ["PEERS", "Config", "Peer", "System", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
+PEERS_DIR = ROOT / "bench" / ".peers"
 CONCURRENCY = 32
-LATENCY_INTERVAL_S = 0.010
 IDLE_BEFORE_S = 1.0
+SLEEP_S = 0.05
 HOSTED_QUEUE = "bench-hostedjobs"
 ARQ_QUEUE = "bench-arq"
-PRELOAD_CHUNK = 250
-"""hostedjobs preload: enqueues in flight at once (asyncio.gather)."""
+PEER_QUEUE = "bench-peer"
+RESULT_WAIT_S = 600
+"""Longest wait for a worker process's result line."""
+EXIT_WAIT_S = 20
+"""After its result line, how long a worker process gets to exit before it is killed."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A peer library: its worker module and the pinned packages of its virtualenv."""
+
+    name: str
+    module: str
+    requirements: tuple[str, ...]
+
+    @property
+    def venv(self) -> Path:
+        """``bench/.peers/<name>``."""
+        return PEERS_DIR / self.name
+
+    @property
+    def python(self) -> Path:
+        """The venv's interpreter."""
+        return self.venv / "bin" / "python"
+
+
+PEERS = (
+    # saq 0.26.4 imports typing_extensions without declaring it as a dependency.
+    Peer("saq", "bench.peer_saq", ("saq[hiredis]==0.26.4", "typing-extensions==4.16.0")),
+    Peer("taskiq", "bench.peer_taskiq", ("taskiq==0.13.0", "taskiq-redis==1.2.4")),
+    Peer("streaq", "bench.peer_streaq", ("streaq==7.2.0",)),
+)
+PEER_LABELS = {"saq": "SAQ", "taskiq": "taskiq", "streaq": "streaq"}
 
 
 @dataclass(frozen=True)
 class System:
-    """One column of the table: hostedjobs, or a stock arq worker with a poll delay."""
+    """One column of the table: hostedjobs, a stock arq worker with a poll delay, or a peer."""
 
     label: str
     poll_delay: float | None = None
-    """None for hostedjobs."""
+    """arq only."""
+    peer: Peer | None = None
 
     @property
     def hosted(self) -> bool:
         """True for the hostedjobs column."""
-        return self.poll_delay is None
+        return self.poll_delay is None and self.peer is None
 
 
-SYSTEMS = (System("hostedjobs"), System("arq poll=0.5", 0.5), System("arq poll=0.01", 0.01))
+HOSTED = System("hostedjobs")
+ARQ_FAST = System("arq poll=0.01", 0.01)
+ARQ_DEFAULT = System("arq poll=0.5", 0.5)
 
 
 @dataclass(frozen=True)
@@ -87,15 +134,23 @@ class Config:
 
     rounds: int
     enqueue_jobs: int
+    bulk_jobs: int
     drain_jobs: int
     slow_drain_jobs: int
     """Drain size for arq at its default 0.5 s poll, which caps it at 320 jobs/s."""
+    sleep_jobs: int
     latency_jobs: int
+    systems: tuple[System, ...]
 
     def drain_size(self, system: System) -> int:
         """How many jobs ``system`` drains (fewer for arq's default poll, see above)."""
         slow = system.poll_delay is not None and system.poll_delay >= 0.1
         return self.slow_drain_jobs if slow else self.drain_jobs
+
+    @property
+    def sleep_ideal_s(self) -> float:
+        """The sleep drain's ideal wall time: waves of 32 jobs of 50 ms, back to back."""
+        return self.sleep_jobs / CONCURRENCY * SLEEP_S
 
 
 class BenchError(RuntimeError):
@@ -105,14 +160,42 @@ class BenchError(RuntimeError):
 # -- metrics --------------------------------------------------------------------------------
 
 ENQUEUE = "enqueue rate (jobs/s)"
+BULK = "bulk enqueue (jobs/s)"
 DRAIN = "drain, 1 process (jobs/s)"
 CPU = "worker CPU (µs/job)"
+SLEEP = "sleep drain (× ideal)"
 P50, P95, P99, PMAX = (f"pickup {p} (ms)" for p in ("p50", "p95", "p99", "max"))
-METRICS = (ENQUEUE, DRAIN, CPU, P50, P95, P99, PMAX)
-HIGHER_IS_BETTER = {ENQUEUE, DRAIN}
+METRICS = (ENQUEUE, BULK, DRAIN, CPU, SLEEP, P50, P95, P99, PMAX)
+HIGHER_IS_BETTER = {ENQUEUE, BULK, DRAIN}
 
 Results = dict[str, dict[str, list[float]]]
-"""metric -> system label -> one value per round."""
+"""metric -> system label -> one value per round (empty: not measured, shown as "-")."""
+
+
+# -- peer virtualenvs -----------------------------------------------------------------------
+
+
+def ensure_venv(peer: Peer) -> Path:
+    """Create ``peer``'s virtualenv with its pinned packages unless it already has them.
+
+    Returns its interpreter; raises `BenchError` with pip's output if the install fails.
+    """
+    marker = peer.venv / "bench-requirements.txt"
+    wanted = "\n".join(peer.requirements) + "\n"
+    if peer.python.exists() and marker.exists() and marker.read_text() == wanted:
+        return peer.python
+    progress(f"creating {peer.venv.relative_to(ROOT)} with {' '.join(peer.requirements)}")
+    steps = [
+        [sys.executable, "-m", "venv", "--clear", str(peer.venv)],
+        [str(peer.python), "-m", "pip", "install", "--quiet", *peer.requirements],
+    ]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True, check=False, timeout=900)
+        if done.returncode != 0:
+            tail = "\n".join((done.stdout + done.stderr).splitlines()[-5:])
+            raise BenchError(f"{' '.join(step[2:4])} failed: {tail}")
+    marker.write_text(wanted)
+    return peer.python
 
 
 # -- enqueuing ------------------------------------------------------------------------------
@@ -131,6 +214,17 @@ async def hosted_enqueue_rate(url: str, n: int) -> float:
         return n / (time.perf_counter() - start)
 
 
+async def hosted_bulk_rate(url: str, n: int) -> float:
+    """One `Scheduler.enqueue_many` call for ``n`` jobs (building them included); jobs/s."""
+    host = build_host(url, HOSTED_QUEUE, Recorder(), run_worker=False)
+    async with host.run():
+        scheduler = host.scheduler
+        await scheduler.enqueue_many(BenchJob(seq=-i) for i in range(100))  # warm-up
+        start = time.perf_counter()
+        await scheduler.enqueue_many([BenchJob(seq=i) for i in range(n)])
+        return n / (time.perf_counter() - start)
+
+
 async def arq_enqueue_rate(url: str, n: int) -> float:
     """Sequential `ArqRedis.enqueue_job` calls from one client; jobs/s."""
     pool = await create_pool(RedisSettings.from_dsn(url), default_queue_name=ARQ_QUEUE)
@@ -145,28 +239,21 @@ async def arq_enqueue_rate(url: str, n: int) -> float:
         await pool.aclose(close_connection_pool=True)
 
 
-async def hosted_preload(url: str, n: int) -> None:
-    """Queue ``n`` jobs through the hostedjobs scheduler, ``PRELOAD_CHUNK`` at a time."""
+async def hosted_preload(url: str, n: int, sleep_s: float = 0.0) -> None:
+    """Queue ``n`` jobs through `Scheduler.enqueue_many`."""
     host = build_host(url, HOSTED_QUEUE, Recorder(), run_worker=False)
     async with host.run():
-        scheduler = host.scheduler
-        for start in range(0, n, PRELOAD_CHUNK):
-            await asyncio.gather(
-                *(
-                    scheduler.enqueue(BenchJob(seq=i))
-                    for i in range(start, min(n, start + PRELOAD_CHUNK))
-                )
-            )
+        await host.scheduler.enqueue_many(BenchJob(seq=i, sleep_s=sleep_s) for i in range(n))
 
 
-async def arq_preload(client: aioredis.Redis, n: int) -> None:
+async def arq_preload(client: aioredis.Redis, n: int, sleep_s: float = 0.0) -> None:
     """Write ``n`` jobs in arq's layout (job key + queue zset entry), pipelined."""
     now_ms = int(time.time() * 1000)
     for start in range(0, n, 1000):
         pipe = client.pipeline(transaction=False)
         for i in range(start, min(n, start + 1000)):
             job_id = uuid.uuid4().hex
-            data = serialize_job(FUNCTION_NAME, (i,), {}, None, now_ms)
+            data = serialize_job(FUNCTION_NAME, (i, 0.0, sleep_s), {}, None, now_ms)
             pipe.psetex(job_key_prefix + job_id, expires_extra_ms, data)
             pipe.zadd(ARQ_QUEUE, {job_id: now_ms})
         await pipe.execute()
@@ -211,10 +298,15 @@ async def arq_latency_feed(url: str, n: int) -> None:
 # -- worker processes -----------------------------------------------------------------------
 
 
-def worker_command(system: System, mode: str, url: str, jobs: int, timeout: float) -> list[str]:
+def worker_command(
+    system: System, mode: str, url: str, jobs: int, timeout: float, *extra: str
+) -> list[str]:
     """The ``python -m bench.<worker>`` command line for ``system``."""
     common = ["--redis-url", url, "--jobs", str(jobs), "--concurrency", str(CONCURRENCY)]
-    common += ["--timeout", str(timeout)]
+    common += ["--timeout", str(timeout), *extra]
+    if system.peer is not None:
+        peer = system.peer
+        return [str(peer.python), "-m", peer.module, mode, "--queue", PEER_QUEUE, *common]
     if system.hosted:
         return [sys.executable, "-m", "bench.hosted_worker", mode, "--queue", HOSTED_QUEUE, *common]
     return [
@@ -233,33 +325,45 @@ def worker_command(system: System, mode: str, url: str, jobs: int, timeout: floa
 async def run_worker(
     command: list[str], log_dir: Path, *, when_ready: Callable[[], Awaitable[None]] | None = None
 ) -> dict[str, Any]:
-    """Run a worker process and return its JSON result.
+    """Run a worker process and return its JSON result (the first line starting with ``{``).
 
     With ``when_ready``, wait for the worker's ready line, then await ``when_ready()`` while
-    the worker runs.
+    the worker runs. A process that has printed its result gets ``EXIT_WAIT_S`` to exit
+    before it is killed, so that no measurement overlaps the previous one's shutdown.
     """
     log = log_dir / f"worker-{uuid.uuid4().hex[:8]}.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with log.open("wb") as stderr:
         process = await asyncio.create_subprocess_exec(
-            *command, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=stderr
+            *command, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env
         )
         assert process.stdout is not None
+        result: dict[str, Any] | None = None
         try:
             if when_ready is not None:
                 line = await asyncio.wait_for(process.stdout.readline(), 60)
                 if line.decode().strip() != READY:
                     raise BenchError(f"worker did not get ready: {line!r}\n{_tail(log)}")
                 await when_ready()
-            out = await asyncio.wait_for(process.stdout.read(), 600)
-            code = await process.wait()
+            deadline = time.monotonic() + RESULT_WAIT_S
+            while result is None:
+                line = await asyncio.wait_for(
+                    process.stdout.readline(), max(1.0, deadline - time.monotonic())
+                )
+                if not line:
+                    break
+                if line.startswith(b"{"):
+                    result = json.loads(line)
+            try:
+                await asyncio.wait_for(process.wait(), EXIT_WAIT_S)
+            except TimeoutError:
+                progress(f"  (killed {' '.join(command[1:4])}: still running after its result)")
         finally:
             if process.returncode is None:
                 process.kill()
                 await process.wait()
-    lines = out.decode().strip().splitlines()
-    if code != 0 or not lines:
-        raise BenchError(f"{' '.join(command[1:4])} exited with {code}\n{_tail(log)}")
-    result: dict[str, Any] = json.loads(lines[-1])
+    if result is None:
+        raise BenchError(f"{' '.join(command[1:4])} exited with {process.returncode}\n{_tail(log)}")
     return result
 
 
@@ -278,39 +382,67 @@ class Bench:
         self.client = client
         self.config = config
         self.log_dir = log_dir
-        self.results: Results = {m: {s.label: [] for s in SYSTEMS} for m in METRICS}
+        self.results: Results = {m: {s.label: [] for s in config.systems} for m in METRICS}
 
     def record(self, metric: str, system: System, value: float) -> None:
         """Keep one round's value."""
         self.results[metric][system.label].append(value)
 
+    def command(self, system: System, mode: str, jobs: int, *extra: str) -> list[str]:
+        """A worker command for ``system`` against this run's Redis."""
+        return worker_command(system, mode, self.url, jobs, 60, *extra)
+
     async def enqueue(self, system: System) -> None:
-        """Metric 1: sequential enqueue rate."""
+        """Metric 1: sequential single enqueue rate, and one bulk call where there is one."""
         await self.client.flushdb()
-        n = self.config.enqueue_jobs
-        if system.hosted:
+        n, bulk_n = self.config.enqueue_jobs, self.config.bulk_jobs
+        bulk: float | None = None
+        if system.peer is not None:
+            result = await run_worker(
+                self.command(system, "enqueue", n, "--bulk-jobs", str(bulk_n)), self.log_dir
+            )
+            rate, bulk = result["single"], result["bulk"]
+        elif system.hosted:
             rate = await hosted_enqueue_rate(self.url, n)
+            await self.client.flushdb()
+            bulk = await hosted_bulk_rate(self.url, bulk_n)
         else:
             rate = await arq_enqueue_rate(self.url, n)
         self.record(ENQUEUE, system, rate)
-        progress(f"  enqueue  {system.label:<14} {rate:>9,.0f} jobs/s")
+        if bulk is not None:
+            self.record(BULK, system, bulk)
+        shown = "-" if bulk is None else f"{bulk:,.0f}"
+        progress(f"  enqueue  {system.label:<14} {rate:>9,.0f} jobs/s  bulk {shown} jobs/s")
 
-    async def drain(self, system: System) -> None:
-        """Metric 2: one burst-mode worker process drains a preloaded queue."""
+    async def preload(self, system: System, n: int, sleep_s: float) -> None:
+        """Queue ``n`` jobs for a drain (each sleeping ``sleep_s``)."""
         await self.client.flushdb()
-        n = self.config.drain_size(system)
-        if system.hosted:
-            await hosted_preload(self.url, n)
-            queue = HOSTED_QUEUE
+        if system.peer is not None:
+            command = self.command(system, "preload", n, "--sleep", str(sleep_s))
+            await run_worker(command, self.log_dir)
+        elif system.hosted:
+            await hosted_preload(self.url, n, sleep_s)
+            await self._check_queued(system, HOSTED_QUEUE, n)
         else:
-            await arq_preload(self.client, n)
-            queue = ARQ_QUEUE
+            await arq_preload(self.client, n, sleep_s)
+            await self._check_queued(system, ARQ_QUEUE, n)
+
+    async def _check_queued(self, system: System, queue: str, n: int) -> None:
         queued = await self.client.zcard(queue)
         if queued != n:
             raise BenchError(f"preloaded {queued} jobs for {system.label}, expected {n}")
-        result = await run_worker(worker_command(system, "drain", self.url, n, 0), self.log_dir)
+
+    async def _drain(self, system: System, n: int, sleep_s: float) -> dict[str, Any]:
+        await self.preload(system, n, sleep_s)
+        result = await run_worker(self.command(system, "drain", n), self.log_dir)
         if result["jobs"] != n:
             raise BenchError(f"{system.label} ran {result['jobs']} of {n} jobs: {result}")
+        return result
+
+    async def drain(self, system: System) -> None:
+        """Metric 2: one worker process drains a preloaded queue of no-op jobs."""
+        n = self.config.drain_size(system)
+        result = await self._drain(system, n, 0.0)
         rate = n / result["wall_s"]
         cpu_us = result["cpu_s"] / n * 1e6
         self.record(DRAIN, system, rate)
@@ -320,15 +452,25 @@ class Bench:
             f"({n} jobs in {result['wall_s']:.2f} s)"
         )
 
+    async def sleep_drain(self, system: System) -> None:
+        """Metric 3: the drain of jobs that sleep 50 ms, against the ideal wall time."""
+        n = self.config.sleep_jobs
+        result = await self._drain(system, n, SLEEP_S)
+        factor = result["wall_s"] / self.config.sleep_ideal_s
+        self.record(SLEEP, system, factor)
+        progress(f"  sleep    {system.label:<14} {result['wall_s']:6.3f} s = {factor:.3f} × ideal")
+
     async def latency(self, system: System) -> None:
-        """Metric 3: pickup latency of an idle worker, jobs arriving every 10 ms."""
+        """Metric 4: pickup latency of an idle worker, jobs arriving every 10 ms."""
         await self.client.flushdb()
         n = self.config.latency_jobs
         timeout = IDLE_BEFORE_S + n * LATENCY_INTERVAL_S + 30
 
         async def feed() -> None:
             await asyncio.sleep(IDLE_BEFORE_S)
-            if system.hosted:
+            if system.peer is not None:
+                await run_worker(self.command(system, "feed", n), self.log_dir)
+            elif system.hosted:
                 await hosted_latency_feed(self.url, n)
             else:
                 await arq_latency_feed(self.url, n)
@@ -364,38 +506,52 @@ def _number(value: float) -> str:
 
 
 def cell(values: list[float]) -> str:
-    """``median (min–max)`` of one metric's rounds."""
+    """``median (min–max)`` of one metric's rounds; "-" if the system has no such figure."""
+    if not values:
+        return "-"
     if len(values) == 1:
         return _number(values[0])
     med = statistics.median(values)
     return f"{_number(med)} ({_number(min(values))}–{_number(max(values))})"
 
 
-def table(results: Results) -> list[str]:
-    """The side-by-side table: one row per metric, one column per system."""
-    label_width = max(len(m) for m in METRICS) + 2
-    cells = {m: [cell(results[m][s.label]) for s in SYSTEMS] for m in METRICS}
-    width = max(len(c) for row in cells.values() for c in row) + 3
-    width = max(width, *(len(s.label) + 3 for s in SYSTEMS))
-    lines = ["".ljust(label_width) + "".join(s.label.rjust(width) for s in SYSTEMS)]
-    lines += [m.ljust(label_width) + "".join(c.rjust(width) for c in cells[m]) for m in METRICS]
+def table(results: Results, systems: tuple[System, ...]) -> list[str]:
+    """The side-by-side table: one row per metric, one column per system (Markdown)."""
+    rows = [["metric", *(s.label for s in systems)], ["---", *("---:" for _ in systems)]]
+    rows += [[m, *(cell(results[m][s.label]) for s in systems)] for m in METRICS]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def ratios(results: Results) -> list[str]:
-    """Per metric: hostedjobs' median over the best arq configuration's median."""
-    lines = ["hostedjobs / best arq config (medians):"]
+def ratios(results: Results, systems: tuple[System, ...]) -> list[str]:
+    """Per metric: hostedjobs' median over the best other system's median."""
+    lines = ["hostedjobs / best peer (all non-hostedjobs systems; medians):"]
     label_width = max(len(m) for m in METRICS) + 2
     for metric in METRICS:
-        hosted = statistics.median(results[metric][SYSTEMS[0].label])
-        arq = {s.label: statistics.median(results[metric][s.label]) for s in SYSTEMS[1:]}
+        hosted_values = results[metric][HOSTED.label]
+        others = {
+            s.label: statistics.median(results[metric][s.label])
+            for s in systems
+            if not s.hosted and results[metric][s.label]
+        }
+        if not hosted_values or not others:
+            continue
+        hosted = statistics.median(hosted_values)
         higher = metric in HIGHER_IS_BETTER
-        best = max(arq, key=arq.__getitem__) if higher else min(arq, key=arq.__getitem__)
-        ratio = hosted / arq[best]
+        best = (
+            max(others, key=others.__getitem__) if higher else min(others, key=others.__getitem__)
+        )
+        ratio = hosted / others[best]
         better = "higher is better" if higher else "lower is better"
         lines.append(
             f"  {metric.ljust(label_width)}{ratio:7.2f}×   (vs {best}: {_number(hosted)} vs "
-            f"{_number(arq[best])}; {better})"
+            f"{_number(others[best])}; {better})"
         )
     return lines
 
@@ -419,8 +575,8 @@ def source_revision() -> str:
     return f"{folder} at {head}{' + uncommitted changes' if changes else ''}"
 
 
-def header(redis_version: str, config: Config) -> list[str]:
-    """Machine, versions and sizes."""
+def header(redis_version: str, config: Config, dropped: dict[str, str]) -> list[str]:
+    """Machine, versions, sizes, and any dropped peer."""
 
     def version(dist: str) -> str:
         try:
@@ -428,30 +584,82 @@ def header(redis_version: str, config: Config) -> list[str]:
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    slow = config.slow_drain_jobs
-    return [
-        f"hostedjobs engine benchmark: hostedjobs vs raw arq, concurrency/max_jobs={CONCURRENCY}",
+    peers = [s.peer for s in config.systems if s.peer is not None]
+    peer_versions = "; ".join(f"{p.name}: {' '.join(p.requirements)}" for p in peers)
+    lines = [
+        f"hostedjobs engine benchmark: hostedjobs vs raw arq and peers, "
+        f"concurrency/max_jobs={CONCURRENCY}",
         f"machine: {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
-        f"Python {platform.python_version()} (asyncio), redis-server {redis_version} "
-        "(private, no persistence, loopback)",
+        f"Python {platform.python_version()} (asyncio, no uvloop), redis-server "
+        f"{redis_version} (private, no persistence, loopback)",
         f"versions: arq {version('arq')}, redis-py {version('redis')}, hiredis "
         f"{version('hiredis')}; hostedjobs {version('hostedjobs')} from {source_revision()}",
-        f"enqueue: N={config.enqueue_jobs} sequential enqueues from one client "
-        "(arq: the same enqueue_job for both poll settings)",
-        f"drain: N={config.drain_jobs} preloaded jobs, one worker process in burst mode "
-        f"(arq poll=0.5: N={slow}, as its poll caps it at 32·5/0.5 = 320 jobs/s)",
+    ]
+    if peers:
+        lines.append(f"peers, each in its own venv under bench/.peers/: {peer_versions}")
+    lines += [
+        f"enqueue: N={config.enqueue_jobs} sequential single enqueues from one client; "
+        f"bulk: one call for N={config.bulk_jobs} jobs ('-': no bulk API)",
+        f"drain: N={config.drain_jobs} preloaded no-op jobs, one worker process (burst mode for "
+        "hostedjobs/arq; peers stop when the N-th job has finished)"
+        + (
+            f"; arq poll=0.5: N={config.slow_drain_jobs}"
+            if any(s.poll_delay == ARQ_DEFAULT.poll_delay for s in config.systems)
+            else ""
+        ),
+        f"sleep drain: {config.sleep_jobs} jobs of asyncio.sleep({SLEEP_S:g}) at concurrency "
+        f"{CONCURRENCY}; wall time / ideal {config.sleep_ideal_s:.3f} s",
         f"pickup: {config.latency_jobs} jobs, one every {LATENCY_INTERVAL_S * 1000:g} ms, "
         f"to a worker idle for {IDLE_BEFORE_S:g} s; enqueuer's time.time() before the "
         "call -> handler entry",
         f"{config.rounds} round(s), systems alternated; median (min–max) over rounds",
     ]
+    lines += [f"DROPPED {label}: {reason}" for label, reason in dropped.items()]
+    return lines
+
+
+def json_report(
+    results: Results, systems: tuple[System, ...], config: Config, lines: list[str]
+) -> dict[str, Any]:
+    """Every raw value with its median and range, for ``--json``."""
+    metrics: dict[str, dict[str, Any]] = {}
+    for metric in METRICS:
+        metrics[metric] = {}
+        for system in systems:
+            values = results[metric][system.label]
+            metrics[metric][system.label] = (
+                {
+                    "median": statistics.median(values),
+                    "min": min(values),
+                    "max": max(values),
+                    "values": values,
+                }
+                if values
+                else None
+            )
+    return {
+        "systems": [s.label for s in systems],
+        "metrics": metrics,
+        "higher_is_better": sorted(HIGHER_IS_BETTER),
+        "config": {k: v for k, v in asdict(config).items() if k != "systems"},
+        "report": lines,
+    }
 
 
 # -- main -----------------------------------------------------------------------------------
 
 
-async def run(config: Config) -> list[str]:
+async def run(config: Config, json_path: Path | None) -> list[str]:
     """Run every round against a private redis-server and return the report's lines."""
+    dropped: dict[str, str] = {}
+    systems = list(config.systems)
+    for system in config.systems:
+        if system.peer is not None:
+            try:
+                await asyncio.to_thread(ensure_venv, system.peer)
+            except (BenchError, OSError, subprocess.SubprocessError) as exc:
+                dropped[system.label] = f"venv setup failed: {exc}"
+                systems.remove(system)
     with tempfile.TemporaryDirectory(prefix="hostedjobs-bench-") as tmp:
         server = EmbeddedRedis(Path(tmp) / "redis", persistent=False)
         url = await asyncio.to_thread(server.start)
@@ -462,60 +670,99 @@ async def run(config: Config) -> list[str]:
                 bench = Bench(url, client, config, Path(tmp))
                 progress(f"private redis-server at {url}")
                 for round_no in range(config.rounds):
-                    shift = round_no % len(SYSTEMS)
-                    order = SYSTEMS[shift:] + SYSTEMS[:shift]
+                    shift = round_no % len(systems)
+                    order = systems[shift:] + systems[:shift]
                     progress(f"round {round_no + 1}/{config.rounds}")
-                    for measure in (bench.enqueue, bench.drain, bench.latency):
+                    measures = (bench.enqueue, bench.drain, bench.sleep_drain, bench.latency)
+                    for measure in measures:
                         for system in order:
-                            await measure(system)
+                            if system.label in dropped:
+                                continue
+                            try:
+                                await measure(system)
+                            except (BenchError, TimeoutError, OSError) as exc:
+                                if system.peer is None:
+                                    raise
+                                reason = str(exc).splitlines()[0] if str(exc) else repr(exc)
+                                progress(f"  DROPPING {system.label}: {reason}")
+                                dropped[system.label] = f"failed in round {round_no + 1}: {reason}"
+                    systems = [s for s in systems if s.label not in dropped]
                 await client.flushdb()
             finally:
                 await client.aclose()
         finally:
             await asyncio.to_thread(server.stop)
-    return [
-        *header(str(info["redis_version"]), config),
+    kept = tuple(systems)
+    lines = [
+        *header(str(info["redis_version"]), config, dropped),
         "",
-        *table(bench.results),
+        *table(bench.results, kept),
         "",
-        *ratios(bench.results),
+        *ratios(bench.results, kept),
     ]
+    if json_path is not None:
+        report = json_report(bench.results, kept, config, lines)
+        report["dropped"] = dropped
+        await asyncio.to_thread(json_path.write_text, json.dumps(report, indent=1) + "\n")
+        progress(f"wrote {json_path}")
+    return lines
 
 
-def parse_config(argv: list[str] | None = None) -> Config:
-    """The command line: ``--rounds``, ``--quick`` and the sizes."""
+def parse_args(argv: list[str] | None = None) -> tuple[Config, Path | None]:
+    """The command line: ``--rounds``, ``--quick``, the sizes, the systems and ``--json``."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.engine", description=(__doc__ or "").split("\n\n")[0]
     )
     parser.add_argument("--rounds", type=int, help="rounds (default 3, quick 1)")
-    parser.add_argument("--quick", action="store_true", help="a ~30 s smoke run, smaller N")
-    parser.add_argument("--enqueue-jobs", type=int, help="default 5000 (quick 1000)")
-    parser.add_argument("--drain-jobs", type=int, help="default 20000 (quick 3000)")
+    parser.add_argument("--quick", action="store_true", help="a ~1 min smoke run, smaller N")
+    parser.add_argument("--enqueue-jobs", type=int, help="default 2000 (quick 500)")
+    parser.add_argument("--bulk-jobs", type=int, help="default 10000 (quick 2000)")
+    parser.add_argument("--drain-jobs", type=int, help="default 5000 (quick 1000)")
     parser.add_argument(
         "--slow-drain-jobs", type=int, help="drain N for arq poll=0.5 (default 2000, quick 640)"
     )
-    parser.add_argument("--latency-jobs", type=int, help="default 500 (quick 100)")
+    parser.add_argument("--sleep-jobs", type=int, help="default 2000 (quick 320)")
+    parser.add_argument("--latency-jobs", type=int, help="default 300 (quick 50)")
+    parser.add_argument(
+        "--arq-default", action="store_true", help="also measure stock arq with its 0.5 s poll"
+    )
+    parser.add_argument(
+        "--peers",
+        default=",".join(p.name for p in PEERS),
+        help="comma-separated peers to include (default: all; '' for none)",
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write raw values here")
     args = parser.parse_args(argv)
     quick = bool(args.quick)
+    wanted = {name.strip() for name in str(args.peers).split(",") if name.strip()}
+    unknown = wanted - {p.name for p in PEERS}
+    if unknown:
+        parser.error(f"unknown peers: {', '.join(sorted(unknown))}")
+    systems = [HOSTED, ARQ_FAST]
+    if args.arq_default:
+        systems.append(ARQ_DEFAULT)
+    systems += [System(PEER_LABELS[p.name], peer=p) for p in PEERS if p.name in wanted]
     config = Config(
         rounds=args.rounds or (1 if quick else 3),
-        enqueue_jobs=args.enqueue_jobs or (1000 if quick else 5000),
-        drain_jobs=args.drain_jobs or (3000 if quick else 20000),
+        enqueue_jobs=args.enqueue_jobs or (500 if quick else 2000),
+        bulk_jobs=args.bulk_jobs or (2000 if quick else 10000),
+        drain_jobs=args.drain_jobs or (1000 if quick else 5000),
         slow_drain_jobs=args.slow_drain_jobs or (640 if quick else 2000),
-        latency_jobs=args.latency_jobs or (100 if quick else 500),
+        sleep_jobs=args.sleep_jobs or (320 if quick else 2000),
+        latency_jobs=args.latency_jobs or (50 if quick else 300),
+        systems=tuple(systems),
     )
-    if min(config.rounds, config.enqueue_jobs, config.drain_jobs, config.latency_jobs) < 1:
+    sizes = (config.enqueue_jobs, config.bulk_jobs, config.drain_jobs, config.slow_drain_jobs)
+    if min(config.rounds, config.sleep_jobs, config.latency_jobs, *sizes) < 1:
         parser.error("rounds and sizes must be >= 1")
-    if config.slow_drain_jobs < 1:
-        parser.error("rounds and sizes must be >= 1")
-    return config
+    return config, args.json
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m bench.engine``."""
-    config = parse_config(argv)
+    config, json_path = parse_args(argv)
     started = time.perf_counter()
-    lines = asyncio.run(run(config))
+    lines = asyncio.run(run(config, json_path))
     progress(f"done in {time.perf_counter() - started:.0f} s")
     print("\n".join(lines))
 

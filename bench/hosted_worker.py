@@ -30,6 +30,8 @@ class BenchJob:
     seq: int
     sent_at: float = 0.0
     """The enqueuer's ``time.time()`` just before the enqueue call; 0 for throughput runs."""
+    sleep_s: float = 0.0
+    """The sleep-drain test: seconds the handler sleeps (``asyncio.sleep``); 0 for a no-op."""
 
 
 class Session:
@@ -59,6 +61,8 @@ def build_host(redis_url: str, queue: str, recorder: Recorder, *, run_worker: bo
     async def handle(job: BenchJob, session: Session = Inject()) -> None:
         recorder.started(job.sent_at)
         session.statements += 1
+        if job.sleep_s:
+            await asyncio.sleep(job.sleep_s)
 
     return host
 
