@@ -50,12 +50,18 @@ class JobContext:
     started_at: datetime
     """When this attempt started (UTC)."""
     _progress: ProgressReporter = field(default=_ignore_progress, repr=False)
-    logger: logging.LoggerAdapter[logging.Logger] = field(init=False, repr=False)
+    _logger: logging.LoggerAdapter[logging.Logger] | None = field(
+        default=None, init=False, repr=False
+    )
 
-    def __post_init__(self) -> None:
-        self.logger = _RunLogger(
-            _logger, {"job_name": self.job_name, "run_id": self.run_id, "attempt": self.attempt}
-        )
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose records carry ``job_name``, ``run_id`` and ``attempt``."""
+        if self._logger is None:
+            self._logger = _RunLogger(
+                _logger, {"job_name": self.job_name, "run_id": self.run_id, "attempt": self.attempt}
+            )
+        return self._logger
 
     async def report_progress(self, percent: float, message: str | None = None) -> None:
         """Record how far the run has got (0-100), with an optional message.

@@ -17,12 +17,12 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from arq.connections import ArqRedis
 from arq.cron import CronJob
 from arq.jobs import deserialize_job_raw, serialize_result
-from arq.utils import ms_to_datetime
 from arq.worker import Function, JobExecutionFailed, Retry, RetryJob, Worker
 from redis.exceptions import RedisError
 
@@ -158,6 +158,7 @@ class HostedWorker(Worker):
         self.fallback_poll_s = fallback_poll_s
         self._wake_key = keys.wake_key(queue_name)
         self._claim_script = pool.register_script(_CLAIM)
+        self._released: set[asyncio.Task[Any]] = set()
         self.worker_id = new_worker_id()
         self.started_at = time.time()
         self.last_loop_at = time.monotonic()
@@ -290,6 +291,7 @@ class HostedWorker(Worker):
                 raise JobExecutionFailed(f"max {max_tries} retries exceeded")
         except Exception as exc:
             logger.warning("job %s (%s) cannot run: %s", job_id, name, exc)
+            self._release_slot()
             await self._finish(
                 job_id, name, args, kwargs, job_try, enqueue_ms, start_ms, False, exc, function
             )
@@ -298,7 +300,7 @@ class HostedWorker(Worker):
             **self.ctx,
             "job_id": job_id,
             "job_try": job_try,
-            "enqueue_time": ms_to_datetime(enqueue_ms),
+            "enqueue_time": datetime.fromtimestamp(enqueue_ms / 1000, tz=UTC),
             "score": score,
         }
         timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
@@ -309,11 +311,13 @@ class HostedWorker(Worker):
         except Retry as retry:
             self.jobs_retried += 1
             delay_ms = retry.defer_score + (_now_ms() - score) if retry.defer_score else 0
+            self._release_slot()
             await self._commits.requeued(job_id, delay_ms)
         except (asyncio.CancelledError, RetryJob):
             # Cancelled by a shutdown: back to the queue unchanged, for the next worker.
             logger.info("job %s (%s) cancelled; it will run again", job_id, name)
             self.jobs_retried += 1
+            self._release_slot()
             await self._commits.requeued(job_id, 0)
         except Exception as raised:
             error = raised
@@ -327,11 +331,13 @@ class HostedWorker(Worker):
                 error,
                 exc_info=error,
             )
+            self._release_slot()
             await self._finish(
                 job_id, name, args, kwargs, job_try, enqueue_ms, start_ms, False, error, function
             )
         else:
             logger.debug("job %s (%s) succeeded in %d ms", job_id, name, _now_ms() - start_ms)
+            self._release_slot()
             await self._finish(
                 job_id, name, args, kwargs, job_try, enqueue_ms, start_ms, True, result, function
             )
@@ -379,9 +385,21 @@ class HostedWorker(Worker):
             )
         await self._commits.finished(job_id, data, KEEP_FOREVER if forever else int(keep_s * 1000))
 
-    def _run_ended(self, _: asyncio.Task[Any]) -> None:
-        self.job_counter -= 1
-        self._kick.set()
+    def _release_slot(self) -> None:
+        # The slot is free once the job's code is done: the next claim goes out while this
+        # outcome is still being committed, so a wave of jobs does not wait a round trip.
+        task = asyncio.current_task()
+        if task is not None and task not in self._released:
+            self._released.add(task)
+            self.job_counter -= 1
+            self._kick.set()
+
+    def _run_ended(self, task: asyncio.Task[Any]) -> None:
+        if task in self._released:
+            self._released.discard(task)
+        else:
+            self.job_counter -= 1
+            self._kick.set()
 
     def _reap_finished(self) -> None:
         for job_id, task in list(self.tasks.items()):
