@@ -623,6 +623,7 @@ class JobHost:
             max_tries=self.retry.max_tries,
             fallback_poll_s=self.fallback_poll_s,
             burst=burst,
+            self_timed=True,
         )
         # Queue processing waits for the startup actions.
         worker.allow_pick_jobs = False

@@ -27,6 +27,7 @@ __all__ = [
     "loads",
     "lookup_job_type",
     "registered_versions",
+    "result_record",
 ]
 
 import base64
@@ -977,6 +978,17 @@ def job_record(function: str, payload: dict[str, Any], enqueue_ms: int) -> bytes
         return _UTF8_ENCODER.encode(record).encode("utf-8")
     except UnicodeEncodeError:
         return _ASCII_ENCODER.encode(record).encode("ascii")
+
+
+def result_record(record: dict[str, Any], result: Any) -> bytes:
+    """arq's stored form of a finished job: ``record`` (whose values came from `loads`, so are
+    JSON already) with ``"r": result``. Only the result is checked for the fast path."""
+    if _is_plain(result):
+        try:
+            return _UTF8_ENCODER.encode({**record, "r": result}).encode("utf-8")
+        except (ValueError, UnicodeEncodeError):
+            pass
+    return dumps({**record, "r": result})
 
 
 def _is_plain(value: Any) -> bool:

@@ -22,14 +22,15 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from arq.cron import CronJob
-from arq.jobs import deserialize_job_raw, serialize_result
+from arq.jobs import deserialize_job_raw
 from arq.worker import Function, JobExecutionFailed, Retry, RetryJob, Worker
 from redis.exceptions import RedisError
 
 from . import keys
 from .commits import KEEP_FOREVER, OutcomeCommitter
+from .exceptions import PayloadError
 from .health import BEAT_INTERVAL_S, WorkerBeat, new_worker_id, remove_beat, write_beat
-from .serialization import dumps, loads
+from .serialization import dumps, loads, result_record
 
 __all__ = ["HostedWorker", "WorkerSupervisor"]
 
@@ -129,6 +130,7 @@ class HostedWorker(Worker):
         max_tries: int,
         fallback_poll_s: float = 1.0,
         burst: bool = False,
+        self_timed: bool = False,
         on_job_start: Any = None,
         on_job_end: Any = None,
     ) -> None:
@@ -159,6 +161,7 @@ class HostedWorker(Worker):
         self._wake_key = keys.wake_key(queue_name)
         self._claim_script = pool.register_script(_CLAIM)
         self._released: set[asyncio.Task[Any]] = set()
+        self.self_timed = self_timed
         self.worker_id = new_worker_id()
         self.started_at = time.time()
         self.last_loop_at = time.monotonic()
@@ -304,7 +307,9 @@ class HostedWorker(Worker):
             "score": score,
         }
         timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
-        deadline = asyncio.timeout(timeout_s)
+        # hostedjobs' own functions time their runs themselves (where the scope sees it);
+        # a second timer per job would only cost time.
+        deadline = asyncio.timeout(None if self.self_timed else timeout_s)
         try:
             async with deadline:
                 result = await function.coroutine(ctx, *args, **kwargs)
@@ -368,21 +373,24 @@ class HostedWorker(Worker):
             keep_s = keep_s if function.keep_result_s is None else function.keep_result_s
         data = None
         if forever or keep_s > 0:
-            data = serialize_result(
-                name,
-                args,
-                kwargs,
-                job_try,
-                enqueue_ms,
-                success,
-                result,
-                start_ms,
-                _now_ms(),
-                f"{job_id}:{name}",
-                self.queue_name,
-                job_id=job_id,
-                serializer=dumps,
-            )
+            # arq's result layout (see arq.jobs.serialize_result), so stock handles read it.
+            record = {
+                "t": job_try,
+                "f": name,
+                "a": args,
+                "k": kwargs,
+                "et": enqueue_ms,
+                "s": success,
+                "st": start_ms,
+                "ft": _now_ms(),
+                "q": self.queue_name,
+                "id": job_id,
+            }
+            try:
+                data = result_record(record, result)
+            except PayloadError as exc:
+                logger.warning("job %s (%s): its result cannot be stored: %s", job_id, name, exc)
+                data = result_record({**record, "s": False}, "unable to serialize result")
         await self._commits.finished(job_id, data, KEEP_FOREVER if forever else int(keep_s * 1000))
 
     def _release_slot(self) -> None:
