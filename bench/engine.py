@@ -435,8 +435,14 @@ class Bench:
     async def _drain(self, system: System, n: int, sleep_s: float) -> dict[str, Any]:
         await self.preload(system, n, sleep_s)
         result = await run_worker(self.command(system, "drain", n), self.log_dir)
-        if result["jobs"] != n:
+        if result["jobs"] < n:
             raise BenchError(f"{system.label} ran {result['jobs']} of {n} jobs: {result}")
+        if result["jobs"] > n:
+            # At-least-once delivery can run a job twice; the drain still emptied the queue.
+            print(
+                f"  note: {system.label} started {result['jobs']} runs for {n} jobs",
+                file=sys.stderr,
+            )
         return result
 
     async def drain(self, system: System) -> None:
