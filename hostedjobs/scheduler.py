@@ -6,6 +6,7 @@ stock `arq.jobs.Job` handles can read them; payloads are JSON, never pickle.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import os
 import time
@@ -64,6 +65,7 @@ return added
 """
 
 _BATCH = 500
+_BATCHES_IN_FLIGHT = 4
 """Jobs per script call in `enqueue_many`: large enough to amortise the round trip, small
 enough not to hold Redis for long."""
 
@@ -203,8 +205,8 @@ class Scheduler:
             prepared.append((_new_id(), data))
         pool = self.pool
         wake = keys.wake_key(self.queue_name)
-        for start in range(0, len(prepared), _BATCH):
-            batch = prepared[start : start + _BATCH]
+
+        async def send(batch: list[tuple[str, bytes]]) -> None:
             args: list[Any] = [
                 self.queue_name,
                 wake,
@@ -217,6 +219,11 @@ class Scheduler:
             ]
             args.extend(data for _, data in batch)
             await self._enqueue_many_script(keys=[], args=args, client=pool)
+
+        # A few batches in flight at once: packing one overlaps Redis running the previous.
+        batches = [prepared[i : i + _BATCH] for i in range(0, len(prepared), _BATCH)]
+        for i in range(0, len(batches), _BATCHES_IN_FLIGHT):
+            await asyncio.gather(*(send(b) for b in batches[i : i + _BATCHES_IN_FLIGHT]))
         return [job_id for job_id, _ in prepared]
 
     async def schedule(

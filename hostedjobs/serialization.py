@@ -195,7 +195,7 @@ def encode_payload(job: object) -> dict[str, Any]:
             f'with @job_type("name")'
         )
     try:
-        return cast("dict[str, Any]", _encode(job, False))
+        return _encode_dataclass(job, False)
     except _Unencodable as exc:
         where = _join_path(type(job).__name__, exc.path)
         raise PayloadError(f"{where}: {exc.message}") from None
