@@ -77,6 +77,17 @@ redis.call('LTRIM', KEYS[10], 0, tonumber(ARGV[10]) - 1)
 return 1
 """
 
+# Takes the run's lease (unless the previous run holds it and overlaps are skipped) and
+# records the start, in one round trip. KEYS: lease, state. ARGV: run id, lease ms,
+# skip_if_held, last_scheduled_at, last_started_at, running_run.
+_START = """
+local took = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+if not took and ARGV[3] == '1' then return 0 end
+redis.call('HSET', KEYS[2], 'last_scheduled_at', ARGV[4], 'last_started_at', ARGV[5],
+  'running_run', ARGV[6])
+return 1
+"""
+
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -154,6 +165,7 @@ class DistributedCron:
         if pool is not None:
             self._scripts = {
                 "fire": pool.register_script(_FIRE),
+                "start": pool.register_script(_START),
                 "renew": pool.register_script(_RENEW),
                 "release": pool.register_script(_RELEASE),
             }
@@ -275,19 +287,6 @@ class DistributedCron:
         keys_ = self._keys(job.name)
         run_id: str = arq_ctx["job_id"]
         scheduled_at = datetime.fromtimestamp(tick_ms / 1000, UTC)
-        took_lease = await self.pool.set(keys_.lease, run_id, nx=True, px=LEASE_MS)
-        if not took_lease and job.overlap == "skip":
-            record = RunRecord(
-                run_id,
-                scheduled_at,
-                datetime.now(UTC),
-                datetime.now(UTC),
-                "skipped",
-                "the previous run was still running",
-                manual,
-            )
-            await self._record(keys_, record)
-            return {"outcome": "skipped"}
         ctx = JobContext(
             job_name=job.name,
             run_id=run_id,
@@ -296,16 +295,29 @@ class DistributedCron:
             started_at=datetime.now(UTC),
         )
         started = RunRecord(run_id, scheduled_at, ctx.started_at, manual=manual)
-        async with self.pool.pipeline(transaction=False) as pipe:
-            pipe.hset(
-                keys_.state,
-                mapping={
-                    "last_scheduled_at": scheduled_at.isoformat(),
-                    "last_started_at": ctx.started_at.isoformat(),
-                    "running_run": json.dumps(started.to_json()),
-                },
+        began = await self._scripts["start"](
+            keys=[keys_.lease, keys_.state],
+            args=[
+                run_id,
+                LEASE_MS,
+                "1" if job.overlap == "skip" else "0",
+                scheduled_at.isoformat(),
+                ctx.started_at.isoformat(),
+                json.dumps(started.to_json()),
+            ],
+        )
+        if not began:
+            record = RunRecord(
+                run_id,
+                scheduled_at,
+                ctx.started_at,
+                datetime.now(UTC),
+                "skipped",
+                "the previous run was still running",
+                manual,
             )
-            await pipe.execute()
+            await self._record(keys_, record)
+            return {"outcome": "skipped"}
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(keys_.lease, run_id))
         try:
             result = await job.code.invoke(self.provider, ctx, timeout_s=job.timeout_s)
