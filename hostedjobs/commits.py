@@ -3,52 +3,69 @@
 Each run waits for its own outcome to be stored (so slot release and retries keep their
 order), but while one batch is in flight the next one collects, so a busy worker pays one
 round trip per batch instead of one per job. The writes are arq's: the result key, and the
-job, retry, in-progress and queue entries removed (or the job put back in the queue).
+job, retry, in-progress and queue entries removed (or the job put back in the queue); plus
+hostedjobs' own indexes of running and finished jobs, which the dashboard pages through.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from typing import Any, Literal
 
 from arq.connections import ArqRedis
 
 from . import keys
 
-__all__ = ["KEEP_FOREVER", "OutcomeCommitter"]
+__all__ = ["KEEP_FOREVER", "FinishedState", "OutcomeCommitter"]
 
 KEEP_FOREVER = -1
 """``keep_ms`` for a result that never expires."""
 
+FinishedState = Literal["succeeded", "failed", "cancelled"]
+_KINDS: dict[FinishedState, str] = {"succeeded": "S", "failed": "X", "cancelled": "C"}
+
 # ARGV: queue, wake, wake_kept, in-progress, job, retry and result prefixes, abort key, events
-# prefix; then
-# per outcome: kind ('F' finished, 'R' back in the queue), id, result data, number (the
-# result's lifetime in ms for 'F', -1 for ever; the score increment in ms for 'R').
+# prefix, running index, finished index prefix, now (ms), finished entries kept, their maximum
+# age (ms, 0: no limit); then per outcome: kind ('S' succeeded, 'X' failed, 'C' cancelled,
+# 'R' back in the queue), id, result data, number (the result's lifetime in ms, -1 for ever,
+# for a finished job; the score increment in ms for 'R').
 _COMMIT = """
 local queue, wake = ARGV[1], ARGV[2]
 local lock, job, retry, result, abort = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local events = ARGV[9]
+local events, running, finished = ARGV[9], ARGV[10], ARGV[11]
+local now, kept, max_age = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
+local states = {S = 'succeeded', X = 'failed', C = 'cancelled'}
+local touched = {}
 local requeued = false
-for i = 10, #ARGV, 4 do
+for i = 15, #ARGV, 4 do
   local kind, id, data, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   redis.call('DEL', lock .. id)
-  if kind == 'F' then
+  redis.call('ZREM', running, id)
+  if kind == 'R' then
+    if n > 0 then redis.call('ZINCRBY', queue, n, id) end
+    requeued = true
+    redis.call('PUBLISH', events .. id, 'requeued')
+  else
     if data ~= '' then
       if n > 0 then
         redis.call('SET', result .. id, data, 'PX', n)
       elseif n < 0 then
         redis.call('SET', result .. id, data)
       end
+      local index = finished .. states[kind]
+      redis.call('ZADD', index, now, id)
+      touched[index] = true
     end
     redis.call('DEL', retry .. id, job .. id)
     redis.call('ZREM', abort, id)
     redis.call('ZREM', queue, id)
     redis.call('PUBLISH', events .. id, 'finished')
-  else
-    if n > 0 then redis.call('ZINCRBY', queue, n, id) end
-    requeued = true
-    redis.call('PUBLISH', events .. id, 'requeued')
   end
+end
+for index in pairs(touched) do
+  redis.call('ZREMRANGEBYRANK', index, 0, -kept - 1)
+  if max_age > 0 then redis.call('ZREMRANGEBYSCORE', index, '-inf', now - max_age) end
 end
 if requeued then
   redis.call('LPUSH', wake, '1')
@@ -61,7 +78,8 @@ return 1
 class OutcomeCommitter:
     """Collects outcomes and writes each batch with one script call."""
 
-    def __init__(self, pool: ArqRedis, queue_name: str) -> None:
+    def __init__(self, pool: ArqRedis, queue_name: str, *, index_max_age_s: float) -> None:
+        """``index_max_age_s``: how long finished jobs stay in the state indexes (0: no limit)."""
         self._script = pool.register_script(_COMMIT)
         self._header: list[Any] = [
             queue_name,
@@ -73,14 +91,23 @@ class OutcomeCommitter:
             keys.RESULT_PREFIX,
             keys.ABORT_KEY,
             keys.EVENTS_PREFIX,
+            keys.running_index(queue_name),
+            keys.finished_index(queue_name, ""),
         ]
+        self._index_limits = [keys.FINISHED_KEPT, int(index_max_age_s * 1000)]
         self._pending: list[tuple[tuple[str, str, bytes, int], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.batches = 0
 
-    async def finished(self, job_id: str, result: bytes | None, keep_ms: int) -> None:
-        """Store a finished job's result (kept ``keep_ms``; 0: not kept) and remove the job."""
-        await self._commit(("F", job_id, result or b"", keep_ms if result else 0))
+    async def finished(
+        self, job_id: str, state: FinishedState, result: bytes | None, keep_ms: int
+    ) -> None:
+        """Store a finished job's result (kept ``keep_ms``; 0: not kept) and remove the job.
+
+        A kept result is also indexed under ``state`` for the dashboard.
+        """
+        kind = _KINDS[state]
+        await self._commit((kind, job_id, result or b"", keep_ms if result else 0))
 
     async def requeued(self, job_id: str, delay_ms: int) -> None:
         """Put a job back in the queue, due ``delay_ms`` later than its current score."""
@@ -97,7 +124,7 @@ class OutcomeCommitter:
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
-            args = list(self._header)
+            args = [*self._header, int(time.time() * 1000), *self._index_limits]
             for outcome, _ in batch:
                 args.extend(outcome)
             self.batches += 1

@@ -13,6 +13,7 @@ from arq.constants import (
 __all__ = [
     "ABORT_KEY",
     "EVENTS_PREFIX",
+    "FINISHED_KEPT",
     "IN_PROGRESS_PREFIX",
     "JOB_PREFIX",
     "META_PREFIX",
@@ -20,7 +21,9 @@ __all__ = [
     "RETRY_PREFIX",
     "WAKE_TOKENS_KEPT",
     "events_channel",
+    "finished_index",
     "meta_key",
+    "running_index",
     "wake_key",
 ]
 
@@ -53,3 +56,21 @@ def events_channel(job_id: str) -> str:
 def meta_key(job_id: str) -> str:
     """The hash with a job's progress and last error."""
     return META_PREFIX + job_id
+
+
+FINISHED_KEPT = 10_000
+"""How many finished jobs of each state the indexes remember (newest first)."""
+
+
+def running_index(queue_name: str) -> str:
+    """A zset of the jobs hostedjobs workers are running, scored by start time (ms)."""
+    return f"hostedjobs:{queue_name}:running"
+
+
+def finished_index(queue_name: str, state: str) -> str:
+    """A zset of finished jobs in ``state`` (succeeded, failed, cancelled), by finish time (ms).
+
+    The indexes let the dashboard page through jobs by state without scanning the keyspace;
+    they are trimmed to `FINISHED_KEPT` entries and to the host's result lifetime.
+    """
+    return f"hostedjobs:{queue_name}:{state}"

@@ -18,6 +18,7 @@ from typing import Any
 from arq.connections import ArqRedis
 
 from . import keys
+from .commits import FinishedState
 from .exceptions import (
     ConfigurationError,
     HostNotRunningError,
@@ -79,6 +80,44 @@ redis.call('PUBLISH', ARGV[2], 'deleted')
 return 1
 """
 
+# Puts a failed job back in the queue under its id, if its result is still the failed one the
+# caller read (so two clicks on "retry" queue it once).
+_RETRY = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[5], KEYS[6])
+redis.call('ZREM', KEYS[7], ARGV[5])
+redis.call('PSETEX', KEYS[2], ARGV[4], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
+redis.call('LPUSH', KEYS[4], '1')
+redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[6]) - 1)
+redis.call('PUBLISH', ARGV[7], 'requeued')
+return 1
+"""
+
+# Due ids not running (no in-progress lock), from ARGV[2] on, at most ARGV[3]: a bounded walk
+# in pages, as in the worker's claim, since running jobs stay in arq's queue.
+_DUE_WAITING = """
+local queue, lock_prefix = KEYS[1], ARGV[4]
+local now, skip, want, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
+local found, offset, page = {}, 0, 200
+while #found < want and offset < cap do
+  local due = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'LIMIT', offset, page)
+  for _, id in ipairs(due) do
+    if redis.call('EXISTS', lock_prefix .. id) == 0 then
+      if skip > 0 then skip = skip - 1 else found[#found + 1] = id end
+      if #found >= want then break end
+    end
+  end
+  if #due < page then break end
+  offset = offset + page
+end
+return found
+"""
+
+_LIST_SCAN_CAP = 20_000
+"""How many due ids one page of queued jobs looks at, at most, past running ones."""
+
 _CANCELLED_MARK = "__cancelled__"
 
 
@@ -108,7 +147,7 @@ class JobInfo:
     tries: int
     """Tries started so far (a retried job has more than one)."""
     payload: Any
-    """The job's fields as stored (JSON), or None once the job has finished."""
+    """The job's fields as stored (JSON); finished jobs keep them while their result is kept."""
     enqueued_at: datetime | None
     scheduled_for: datetime | None
     """When the job is (or was) due; None once it has finished."""
@@ -158,6 +197,8 @@ class Scheduler:
         self._enqueue_script: Any = None
         self._enqueue_many_script: Any = None
         self._delete_script: Any = None
+        self._retry_script: Any = None
+        self._due_waiting_script: Any = None
 
     def _attach(self, pool: ArqRedis | None) -> None:
         self._pool = pool
@@ -165,6 +206,8 @@ class Scheduler:
             self._enqueue_script = pool.register_script(_ENQUEUE)
             self._enqueue_many_script = pool.register_script(_ENQUEUE_MANY)
             self._delete_script = pool.register_script(_DELETE)
+            self._retry_script = pool.register_script(_RETRY)
+            self._due_waiting_script = pool.register_script(_DUE_WAITING)
 
     @property
     def pool(self) -> ArqRedis:
@@ -297,6 +340,102 @@ class Scheduler:
         )
         return bool(deleted)
 
+    async def retry(self, job_id: str) -> bool:
+        """Queue a failed job again under the same id, with its payload and a fresh try count.
+
+        Returns False, changing nothing, unless the job has failed and its result is still
+        kept (a job that succeeded, is queued or running, or is unknown is left alone).
+        """
+        pool = self.pool
+        raw = await pool.get(keys.RESULT_PREFIX + job_id)
+        if raw is None:
+            return False
+        record = loads(raw)
+        if record.get("s") or not isinstance(record.get("f"), str):
+            return False
+        args = record.get("a") or [None]
+        now_ms = int(time.time() * 1000)
+        data = job_record(record["f"], args[0], now_ms)
+        retried = await self._retry_script(
+            keys=[
+                keys.RESULT_PREFIX + job_id,
+                keys.JOB_PREFIX + job_id,
+                self.queue_name,
+                keys.wake_key(self.queue_name),
+                keys.RETRY_PREFIX + job_id,
+                keys.meta_key(job_id),
+                keys.finished_index(self.queue_name, JobStatus.FAILED),
+            ],
+            args=[
+                raw,
+                data,
+                now_ms,
+                _EXPIRES_EXTRA_MS,
+                job_id,
+                keys.WAKE_TOKENS_KEPT,
+                keys.events_channel(job_id),
+            ],
+            client=pool,
+        )
+        return bool(retried)
+
+    async def jobs(self, status: JobStatus, *, offset: int = 0, limit: int = 50) -> list[JobInfo]:
+        """A page of jobs in ``status``: queued and scheduled by due time, the others newest
+        first. Reads indexes only, never the keyspace.
+
+        Running, succeeded, failed and cancelled jobs are listed from indexes that hostedjobs
+        workers keep (jobs run by stock arq workers are not listed there); finished jobs stay
+        listed while their result is kept, up to the newest 10,000 per state.
+        """
+        if offset < 0 or limit < 1:
+            raise ConfigurationError("jobs() needs offset >= 0 and limit >= 1")
+        pool = self.pool
+        now_ms = int(time.time() * 1000)
+        ids: list[bytes]
+        if status is JobStatus.QUEUED:
+            ids = await self._due_waiting_script(
+                keys=[self.queue_name],
+                args=[now_ms, offset, limit, keys.IN_PROGRESS_PREFIX, _LIST_SCAN_CAP],
+                client=pool,
+            )
+        elif status is JobStatus.SCHEDULED:
+            ids = await pool.zrangebyscore(
+                self.queue_name, f"({now_ms}", "+inf", start=offset, num=limit
+            )
+        else:
+            index = (
+                keys.running_index(self.queue_name)
+                if status is JobStatus.RUNNING
+                else keys.finished_index(self.queue_name, status)
+            )
+            ids = await pool.zrevrange(index, offset, offset + limit - 1)
+        infos = await self._get_many([i.decode() for i in ids])
+        return [info for info in infos if info is not None]
+
+    async def counts(self, *, since: timedelta | None = None) -> dict[JobStatus, int]:
+        """How many jobs are in each state, from the same indexes as `jobs`.
+
+        With ``since``, finished states count only jobs that finished within that period.
+        """
+        pool = self.pool
+        now_ms = int(time.time() * 1000)
+        low = "-inf" if since is None else now_ms - int(since.total_seconds() * 1000)
+        finished = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+        async with pool.pipeline(transaction=False) as pipe:
+            pipe.zcount(self.queue_name, "-inf", now_ms)
+            pipe.zcount(self.queue_name, f"({now_ms}", "+inf")
+            pipe.zcard(keys.running_index(self.queue_name))
+            for state in finished:
+                pipe.zcount(keys.finished_index(self.queue_name, state), low, "+inf")
+            due, later, running, *done = await pipe.execute()
+        counts = {
+            JobStatus.QUEUED: max(0, due - running),
+            JobStatus.SCHEDULED: later,
+            JobStatus.RUNNING: running,
+        }
+        counts.update(zip(finished, done, strict=True))
+        return counts
+
     async def watch(self, job_id: str, *, recheck_every: float = 5.0) -> AsyncIterator[JobInfo]:
         """Yield the job's state each time it changes (progress, start, retry, end).
 
@@ -326,15 +465,22 @@ class Scheduler:
 
     async def get(self, job_id: str) -> JobInfo | None:
         """The job's status, tries, times, result or error, and progress; None if unknown."""
+        (info,) = await self._get_many([job_id])
+        return info
+
+    async def _get_many(self, job_ids: list[str]) -> list[JobInfo | None]:
+        if not job_ids:
+            return []
         async with self.pool.pipeline(transaction=True) as pipe:
-            pipe.get(keys.JOB_PREFIX + job_id)
-            pipe.get(keys.RESULT_PREFIX + job_id)
-            pipe.exists(keys.IN_PROGRESS_PREFIX + job_id)
-            pipe.zscore(self.queue_name, job_id)
-            pipe.get(keys.RETRY_PREFIX + job_id)
-            pipe.hgetall(keys.meta_key(job_id))
-            raw_job, raw_result, running, score, retries, meta = await pipe.execute()
-        return _job_info(job_id, raw_job, raw_result, running, score, retries, meta)
+            for job_id in job_ids:
+                pipe.get(keys.JOB_PREFIX + job_id)
+                pipe.get(keys.RESULT_PREFIX + job_id)
+                pipe.exists(keys.IN_PROGRESS_PREFIX + job_id)
+                pipe.zscore(self.queue_name, job_id)
+                pipe.get(keys.RETRY_PREFIX + job_id)
+                pipe.hgetall(keys.meta_key(job_id))
+            replies = await pipe.execute()
+        return [_job_info(job_id, *replies[i * 6 : i * 6 + 6]) for i, job_id in enumerate(job_ids)]
 
 
 def _job_info(
@@ -389,6 +535,15 @@ def _job_info(
         progress=float(progress) if progress is not None else None,
         progress_message=fields.get("progress_message"),
     )
+
+
+def finished_state(success: bool, value: Any) -> FinishedState:
+    """The state a finished run is indexed under, from arq's success flag and stored value."""
+    if not success:
+        return "failed"
+    if isinstance(value, dict) and _CANCELLED_MARK in value:
+        return "cancelled"
+    return "succeeded"
 
 
 def stored_outcome(value: Any, message: str | None, *, cancelled: bool) -> Any:

@@ -30,6 +30,7 @@ from . import keys
 from .commits import KEEP_FOREVER, OutcomeCommitter
 from .exceptions import PayloadError
 from .health import BEAT_INTERVAL_S, WorkerBeat, new_worker_id, remove_beat, write_beat
+from .scheduler import finished_state
 from .serialization import dumps, loads, result_record
 
 __all__ = ["HostedWorker", "WorkerSupervisor"]
@@ -46,7 +47,7 @@ _CLAIM = """
 local queue, wake = KEYS[1], KEYS[2]
 local now, limit, lock_ms, page = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local lock_prefix, job_prefix, retry_prefix = ARGV[6], ARGV[7], ARGV[8]
-local scan_cap, events = tonumber(ARGV[9]), ARGV[10]
+local scan_cap, events, running = tonumber(ARGV[9]), ARGV[10], KEYS[3]
 local claimed, taken, more, offset = {}, 0, 0, 0
 -- Pages of due ids, so that a few running jobs cost a small read and many cost a few more.
 while more == 0 and taken <= limit and offset < scan_cap do
@@ -62,6 +63,7 @@ while more == 0 and taken <= limit and offset < scan_cap do
       claimed[#claimed + 1] = due[i + 1]
       claimed[#claimed + 1] = redis.call('GET', job_prefix .. id) or ''
       claimed[#claimed + 1] = tries
+      redis.call('ZADD', running, now, id)
       redis.call('PUBLISH', events .. id, 'running')
       taken = taken + 1
     end
@@ -159,6 +161,7 @@ class HostedWorker(Worker):
         self._locks_renewed_at = time.monotonic()
         self.fallback_poll_s = fallback_poll_s
         self._wake_key = keys.wake_key(queue_name)
+        self._running_key = keys.running_index(queue_name)
         self._claim_script = pool.register_script(_CLAIM)
         self._released: set[asyncio.Task[Any]] = set()
         self.self_timed = self_timed
@@ -166,7 +169,7 @@ class HostedWorker(Worker):
         self.started_at = time.time()
         self.last_loop_at = time.monotonic()
         self._last_beat = 0.0
-        self._commits = OutcomeCommitter(pool, queue_name)
+        self._commits = OutcomeCommitter(pool, queue_name, index_max_age_s=keep_result_s)
         self._kick = asyncio.Event()
         self._blpop: asyncio.Task[Any] | None = None
         self._next_due_ms: int | None = None
@@ -246,7 +249,7 @@ class HostedWorker(Worker):
 
     async def _claim(self, free: int) -> None:
         more, next_due, claimed = await self._claim_script(
-            keys=[self.queue_name, self._wake_key],
+            keys=[self.queue_name, self._wake_key, self._running_key],
             args=[
                 _now_ms(),
                 free,
@@ -391,7 +394,9 @@ class HostedWorker(Worker):
             except PayloadError as exc:
                 logger.warning("job %s (%s): its result cannot be stored: %s", job_id, name, exc)
                 data = result_record({**record, "s": False}, "unable to serialize result")
-        await self._commits.finished(job_id, data, KEEP_FOREVER if forever else int(keep_s * 1000))
+        state = finished_state(success, result)
+        keep_ms = KEEP_FOREVER if forever else int(keep_s * 1000)
+        await self._commits.finished(job_id, state, data, keep_ms)
 
     def _release_slot(self) -> None:
         # The slot is free once the job's code is done: the next claim goes out while this

@@ -65,6 +65,12 @@ class Outcome:
     kind: str
 
 
+@job_type("tests.jobs.fail-once")
+@dataclass
+class FailOnce:
+    key: str
+
+
 @job_type("tests.jobs.orphan")
 @dataclass
 class Orphan:
@@ -635,3 +641,85 @@ async def test_watch_yields_progress_in_order_and_ends_with_the_final_state(
     assert seen[-1].message == "all steps done"
     statuses = [info.status for info in seen]
     assert JobStatus.RUNNING in statuses
+
+
+async def test_jobs_pages_through_each_state_from_indexes(redis_url: str, queue_name: str) -> None:
+    """`jobs()` lists each state in pages and `counts()` agrees, for every state at once."""
+    host, _ = make_host(redis_url, queue_name, concurrency=2)
+    async with host.run():
+        done = [await host.scheduler.enqueue(Greet(name=f"n{i}")) for i in range(3)]
+        failed = await host.scheduler.enqueue(Outcome(kind="failed"))
+        cancelled = await host.scheduler.enqueue(Outcome(kind="cancelled"))
+        for job_id in [*done, failed, cancelled]:
+            await wait_for_job(host, job_id)
+        running = [await host.scheduler.enqueue(Slow(seconds=1.5, key=f"r{i}")) for i in range(2)]
+        for job_id in running:
+            await wait_for_job(host, job_id, statuses={JobStatus.RUNNING})
+        # Both slots are busy, so these wait in the queue.
+        queued = [await host.scheduler.enqueue(Greet(name=f"q{i}")) for i in range(3)]
+        scheduled = await host.scheduler.schedule(Greet(name="later"), delay=timedelta(hours=1))
+
+        scheduler = host.scheduler
+        page1 = await scheduler.jobs(JobStatus.SUCCEEDED, limit=2)
+        page2 = await scheduler.jobs(JobStatus.SUCCEEDED, offset=2, limit=2)
+        assert sorted(i.id for i in page1 + page2) == sorted(done)
+        finished_at = [i.finished_at for i in page1 + page2]
+        assert finished_at == sorted(finished_at, reverse=True)  # type: ignore[type-var]
+        assert {i.status for i in page1 + page2} == {JobStatus.SUCCEEDED}
+        assert [i.id for i in await scheduler.jobs(JobStatus.FAILED)] == [failed]
+        assert [i.id for i in await scheduler.jobs(JobStatus.CANCELLED)] == [cancelled]
+        assert sorted(i.id for i in await scheduler.jobs(JobStatus.RUNNING)) == sorted(running)
+        # By due time; jobs enqueued in the same millisecond come in id order.
+        listed = [i.id for i in await scheduler.jobs(JobStatus.QUEUED)]
+        assert sorted(listed) == sorted(queued)
+        assert [i.id for i in await scheduler.jobs(JobStatus.QUEUED, offset=1, limit=1)] == [
+            listed[1]
+        ]
+        assert [i.id for i in await scheduler.jobs(JobStatus.SCHEDULED)] == [scheduled]
+        counts = await scheduler.counts()
+        assert counts == {
+            JobStatus.QUEUED: 3,
+            JobStatus.SCHEDULED: 1,
+            JobStatus.RUNNING: 2,
+            JobStatus.SUCCEEDED: 3,
+            JobStatus.FAILED: 1,
+            JobStatus.CANCELLED: 1,
+        }
+        recent = await scheduler.counts(since=timedelta(hours=1))
+        assert recent[JobStatus.SUCCEEDED] == 3
+        with pytest.raises(ConfigurationError):
+            await scheduler.jobs(JobStatus.QUEUED, limit=0)
+        for job_id in running + queued:
+            await wait_for_job(host, job_id)
+        assert (await scheduler.counts())[JobStatus.RUNNING] == 0
+
+
+async def test_retry_queues_a_failed_job_again_under_its_id(
+    redis_url: str, queue_name: str
+) -> None:
+    """A failed job runs again with its payload; a second retry or a succeeded job is refused."""
+    host, _ = make_host(redis_url, queue_name, retry=RetryPolicy(max_tries=1))
+    seen: set[str] = set()
+
+    @host.handler(FailOnce)
+    async def fail_once(job: FailOnce, ctx: JobContext) -> int:
+        if job.key not in seen:
+            seen.add(job.key)
+            raise RuntimeError("first run fails")
+        return ctx.attempt
+
+    async with host.run():
+        job_id = await host.scheduler.enqueue(FailOnce(key="retry-me"))
+        failed = await wait_for_job(host, job_id)
+        assert failed.status is JobStatus.FAILED
+        assert [i.id for i in await host.scheduler.jobs(JobStatus.FAILED)] == [job_id]
+
+        assert await host.scheduler.retry(job_id)
+        assert not await host.scheduler.retry(job_id)  # already queued again
+        again = await wait_for_job(host, job_id)
+        assert again.status is JobStatus.SUCCEEDED
+        assert again.result == 1  # a fresh try count: the handler saw attempt 1
+        assert again.payload == {"key": "retry-me"}
+        assert await host.scheduler.jobs(JobStatus.FAILED) == []
+        assert not await host.scheduler.retry(job_id)  # succeeded: nothing to retry
+        assert not await host.scheduler.retry("no-such-job")
