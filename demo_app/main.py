@@ -10,6 +10,11 @@
     GET  /ready                                  200 once the startup action has run (until
                                                  then every other route answers 503 too)
     POST /status/{name}/run                      run a hosted job now
+    POST /exports {"steps": 20, "fail": false}   a long job reporting its progress (one step
+                                                 a second); "fail": true fails at the end
+    GET  /dashboard/                             the dashboard: workers, hosted jobs, jobs by
+                                                 state, a live progress bar; actions are
+                                                 allowed from this machine only
 
 Hosted jobs: a startup action creates the schema (the jobs and the worker wait for it), a
 continuous job sweeps stale sign-ups, a per-process cron job refreshes cached stats, and two
@@ -22,6 +27,7 @@ rolled back if it raises, closed either way.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
@@ -35,9 +41,9 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
-from hostedjobs import Inject, JobContext, JobHost, JobResult, Services, job_type
+from hostedjobs import Inject, JobContext, JobHost, JobResult, RetryPolicy, Services, job_type
 from hostedjobs.starlette import StartupGateMiddleware
 
 DB_PATH = Path(os.environ.get("DEMO_DB", ".hostedjobs/demo.sqlite3"))
@@ -181,6 +187,40 @@ async def send_reminder(
     return JobResult.success("reminder sent")
 
 
+@job_type("export-signups", version=1)
+@dataclass
+class ExportSignups:
+    """A long job: exports sign-ups in steps, reporting its progress."""
+
+    steps: int = 20
+    fail: bool = False
+
+
+@host.handler(ExportSignups, retry=RetryPolicy(max_tries=1))
+async def export_signups(job: ExportSignups, ctx: JobContext) -> JobResult:
+    """Reports progress after each step; watch it on the dashboard's job page."""
+    for step in range(1, job.steps + 1):
+        await asyncio.sleep(1)
+        await ctx.report_progress(100 * step / job.steps, f"step {step} of {job.steps}")
+    if job.fail:
+        raise RuntimeError("the export target refused the file (asked for with fail=true)")
+    return JobResult.success(f"exported in {job.steps} steps")
+
+
+async def create_export(request: Request) -> JSONResponse:
+    body = await request.json() if await request.body() else {}
+    steps = body.get("steps", 20) if isinstance(body, dict) else 20
+    if not isinstance(steps, int) or not 1 <= steps <= 600:
+        return JSONResponse({"error": '"steps" is a whole number from 1 to 600'}, status_code=400)
+    job_id = await host.scheduler.enqueue(ExportSignups(steps=steps, fail=bool(body.get("fail"))))
+    return JSONResponse({"job_id": job_id, "dashboard": f"/dashboard/jobs/{job_id}"}, 202)
+
+
+def from_this_machine(request: Request) -> bool:
+    """The demo's dashboard ``auth``: actions only from loopback (use real auth in an app)."""
+    return request.client is not None and request.client.host in {"127.0.0.1", "::1"}
+
+
 async def create_signup(request: Request) -> JSONResponse:
     body = await request.json()
     email = body.get("email") if isinstance(body, dict) else None
@@ -255,7 +295,9 @@ app = Starlette(
         Route("/status", status, methods=["GET"]),
         Route("/status/{name}/run", run_now, methods=["POST"]),
         Route("/reports", reports, methods=["GET"]),
+        Route("/exports", create_export, methods=["POST"]),
         Route("/ready", host.readiness),
+        Mount("/dashboard", app=host.dashboard(auth=from_this_machine, title="hostedjobs demo")),
     ],
     lifespan=host.lifespan,
 )

@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from redis.exceptions import RedisError
 from starlette.requests import Request
@@ -34,6 +34,11 @@ from .starlette import readiness_response
 from .startup import StartupAction, StartupActions, StartupState
 from .status import HostedJobStatus, JobKind
 from .worker import HostedWorker, WorkerSupervisor
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+    from .dashboard.security import AuthCheck
 
 __all__ = ["JobHost"]
 
@@ -704,6 +709,21 @@ class JobHost:
         return readiness_response(self)
 
     # -- status and control ------------------------------------------------------------------
+
+    def dashboard(
+        self, *, auth: AuthCheck | None = None, title: str = "hostedjobs", refresh_s: float = 3
+    ) -> ASGIApp:
+        """A dashboard to mount: ``Mount("/jobs", app=host.dashboard(auth=is_admin))``.
+
+        ``auth`` is called with each request (sync or async) and returns True if it may run
+        hosted jobs now, delete queued jobs and retry failed ones; without it the dashboard
+        is read-only. Reading is open to whoever reaches the mount: protect it as the rest of
+        the app (e.g. ``Mount(..., middleware=[...])``). Pages refresh every ``refresh_s``
+        seconds. Needs ``pip install 'hostedjobs[dashboard]'`` (Jinja2).
+        """
+        from .dashboard import create_dashboard
+
+        return create_dashboard(self, auth=auth, title=title, refresh_s=refresh_s)
 
     async def status(self) -> list[HostedJobStatus]:
         """One entry per hosted job: schedule, next run, last run, running now, history.

@@ -471,6 +471,7 @@ class Scheduler:
     async def _get_many(self, job_ids: list[str]) -> list[JobInfo | None]:
         if not job_ids:
             return []
+        running = keys.running_index(self.queue_name)
         async with self.pool.pipeline(transaction=True) as pipe:
             for job_id in job_ids:
                 pipe.get(keys.JOB_PREFIX + job_id)
@@ -479,8 +480,9 @@ class Scheduler:
                 pipe.zscore(self.queue_name, job_id)
                 pipe.get(keys.RETRY_PREFIX + job_id)
                 pipe.hgetall(keys.meta_key(job_id))
+                pipe.zscore(running, job_id)
             replies = await pipe.execute()
-        return [_job_info(job_id, *replies[i * 6 : i * 6 + 6]) for i, job_id in enumerate(job_ids)]
+        return [_job_info(job_id, *replies[i * 7 : i * 7 + 7]) for i, job_id in enumerate(job_ids)]
 
 
 def _job_info(
@@ -491,6 +493,7 @@ def _job_info(
     score: float | None,
     retries: bytes | None,
     meta: dict[bytes, bytes],
+    running_since: float | None,
 ) -> JobInfo | None:
     record = loads(raw_result) if raw_result else (loads(raw_job) if raw_job else None)
     if record is None:
@@ -527,7 +530,7 @@ def _job_info(
         payload=args[0],
         enqueued_at=_ms_to_datetime(record.get("et")),
         scheduled_for=_ms_to_datetime(score) if not raw_result else None,
-        started_at=_ms_to_datetime(record.get("st")),
+        started_at=_ms_to_datetime(record.get("st") or (running_since if running else None)),
         finished_at=_ms_to_datetime(record.get("ft")),
         result=value,
         message=message,

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from hostedjobs.embedded import EmbeddedRedis, find_redis_server
+from tests.servers import serve_demo
 
 
 @pytest.fixture(scope="session")
@@ -118,3 +119,10 @@ def restartable_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rest
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def demo_server(tmp_path: Path) -> Iterator[str]:
+    """The demo app under a real uvicorn on the embedded redis-server; yields its base URL."""
+    with serve_demo(tmp_path) as base:
+        yield base

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +16,10 @@ import pytest
 from hostedjobs import JobHost, JobStatus
 from hostedjobs.cli import main
 from hostedjobs.testing import wait_for_job
+from tests.servers import ROOT, free_port, request_json, subprocess_env
 from tests.worker_app import Note
 
-ROOT = Path(__file__).resolve().parent.parent
 HOSTEDJOBS = str(Path(sys.executable).with_name("hostedjobs"))
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTEDJOBS_")}
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
 
 
 @pytest.mark.parametrize("loop", ["auto", "asyncio", "uvloop"])
@@ -55,7 +43,7 @@ async def test_worker_process_runs_queued_jobs_in_burst_mode(
             "--loop",
             loop,
         ],
-        env=_env(HOSTEDJOBS_REDIS_URL=redis_url, WORKER_APP_QUEUE=queue_name),
+        env=subprocess_env(HOSTEDJOBS_REDIS_URL=redis_url, WORKER_APP_QUEUE=queue_name),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -73,7 +61,7 @@ async def test_worker_process_drains_on_sigterm(
     out = tmp_path / "notes.txt"
     worker = subprocess.Popen(
         [HOSTEDJOBS, "worker", "tests.worker_app:host"],
-        env=_env(HOSTEDJOBS_REDIS_URL=redis_url, WORKER_APP_QUEUE=queue_name),
+        env=subprocess_env(HOSTEDJOBS_REDIS_URL=redis_url, WORKER_APP_QUEUE=queue_name),
         cwd=ROOT,
         stderr=subprocess.PIPE,
         text=True,
@@ -112,7 +100,7 @@ def test_worker_command_reports_redis_down() -> None:
     """With Redis unreachable the worker exits 1 and says where it looked."""
     result = subprocess.run(
         [HOSTEDJOBS, "worker", "tests.worker_app:host"],
-        env=_env(HOSTEDJOBS_REDIS_URL="redis://127.0.0.1:1/0"),
+        env=subprocess_env(HOSTEDJOBS_REDIS_URL="redis://127.0.0.1:1/0"),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -122,95 +110,31 @@ def test_worker_command_reports_redis_down() -> None:
     assert "cannot reach Redis at redis://127.0.0.1:1/0" in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _request(url: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
-
-
-@pytest.fixture
-def demo_server(tmp_path: Path) -> Iterator[str]:
-    """The demo app under a real uvicorn, on the embedded redis-server (no Redis URL set)."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "demo_app"],
-        env=_env(
-            PORT=str(port),
-            HOSTEDJOBS_DATA_DIR=str(tmp_path / "data"),
-            DEMO_DB=str(tmp_path / "demo.sqlite3"),
-            REMINDER_DELAY="0.5",
-            DEMO_FAST_CRON="* * * * * *",
-        ),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if _request(base + "/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None, server.stderr.read() if server.stderr else ""
-            assert time.monotonic() < deadline, "the demo did not become ready"
-            time.sleep(0.1)
-        yield base
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            code = server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            raise
-        assert server.stderr is not None
-        log = server.stderr.read()
-        server.stderr.close()
-        # uvicorn re-raises the signal it handled once it has shut down cleanly.
-        assert code in (0, -signal.SIGTERM), log
-        assert "Traceback" not in log, log
-
-
 def test_demo_under_uvicorn_runs_jobs_end_to_end(demo_server: str) -> None:
     """POST a sign-up: the welcome job runs at once, the reminder after its delay."""
-    status, body = _request(demo_server + "/signups", "POST", {"email": "ada@example.com"})
+    status, body = request_json(demo_server + "/signups", "POST", {"email": "ada@example.com"})
     assert status == 202
     deadline = time.monotonic() + 30
     while True:
-        _, welcome = _request(f"{demo_server}/jobs/{body['welcome_job']}")
-        _, reminder = _request(f"{demo_server}/jobs/{body['reminder_job']}")
+        _, welcome = request_json(f"{demo_server}/jobs/{body['welcome_job']}")
+        _, reminder = request_json(f"{demo_server}/jobs/{body['reminder_job']}")
         if welcome["status"] == reminder["status"] == "succeeded":
             break
         assert time.monotonic() < deadline, (welcome, reminder)
         time.sleep(0.05)
     assert welcome["message"] == "welcome email sent to ada@example.com"
     assert welcome["progress"] == 50
-    _, signups = _request(demo_server + "/signups")
+    _, signups = request_json(demo_server + "/signups")
     assert signups[0]["emails"] == ["welcome", "reminder"]
-    assert _request(demo_server + "/signups", "POST", {"email": "nope"})[0] == 400
-    assert _request(demo_server + "/jobs/unknown")[0] == 404
+    assert request_json(demo_server + "/signups", "POST", {"email": "nope"})[0] == 400
+    assert request_json(demo_server + "/jobs/unknown")[0] == 404
 
 
 def test_demo_hosted_jobs_show_in_status(demo_server: str) -> None:
     """The demo's hosted jobs are listed; the fast distributed job fires and can be run now."""
     deadline = time.monotonic() + 30
     while True:
-        _, jobs = _request(demo_server + "/status")
+        _, jobs = request_json(demo_server + "/status")
         by_name = {job["name"]: job for job in jobs}
         if by_name["fast-report"]["last_outcome"] == "succeeded":
             break
@@ -225,20 +149,20 @@ def test_demo_hosted_jobs_show_in_status(demo_server: str) -> None:
     assert by_name["nightly-report"]["kind"] == "distributed_cron"
     assert by_name["nightly-report"]["timezone"] == "Europe/Prague"
     assert by_name["refresh-stats"]["kind"] == "cron"
-    status, _ = _request(demo_server + "/status/nightly-report/run", "POST")
+    status, _ = request_json(demo_server + "/status/nightly-report/run", "POST")
     assert status == 202
     deadline = time.monotonic() + 30
     while True:
-        _, reports = _request(demo_server + "/reports")
+        _, reports = request_json(demo_server + "/reports")
         if any(report["kind"] == "nightly" for report in reports):
             break
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    assert _request(demo_server + "/status/nope/run", "POST")[0] == 404
+    assert request_json(demo_server + "/status/nope/run", "POST")[0] == 404
 
 
 def _serve_startup_app(tmp_path: Path, redis_url: str, queue_name: str, **env: str) -> Any:
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [
             sys.executable,
@@ -250,7 +174,7 @@ def _serve_startup_app(tmp_path: Path, redis_url: str, queue_name: str, **env: s
             "--log-level",
             "warning",
         ],
-        env=_env(
+        env=subprocess_env(
             HOSTEDJOBS_REDIS_URL=redis_url,
             STARTUP_APP_QUEUE=queue_name,
             OUT_DIR=str(tmp_path),
@@ -267,7 +191,7 @@ def _poll_until_served(base: str, server: Any) -> None:
     deadline = time.monotonic() + 30
     while True:
         try:
-            _request(base + "/health")
+            request_json(base + "/health")
             return
         except OSError:
             assert server.poll() is None, server.stderr.read()
@@ -282,13 +206,13 @@ def test_uvicorn_serves_at_once_and_is_ready_only_after_startup_actions(
     server, base = _serve_startup_app(tmp_path, redis_url, queue_name, STARTUP_SECONDS="1.5")
     try:
         _poll_until_served(base, server)
-        assert _request(base + "/health") == (200, {"status": "alive"})
-        status, body = _request(base + "/ready")
+        assert request_json(base + "/health") == (200, {"status": "alive"})
+        status, body = request_json(base + "/ready")
         assert status == 503
         assert body == {"status": "starting", "startup": "running", "running_actions": ["migrate"]}
         assert not (tmp_path / "gated").exists()
         deadline = time.monotonic() + 30
-        while _request(base + "/ready")[0] != 200:
+        while request_json(base + "/ready")[0] != 200:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         ready_at = time.time()
@@ -336,7 +260,7 @@ def test_failed_startup_action_can_leave_the_server_up_and_not_ready(
     try:
         _poll_until_served(base, server)
         deadline = time.monotonic() + 30
-        while (body := _request(base + "/ready")[1])["status"] != "failed":
+        while (body := request_json(base + "/ready")[1])["status"] != "failed":
             assert time.monotonic() < deadline
             time.sleep(0.02)
         assert body == {
@@ -358,7 +282,7 @@ def test_worker_command_exits_1_when_a_startup_action_fails(
     """`hostedjobs worker` stops with status 1 and names the failed action."""
     result = subprocess.run(
         [HOSTEDJOBS, "worker", "tests.startup_app:host"],
-        env=_env(
+        env=subprocess_env(
             HOSTEDJOBS_REDIS_URL=redis_url,
             STARTUP_APP_QUEUE=queue_name,
             STARTUP_FAIL="1",
@@ -425,7 +349,7 @@ def test_run_command_queues_a_distributed_job_and_waits_for_it(
 def _start_cron_worker(redis_url: str, queue_name: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [HOSTEDJOBS, "worker", "tests.cron_app:host", "--log-level", "WARNING"],
-        env=_env(
+        env=subprocess_env(
             HOSTEDJOBS_REDIS_URL=redis_url, CRON_APP_QUEUE=queue_name, CRON_APP_SCHEDULE="0 0 1 1 *"
         ),
         cwd=ROOT,
@@ -437,7 +361,9 @@ async def test_a_crashed_workers_job_runs_again_on_another_worker(
 ) -> None:
     """A live worker keeps its job's lock; once it is SIGKILLed, another worker reruns the job."""
     out = tmp_path / "notes.txt"
-    env = _env(HOSTEDJOBS_REDIS_URL=redis_url, WORKER_APP_QUEUE=queue_name, WORKER_APP_LOCK_TTL="2")
+    env = subprocess_env(
+        HOSTEDJOBS_REDIS_URL=redis_url, WORKER_APP_QUEUE=queue_name, WORKER_APP_LOCK_TTL="2"
+    )
     command = [HOSTEDJOBS, "worker", "tests.worker_app:host", "--log-level", "WARNING"]
     first = subprocess.Popen(command, env=env, cwd=ROOT)
     second: subprocess.Popen[bytes] | None = None
@@ -474,7 +400,7 @@ def test_health_command_flips_to_1_when_the_worker_is_gone(
     monkeypatch.delitem(sys.modules, "tests.worker_app", raising=False)
     assert main(["health", "tests.worker_app:host"]) == 1
     assert "unhealthy: no worker of queue" in capsys.readouterr().err
-    env = _env(HOSTEDJOBS_REDIS_URL=redis_url, WORKER_APP_QUEUE=queue_name)
+    env = subprocess_env(HOSTEDJOBS_REDIS_URL=redis_url, WORKER_APP_QUEUE=queue_name)
     command = [HOSTEDJOBS, "worker", "tests.worker_app:host", "--log-level", "WARNING"]
     killed = subprocess.Popen(command, env=env, cwd=ROOT)
     try:

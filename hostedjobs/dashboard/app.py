@@ -1,0 +1,265 @@
+"""The dashboard's pages and actions, as a Starlette app to mount anywhere."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, quote
+
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..exceptions import HostNotRunningError, UnknownJobError
+from ..health import read_beats
+from ..scheduler import JobStatus
+from .security import CSRF_FIELD, SECURITY_HEADERS, AuthCheck, Guard
+
+if TYPE_CHECKING:
+    import jinja2
+
+    from ..host import JobHost
+
+__all__ = ["PAGE_SIZE", "create_dashboard"]
+
+PAGE_SIZE = 25
+"""Jobs per page in the on-demand lists."""
+
+_HERE = Path(__file__).parent
+_STATES = tuple(JobStatus)
+_NOTICES = {
+    "deleted": "The job was deleted; it will not run.",
+    "not-deleted": "The job could not be deleted: it is running, finished or gone.",
+    "retried": "The job is queued again.",
+    "not-retried": "The job could not be retried: it is not failed, or its result expired.",
+    "triggered": "The job was started.",
+}
+"""Messages an action can leave for the next page (by code, so no text is reflected)."""
+
+
+def _environment() -> jinja2.Environment:
+    try:
+        import jinja2
+    except ImportError as exc:  # pragma: no cover - jinja2 is in the dev extra
+        raise ImportError(
+            "the dashboard needs Jinja2: pip install 'hostedjobs[dashboard]'"
+        ) from exc
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_HERE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["when"] = _when
+    env.filters["ago"] = _ago
+    env.filters["pretty"] = _pretty
+    env.filters["seconds"] = _seconds
+    env.filters["epoch"] = _epoch
+    return env
+
+
+def create_dashboard(
+    host: JobHost, *, auth: AuthCheck | None = None, title: str = "hostedjobs", refresh_s: float = 3
+) -> Starlette:
+    """Build the dashboard app for ``host``; see `JobHost.dashboard`."""
+    env = _environment()
+    guard = Guard(auth)
+
+    async def render(request: Request, template: str, **context: Any) -> Response:
+        may_act = await guard.may_act(request)
+        notice = _NOTICES.get(request.query_params.get("notice", ""))
+        page = env.get_template(template)
+        values = {
+            "title": title,
+            "base": (request.scope.get("root_path") or "").rstrip("/"),
+            "may_act": may_act,
+            "read_only": guard.read_only,
+            "csrf_field": CSRF_FIELD,
+            "csrf_token": guard.token(request) if may_act else "",
+            "notice": notice,
+            "refresh_ms": int(refresh_s * 1000),
+            "now": datetime.now(UTC),
+            **context,
+        }
+        if request.headers.get("x-dashboard-partial") == "1":
+            html = "".join(page.blocks["main"](page.new_context(values)))
+        else:
+            html = page.render(values)
+        response = HTMLResponse(html, headers=SECURITY_HEADERS)
+        guard.set_cookie(request, response)
+        return response
+
+    async def overview(request: Request) -> Response:
+        scheduler = host.scheduler
+        counts = await scheduler.counts()
+        last_hour = await scheduler.counts(since=timedelta(hours=1))
+        workers = await read_beats(scheduler.pool, host.queue_name)
+        statuses = await host.status()
+        return await render(
+            request,
+            "overview.html",
+            page_id="overview",
+            counts=counts,
+            last_hour=last_hour,
+            workers=workers,
+            hosted=statuses,
+            startup=str(host.startup_state),
+            failed_action=host.failed_startup_action,
+            running_actions=host.running_startup_actions,
+        )
+
+    async def hosted(request: Request) -> Response:
+        return await render(request, "hosted.html", page_id="hosted", hosted=await host.status())
+
+    async def hosted_job(request: Request) -> Response:
+        name = request.path_params["name"]
+        found = [s for s in await host.status() if s.name == name]
+        if not found:
+            raise HTTPException(404, "no hosted job of that name")
+        return await render(request, "hosted_job.html", page_id="hosted", job=found[0])
+
+    async def jobs(request: Request) -> Response:
+        try:
+            state = JobStatus(request.query_params.get("state", JobStatus.QUEUED))
+            page = max(1, int(request.query_params.get("page", "1")))
+        except ValueError:
+            raise HTTPException(400, "unknown state or page") from None
+        counts = await host.scheduler.counts()
+        listed = await host.scheduler.jobs(state, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
+        pages = max(1, math.ceil(counts[state] / PAGE_SIZE))
+        return await render(
+            request,
+            "jobs.html",
+            page_id="jobs",
+            states=_STATES,
+            state=state,
+            counts=counts,
+            jobs=listed,
+            page=page,
+            pages=pages,
+        )
+
+    async def job(request: Request) -> Response:
+        info = await host.scheduler.get(request.path_params["job_id"])
+        if info is None:
+            raise HTTPException(404, "no such job (never queued, deleted, or its result expired)")
+        return await render(request, "job.html", page_id="jobs", job=info)
+
+    async def act(request: Request) -> tuple[str, dict[str, str]]:
+        """Check auth and CSRF for a POST; returns the form's fields."""
+        if guard.read_only:
+            raise HTTPException(403, "the dashboard is read-only (no auth= was given)")
+        if not await guard.may_act(request):
+            raise HTTPException(403, "not allowed")
+        body = (await request.body()).decode("utf-8", "replace")
+        fields = {k: v[0] for k, v in parse_qs(body).items()}
+        if not guard.csrf_ok(request, fields.get(CSRF_FIELD, "")):
+            raise HTTPException(403, "missing or wrong CSRF token; reload the page and retry")
+        return (request.scope.get("root_path") or "").rstrip("/"), fields
+
+    async def delete_job(request: Request) -> Response:
+        base, _ = await act(request)
+        job_id = request.path_params["job_id"]
+        done = await host.scheduler.delete(job_id)
+        target = (
+            f"{base}/jobs?notice=deleted" if done else f"{base}/jobs/{job_id}?notice=not-deleted"
+        )
+        return RedirectResponse(target, status_code=303)
+
+    async def retry_job(request: Request) -> Response:
+        base, _ = await act(request)
+        job_id = request.path_params["job_id"]
+        done = await host.scheduler.retry(job_id)
+        notice = "retried" if done else "not-retried"
+        return RedirectResponse(f"{base}/jobs/{quote(job_id)}?notice={notice}", status_code=303)
+
+    async def run_hosted(request: Request) -> Response:
+        base, _ = await act(request)
+        name = request.path_params["name"]
+        try:
+            await host.trigger(name)
+        except UnknownJobError:
+            raise HTTPException(404, "no hosted job of that name") from None
+        return RedirectResponse(f"{base}/hosted/{quote(name)}?notice=triggered", status_code=303)
+
+    async def failure(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, HTTPException):
+            status, message = exc.status_code, exc.detail
+        elif isinstance(exc, HostNotRunningError):
+            status, message = 503, "the job host is not running"
+        else:
+            status, message = 503, f"Redis is unreachable ({exc})"
+        page = env.get_template("error.html").render(
+            title=title,
+            base=(request.scope.get("root_path") or "").rstrip("/"),
+            status=status,
+            message=message,
+            page_id="",
+            read_only=guard.read_only,
+            may_act=False,
+            notice=None,
+            refresh_ms=0,
+        )
+        return HTMLResponse(page, status_code=status, headers=SECURITY_HEADERS)
+
+    routes = [
+        Route("/", overview, name="overview"),
+        Route("/hosted", hosted),
+        Route("/hosted/{name:path}/run", run_hosted, methods=["POST"]),
+        Route("/hosted/{name:path}", hosted_job),
+        Route("/jobs", jobs),
+        Route("/jobs/{job_id}", job),
+        Route("/jobs/{job_id}/delete", delete_job, methods=["POST"]),
+        Route("/jobs/{job_id}/retry", retry_job, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
+    ]
+    return Starlette(
+        routes=routes,
+        exception_handlers={
+            HTTPException: failure,
+            HostNotRunningError: failure,
+            RedisError: failure,
+            OSError: failure,
+        },
+    )
+
+
+def _when(value: datetime | None) -> str:
+    if value is None:
+        return "—"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _ago(value: datetime | None) -> str:
+    if value is None:
+        return "—"
+    seconds = (datetime.now(UTC) - value).total_seconds()
+    future = seconds < 0
+    seconds = abs(seconds)
+    if seconds < 1:
+        return "now"
+    size, unit = next(
+        u for u in ((86_400, "d"), (3_600, "h"), (60, "min"), (1, "s")) if seconds >= u[0]
+    )
+    text = f"{int(seconds // size)} {unit}"
+    return f"in {text}" if future else f"{text} ago"
+
+
+def _epoch(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
