@@ -219,9 +219,7 @@ async def test_retry_and_run_now_actions(running: JobHost) -> None:
 
 async def test_lists_page_through_many_jobs(running: JobHost) -> None:
     """Queued jobs are paged PAGE_SIZE at a time with links both ways."""
-    ids = await running.scheduler.enqueue_many(
-        Note(text=str(i)) for i in range(PAGE_SIZE * 2 + 3)
-    )
+    ids = await running.scheduler.enqueue_many(Note(text=str(i)) for i in range(PAGE_SIZE * 2 + 3))
     await running.scheduler.schedule(Note(text="x"), delay=timedelta(hours=2))
     for job_id in ids:
         await wait_for_job(running, job_id)
@@ -235,16 +233,15 @@ async def test_lists_page_through_many_jobs(running: JobHost) -> None:
     assert 'rel="next"' not in third
 
 
-async def test_reading_the_pages_never_scans_the_keyspace(
-    running: JobHost, redis_url: str
-) -> None:
+async def test_reading_the_pages_never_scans_the_keyspace(running: JobHost, redis_url: str) -> None:
     """Every page is served from indexes: no KEYS or SCAN reaches Redis."""
     await wait_for_job(running, await running.scheduler.enqueue(Note(text="a")))
     probe = aioredis.Redis.from_url(redis_url)
     try:
         before = await probe.info("commandstats")
+        pages = ["/", "/hosted", "/hosted/yearly", *(f"/jobs?state={s}" for s in JobStatus)]
         async with client_for(running) as client:
-            for path in ["/", "/hosted", "/hosted/yearly", *(f"/jobs?state={s}" for s in JobStatus)]:
+            for path in pages:
                 assert (await client.get(path)).status_code == 200
         after = await probe.info("commandstats")
     finally:
