@@ -410,7 +410,9 @@ class Scheduler:
             )
             ids = await pool.zrevrange(index, offset, offset + limit - 1)
         infos = await self._get_many([i.decode() for i in ids])
-        return [info for info in infos if info is not None]
+        # An index can briefly lag the job (a stock arq worker finished it, say): list only
+        # jobs that are in the state asked for.
+        return [info for info in infos if info is not None and info.status is status]
 
     async def counts(self, *, since: timedelta | None = None) -> dict[JobStatus, int]:
         """How many jobs are in each state, from the same indexes as `jobs`.
