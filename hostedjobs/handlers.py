@@ -25,6 +25,7 @@ from .exceptions import (
     PayloadDecodeError,
     UnknownJobTypeError,
 )
+from .instrumentation import Instrumentation, RunKind, RunOutcome
 from .results import JobResult, Outcome
 from .retries import RetryPolicy
 from .runs import JobCallable
@@ -70,6 +71,7 @@ class HandlerRunner:
         self.provider = provider
         self.keep_result_s = keep_result_s
         self.pool: ArqRedis | None = None
+        self.instrumentation: Instrumentation | None = None
         self._registrations: dict[str, HandlerRegistration] = {}
         self.cron_names: list[str] = []
         """Distributed cron jobs of this process, for the unknown-job message."""
@@ -95,8 +97,14 @@ class HandlerRunner:
         return [self._function(r) for r in self._registrations.values()]
 
     def _function(self, registration: HandlerRegistration) -> Function:
-        async def run(ctx: dict[str, Any], payload: Any = None, *_: Any, **__: Any) -> Any:
-            return await self.run(registration, ctx, payload)
+        async def run(
+            ctx: dict[str, Any],
+            payload: Any = None,
+            *_: Any,
+            traceparent: str | None = None,
+            **__: Any,
+        ) -> Any:
+            return await self.run(registration, ctx, payload, traceparent)
 
         return Function(
             name=registration.job.key,
@@ -111,8 +119,16 @@ class HandlerRunner:
         """An arq function that fails a job whose type this process has no handler for."""
         message = self._unknown_type_message(name)
 
-        async def fail(ctx: dict[str, Any], *_: Any, **__: Any) -> None:
-            raise UnknownJobTypeError(message)
+        async def fail(
+            ctx: dict[str, Any], *_: Any, traceparent: str | None = None, **__: Any
+        ) -> None:
+            error = UnknownJobTypeError(message)
+            if self.instrumentation is not None:
+                run = self._context(name, ctx)
+                self.instrumentation.run_started(RunKind.ON_DEMAND, run, traceparent).end(
+                    RunOutcome.FAILED, error
+                )
+            raise error
 
         return Function(name, fail, None, None, None, 1)
 
@@ -140,22 +156,54 @@ class HandlerRunner:
             "worker process, and deploy workers before the code that enqueues a new version"
         )
 
-    async def run(
-        self, registration: HandlerRegistration, arq_ctx: dict[str, Any], payload: Any
-    ) -> Any:
-        """One try of one job: the body of the job type's arq function."""
+    def _context(self, job_name: str, arq_ctx: dict[str, Any]) -> JobContext:
         job_id: str = arq_ctx["job_id"]
-        attempt: int = arq_ctx["job_try"]
-        job_cls = registration.job.cls
-        job = decode_payload(job_cls, payload)
-        ctx = JobContext(
-            job_name=registration.job.name,
+        return JobContext(
+            job_name=job_name,
             run_id=job_id,
-            attempt=attempt,
+            attempt=arq_ctx["job_try"],
             scheduled_at=datetime.fromtimestamp(arq_ctx["score"] / 1000, tz=UTC),
             started_at=datetime.now(UTC),
             _progress=lambda percent, message: self._store_progress(job_id, percent, message),
         )
+
+    async def run(
+        self,
+        registration: HandlerRegistration,
+        arq_ctx: dict[str, Any],
+        payload: Any,
+        traceparent: str | None = None,
+    ) -> Any:
+        """One try of one job: the body of the job type's arq function."""
+        ctx = self._context(registration.job.name, arq_ctx)
+        if self.instrumentation is None:
+            return _stored(await self._run(registration, ctx, payload))
+        observer = self.instrumentation.run_started(RunKind.ON_DEMAND, ctx, traceparent)
+        try:
+            outcome = await self._run(registration, ctx, payload)
+            stored = _stored(outcome)
+        except _RetryAfter as retry:
+            observer.end(RunOutcome.RETRIED, retry.error)
+            raise
+        except asyncio.CancelledError:
+            # A shutdown: the worker puts the job back in the queue.
+            observer.end(RunOutcome.RETRIED)
+            raise
+        except BaseException as exc:
+            observer.end(RunOutcome.FAILED, exc)
+            raise
+        cancelled = isinstance(outcome, JobResult) and outcome.outcome is Outcome.CANCELLED
+        observer.end(RunOutcome.CANCELLED if cancelled else RunOutcome.SUCCEEDED)
+        return stored
+
+    async def _run(
+        self,
+        registration: HandlerRegistration,
+        ctx: JobContext,
+        payload: Any,
+    ) -> Any:
+        job_cls = registration.job.cls
+        job = decode_payload(job_cls, payload)
         provided: dict[type[Any], object] = {JobContext: ctx, job_cls: job}
         try:
             # The timeout sits inside the scope so that cleanup sees a TimeoutError, not the
@@ -173,7 +221,7 @@ class HandlerRunner:
             if error is exc:
                 raise
             raise error from exc
-        return _stored(outcome)
+        return outcome
 
     def _retry_or_fail(
         self,
@@ -183,8 +231,7 @@ class HandlerRunner:
     ) -> Exception:
         policy = registration.retry
         if ctx.attempt >= policy.max_tries:
-            if ctx.attempt > 1:
-                ctx.logger.warning("giving up after %d tries", ctx.attempt)
+            # The worker logs the failure, with its traceback.
             return error
         delay = policy.delay(ctx.attempt)
         ctx.logger.warning(
@@ -194,9 +241,15 @@ class HandlerRunner:
             type(error).__name__,
             error,
             delay,
+            extra={
+                "outcome": RunOutcome.RETRIED.value,
+                "duration_s": (datetime.now(UTC) - ctx.started_at).total_seconds(),
+                "error_type": type(error).__name__,
+                "retry_in_s": delay,
+            },
         )
         self._remember_error(ctx.run_id, error)
-        return Retry(defer=delay)
+        return _RetryAfter(delay, error)
 
     def _remember_error(self, job_id: str, error: Exception) -> None:
         if self.pool is None:  # pragma: no cover - the worker always sets it
@@ -224,6 +277,14 @@ class HandlerRunner:
             if event is not None:
                 pipe.publish(keys.events_channel(job_id), event)
             await pipe.execute()
+
+
+class _RetryAfter(Retry):
+    """arq's `Retry`, remembering the error that failed the try."""
+
+    def __init__(self, defer_s: float, error: Exception) -> None:
+        super().__init__(defer=defer_s)
+        self.error = error
 
 
 def _stored(outcome: Any) -> Any:

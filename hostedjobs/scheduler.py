@@ -24,6 +24,7 @@ from .exceptions import (
     JobAlreadyExistsError,
     PayloadError,
 )
+from .instrumentation import Instrumentation
 from .serialization import encode_payload, error_message, job_record, job_type_info, loads
 
 __all__ = ["JobInfo", "JobStatus", "Scheduler"]
@@ -158,6 +159,7 @@ class Scheduler:
         self._enqueue_script: Any = None
         self._enqueue_many_script: Any = None
         self._delete_script: Any = None
+        self.instrumentation: Instrumentation | None = None
 
     def _attach(self, pool: ArqRedis | None) -> None:
         self._pool = pool
@@ -192,6 +194,13 @@ class Scheduler:
         Every job is validated before anything is sent: a job that cannot be stored raises
         `PayloadError` naming its position and field, and then nothing is queued.
         """
+        if self.instrumentation is None:
+            return await self._enqueue_many(jobs, None)
+        jobs = list(jobs)
+        with self.instrumentation.enqueue(None, None, len(jobs)) as trace:
+            return await self._enqueue_many(jobs, trace)
+
+    async def _enqueue_many(self, jobs: Iterable[object], trace: str | None) -> list[str]:
         now_ms = int(time.time() * 1000)
         ttl_ms = _EXPIRES_EXTRA_MS
         prepared: list[tuple[str, bytes]] = []
@@ -201,7 +210,7 @@ class Scheduler:
                 payload = encode_payload(job)
             except PayloadError as exc:
                 raise PayloadError(f"jobs[{index}]: {exc}") from exc
-            data = job_record(info.key, payload, now_ms)
+            data = job_record(info.key, payload, now_ms, trace)
             prepared.append((_new_id(), data))
         pool = self.pool
         wake = keys.wake_key(self.queue_name)
@@ -259,9 +268,23 @@ class Scheduler:
         payload = encode_payload(job)
         pool = self.pool
         job_id = job_id or _new_id()
+        if self.instrumentation is None:
+            return await self._store(info.key, payload, job_id, due_ms, pool, None)
+        with self.instrumentation.enqueue(info.name, job_id) as trace:
+            return await self._store(info.key, payload, job_id, due_ms, pool, trace)
+
+    async def _store(
+        self,
+        function: str,
+        payload: dict[str, Any],
+        job_id: str,
+        due_ms: int | None,
+        pool: ArqRedis,
+        trace: str | None,
+    ) -> str:
         now_ms = int(time.time() * 1000)
         score = now_ms if due_ms is None or due_ms < now_ms else due_ms
-        data = job_record(info.key, payload, now_ms)
+        data = job_record(function, payload, now_ms, trace)
         added = await self._enqueue_script(
             keys=[
                 keys.JOB_PREFIX + job_id,
