@@ -49,7 +49,9 @@ class OpenTelemetryTracing(Instrumentation):
         self._tracer = trace.get_tracer("hostedjobs", __version__, tracer_provider)
 
     @contextlib.contextmanager
-    def _enqueue(self, job_type: str | None, job_id: str | None, count: int) -> Iterator[str]:
+    def _enqueue(
+        self, job_type: str | None, job_id: str | None, count: int
+    ) -> Iterator[str | None]:
         attributes: dict[str, str | int] = {"hostedjobs.job.count": count}
         if job_type is not None:
             attributes["hostedjobs.job.name"] = job_type
@@ -61,7 +63,8 @@ class OpenTelemetryTracing(Instrumentation):
         ):
             carrier: dict[str, str] = {}
             _PROPAGATOR.inject(carrier)
-            yield carrier["traceparent"]
+            # Nothing is injected when the span is not recorded (no SDK, or not sampled).
+            yield carrier.get("traceparent")
 
     def enqueue(
         self, job_type: str | None, job_id: str | None, count: int = 1

@@ -220,3 +220,25 @@ async def test_hosted_runs_get_spans_and_a_triggered_distributed_run_joins_the_t
     assert parent_id(report_run) == span_id(enqueue)
     assert report_run.kind is SpanKind.CONSUMER
     assert (report_run.attributes or {})["hostedjobs.job.manual"] is True
+
+
+async def test_without_an_sdk_nothing_is_stored_and_jobs_run(
+    redis_url: str, queue_name: str
+) -> None:
+    """With only the API (no tracer provider set up), no traceparent is stored."""
+    host = JobHost(
+        redis_url=redis_url, queue_name=queue_name, instrumentation=[OpenTelemetryTracing()]
+    )
+
+    @host.handler(Send)
+    async def send(job: Send) -> None:
+        return None
+
+    async with host.run():
+        job_id = await host.scheduler.enqueue(Send(to="dan@example.com"))
+        job = Job(job_id, host.scheduler.pool, _queue_name=queue_name, _deserializer=loads)
+        queued = await job.info()
+        info = await wait_for_job(host, job_id)
+    assert queued is not None
+    assert queued.kwargs == {}
+    assert info.status == "succeeded"
