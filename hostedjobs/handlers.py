@@ -176,52 +176,42 @@ class HandlerRunner:
     ) -> Any:
         """One try of one job: the body of the job type's arq function."""
         ctx = self._context(registration.job.name, arq_ctx)
-        if self.instrumentation is None:
-            return _stored(await self._run(registration, ctx, payload))
-        observer = self.instrumentation.run_started(RunKind.ON_DEMAND, ctx, traceparent)
+        observer = (
+            None
+            if self.instrumentation is None
+            else self.instrumentation.run_started(RunKind.ON_DEMAND, ctx, traceparent)
+        )
         try:
-            outcome = await self._run(registration, ctx, payload)
-            stored = _stored(outcome)
-        except _RetryAfter as retry:
-            observer.end(RunOutcome.RETRIED, retry.error)
-            raise
-        except asyncio.CancelledError:
-            # A shutdown: the worker puts the job back in the queue.
-            observer.end(RunOutcome.RETRIED)
-            raise
-        except BaseException as exc:
-            observer.end(RunOutcome.FAILED, exc)
-            raise
-        cancelled = isinstance(outcome, JobResult) and outcome.outcome is Outcome.CANCELLED
-        observer.end(RunOutcome.CANCELLED if cancelled else RunOutcome.SUCCEEDED)
-        return stored
-
-    async def _run(
-        self,
-        registration: HandlerRegistration,
-        ctx: JobContext,
-        payload: Any,
-    ) -> Any:
-        job_cls = registration.job.cls
-        job = decode_payload(job_cls, payload)
-        provided: dict[type[Any], object] = {JobContext: ctx, job_cls: job}
-        try:
-            # The timeout sits inside the scope so that cleanup sees a TimeoutError, not the
-            # CancelledError the timeout uses internally.
-            async with self.provider.scope(provided) as resolver:
-                async with asyncio.timeout(registration.timeout_s):
-                    outcome = await registration.handler.call(resolver, provided)
-        except TimeoutError:
-            timed_out = TimeoutError(f"the run exceeded its timeout of {registration.timeout_s:g}s")
-            raise self._retry_or_fail(registration, ctx, timed_out) from None
-        except _PERMANENT:
-            raise
-        except Exception as exc:
-            error = self._retry_or_fail(registration, ctx, exc)
-            if error is exc:
+            job_cls = registration.job.cls
+            job = decode_payload(job_cls, payload)
+            provided: dict[type[Any], object] = {JobContext: ctx, job_cls: job}
+            try:
+                # The timeout sits inside the scope so that cleanup sees a TimeoutError, not
+                # the CancelledError the timeout uses internally.
+                async with self.provider.scope(provided) as resolver:
+                    async with asyncio.timeout(registration.timeout_s):
+                        outcome = await registration.handler.call(resolver, provided)
+            except TimeoutError:
+                timed_out = TimeoutError(
+                    f"the run exceeded its timeout of {registration.timeout_s:g}s"
+                )
+                raise self._retry_or_fail(registration, ctx, timed_out) from None
+            except _PERMANENT:
                 raise
-            raise error from exc
-        return outcome
+            except Exception as exc:
+                error = self._retry_or_fail(registration, ctx, exc)
+                if error is exc:
+                    raise
+                raise error from exc
+            stored = _stored(outcome)
+        except BaseException as exc:
+            if observer is not None:
+                observer.end(*_raised(exc))
+            raise
+        if observer is not None:
+            cancelled = isinstance(outcome, JobResult) and outcome.outcome is Outcome.CANCELLED
+            observer.end(RunOutcome.CANCELLED if cancelled else RunOutcome.SUCCEEDED)
+        return stored
 
     def _retry_or_fail(
         self,
@@ -285,6 +275,16 @@ class _RetryAfter(Retry):
     def __init__(self, defer_s: float, error: Exception) -> None:
         super().__init__(defer=defer_s)
         self.error = error
+
+
+def _raised(exc: BaseException) -> tuple[RunOutcome, BaseException | None]:
+    """How a try that raised ``exc`` ended, and the error to report."""
+    if isinstance(exc, _RetryAfter):
+        return RunOutcome.RETRIED, exc.error
+    if isinstance(exc, asyncio.CancelledError):
+        # A shutdown: the worker puts the job back in the queue.
+        return RunOutcome.RETRIED, None
+    return RunOutcome.FAILED, exc
 
 
 def _stored(outcome: Any) -> Any:

@@ -124,6 +124,7 @@ class PrometheusMetrics(Instrumentation):
             registry=registry,
         )
         self._pools: dict[str, ArqRedis] = {}
+        self._children: dict[tuple[str, str], _Children] = {}
 
     def counter(self, outcome: RunOutcome) -> Counter:
         """The counter of runs that ended with ``outcome``."""
@@ -142,12 +143,15 @@ class PrometheusMetrics(Instrumentation):
     ) -> RunObserver:
         """Count the run, and observe its lateness if it is a scheduled cron run."""
         labels = (ctx.job_name, kind.value)
-        self.started.labels(*labels).inc()
+        children = self._children.get(labels)
+        if children is None:
+            children = self._children[labels] = _Children(self, labels)
+        children.started.inc()
         if kind in _CRON_KINDS and not manual and ctx.scheduled_at is not None:
             late_s = (ctx.started_at - ctx.scheduled_at).total_seconds()
             # Clocks of different replicas may disagree by a little: never "early".
             self.lateness.labels(*labels).observe(max(late_s, 0.0))
-        return _RunMetrics(self, labels, time.perf_counter())
+        return _RunMetrics(children, time.perf_counter())
 
     async def sample_queue_depth(self) -> None:
         """Read each attached queue's size (ZCARD, ZCOUNT: no scan) into the gauges."""
@@ -176,16 +180,30 @@ class PrometheusMetrics(Instrumentation):
         return Response(encoder(self.registry), media_type=content_type)
 
 
-class _RunMetrics(RunObserver):
-    __slots__ = ("_labels", "_metrics", "_started")
+class _Children:
+    """One job's labelled metrics, looked up once: ``labels()`` takes a lock each time."""
 
-    def __init__(self, metrics: PrometheusMetrics, labels: tuple[str, str], started: float) -> None:
-        self._metrics = metrics
-        self._labels = labels
+    __slots__ = ("ended", "started")
+
+    def __init__(self, metrics: PrometheusMetrics, labels: tuple[str, str]) -> None:
+        self.started = metrics.started.labels(*labels)
+        self.ended = {
+            outcome: (
+                metrics.counter(outcome).labels(*labels),
+                metrics.duration.labels(*labels, outcome.value),
+            )
+            for outcome in RunOutcome
+        }
+
+
+class _RunMetrics(RunObserver):
+    __slots__ = ("_children", "_started")
+
+    def __init__(self, children: _Children, started: float) -> None:
+        self._children = children
         self._started = started
 
     def end(self, outcome: RunOutcome, error: BaseException | None = None) -> None:
-        metrics = self._metrics
-        metrics.counter(outcome).labels(*self._labels).inc()
-        duration_s = time.perf_counter() - self._started
-        metrics.duration.labels(*self._labels, outcome.value).observe(duration_s)
+        counter, duration = self._children.ended[outcome]
+        counter.inc()
+        duration.observe(time.perf_counter() - self._started)

@@ -7,6 +7,7 @@ stock `arq.jobs.Job` handles can read them; payloads are JSON, never pickle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import os
 import time
@@ -81,6 +82,8 @@ return 1
 """
 
 _CANCELLED_MARK = "__cancelled__"
+
+_UNTRACED: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
 class JobStatus(enum.StrEnum):
@@ -268,38 +271,35 @@ class Scheduler:
         payload = encode_payload(job)
         pool = self.pool
         job_id = job_id or _new_id()
-        if self.instrumentation is None:
-            return await self._store(info.key, payload, job_id, due_ms, pool, None)
-        with self.instrumentation.enqueue(info.name, job_id) as trace:
-            return await self._store(info.key, payload, job_id, due_ms, pool, trace)
-
-    async def _store(
-        self,
-        function: str,
-        payload: dict[str, Any],
-        job_id: str,
-        due_ms: int | None,
-        pool: ArqRedis,
-        trace: str | None,
-    ) -> str:
-        now_ms = int(time.time() * 1000)
-        score = now_ms if due_ms is None or due_ms < now_ms else due_ms
-        data = job_record(function, payload, now_ms, trace)
-        added = await self._enqueue_script(
-            keys=[
-                keys.JOB_PREFIX + job_id,
-                keys.RESULT_PREFIX + job_id,
-                self.queue_name,
-                keys.wake_key(self.queue_name),
-            ],
-            args=[data, score, score - now_ms + _EXPIRES_EXTRA_MS, job_id, keys.WAKE_TOKENS_KEPT],
-            client=pool,
-        )
-        if not added:
-            raise JobAlreadyExistsError(
-                f"a job with id {job_id!r} already exists (queued, running or with a kept "
-                "result); use another id, or delete the queued one first"
+        instrumentation = self.instrumentation
+        # Without instrumentation, a shared do-nothing block: no object per enqueue.
+        with (
+            _UNTRACED if instrumentation is None else instrumentation.enqueue(info.name, job_id)
+        ) as trace:
+            now_ms = int(time.time() * 1000)
+            score = now_ms if due_ms is None or due_ms < now_ms else due_ms
+            data = job_record(info.key, payload, now_ms, trace)
+            added = await self._enqueue_script(
+                keys=[
+                    keys.JOB_PREFIX + job_id,
+                    keys.RESULT_PREFIX + job_id,
+                    self.queue_name,
+                    keys.wake_key(self.queue_name),
+                ],
+                args=[
+                    data,
+                    score,
+                    score - now_ms + _EXPIRES_EXTRA_MS,
+                    job_id,
+                    keys.WAKE_TOKENS_KEPT,
+                ],
+                client=pool,
             )
+            if not added:
+                raise JobAlreadyExistsError(
+                    f"a job with id {job_id!r} already exists (queued, running or with a kept "
+                    "result); use another id, or delete the queued one first"
+                )
         return job_id
 
     async def delete(self, job_id: str) -> bool:
