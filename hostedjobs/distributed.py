@@ -27,6 +27,7 @@ from arq.worker import Function
 
 from . import keys
 from .context import JobContext
+from .instrumentation import Instrumentation, RunKind, RunOutcome
 from .scope import ScopeProvider
 from .serialization import dumps
 from .status import HISTORY_LENGTH, HostedJobStatus, JobKind, RunRecord
@@ -156,6 +157,7 @@ class DistributedCron:
         self.provider = provider
         self.jobs: dict[str, HostedJob] = {}
         self.pool: ArqRedis | None = None
+        self.instrumentation: Instrumentation | None = None
         self._scripts: dict[str, Any] = {}
         self._owner = uuid.uuid4().hex[:12]
 
@@ -187,8 +189,10 @@ class DistributedCron:
         return [self._function(job) for job in self.jobs.values()]
 
     def _function(self, job: HostedJob) -> Function:
-        async def run(ctx: dict[str, Any], tick_ms: int, manual: bool = False) -> Any:
-            return await self.run(job, ctx, tick_ms, manual)
+        async def run(
+            ctx: dict[str, Any], tick_ms: int, manual: bool = False, traceparent: str | None = None
+        ) -> Any:
+            return await self.run(job, ctx, tick_ms, manual, traceparent)
 
         # The job's own timeout is enforced inside the run, where it is recorded; arq's is a
         # backstop (and without one, arq would impose the host's job_timeout).
@@ -264,8 +268,20 @@ class DistributedCron:
         assert self.pool is not None
         now_ms = int(time.time() * 1000)
         job_id = f"hostedjobs:{self.queue_name}:cron:{job.name}:manual:{uuid.uuid4().hex}"
+        if self.instrumentation is None:
+            await self._enqueue_manual(job, job_id, now_ms, None)
+        else:
+            with self.instrumentation.enqueue(job.name, job_id) as trace:
+                await self._enqueue_manual(job, job_id, now_ms, trace)
+        return job_id
+
+    async def _enqueue_manual(
+        self, job: HostedJob, job_id: str, now_ms: int, traceparent: str | None
+    ) -> None:
+        assert self.pool is not None
+        kwargs = {} if traceparent is None else {"traceparent": traceparent}
         data = serialize_job(
-            self.function_name(job.name), (now_ms, True), {}, None, now_ms, serializer=dumps
+            self.function_name(job.name), (now_ms, True), kwargs, None, now_ms, serializer=dumps
         )
         async with self.pool.pipeline(transaction=True) as pipe:
             pipe.psetex(keys.JOB_PREFIX + job_id, 86_400_000, data)
@@ -273,7 +289,6 @@ class DistributedCron:
             pipe.lpush(keys.wake_key(self.queue_name), b"1")
             pipe.ltrim(keys.wake_key(self.queue_name), 0, keys.WAKE_TOKENS_KEPT - 1)
             await pipe.execute()
-        return job_id
 
     async def last_fired_tick(self, job: HostedJob) -> datetime | None:
         """The newest tick any process fired for ``job`` (kept for misfire handling)."""
@@ -281,7 +296,14 @@ class DistributedCron:
         raw = await self.pool.get(self._keys(job.name).last_tick)
         return None if raw is None else datetime.fromtimestamp(int(raw) / 1000, UTC)
 
-    async def run(self, job: HostedJob, arq_ctx: dict[str, Any], tick_ms: int, manual: bool) -> Any:
+    async def run(
+        self,
+        job: HostedJob,
+        arq_ctx: dict[str, Any],
+        tick_ms: int,
+        manual: bool,
+        traceparent: str | None = None,
+    ) -> Any:
         """One run, in a worker: take the lease, keep it alive, run the job, record it."""
         assert self.pool is not None
         keys_ = self._keys(job.name)
@@ -319,8 +341,23 @@ class DistributedCron:
             await self._record(keys_, record)
             return {"outcome": "skipped"}
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(keys_.lease, run_id))
+        observer = (
+            None
+            if self.instrumentation is None
+            else self.instrumentation.run_started(
+                RunKind.DISTRIBUTED_CRON, ctx, traceparent, manual=manual
+            )
+        )
         try:
-            result = await job.code.invoke(self.provider, ctx, timeout_s=job.timeout_s)
+            try:
+                result = await job.code.invoke(self.provider, ctx, timeout_s=job.timeout_s)
+            except BaseException:
+                # Only a cancellation gets here (a shutdown): the worker puts the run back.
+                if observer is not None:
+                    observer.end(RunOutcome.RETRIED)
+                raise
+            if observer is not None:
+                observer.end(RunOutcome(result.outcome), result.error)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):

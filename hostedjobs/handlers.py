@@ -25,6 +25,7 @@ from .exceptions import (
     PayloadDecodeError,
     UnknownJobTypeError,
 )
+from .instrumentation import Instrumentation, RunKind, RunOutcome
 from .results import JobResult, Outcome
 from .retries import RetryPolicy
 from .runs import JobCallable
@@ -70,6 +71,7 @@ class HandlerRunner:
         self.provider = provider
         self.keep_result_s = keep_result_s
         self.pool: ArqRedis | None = None
+        self.instrumentation: Instrumentation | None = None
         self._registrations: dict[str, HandlerRegistration] = {}
         self.cron_names: list[str] = []
         """Distributed cron jobs of this process, for the unknown-job message."""
@@ -95,8 +97,14 @@ class HandlerRunner:
         return [self._function(r) for r in self._registrations.values()]
 
     def _function(self, registration: HandlerRegistration) -> Function:
-        async def run(ctx: dict[str, Any], payload: Any = None, *_: Any, **__: Any) -> Any:
-            return await self.run(registration, ctx, payload)
+        async def run(
+            ctx: dict[str, Any],
+            payload: Any = None,
+            *_: Any,
+            traceparent: str | None = None,
+            **__: Any,
+        ) -> Any:
+            return await self.run(registration, ctx, payload, traceparent)
 
         return Function(
             name=registration.job.key,
@@ -111,8 +119,16 @@ class HandlerRunner:
         """An arq function that fails a job whose type this process has no handler for."""
         message = self._unknown_type_message(name)
 
-        async def fail(ctx: dict[str, Any], *_: Any, **__: Any) -> None:
-            raise UnknownJobTypeError(message)
+        async def fail(
+            ctx: dict[str, Any], *_: Any, traceparent: str | None = None, **__: Any
+        ) -> None:
+            error = UnknownJobTypeError(message)
+            if self.instrumentation is not None:
+                run = self._context(name, ctx)
+                self.instrumentation.run_started(RunKind.ON_DEMAND, run, traceparent).end(
+                    RunOutcome.FAILED, error
+                )
+            raise error
 
         return Function(name, fail, None, None, None, 1)
 
@@ -140,40 +156,62 @@ class HandlerRunner:
             "worker process, and deploy workers before the code that enqueues a new version"
         )
 
-    async def run(
-        self, registration: HandlerRegistration, arq_ctx: dict[str, Any], payload: Any
-    ) -> Any:
-        """One try of one job: the body of the job type's arq function."""
+    def _context(self, job_name: str, arq_ctx: dict[str, Any]) -> JobContext:
         job_id: str = arq_ctx["job_id"]
-        attempt: int = arq_ctx["job_try"]
-        job_cls = registration.job.cls
-        job = decode_payload(job_cls, payload)
-        ctx = JobContext(
-            job_name=registration.job.name,
+        return JobContext(
+            job_name=job_name,
             run_id=job_id,
-            attempt=attempt,
+            attempt=arq_ctx["job_try"],
             scheduled_at=datetime.fromtimestamp(arq_ctx["score"] / 1000, tz=UTC),
             started_at=datetime.now(UTC),
             _progress=lambda percent, message: self._store_progress(job_id, percent, message),
         )
-        provided: dict[type[Any], object] = {JobContext: ctx, job_cls: job}
+
+    async def run(
+        self,
+        registration: HandlerRegistration,
+        arq_ctx: dict[str, Any],
+        payload: Any,
+        traceparent: str | None = None,
+    ) -> Any:
+        """One try of one job: the body of the job type's arq function."""
+        ctx = self._context(registration.job.name, arq_ctx)
+        observer = (
+            None
+            if self.instrumentation is None
+            else self.instrumentation.run_started(RunKind.ON_DEMAND, ctx, traceparent)
+        )
         try:
-            # The timeout sits inside the scope so that cleanup sees a TimeoutError, not the
-            # CancelledError the timeout uses internally.
-            async with self.provider.scope(provided) as resolver:
-                async with asyncio.timeout(registration.timeout_s):
-                    outcome = await registration.handler.call(resolver, provided)
-        except TimeoutError:
-            timed_out = TimeoutError(f"the run exceeded its timeout of {registration.timeout_s:g}s")
-            raise self._retry_or_fail(registration, ctx, timed_out) from None
-        except _PERMANENT:
-            raise
-        except Exception as exc:
-            error = self._retry_or_fail(registration, ctx, exc)
-            if error is exc:
+            job_cls = registration.job.cls
+            job = decode_payload(job_cls, payload)
+            provided: dict[type[Any], object] = {JobContext: ctx, job_cls: job}
+            try:
+                # The timeout sits inside the scope so that cleanup sees a TimeoutError, not
+                # the CancelledError the timeout uses internally.
+                async with self.provider.scope(provided) as resolver:
+                    async with asyncio.timeout(registration.timeout_s):
+                        outcome = await registration.handler.call(resolver, provided)
+            except TimeoutError:
+                timed_out = TimeoutError(
+                    f"the run exceeded its timeout of {registration.timeout_s:g}s"
+                )
+                raise self._retry_or_fail(registration, ctx, timed_out) from None
+            except _PERMANENT:
                 raise
-            raise error from exc
-        return _stored(outcome)
+            except Exception as exc:
+                error = self._retry_or_fail(registration, ctx, exc)
+                if error is exc:
+                    raise
+                raise error from exc
+            stored = _stored(outcome)
+        except BaseException as exc:
+            if observer is not None:
+                observer.end(*_raised(exc))
+            raise
+        if observer is not None:
+            cancelled = isinstance(outcome, JobResult) and outcome.outcome is Outcome.CANCELLED
+            observer.end(RunOutcome.CANCELLED if cancelled else RunOutcome.SUCCEEDED)
+        return stored
 
     def _retry_or_fail(
         self,
@@ -183,8 +221,7 @@ class HandlerRunner:
     ) -> Exception:
         policy = registration.retry
         if ctx.attempt >= policy.max_tries:
-            if ctx.attempt > 1:
-                ctx.logger.warning("giving up after %d tries", ctx.attempt)
+            # The worker logs the failure, with its traceback.
             return error
         delay = policy.delay(ctx.attempt)
         ctx.logger.warning(
@@ -194,9 +231,15 @@ class HandlerRunner:
             type(error).__name__,
             error,
             delay,
+            extra={
+                "outcome": RunOutcome.RETRIED.value,
+                "duration_s": (datetime.now(UTC) - ctx.started_at).total_seconds(),
+                "error_type": type(error).__name__,
+                "retry_in_s": delay,
+            },
         )
         self._remember_error(ctx.run_id, error)
-        return Retry(defer=delay)
+        return _RetryAfter(delay, error)
 
     def _remember_error(self, job_id: str, error: Exception) -> None:
         if self.pool is None:  # pragma: no cover - the worker always sets it
@@ -224,6 +267,24 @@ class HandlerRunner:
             if event is not None:
                 pipe.publish(keys.events_channel(job_id), event)
             await pipe.execute()
+
+
+class _RetryAfter(Retry):
+    """arq's `Retry`, remembering the error that failed the try."""
+
+    def __init__(self, defer_s: float, error: Exception) -> None:
+        super().__init__(defer=defer_s)
+        self.error = error
+
+
+def _raised(exc: BaseException) -> tuple[RunOutcome, BaseException | None]:
+    """How a try that raised ``exc`` ended, and the error to report."""
+    if isinstance(exc, _RetryAfter):
+        return RunOutcome.RETRIED, exc.error
+    if isinstance(exc, asyncio.CancelledError):
+        # A shutdown: the worker puts the job back in the queue.
+        return RunOutcome.RETRIED, None
+    return RunOutcome.FAILED, exc
 
 
 def _stored(outcome: Any) -> Any:

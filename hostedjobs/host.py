@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -25,6 +25,7 @@ from .embedded import EmbeddedRedis
 from .exceptions import ConfigurationError, HostNotRunningError, StartupActionError
 from .handlers import HandlerRegistration, HandlerRunner
 from .hosted import HostedJob, HostedServices, Misfire, Overlap
+from .instrumentation import Instrumentation, combine
 from .retries import RetryPolicy
 from .runs import JobCallable, job_name_of
 from .scheduler import Scheduler
@@ -123,6 +124,9 @@ class JobHost:
         on_startup_failure: ``"exit"`` (default): a failed action stops the process with a
             non-zero status; ``"stay"``: keep serving, not ready, gated jobs never start.
         clock: the wall clock for schedules (tests inject a skewed or fixed one).
+        instrumentation: metrics and tracing, e.g.
+            ``[hostedjobs.metrics.PrometheusMetrics(), hostedjobs.tracing.OpenTelemetryTracing()]``
+            (each needs its extra); none by default, and then they cost nothing.
     """
 
     def __init__(
@@ -142,6 +146,7 @@ class JobHost:
         startup_mode: Literal["background", "blocking"] = "background",
         on_startup_failure: Literal["exit", "stay"] = "exit",
         clock: Clock | None = None,
+        instrumentation: Iterable[Instrumentation] = (),
     ) -> None:
         if not queue_name or not isinstance(queue_name, str):
             raise ConfigurationError(f"queue_name must be a non-empty string, got {queue_name!r}")
@@ -169,6 +174,10 @@ class JobHost:
         self._startup = StartupActions()
         self._distributed = DistributedCron(queue_name, provider=self.services)
         self._hosted = HostedServices(self.services, self.clock, self._startup, self._distributed)
+        self.instrumentation = combine(instrumentation)
+        """The host's instrumentation, combined into one; None when there is none."""
+        for part in (self._scheduler, self._handlers, self._distributed, self._hosted):
+            part.instrumentation = self.instrumentation
         self._supervisor: WorkerSupervisor | None = None
         self._running = False
         self._url = ""
@@ -525,9 +534,13 @@ class JobHost:
             self._scheduler._attach(pool)
             self._handlers.pool = pool
             self._distributed.attach(pool)
+            if self.instrumentation is not None:
+                self.instrumentation.attach(self.queue_name, pool)
             try:
                 yield pool
             finally:
+                if self.instrumentation is not None:
+                    self.instrumentation.attach(self.queue_name, None)
                 self._scheduler._attach(None)
                 self._handlers.pool = None
                 self._distributed.attach(None)

@@ -22,6 +22,7 @@ from .context import JobContext
 from .cron import CronSchedule
 from .distributed import DistributedCron
 from .exceptions import ConfigurationError, UnknownJobError
+from .instrumentation import Instrumentation, RunKind, RunOutcome
 from .results import JobResult, Outcome
 from .retries import RetryPolicy
 from .runs import JobCallable
@@ -83,6 +84,7 @@ class HostedServices:
         self.clock = clock
         self.startup = startup
         self.distributed = distributed
+        self.instrumentation: Instrumentation | None = None
         self.jobs: dict[str, HostedJob] = {}
         self._trackers: dict[str, RunTracker] = {}
         self._tasks: set[asyncio.Task[object]] = set()
@@ -205,14 +207,23 @@ class HostedServices:
         )
         return ctx
 
-    async def _run(self, job: HostedJob, ctx: JobContext) -> JobResult:
+    async def _run(self, job: HostedJob, ctx: JobContext, *, manual: bool = False) -> JobResult:
         tracker = self._trackers[job.name]
+        observer = (
+            None
+            if self.instrumentation is None
+            else self.instrumentation.run_started(RunKind(job.kind), ctx, None, manual=manual)
+        )
         try:
             result = await self.invoke(job, ctx)
         except asyncio.CancelledError:
             tracker.finished(ctx.run_id, JobResult.cancelled("cancelled by shutdown"))
+            if observer is not None:
+                observer.end(RunOutcome.CANCELLED)
             raise
         tracker.finished(ctx.run_id, result)
+        if observer is not None:
+            observer.end(RunOutcome(result.outcome), result.error)
         return result
 
     def _start_run(
@@ -220,7 +231,7 @@ class HostedServices:
     ) -> str:
         ctx = self._begin(job, scheduled_at, manual)
         task = asyncio.get_running_loop().create_task(
-            self._run(job, ctx), name=f"hostedjobs:{job.name}:run"
+            self._run(job, ctx, manual=manual), name=f"hostedjobs:{job.name}:run"
         )
         self._runs.add(task)
         task.add_done_callback(self._runs.discard)

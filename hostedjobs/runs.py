@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,11 @@ from .scope import CallPlan, Resolver, ScopeProvider, call_planned, plan_call
 
 __all__ = ["JobCallable", "job_name_of"]
 
-logger = logging.getLogger("hostedjobs.runs")
+_run_logger = logging.getLogger("hostedjobs.run")
+
+
+def _failed(started: float) -> dict[str, Any]:
+    return {"outcome": "failed", "duration_s": time.perf_counter() - started}
 
 
 def job_name_of(target: Any) -> str:
@@ -95,20 +100,32 @@ class JobCallable:
         has closed with it.
         """
         provided: dict[type[Any], object] = {JobContext: ctx}
+        started = time.perf_counter()
         try:
             async with provider.scope(provided) as resolver:
                 async with asyncio.timeout(timeout_s):
                     outcome = await self.call(resolver, provided)
         except TimeoutError:
-            ctx.logger.error("timed out after %gs", timeout_s)
+            ctx.logger.error("timed out after %gs", timeout_s, extra=_failed(started))
             return JobResult.failed(f"timed out after {timeout_s:g}s")
         except Exception as exc:
-            ctx.logger.exception("failed: %s: %s", type(exc).__name__, exc)
+            ctx.logger.exception("failed: %s: %s", type(exc).__name__, exc, extra=_failed(started))
             return JobResult.from_exception(exc)
         if outcome is None:
-            return JobResult.success()
-        if isinstance(outcome, JobResult):
+            result = JobResult.success()
+        elif isinstance(outcome, JobResult):
+            result = outcome
             if outcome.outcome is Outcome.FAILED:
-                ctx.logger.warning("failed: %s", outcome.message)
-            return outcome
-        return JobResult.success(str(outcome))
+                ctx.logger.warning("failed: %s", outcome.message, extra=_failed(started))
+                return outcome
+        else:
+            result = JobResult.success(str(outcome))
+        if _run_logger.isEnabledFor(logging.DEBUG):
+            duration_s = time.perf_counter() - started
+            ctx.logger.debug(
+                "%s in %.3fs",
+                result.outcome,
+                duration_s,
+                extra={"outcome": str(result.outcome), "duration_s": duration_s},
+            )
+        return result

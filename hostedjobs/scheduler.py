@@ -7,6 +7,7 @@ stock `arq.jobs.Job` handles can read them; payloads are JSON, never pickle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import os
 import time
@@ -25,6 +26,7 @@ from .exceptions import (
     JobAlreadyExistsError,
     PayloadError,
 )
+from .instrumentation import Instrumentation
 from .serialization import encode_payload, error_message, job_record, job_type_info, loads
 
 __all__ = ["JobInfo", "JobStatus", "Scheduler"]
@@ -120,6 +122,8 @@ _LIST_SCAN_CAP = 20_000
 
 _CANCELLED_MARK = "__cancelled__"
 
+_UNTRACED: contextlib.nullcontext[None] = contextlib.nullcontext()
+
 
 class JobStatus(enum.StrEnum):
     """Where an on-demand job is in its life."""
@@ -199,6 +203,7 @@ class Scheduler:
         self._delete_script: Any = None
         self._retry_script: Any = None
         self._due_waiting_script: Any = None
+        self.instrumentation: Instrumentation | None = None
 
     def _attach(self, pool: ArqRedis | None) -> None:
         self._pool = pool
@@ -235,6 +240,13 @@ class Scheduler:
         Every job is validated before anything is sent: a job that cannot be stored raises
         `PayloadError` naming its position and field, and then nothing is queued.
         """
+        if self.instrumentation is None:
+            return await self._enqueue_many(jobs, None)
+        jobs = list(jobs)
+        with self.instrumentation.enqueue(None, None, len(jobs)) as trace:
+            return await self._enqueue_many(jobs, trace)
+
+    async def _enqueue_many(self, jobs: Iterable[object], trace: str | None) -> list[str]:
         now_ms = int(time.time() * 1000)
         ttl_ms = _EXPIRES_EXTRA_MS
         prepared: list[tuple[str, bytes]] = []
@@ -244,7 +256,7 @@ class Scheduler:
                 payload = encode_payload(job)
             except PayloadError as exc:
                 raise PayloadError(f"jobs[{index}]: {exc}") from exc
-            data = job_record(info.key, payload, now_ms)
+            data = job_record(info.key, payload, now_ms, trace)
             prepared.append((_new_id(), data))
         pool = self.pool
         wake = keys.wake_key(self.queue_name)
@@ -302,24 +314,35 @@ class Scheduler:
         payload = encode_payload(job)
         pool = self.pool
         job_id = job_id or _new_id()
-        now_ms = int(time.time() * 1000)
-        score = now_ms if due_ms is None or due_ms < now_ms else due_ms
-        data = job_record(info.key, payload, now_ms)
-        added = await self._enqueue_script(
-            keys=[
-                keys.JOB_PREFIX + job_id,
-                keys.RESULT_PREFIX + job_id,
-                self.queue_name,
-                keys.wake_key(self.queue_name),
-            ],
-            args=[data, score, score - now_ms + _EXPIRES_EXTRA_MS, job_id, keys.WAKE_TOKENS_KEPT],
-            client=pool,
-        )
-        if not added:
-            raise JobAlreadyExistsError(
-                f"a job with id {job_id!r} already exists (queued, running or with a kept "
-                "result); use another id, or delete the queued one first"
+        instrumentation = self.instrumentation
+        # Without instrumentation, a shared do-nothing block: no object per enqueue.
+        with (
+            _UNTRACED if instrumentation is None else instrumentation.enqueue(info.name, job_id)
+        ) as trace:
+            now_ms = int(time.time() * 1000)
+            score = now_ms if due_ms is None or due_ms < now_ms else due_ms
+            data = job_record(info.key, payload, now_ms, trace)
+            added = await self._enqueue_script(
+                keys=[
+                    keys.JOB_PREFIX + job_id,
+                    keys.RESULT_PREFIX + job_id,
+                    self.queue_name,
+                    keys.wake_key(self.queue_name),
+                ],
+                args=[
+                    data,
+                    score,
+                    score - now_ms + _EXPIRES_EXTRA_MS,
+                    job_id,
+                    keys.WAKE_TOKENS_KEPT,
+                ],
+                client=pool,
             )
+            if not added:
+                raise JobAlreadyExistsError(
+                    f"a job with id {job_id!r} already exists (queued, running or with a kept "
+                    "result); use another id, or delete the queued one first"
+                )
         return job_id
 
     async def delete(self, job_id: str) -> bool:

@@ -97,6 +97,17 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _fields(name: str, job_id: str, job_try: int, outcome: str, start_ms: int) -> dict[str, Any]:
+    """The structured fields of a record about one run (see docs/observability.md)."""
+    return {
+        "job_name": name,
+        "run_id": job_id,
+        "attempt": job_try,
+        "outcome": outcome,
+        "duration_s": (_now_ms() - start_ms) / 1000,
+    }
+
+
 class _Functions(dict[str, Function | CronJob]):
     """arq's function registry, answering unknown names with a clear failing function."""
 
@@ -296,7 +307,13 @@ class HostedWorker(Worker):
             if job_try > max_tries:
                 raise JobExecutionFailed(f"max {max_tries} retries exceeded")
         except Exception as exc:
-            logger.warning("job %s (%s) cannot run: %s", job_id, name, exc)
+            logger.warning(
+                "job %s (%s) cannot run: %s",
+                job_id,
+                name,
+                exc,
+                extra=_fields(name, job_id, job_try, "failed", start_ms),
+            )
             self._release_slot()
             await self._finish(
                 job_id, name, args, kwargs, job_try, enqueue_ms, start_ms, False, exc, function
@@ -323,7 +340,12 @@ class HostedWorker(Worker):
             await self._commits.requeued(job_id, delay_ms)
         except (asyncio.CancelledError, RetryJob):
             # Cancelled by a shutdown: back to the queue unchanged, for the next worker.
-            logger.info("job %s (%s) cancelled; it will run again", job_id, name)
+            logger.info(
+                "job %s (%s) cancelled; it will run again",
+                job_id,
+                name,
+                extra=_fields(name, job_id, job_try, "retried", start_ms),
+            )
             self.jobs_retried += 1
             self._release_slot()
             await self._commits.requeued(job_id, 0)
@@ -332,19 +354,28 @@ class HostedWorker(Worker):
             if deadline.expired():
                 error = TimeoutError(f"the job exceeded its timeout of {timeout_s:g}s")
             logger.error(
-                "job %s (%s) failed: %s: %s",
+                "job %s (%s) failed on try %d: %s: %s",
                 job_id,
                 name,
+                job_try,
                 type(error).__name__,
                 error,
                 exc_info=error,
+                extra=_fields(name, job_id, job_try, "failed", start_ms),
             )
             self._release_slot()
             await self._finish(
                 job_id, name, args, kwargs, job_try, enqueue_ms, start_ms, False, error, function
             )
         else:
-            logger.debug("job %s (%s) succeeded in %d ms", job_id, name, _now_ms() - start_ms)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "job %s (%s) succeeded in %d ms",
+                    job_id,
+                    name,
+                    _now_ms() - start_ms,
+                    extra=_fields(name, job_id, job_try, "succeeded", start_ms),
+                )
             self._release_slot()
             await self._finish(
                 job_id, name, args, kwargs, job_try, enqueue_ms, start_ms, True, result, function
@@ -392,7 +423,13 @@ class HostedWorker(Worker):
             try:
                 data = result_record(record, result)
             except PayloadError as exc:
-                logger.warning("job %s (%s): its result cannot be stored: %s", job_id, name, exc)
+                logger.warning(
+                    "job %s (%s): its result cannot be stored: %s",
+                    job_id,
+                    name,
+                    exc,
+                    extra={"job_name": name, "run_id": job_id, "attempt": job_try},
+                )
                 data = result_record({**record, "s": False}, "unable to serialize result")
         state = finished_state(success, result)
         keep_ms = KEEP_FOREVER if forever else int(keep_s * 1000)
@@ -421,7 +458,12 @@ class HostedWorker(Worker):
                 if not task.cancelled() and (exc := task.exception()) is not None:
                     # A run raises only when Redis failed while its outcome was stored; the
                     # job keeps its in-progress lock and runs again once the lock lapses.
-                    logger.error("job %s: could not record its outcome: %r", job_id, exc)
+                    logger.error(
+                        "job %s: could not record its outcome: %r",
+                        job_id,
+                        exc,
+                        extra={"run_id": job_id},
+                    )
 
     async def _burst_finished(self) -> bool:
         if self.tasks:
@@ -495,7 +537,9 @@ class HostedWorker(Worker):
             for job_id, task in list(self.tasks.items()):
                 if task in pending:
                     logger.warning(
-                        "job %s did not finish within the grace period; cancelling", job_id
+                        "job %s did not finish within the grace period; cancelling",
+                        job_id,
+                        extra={"run_id": job_id},
                     )
                     task.cancel()
             if pending:
