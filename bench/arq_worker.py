@@ -2,7 +2,7 @@
 
 Everything is arq's default (pickle serializer, keep_result, result logging) except
 ``max_jobs``, ``poll_delay``, ``handle_signals=False`` and burst mode for drains. Run as
-``python -m bench.arq_worker {drain,latency} --poll-delay 0.5 --redis-url ...``; the result is
+``python -m bench.arq_worker {drain,latency,serve} --poll-delay 0.5 --redis-url ...``; the result is
 one JSON line on stdout (see `bench.common`).
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.worker import Worker, func
 
-from .common import Recorder, announce_ready, emit, worker_arguments
+from .common import Recorder, announce_ready, emit, wait_for_go, wait_for_stop, worker_arguments
 
 __all__ = ["FUNCTION_NAME", "main", "noop"]
 
@@ -28,7 +28,7 @@ _recorder = Recorder()
 
 async def noop(ctx: dict[str, Any], seq: int, sent_at: float = 0.0, sleep_s: float = 0.0) -> None:
     """The benchmark's arq job: records its start and does nothing else (or sleeps ``sleep_s``)."""
-    _recorder.started(sent_at)
+    _recorder.started(sent_at, seq)
     if sleep_s:
         await asyncio.sleep(sleep_s)
 
@@ -68,13 +68,28 @@ async def _latency(
     announce_ready()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(_recorder.done.wait(), give_up_s)
-    # Stop polling, let the runs in flight finish, then close as arq does.
+    await _stop(worker, running)
+    return {"jobs": _recorder.count, "latencies_ms": _recorder.latencies_ms}
+
+
+async def _serve(redis_url: str, queue: str, concurrency: int, poll_delay: float) -> dict[str, Any]:
+    _recorder.track_seqs = True
+    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    worker = _worker(pool, queue, concurrency, poll_delay, burst=False)
+    cpu0 = await wait_for_go()
+    running = asyncio.create_task(worker.async_run())
+    await wait_for_stop()
+    await _stop(worker, running)
+    return {"jobs": _recorder.count, "seqs": _recorder.seqs, "cpu_s": time.process_time() - cpu0}
+
+
+async def _stop(worker: Worker, running: asyncio.Task[None]) -> None:
+    """Stop polling, let the runs in flight finish, then close as arq does."""
     running.cancel()  # cancels the worker's main task it awaits
     with contextlib.suppress(asyncio.CancelledError):
         await running
     await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
     await worker.close()
-    return {"jobs": _recorder.count, "latencies_ms": _recorder.latencies_ms}
 
 
 def main() -> None:
@@ -86,6 +101,8 @@ def main() -> None:
         result = asyncio.run(
             _drain(args.redis_url, args.queue, args.jobs, args.concurrency, args.poll_delay)
         )
+    elif args.mode == "serve":
+        result = asyncio.run(_serve(args.redis_url, args.queue, args.concurrency, args.poll_delay))
     else:
         result = asyncio.run(
             _latency(

@@ -2,6 +2,8 @@
 
 Worker processes report one JSON object on the last line of stdout (`emit`); the parent reads
 it back. `Recorder` is what the benchmark jobs of every system call at their start (and end).
+In serve mode a worker prints `READY`, starts on the parent's `GO` line on stdin and runs until
+the next line (`wait_for_go`, `wait_for_stop`); the parent decides when the work is done.
 
 This module imports only the standard library: the peer workers (``bench/peer_*.py``) run it
 under their own virtualenvs, where neither hostedjobs nor arq is installed. `PeerClient` and
@@ -26,6 +28,7 @@ from types import TracebackType
 from typing import Any, Self
 
 __all__ = [
+    "GO",
     "LATENCY_INTERVAL_S",
     "READY",
     "PeerClient",
@@ -34,11 +37,16 @@ __all__ = [
     "emit",
     "peer_main",
     "percentile",
+    "wait_for_go",
+    "wait_for_stop",
     "worker_arguments",
 ]
 
 READY = "ready"
 """The line a latency worker prints once it is waiting for jobs."""
+
+GO = "go"
+"""Serve mode: the line the parent sends a ready worker to start it (later lines stop it)."""
 
 LATENCY_INTERVAL_S = 0.010
 """Pickup test: one job every 10 ms."""
@@ -55,18 +63,23 @@ class Recorder:
     the enqueue call (0 for jobs that carry none). ``done`` is set once ``expected`` jobs
     have started. A job that calls `finished` at its end also counts towards ``all_done``,
     set once ``expected`` jobs have finished (the stop condition of workers without a burst
-    mode).
+    mode). With ``track_seqs`` it also keeps the sequence number of every job it saw start,
+    so that the parent can check each job ran exactly once across several processes.
     """
 
     expected: int = 0
     count: int = 0
     finished_count: int = 0
+    track_seqs: bool = False
+    seqs: list[int] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     all_done: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def started(self, sent_at: float) -> None:
+    def started(self, sent_at: float, seq: int = -1) -> None:
         """Record one job start; ``sent_at`` is the enqueuer's ``time.time()``, or 0."""
+        if self.track_seqs:
+            self.seqs.append(seq)
         if sent_at:
             self.latencies_ms.append((time.time() - sent_at) * 1000)
         self.count += 1
@@ -95,7 +108,7 @@ def announce_ready() -> None:
 def worker_arguments(description: str) -> argparse.ArgumentParser:
     """The command line every worker module takes: a mode and where the queue is."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("mode", choices=["drain", "latency", "enqueue", "preload", "feed"])
+    parser.add_argument("mode", choices=["drain", "latency", "serve", "enqueue", "preload", "feed"])
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--queue", required=True)
     parser.add_argument("--jobs", type=int, required=True, help="jobs to expect")
@@ -104,6 +117,23 @@ def worker_arguments(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--bulk-jobs", type=int, default=0, help="enqueue mode: bulk size")
     parser.add_argument("--sleep", type=float, default=0.0, help="preload: each job sleeps")
     return parser
+
+
+async def wait_for_go() -> float:
+    """Serve mode: wait for the parent's go line; returns ``time.process_time()`` at it.
+
+    Pair with `wait_for_stop` once the worker is running.
+    """
+    announce_ready()
+    line = await asyncio.to_thread(sys.stdin.readline)
+    if line.strip() != GO:
+        raise SystemExit(f"expected {GO!r} on stdin, got {line!r}")
+    return time.process_time()
+
+
+async def wait_for_stop() -> None:
+    """Serve mode: wait for the parent's stop line (or the end of stdin)."""
+    await asyncio.to_thread(sys.stdin.readline)
 
 
 def percentile(values: list[float], pct: float) -> float:

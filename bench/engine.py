@@ -7,6 +7,8 @@ The systems are measured in one run, on a private ``redis-server`` (never the Re
 6379), FLUSHDB before every measurement, all at concurrency/max_jobs=32:
 
 - ``hostedjobs``: `JobHost` with a ``@job_type`` job whose handler takes a scoped service;
+- ``hostedjobs+uvloop``: the same, with its worker processes on uvloop (``--no-uvloop`` drops
+  it); every other system, and every enqueuer, runs on plain asyncio;
 - ``arq poll=0.01``: a stock arq worker tuned to poll every 10 ms (``--arq-default`` adds
   stock arq with its default 0.5 s poll);
 - ``SAQ``, ``taskiq``, ``streaq``: each in its own virtualenv under ``bench/.peers/<name>/``
@@ -30,13 +32,17 @@ to round; the table shows the median and (min–max) over rounds. The metrics:
    the ideal 2000/32 × 0.05 s = 3.125 s;
 4. pickup latency: a worker process idles for 1 s, then jobs are enqueued one every 10 ms;
    each job's ``time.time()`` at handler entry minus the enqueuer's ``time.time()`` just
-   before its enqueue call (carried in the payload).
+   before its enqueue call (carried in the payload);
+5. scale-out (``--scale-out 1,2,4``; hostedjobs and arq, not the peers): N preloaded no-op jobs
+   drained by P worker processes at once (see `bench.fleet`), timed from the go line until
+   the queue is empty; every job's run is counted, so a job run twice or never is reported.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import platform
@@ -46,6 +52,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -54,7 +61,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from arq.connections import RedisSettings, create_pool
-from arq.constants import expires_extra_ms, job_key_prefix
+from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 
 import hostedjobs
@@ -62,6 +69,7 @@ from hostedjobs.embedded import EmbeddedRedis
 
 from .arq_worker import FUNCTION_NAME
 from .common import LATENCY_INTERVAL_S, READY, Recorder, percentile
+from .fleet import FleetError, queue_back_to, run_fleet
 from .hosted_worker import BenchJob, build_host
 
 __all__ = ["PEERS", "Config", "Peer", "System", "main"]
@@ -116,14 +124,22 @@ class System:
     poll_delay: float | None = None
     """arq only."""
     peer: Peer | None = None
+    loop: str = "asyncio"
+    """hostedjobs only: the event loop of its worker processes (``asyncio`` or ``uvloop``)."""
 
     @property
     def hosted(self) -> bool:
-        """True for the hostedjobs column."""
+        """True for the hostedjobs columns (either event loop)."""
         return self.poll_delay is None and self.peer is None
+
+    @property
+    def scales_out(self) -> bool:
+        """Whether the scale-out run covers it: hostedjobs and arq with a short poll."""
+        return self.peer is None and (self.poll_delay is None or self.poll_delay < 0.1)
 
 
 HOSTED = System("hostedjobs")
+HOSTED_UVLOOP = System("hostedjobs+uvloop", loop="uvloop")
 ARQ_FAST = System("arq poll=0.01", 0.01)
 ARQ_DEFAULT = System("arq poll=0.5", 0.5)
 
@@ -141,6 +157,9 @@ class Config:
     sleep_jobs: int
     latency_jobs: int
     systems: tuple[System, ...]
+    scale_out: tuple[int, ...] = ()
+    """Worker process counts of the scale-out run (empty: no scale-out run)."""
+    scale_jobs: int = 10_000
 
     def drain_size(self, system: System) -> int:
         """How many jobs ``system`` drains (fewer for arq's default poll, see above)."""
@@ -170,6 +189,34 @@ HIGHER_IS_BETTER = {ENQUEUE, BULK, DRAIN}
 
 Results = dict[str, dict[str, list[float]]]
 """metric -> system label -> one value per round (empty: not measured, shown as "-")."""
+
+
+@dataclass
+class ScaleRun:
+    """One scale-out measurement: P processes draining N jobs."""
+
+    rate: float
+    """jobs/s, all processes together."""
+    cpu_us: float
+    """The processes' CPU time, summed, per job."""
+    shares: list[int]
+    """Runs per process."""
+    duplicates: int
+    """Runs beyond the first of a job (0 when every job ran exactly once)."""
+    missing: int
+    """Jobs that never ran."""
+    results: int
+    """Result keys in Redis afterwards (arq's layout: one per finished job)."""
+
+    @property
+    def exactly_once(self) -> bool:
+        """Every job ran once and left one result."""
+        total = sum(self.shares)
+        return self.duplicates == 0 and self.missing == 0 and self.results == total
+
+
+ScaleResults = dict[str, dict[int, list[ScaleRun]]]
+"""system label -> worker processes -> one run per round."""
 
 
 # -- peer virtualenvs -----------------------------------------------------------------------
@@ -239,9 +286,11 @@ async def arq_enqueue_rate(url: str, n: int) -> float:
         await pool.aclose(close_connection_pool=True)
 
 
-async def hosted_preload(url: str, n: int, sleep_s: float = 0.0) -> None:
+async def hosted_preload(
+    url: str, n: int, sleep_s: float = 0.0, *, queue: str = HOSTED_QUEUE
+) -> None:
     """Queue ``n`` jobs through `Scheduler.enqueue_many`."""
-    host = build_host(url, HOSTED_QUEUE, Recorder(), run_worker=False)
+    host = build_host(url, queue, Recorder(), run_worker=False)
     async with host.run():
         await host.scheduler.enqueue_many(BenchJob(seq=i, sleep_s=sleep_s) for i in range(n))
 
@@ -308,7 +357,17 @@ def worker_command(
         peer = system.peer
         return [str(peer.python), "-m", peer.module, mode, "--queue", PEER_QUEUE, *common]
     if system.hosted:
-        return [sys.executable, "-m", "bench.hosted_worker", mode, "--queue", HOSTED_QUEUE, *common]
+        return [
+            sys.executable,
+            "-m",
+            "bench.hosted_worker",
+            mode,
+            "--queue",
+            HOSTED_QUEUE,
+            "--loop",
+            system.loop,
+            *common,
+        ]
     return [
         sys.executable,
         "-m",
@@ -383,6 +442,9 @@ class Bench:
         self.config = config
         self.log_dir = log_dir
         self.results: Results = {m: {s.label: [] for s in config.systems} for m in METRICS}
+        self.scale: ScaleResults = {
+            s.label: {p: [] for p in config.scale_out} for s in config.systems if s.scales_out
+        }
 
     def record(self, metric: str, system: System, value: float) -> None:
         """Keep one round's value."""
@@ -394,6 +456,8 @@ class Bench:
 
     async def enqueue(self, system: System) -> None:
         """Metric 1: sequential single enqueue rate, and one bulk call where there is one."""
+        if system.loop != "asyncio":
+            return  # the enqueuers run in this (asyncio) process: the same as hostedjobs'
         await self.client.flushdb()
         n, bulk_n = self.config.enqueue_jobs, self.config.bulk_jobs
         bulk: float | None = None
@@ -494,6 +558,52 @@ class Bench:
             f"p99 {percentile(latencies, 99):7.2f} ms  max {max(latencies):7.2f} ms"
         )
 
+    async def scale_out(self, system: System) -> None:
+        """Metric 5: N no-op jobs drained by 1, 2, 4… worker processes at once."""
+        if not system.scales_out:
+            return
+        n = self.config.scale_jobs
+        queue = HOSTED_QUEUE if system.hosted else ARQ_QUEUE
+        for processes in self.config.scale_out:
+            await self.preload(system, n, 0.0)
+            commands = [
+                worker_command(system, "serve", self.url, n, RESULT_WAIT_S)
+                for _ in range(processes)
+            ]
+            try:
+                fleet = await run_fleet(
+                    commands,
+                    self.log_dir,
+                    lambda: queue_back_to(self.client, queue, 0),
+                    timeout_s=RESULT_WAIT_S,
+                )
+            except FleetError as exc:
+                raise BenchError(f"{system.label} × {processes}: {exc}") from exc
+            if not fleet.finished:
+                raise BenchError(f"{system.label} × {processes} did not empty the queue")
+            runs = Counter(seq for worker in fleet.workers for seq in worker["seqs"])
+            result = ScaleRun(
+                rate=n / fleet.wall_s,
+                cpu_us=sum(w["cpu_s"] for w in fleet.workers) / n * 1e6,
+                shares=[w["jobs"] for w in fleet.workers],
+                duplicates=sum(c - 1 for c in runs.values()),
+                missing=n - len(runs.keys() & set(range(n))),
+                results=await self._count(result_key_prefix + "*"),
+            )
+            self.scale[system.label][processes].append(result)
+            check = "exactly once" if result.exactly_once else "NOT exactly once"
+            progress(
+                f"  scale    {system.label:<14} ×{processes} {result.rate:>9,.0f} jobs/s  "
+                f"{result.cpu_us:6.1f} µs/job  shares {result.shares}  {check} "
+                f"(dup {result.duplicates}, missing {result.missing}, results {result.results})"
+            )
+
+    async def _count(self, pattern: str) -> int:
+        count = 0
+        async for _ in self.client.scan_iter(match=pattern, count=1000):
+            count += 1
+        return count
+
 
 # -- report ---------------------------------------------------------------------------------
 
@@ -525,14 +635,7 @@ def table(results: Results, systems: tuple[System, ...]) -> list[str]:
     """The side-by-side table: one row per metric, one column per system (Markdown)."""
     rows = [["metric", *(s.label for s in systems)], ["---", *("---:" for _ in systems)]]
     rows += [[m, *(cell(results[m][s.label]) for s in systems)] for m in METRICS]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for row in rows:
-        cells = [row[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+    return _markdown(rows)
 
 
 def ratios(results: Results, systems: tuple[System, ...]) -> list[str]:
@@ -559,6 +662,86 @@ def ratios(results: Results, systems: tuple[System, ...]) -> list[str]:
             f"  {metric.ljust(label_width)}{ratio:7.2f}×   (vs {best}: {_number(hosted)} vs "
             f"{_number(others[best])}; {better})"
         )
+    if any(s.label == HOSTED_UVLOOP.label for s in systems):
+        lines += ["", "hostedjobs+uvloop / hostedjobs (same engine, worker on uvloop; medians):"]
+        for metric in METRICS:
+            on_uvloop = results[metric][HOSTED_UVLOOP.label]
+            on_asyncio = results[metric][HOSTED.label]
+            if not on_uvloop or not on_asyncio:
+                continue
+            fast, plain = statistics.median(on_uvloop), statistics.median(on_asyncio)
+            better = "higher is better" if metric in HIGHER_IS_BETTER else "lower is better"
+            lines.append(
+                f"  {metric.ljust(label_width)}{fast / plain:7.2f}×   ({_number(fast)} vs "
+                f"{_number(plain)}; {better})"
+            )
+    return lines
+
+
+def scale_table(scale: ScaleResults, jobs: int) -> list[str]:
+    """The scale-out section: one row per system and process count, then the ratios."""
+    if not scale:
+        return []
+    rows = [
+        ["system", "processes", "jobs/s", "CPU µs/job", "speed-up", "runs per process", "once"],
+        ["---", "---:", "---:", "---:", "---:", "---", "---"],
+    ]
+    medians: dict[tuple[str, int], float] = {}
+    for label, by_count in scale.items():
+        single = by_count.get(1) or []
+        for processes, runs in by_count.items():
+            if not runs:
+                continue
+            rates = [r.rate for r in runs]
+            medians[label, processes] = statistics.median(rates)
+            speed_up = (
+                _number(statistics.median(rates) / statistics.median(r.rate for r in single)) + "×"
+                if single
+                else "-"
+            )
+            shares = sorted(share for r in runs for share in r.shares)
+            spread = "all" if processes == 1 else f"{shares[0]:,}–{shares[-1]:,}"
+            ok = sum(r.exactly_once for r in runs)
+            rows.append(
+                [
+                    label,
+                    str(processes),
+                    cell(rates),
+                    cell([r.cpu_us for r in runs]),
+                    speed_up,
+                    spread,
+                    f"{ok}/{len(runs)} runs" if ok == len(runs) else f"NO: {ok}/{len(runs)} runs",
+                ]
+            )
+    lines = [
+        f"scale-out: N={jobs:,} preloaded no-op jobs, P worker processes at concurrency "
+        f"{CONCURRENCY} each; time from the go line to an empty queue; speed-up against 1 "
+        "process; 'once': runs in which every job ran exactly once and left one result",
+        "",
+        *_markdown(rows),
+    ]
+    ours = [label for label in scale if label == HOSTED.label]
+    theirs = [label for label in scale if not label.startswith(HOSTED.label)]
+    counts = sorted({p for _, p in medians})
+    if ours and theirs:
+        lines += ["", f"{HOSTED.label} / {theirs[0]} at the same process count (medians):"]
+        for processes in counts:
+            a, b = medians.get((ours[0], processes)), medians.get((theirs[0], processes))
+            if a is not None and b is not None:
+                lines.append(
+                    f"  {processes} process(es): {a / b:6.2f}×   ({_number(a)} vs {_number(b)})"
+                )
+    return lines
+
+
+def _markdown(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -596,8 +779,15 @@ def header(redis_version: str, config: Config, dropped: dict[str, str]) -> list[
         f"hostedjobs engine benchmark: hostedjobs vs raw arq and peers, "
         f"concurrency/max_jobs={CONCURRENCY}",
         f"machine: {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
-        f"Python {platform.python_version()} (asyncio, no uvloop), redis-server "
-        f"{redis_version} (private, no persistence, loopback)",
+        f"Python {platform.python_version()}, redis-server {redis_version} (private, no "
+        "persistence, loopback)",
+        "event loop: asyncio for every system and every enqueuer"
+        + (
+            f", except the worker processes of {HOSTED_UVLOOP.label} (uvloop {version('uvloop')};"
+            " no enqueue figures of its own: its enqueuers are hostedjobs')"
+            if HOSTED_UVLOOP in config.systems
+            else ""
+        ),
         f"versions: arq {version('arq')}, redis-py {version('redis')}, hiredis "
         f"{version('hiredis')}; hostedjobs {version('hostedjobs')} from {source_revision()}",
     ]
@@ -620,12 +810,24 @@ def header(redis_version: str, config: Config, dropped: dict[str, str]) -> list[
         "call -> handler entry",
         f"{config.rounds} round(s), systems alternated; median (min–max) over rounds",
     ]
+    if config.scale_out:
+        counts = ", ".join(map(str, config.scale_out))
+        lines.insert(
+            -1,
+            f"scale-out: N={config.scale_jobs} no-op jobs by {counts} worker processes "
+            "(hostedjobs and arq; the peers' workers stop on a per-process job count, so they "
+            "are not run)",
+        )
     lines += [f"DROPPED {label}: {reason}" for label, reason in dropped.items()]
     return lines
 
 
 def json_report(
-    results: Results, systems: tuple[System, ...], config: Config, lines: list[str]
+    results: Results,
+    scale: ScaleResults,
+    systems: tuple[System, ...],
+    config: Config,
+    lines: list[str],
 ) -> dict[str, Any]:
     """Every raw value with its median and range, for ``--json``."""
     metrics: dict[str, dict[str, Any]] = {}
@@ -643,9 +845,24 @@ def json_report(
                 if values
                 else None
             )
+    scale_out = {
+        label: {
+            str(processes): {
+                "median": statistics.median(r.rate for r in runs),
+                "min": min(r.rate for r in runs),
+                "max": max(r.rate for r in runs),
+                "runs": [asdict(r) for r in runs],
+            }
+            for processes, runs in by_count.items()
+            if runs
+        }
+        for label, by_count in scale.items()
+        if any(by_count.values())
+    }
     return {
         "systems": [s.label for s in systems],
         "metrics": metrics,
+        "scale_out": scale_out,
         "higher_is_better": sorted(HIGHER_IS_BETTER),
         "config": {k: v for k, v in asdict(config).items() if k != "systems"},
         "report": lines,
@@ -679,7 +896,13 @@ async def run(config: Config, json_path: Path | None) -> list[str]:
                     shift = round_no % len(systems)
                     order = systems[shift:] + systems[:shift]
                     progress(f"round {round_no + 1}/{config.rounds}")
-                    measures = (bench.enqueue, bench.drain, bench.sleep_drain, bench.latency)
+                    measures = (
+                        bench.enqueue,
+                        bench.drain,
+                        bench.sleep_drain,
+                        bench.latency,
+                        bench.scale_out,
+                    )
                     for measure in measures:
                         for system in order:
                             if system.label in dropped:
@@ -706,8 +929,11 @@ async def run(config: Config, json_path: Path | None) -> list[str]:
         "",
         *ratios(bench.results, kept),
     ]
+    scale = {label: by_count for label, by_count in bench.scale.items() if label not in dropped}
+    if config.scale_out:
+        lines += ["", *scale_table(scale, config.scale_jobs)]
     if json_path is not None:
-        report = json_report(bench.results, kept, config, lines)
+        report = json_report(bench.results, scale, kept, config, lines)
         report["dropped"] = dropped
         await asyncio.to_thread(json_path.write_text, json.dumps(report, indent=1) + "\n")
         progress(f"wrote {json_path}")
@@ -737,6 +963,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, Path | None]:
         default=",".join(p.name for p in PEERS),
         help="comma-separated peers to include (default: all; '' for none)",
     )
+    parser.add_argument(
+        "--scale-out",
+        default="1,2,4",
+        metavar="P,P,...",
+        help="worker process counts of the scale-out run (default 1,2,4; '' for none)",
+    )
+    parser.add_argument("--scale-jobs", type=int, help="scale-out N (default 10000, quick 2000)")
+    parser.add_argument(
+        "--no-uvloop", action="store_true", help="leave out the hostedjobs+uvloop column"
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write raw values here")
     args = parser.parse_args(argv)
     quick = bool(args.quick)
@@ -744,7 +980,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, Path | None]:
     unknown = wanted - {p.name for p in PEERS}
     if unknown:
         parser.error(f"unknown peers: {', '.join(sorted(unknown))}")
-    systems = [HOSTED, ARQ_FAST]
+    systems = [HOSTED]
+    if not args.no_uvloop:
+        if importlib.util.find_spec("uvloop") is None:
+            parser.error(
+                "uvloop is not installed (pip install 'hostedjobs[uvloop]'); or --no-uvloop"
+            )
+        systems.append(HOSTED_UVLOOP)
+    systems.append(ARQ_FAST)
+    try:
+        scale_out = tuple(int(p) for p in str(args.scale_out).split(",") if p.strip())
+    except ValueError:
+        parser.error(f"--scale-out takes process counts like 1,2,4, got {args.scale_out!r}")
+    if any(p < 1 for p in scale_out):
+        parser.error("--scale-out process counts must be >= 1")
     if args.arq_default:
         systems.append(ARQ_DEFAULT)
     systems += [System(PEER_LABELS[p.name], peer=p) for p in PEERS if p.name in wanted]
@@ -757,8 +1006,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, Path | None]:
         sleep_jobs=args.sleep_jobs or (320 if quick else 2000),
         latency_jobs=args.latency_jobs or (50 if quick else 300),
         systems=tuple(systems),
+        scale_out=scale_out,
+        scale_jobs=args.scale_jobs or (2000 if quick else 10000),
     )
-    sizes = (config.enqueue_jobs, config.bulk_jobs, config.drain_jobs, config.slow_drain_jobs)
+    sizes = (
+        config.enqueue_jobs,
+        config.bulk_jobs,
+        config.drain_jobs,
+        config.slow_drain_jobs,
+        config.scale_jobs,
+    )
     if min(config.rounds, config.sleep_jobs, config.latency_jobs, *sizes) < 1:
         parser.error("rounds and sizes must be >= 1")
     return config, args.json

@@ -2,8 +2,8 @@
 
 The job is what a product would run: a ``@job_type`` dataclass with a JSON payload, and a
 handler that gets a scoped service (a stand-in for a DB session, opened and closed per run)
-from `Services`. Run as ``python -m bench.hosted_worker {drain,latency} --redis-url ...``;
-the result is one JSON line on stdout (see `bench.common`).
+from `Services`. Run as ``python -m bench.hosted_worker {drain,latency,serve} --redis-url ...
+[--loop uvloop]``; the result is one JSON line on stdout (see `bench.common`).
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from hostedjobs import Inject, JobHost, Services, job_type
 
-from .common import Recorder, announce_ready, emit, worker_arguments
+from .common import Recorder, announce_ready, emit, wait_for_go, wait_for_stop, worker_arguments
 
-__all__ = ["BenchJob", "Session", "build_host", "main"]
+__all__ = ["BenchJob", "Session", "build_host", "loop_factory", "main"]
 
 
 @job_type("bench.noop")
@@ -59,7 +59,7 @@ def build_host(redis_url: str, queue: str, recorder: Recorder, *, run_worker: bo
 
     @host.handler(BenchJob)
     async def handle(job: BenchJob, session: Session = Inject()) -> None:
-        recorder.started(job.sent_at)
+        recorder.started(job.sent_at, job.seq)
         session.statements += 1
         if job.sleep_s:
             await asyncio.sleep(job.sleep_s)
@@ -89,15 +89,39 @@ async def _latency(
     return {"jobs": recorder.count, "latencies_ms": recorder.latencies_ms}
 
 
+async def _serve(redis_url: str, queue: str, concurrency: int) -> dict[str, Any]:
+    recorder = Recorder(track_seqs=True)
+    host = build_host(redis_url, queue, recorder, run_worker=True)
+    cpu0 = await wait_for_go()
+    async with host.run(concurrency=concurrency):
+        await wait_for_stop()
+    return {"jobs": recorder.count, "seqs": recorder.seqs, "cpu_s": time.process_time() - cpu0}
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``--loop`` names: None for asyncio's own, or uvloop's."""
+    if name == "asyncio":
+        return None
+    import uvloop
+
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def main() -> None:
     """Run one hostedjobs worker process in the mode given on the command line."""
-    args = worker_arguments(__doc__ or "").parse_args()
-    if args.mode == "drain":
-        result = asyncio.run(_drain(args.redis_url, args.queue, args.jobs, args.concurrency))
-    else:
-        result = asyncio.run(
-            _latency(args.redis_url, args.queue, args.jobs, args.concurrency, args.timeout)
-        )
+    parser = worker_arguments(__doc__ or "")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    args = parser.parse_args()
+    with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
+        if args.mode == "drain":
+            result = runner.run(_drain(args.redis_url, args.queue, args.jobs, args.concurrency))
+        elif args.mode == "serve":
+            result = runner.run(_serve(args.redis_url, args.queue, args.concurrency))
+        else:
+            result = runner.run(
+                _latency(args.redis_url, args.queue, args.jobs, args.concurrency, args.timeout)
+            )
     emit(result)
 
 

@@ -4,7 +4,8 @@ Run as ``python -m bench.plots REPORT.json [--out docs/images]`` from the reposi
 matplotlib is not a hostedjobs dependency: when it cannot be imported, this module creates
 (on first use) the virtualenv ``bench/.peers/plots`` with a pinned matplotlib and re-runs
 itself under that venv's interpreter. Writes ``bench-throughput.png`` (single and bulk
-enqueue rate, one-process drain rate) and ``bench-pickup.png`` (pickup latency p50 and p99),
+enqueue rate, one-process drain rate), ``bench-pickup.png`` (pickup latency p50 and p99) and,
+when the report has a scale-out run, ``bench-scale-out.png`` (drain rate by worker processes),
 each bar a median with a (min–max) whisker over the benchmark's rounds.
 """
 
@@ -24,6 +25,16 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / "bench" / ".peers" / "plots"
 REQUIREMENTS = ("matplotlib==3.11.2",)
 COLOURS = ("#1b6ac9", "#8c8c8c", "#e0912f", "#4aa564", "#b65fc2", "#c94f4f")
+KNOWN_COLOURS = {
+    "hostedjobs": "#1b6ac9",
+    "hostedjobs+uvloop": "#72a7e8",
+    "arq poll=0.01": "#8c8c8c",
+    "arq poll=0.5": "#c94f4f",
+    "SAQ": "#e0912f",
+    "taskiq": "#4aa564",
+    "streaq": "#b65fc2",
+}
+"""Each system keeps its colour whichever systems a run has."""
 
 
 def _reexec_in_venv(argv: list[str]) -> None:
@@ -86,7 +97,9 @@ def plot(report: dict[str, Any], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {s: COLOURS[i % len(COLOURS)] for i, s in enumerate(report["systems"])}
+    colours = {
+        s: KNOWN_COLOURS.get(s, COLOURS[i % len(COLOURS)]) for i, s in enumerate(report["systems"])
+    }
     rounds = report["config"]["rounds"]
     out.mkdir(parents=True, exist_ok=True)
 
@@ -150,7 +163,59 @@ def plot(report: dict[str, Any], out: Path) -> list[Path]:
     pickup = out / "bench-pickup.png"
     figure.savefig(pickup, dpi=110)
     plt.close(figure)
-    return [throughput, pickup]
+    written = [throughput, pickup]
+    if report.get("scale_out"):
+        written.append(_scale_out(plt, report, colours, out))
+    return written
+
+
+def _scale_out(plt: Any, report: dict[str, Any], colours: dict[str, str], out: Path) -> Path:
+    """Grouped bars: drain rate per worker process count, one bar per system."""
+    scale: dict[str, dict[str, dict[str, Any]]] = report["scale_out"]
+    counts = sorted({int(p) for by_count in scale.values() for p in by_count})
+    figure, axis = plt.subplots(figsize=(8, 4.2))
+    width = 0.8 / len(scale)
+    for index, (system, by_count) in enumerate(scale.items()):
+        xs, rows = [], []
+        for position, processes in enumerate(counts):
+            value = by_count.get(str(processes))
+            if value is not None:
+                xs.append(position - 0.4 + width * (index + 0.5))
+                rows.append(value)
+        axis.bar(
+            xs,
+            [r["median"] for r in rows],
+            width,
+            yerr=[[r["median"] - r["min"] for r in rows], [r["max"] - r["median"] for r in rows]],
+            capsize=3,
+            label=system,
+            color=colours.get(system, COLOURS[index % len(COLOURS)]),
+        )
+        for x, r in zip(xs, rows, strict=True):
+            axis.annotate(
+                f"{r['median']:,.0f}",
+                (x, r["median"]),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
+    axis.set_xticks(range(len(counts)), [f"{p} process{'es' if p > 1 else ''}" for p in counts])
+    axis.set_ylabel("no-op jobs/s, all processes")
+    axis.legend(fontsize=8)
+    axis.grid(axis="y", alpha=0.3)
+    jobs = report["config"].get("scale_jobs")
+    axis.set_title(
+        f"Scale-out: {jobs:,} no-op jobs drained by several worker processes (32 slots each)\n"
+        f"higher is better; median of {report['config']['rounds']} round(s), whiskers min–max",
+        fontsize=10,
+    )
+    figure.tight_layout()
+    path = out / "bench-scale-out.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
