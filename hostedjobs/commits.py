@@ -29,7 +29,7 @@ _KINDS: dict[FinishedState, str] = {"succeeded": "S", "failed": "X", "cancelled"
 # prefix, running index, finished index prefix, now (ms), finished entries kept, their maximum
 # age (ms, 0: no limit); then per outcome: kind ('S' succeeded, 'X' failed, 'C' cancelled,
 # 'R' back in the queue), id, result data, number (the result's lifetime in ms, -1 for ever,
-# for a finished job; the score increment in ms for 'R').
+# for a finished job; for 'R' the score it is due at, in ms).
 _COMMIT = """
 local queue, wake = ARGV[1], ARGV[2]
 local lock, job, retry, result, abort = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
@@ -43,7 +43,7 @@ for i = 15, #ARGV, 4 do
   redis.call('DEL', lock .. id)
   redis.call('ZREM', running, id)
   if kind == 'R' then
-    if n > 0 then redis.call('ZINCRBY', queue, n, id) end
+    redis.call('ZADD', queue, n, id)
     requeued = true
     redis.call('PUBLISH', events .. id, 'requeued')
   else
@@ -109,9 +109,9 @@ class OutcomeCommitter:
         kind = _KINDS[state]
         await self._commit((kind, job_id, result or b"", keep_ms if result else 0))
 
-    async def requeued(self, job_id: str, delay_ms: int) -> None:
-        """Put a job back in the queue, due ``delay_ms`` later than its current score."""
-        await self._commit(("R", job_id, b"", delay_ms))
+    async def requeued(self, job_id: str, due_ms: int) -> None:
+        """Put a job back in the queue, due at ``due_ms`` (ms since the epoch)."""
+        await self._commit(("R", job_id, b"", due_ms))
 
     async def _commit(self, outcome: tuple[str, str, bytes, int]) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

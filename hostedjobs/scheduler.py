@@ -97,28 +97,31 @@ redis.call('PUBLISH', ARGV[7], 'requeued')
 return 1
 """
 
-# Due ids not running (no in-progress lock), from ARGV[2] on, at most ARGV[3]: a bounded walk
-# in pages, as in the worker's claim, since running jobs stay in arq's queue.
-_DUE_WAITING = """
-local queue, lock_prefix = KEYS[1], ARGV[4]
-local now, skip, want, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
+# Ids scored in [ARGV[1], ARGV[2]] and not running (no in-progress lock), from the ARGV[3]th
+# such id on, at most ARGV[4]: a bounded walk in pages. hostedjobs workers move the jobs they
+# run past the due range (see the worker's claim), but a job run by a stock arq worker, or
+# one whose worker just crashed, keeps its place and is skipped here.
+_WAITING = """
+local queue, lock_prefix = KEYS[1], ARGV[5]
+local low, high = ARGV[1], ARGV[2]
+local skip, want, cap = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
 local found, offset, page = {}, 0, 200
 while #found < want and offset < cap do
-  local due = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'LIMIT', offset, page)
-  for _, id in ipairs(due) do
+  local ids = redis.call('ZRANGEBYSCORE', queue, low, high, 'LIMIT', offset, page)
+  for _, id in ipairs(ids) do
     if redis.call('EXISTS', lock_prefix .. id) == 0 then
       if skip > 0 then skip = skip - 1 else found[#found + 1] = id end
       if #found >= want then break end
     end
   end
-  if #due < page then break end
+  if #ids < page then break end
   offset = offset + page
 end
 return found
 """
 
 _LIST_SCAN_CAP = 20_000
-"""How many due ids one page of queued jobs looks at, at most, past running ones."""
+"""How many ids one page of queued or scheduled jobs looks at, at most, past running ones."""
 
 _CANCELLED_MARK = "__cancelled__"
 
@@ -139,6 +142,9 @@ class JobStatus(enum.StrEnum):
     """The handler returned `JobResult.cancelled`."""
 
 
+_WAITING_STATES = (JobStatus.QUEUED, JobStatus.SCHEDULED)
+
+
 @dataclass(frozen=True, slots=True)
 class JobInfo:
     """A snapshot of one on-demand job, as `Scheduler.get` reads it from Redis."""
@@ -154,7 +160,7 @@ class JobInfo:
     """The job's fields as stored (JSON); finished jobs keep them while their result is kept."""
     enqueued_at: datetime | None
     scheduled_for: datetime | None
-    """When the job is (or was) due; None once it has finished."""
+    """When a queued or scheduled job is due; None once it runs or has finished."""
     started_at: datetime | None
     finished_at: datetime | None
     result: Any
@@ -202,7 +208,7 @@ class Scheduler:
         self._enqueue_many_script: Any = None
         self._delete_script: Any = None
         self._retry_script: Any = None
-        self._due_waiting_script: Any = None
+        self._waiting_script: Any = None
         self.instrumentation: Instrumentation | None = None
 
     def _attach(self, pool: ArqRedis | None) -> None:
@@ -212,7 +218,7 @@ class Scheduler:
             self._enqueue_many_script = pool.register_script(_ENQUEUE_MANY)
             self._delete_script = pool.register_script(_DELETE)
             self._retry_script = pool.register_script(_RETRY)
-            self._due_waiting_script = pool.register_script(_DUE_WAITING)
+            self._waiting_script = pool.register_script(_WAITING)
 
     @property
     def pool(self) -> ArqRedis:
@@ -415,15 +421,12 @@ class Scheduler:
         pool = self.pool
         now_ms = int(time.time() * 1000)
         ids: list[bytes]
-        if status is JobStatus.QUEUED:
-            ids = await self._due_waiting_script(
+        if status in _WAITING_STATES:
+            low, high = ("-inf", now_ms) if status is JobStatus.QUEUED else (f"({now_ms}", "+inf")
+            ids = await self._waiting_script(
                 keys=[self.queue_name],
-                args=[now_ms, offset, limit, keys.IN_PROGRESS_PREFIX, _LIST_SCAN_CAP],
+                args=[low, high, offset, limit, keys.IN_PROGRESS_PREFIX, _LIST_SCAN_CAP],
                 client=pool,
-            )
-        elif status is JobStatus.SCHEDULED:
-            ids = await pool.zrangebyscore(
-                self.queue_name, f"({now_ms}", "+inf", start=offset, num=limit
             )
         else:
             index = (
@@ -453,9 +456,11 @@ class Scheduler:
             for state in finished:
                 pipe.zcount(keys.finished_index(self.queue_name, state), low, "+inf")
             due, later, running, *done = await pipe.execute()
+        # Jobs running on hostedjobs workers sit in the queue scored in the near future (see
+        # the worker's claim): count them as running, not scheduled.
         counts = {
-            JobStatus.QUEUED: max(0, due - running),
-            JobStatus.SCHEDULED: later,
+            JobStatus.QUEUED: due,
+            JobStatus.SCHEDULED: max(0, later - running),
             JobStatus.RUNNING: running,
         }
         counts.update(zip(finished, done, strict=True))
@@ -554,7 +559,8 @@ def _job_info(
         tries=int(record.get("t") or 0) if raw_result else int(retries or 0),
         payload=args[0],
         enqueued_at=_ms_to_datetime(record.get("et")),
-        scheduled_for=_ms_to_datetime(score) if not raw_result else None,
+        # A running job's score is its lock's lapse time (see the worker's claim), not a due time.
+        scheduled_for=_ms_to_datetime(score) if status in _WAITING_STATES else None,
         started_at=_ms_to_datetime(record.get("st") or (running_since if running else None)),
         finished_at=_ms_to_datetime(record.get("ft")),
         result=value,

@@ -39,19 +39,24 @@ logger = logging.getLogger("hostedjobs.worker")
 
 # Claims up to ARGV[2] due jobs in one atomic step, so a job is claimed by exactly one worker
 # and `Scheduler.delete` (also atomic) can never race a claim; for each it also reads the job
-# and counts the try, which arq does in a second round trip per job. Jobs running elsewhere
-# stay in the queue zset (arq keeps them there until they finish) and are skipped here.
-# Returns {more_due, next_due_score_or_empty, {id, score, payload, try, ...}}; a missing
-# payload is '' (a nil would cut the array short).
+# and counts the try, which arq does in a second round trip per job. A claimed job stays in
+# the queue zset, as arq keeps it, but its score moves to when its lock would lapse (renewed
+# with the lock): claims never wade through running jobs, and a crashed worker's job becomes
+# due again when its lock lapses. Jobs a stock arq worker runs keep their score and are
+# skipped by their lock. Returns {more_due, next_due_score_or_empty, {id, score, payload,
+# try, ...}}; a missing payload is '' (a nil would cut the array short).
 _CLAIM = """
 local queue, wake = KEYS[1], KEYS[2]
 local now, limit, lock_ms, page = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local lock_prefix, job_prefix, retry_prefix = ARGV[6], ARGV[7], ARGV[8]
 local scan_cap, events, running = tonumber(ARGV[9]), ARGV[10], KEYS[3]
+local lapse = tonumber(now) + tonumber(lock_ms)
 local claimed, taken, more, offset = {}, 0, 0, 0
--- Pages of due ids, so that a few running jobs cost a small read and many cost a few more.
+-- Pages of due ids; claimed ones leave the due range, so the offset only counts those skipped
+-- (locked by a stock arq worker, or by a crashed one whose lock has not lapsed yet).
 while more == 0 and taken <= limit and offset < scan_cap do
   local due = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', offset, page)
+  local skipped = 0
   for i = 1, #due, 2 do
     local id = due[i]
     if redis.call('EXISTS', lock_prefix .. id) == 0 then
@@ -63,13 +68,16 @@ while more == 0 and taken <= limit and offset < scan_cap do
       claimed[#claimed + 1] = due[i + 1]
       claimed[#claimed + 1] = redis.call('GET', job_prefix .. id) or ''
       claimed[#claimed + 1] = tries
+      redis.call('ZADD', queue, lapse, id)
       redis.call('ZADD', running, now, id)
       redis.call('PUBLISH', events .. id, 'running')
       taken = taken + 1
+    else
+      skipped = skipped + 1
     end
   end
   if #due < page * 2 then break end
-  offset = offset + page
+  offset = offset + skipped
 end
 if more == 1 then
   redis.call('LPUSH', wake, '1')
@@ -82,7 +90,20 @@ return {more, later[2] or '', claimed}
 """
 
 _CLAIM_SCAN_CAP = 5000
-"""How many due ids one claim looks at, at most, past ones running elsewhere."""
+"""How many due ids one claim skips, at most, past ones locked by stock arq workers."""
+
+# Renews the locks of this worker's running jobs and moves their queue scores along with them
+# (see _CLAIM); a job whose lock is gone (its outcome was just committed) is left alone.
+_RENEW = """
+local lock_prefix, lock_ms, queue = ARGV[1], ARGV[2], ARGV[3]
+local lapse = tonumber(ARGV[4]) + tonumber(lock_ms)
+for i = 5, #ARGV do
+  if redis.call('PEXPIRE', lock_prefix .. ARGV[i], lock_ms) == 1 then
+    redis.call('ZADD', queue, 'XX', lapse, ARGV[i])
+  end
+end
+return 1
+"""
 
 LOCK_TTL_S = 60.0
 """A running job's in-progress lock lapses this long after its worker stopped renewing it.
@@ -174,6 +195,7 @@ class HostedWorker(Worker):
         self._wake_key = keys.wake_key(queue_name)
         self._running_key = keys.running_index(queue_name)
         self._claim_script = pool.register_script(_CLAIM)
+        self._renew_script = pool.register_script(_RENEW)
         self._released: set[asyncio.Task[Any]] = set()
         self.self_timed = self_timed
         self.worker_id = new_worker_id()
@@ -253,10 +275,10 @@ class HostedWorker(Worker):
     async def _renew_locks(self) -> None:
         self._locks_renewed_at = time.monotonic()
         ttl_ms = int(self.in_progress_timeout_s * 1000)
-        async with self.pool.pipeline(transaction=False) as pipe:
-            for job_id in self.tasks:
-                pipe.pexpire(keys.IN_PROGRESS_PREFIX + job_id, ttl_ms)
-            await pipe.execute()
+        await self._renew_script(
+            keys=[],
+            args=[keys.IN_PROGRESS_PREFIX, ttl_ms, self.queue_name, _now_ms(), *self.tasks],
+        )
 
     async def _claim(self, free: int) -> None:
         more, next_due, claimed = await self._claim_script(
@@ -335,9 +357,8 @@ class HostedWorker(Worker):
                 result = await function.coroutine(ctx, *args, **kwargs)
         except Retry as retry:
             self.jobs_retried += 1
-            delay_ms = retry.defer_score + (_now_ms() - score) if retry.defer_score else 0
             self._release_slot()
-            await self._commits.requeued(job_id, delay_ms)
+            await self._commits.requeued(job_id, _now_ms() + (retry.defer_score or 0))
         except (asyncio.CancelledError, RetryJob):
             # Cancelled by a shutdown: back to the queue unchanged, for the next worker.
             logger.info(
@@ -348,7 +369,7 @@ class HostedWorker(Worker):
             )
             self.jobs_retried += 1
             self._release_slot()
-            await self._commits.requeued(job_id, 0)
+            await self._commits.requeued(job_id, score)
         except Exception as raised:
             error = raised
             if deadline.expired():
@@ -447,6 +468,9 @@ class HostedWorker(Worker):
     def _run_ended(self, task: asyncio.Task[Any]) -> None:
         if task in self._released:
             self._released.discard(task)
+            if self.burst:
+                # A burst worker may be waiting only for outcomes to be stored before it exits.
+                self._kick.set()
         else:
             self.job_counter -= 1
             self._kick.set()

@@ -6,14 +6,16 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
-from hostedjobs import JobContext, JobHost, job_type
+from hostedjobs import JobContext, JobHost, JobStatus, job_type
 from hostedjobs.serialization import dumps, loads
+from hostedjobs.testing import wait_for_job
 
 
 @job_type("tests.engine.count")
@@ -86,3 +88,73 @@ async def test_an_idle_worker_does_not_poll_redis(restartable_redis: Any, queue_
     # Per second: one blocking wait and one claim script (whose few inner calls Redis counts
     # too), against about a hundred polls a second for arq at poll_delay=0.01.
     assert after - before <= 30, after - before
+
+
+@job_type("tests.engine.hold")
+@dataclass
+class Hold:
+    n: int
+
+
+async def test_new_jobs_start_at_once_behind_thousands_of_running_ones(
+    redis_url: str, queue_name: str
+) -> None:
+    """6,000 jobs running on one worker (more than a claim ever looks past) do not hold up new
+    jobs for another; those long runs are not scheduled, and they finish normally."""
+    release = asyncio.Event()
+    quick_runs: list[int] = []
+
+    def make(concurrency: int) -> JobHost:
+        host = JobHost(redis_url=redis_url, queue_name=queue_name, concurrency=concurrency)
+
+        @host.handler(Hold)
+        async def hold(job: Hold) -> None:
+            await release.wait()
+
+        @host.handler(Count)
+        async def count(job: Count) -> None:
+            quick_runs.append(job.n)
+
+        return host
+
+    busy, free = make(6_000), make(4)
+    async with busy.run():
+        await busy.scheduler.enqueue_many(Hold(n=i) for i in range(6_000))
+        deadline = time.monotonic() + 60
+        while (counts := await busy.scheduler.counts())[JobStatus.RUNNING] < 6_000:
+            assert time.monotonic() < deadline, counts
+            await asyncio.sleep(0.05)
+        assert counts[JobStatus.QUEUED] == counts[JobStatus.SCHEDULED] == 0
+        async with free.run():
+            ids = await free.scheduler.enqueue_many(Count(n=i) for i in range(20))
+            for job_id in ids:
+                await wait_for_job(free, job_id, timeout=15)
+            assert sorted(quick_runs) == list(range(20))
+            release.set()
+            while (await busy.scheduler.counts())[JobStatus.SUCCEEDED] < 6_020:
+                assert time.monotonic() < deadline + 60
+                await asyncio.sleep(0.05)
+
+
+async def test_a_burst_worker_stops_as_soon_as_the_last_outcome_is_stored(
+    redis_url: str, queue_name: str
+) -> None:
+    """Burst mode ends when the queue is empty, without waiting out the fallback poll."""
+    host = JobHost(redis_url=redis_url, queue_name=queue_name, fallback_poll=timedelta(seconds=5))
+    finished: list[float] = []
+
+    @host.handler(Hold)
+    async def hold(job: Hold) -> None:
+        await asyncio.sleep(0.01)
+        finished.append(time.monotonic())
+
+    for _ in range(3):
+        finished.clear()
+        async with host.connected():
+            await host.scheduler.enqueue_many(Hold(n=i) for i in range(320))
+        async with host.run(concurrency=32, burst=True):
+            await host.wait_until_idle()
+            stopped = time.monotonic()
+        assert len(finished) == 320
+        # Well under the 5 s fallback poll the worker used to wait for.
+        assert stopped - finished[-1] < 2.0
