@@ -11,9 +11,11 @@ Everything runs on a private ``redis-server``; the sections, each printed as a t
    deferred jobs, see `bench.fleet`); then an idle worker watches each queue for
    ``--idle-seconds``, and ``INFO commandstats`` deltas give the Redis commands it issued per
    fallback period (1 s).
-2. **Jobs running elsewhere.** ``--running`` jobs look like runs of other workers (due, in the
-   queue, with a live in-progress key) ahead of ``--due`` new jobs, which one worker drains.
-   ``--probe-running`` adds one run beyond the claim's scan cap.
+2. **Jobs running elsewhere.** ``--running`` jobs look like runs of other workers (in the
+   queue, with a live in-progress key) beside ``--due`` new jobs, which one worker drains; in
+   two layouts: as hostedjobs workers leave them (scored at their lock's lapse, past the due
+   range) and as stock arq workers do (still due, ahead of the new jobs). ``--probe-running``
+   adds one run of each beyond the claim's scan cap.
 3. **Cron jobs.** A host with ``--cron`` per-process cron jobs (and, separately, distributed
    cron jobs), all on ``0 0 1 1 *``, runs in a child process: registration and start-up time,
    then process CPU and Redis commands over ``--idle-seconds`` of idling.
@@ -310,46 +312,57 @@ async def deferred_section(
 async def running_section(
     costs: Costs, running: list[int], due: int, rounds: int, probe: int
 ) -> list[str]:
-    """Drain rate of new jobs behind ``running`` jobs held by other (simulated) workers."""
+    """Drain rate of new jobs beside ``running`` jobs held by other (simulated) workers."""
     client = costs.client
     await client.flushdb()
     data = await job_template(costs.url)
     counts = [0, *running]
-    drains: dict[int, list[Drain]] = {count: [] for count in counts}
+    layouts = {
+        "hostedjobs": "hostedjobs workers (scored at their lock's lapse, 60 s ahead)",
+        "arq": "stock arq workers (still due, ahead of the new jobs)",
+    }
+    drains: dict[tuple[str, int], list[Drain]] = {
+        (layout, count): [] for layout in layouts for count in counts
+    }
 
-    async def one(count: int, timeout_s: float) -> tuple[Drain, FleetRun]:
+    async def one(layout: str, count: int, timeout_s: float) -> tuple[Drain, FleetRun]:
         await client.flushdb()
-        score = int((time.time() - 60) * 1000)
+        offset_s = 60 if layout == "hostedjobs" else -60
         await fill(
             client,
             RUNNING_QUEUE,
             count,
-            score_ms=score,
+            score_ms=int((time.time() + offset_s) * 1000),
             data=data,
             id_prefix="elsewhere-",
             running=True,
         )
         return await costs.drain(RUNNING_QUEUE, due, count, timeout_s)
 
+    cases = list(drains)
     for round_no in range(rounds):
-        shift = round_no % len(counts)
-        for count in counts[shift:] + counts[:shift]:
-            result, _ = await one(count, FLEET_TIMEOUT_S)
-            drains[count].append(result)
+        shift = round_no % len(cases)
+        for layout, count in cases[shift:] + cases[:shift]:
+            result, _ = await one(layout, count, FLEET_TIMEOUT_S)
+            drains[layout, count].append(result)
             progress(
-                f"  drain  {count:>6,} running     {result.rate:>9,.0f} jobs/s  worker "
-                f"{result.worker_cpu_us:5.1f} µs/job  redis {result.redis_cpu_us:6.1f} µs/job"
+                f"  drain  {count:>6,} running on {layout:<10} {result.rate:>9,.0f} jobs/s  "
+                f"worker {result.worker_cpu_us:5.1f} µs/job  "
+                f"redis {result.redis_cpu_us:6.1f} µs/job"
             )
     lines = [
-        f"2. jobs running on other workers (due, in the queue, in-progress key alive) ahead of "
-        f"{due:,} new no-op jobs; 1 worker process; {rounds} round(s); median (min–max)",
+        f"2. jobs running on other workers (in the queue, in-progress key alive) beside {due:,} "
+        f"new no-op jobs; 1 worker process; {rounds} round(s); median (min–max)",
         "",
-        "| running elsewhere | drain (jobs/s) | worker CPU (µs/job) | Redis CPU (µs/job) |",
-        "| ---: | ---: | ---: | ---: |",
+        "| running elsewhere, on | drain (jobs/s) | worker CPU (µs/job) | Redis CPU (µs/job) |",
+        "| --- | ---: | ---: | ---: |",
     ]
-    lines += [drain_row(f"{count:,}", results) for count, results in drains.items()]
-    if probe:
-        result, fleet = await one(probe, PROBE_TIMEOUT_S)
+    lines += [
+        drain_row(f"{count:,}, {layout}", results) for (layout, count), results in drains.items()
+    ]
+    lines += ["", *(f"   {layout}: {text}" for layout, text in layouts.items())]
+    for layout in layouts if probe else ():
+        result, fleet = await one(layout, probe, PROBE_TIMEOUT_S)
         left = await client.zcard(RUNNING_QUEUE) - probe
         outcome = (
             f"drained at {result.rate:,.0f} jobs/s"
@@ -357,8 +370,8 @@ async def running_section(
             else f"STALLED: {result.ran:,} of {due:,} new jobs ran in {PROBE_TIMEOUT_S:g} s "
             f"({left:,} still queued)"
         )
-        progress(f"  probe  {probe:>6,} running     {outcome}")
-        lines += ["", f"   probe, {probe:,} running elsewhere (one run): {outcome}"]
+        progress(f"  probe  {probe:>6,} running on {layout:<10} {outcome}")
+        lines += [f"   probe, {probe:,} running on {layout} workers (one run): {outcome}"]
     await client.flushdb()
     return lines
 

@@ -24,7 +24,7 @@ from arq.connections import ArqRedis
 from arq.cron import CronJob
 from arq.jobs import deserialize_job_raw
 from arq.worker import Function, JobExecutionFailed, Retry, RetryJob, Worker
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from . import keys
 from .commits import KEEP_FOREVER, OutcomeCommitter
@@ -44,10 +44,15 @@ logger = logging.getLogger("hostedjobs.worker")
 # with the lock): claims never wade through running jobs, and a crashed worker's job becomes
 # due again when its lock lapses. Jobs a stock arq worker runs keep their score and are
 # skipped by their lock. Returns {more_due, next_due_score_or_empty, {id, score, payload,
-# try, ...}}; a missing payload is '' (a nil would cut the array short).
+# try, ...}, redis_ms}; a missing payload is '' (a nil would cut the array short). An empty
+# ARGV[1] means "now" is Redis's clock minus ARGV[11], the worker's measured offset: a claim
+# pipelined behind a BLPOP runs when the BLPOP returns, not when it was sent.
 _CLAIM = """
 local queue, wake = KEYS[1], KEYS[2]
 local now, limit, lock_ms, page = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local clock = redis.call('TIME')
+local redis_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+if now == '' then now = string.format('%d', redis_ms - tonumber(ARGV[11])) end
 local lock_prefix, job_prefix, retry_prefix = ARGV[6], ARGV[7], ARGV[8]
 local scan_cap, events, running = tonumber(ARGV[9]), ARGV[10], KEYS[3]
 local lapse = tonumber(now) + tonumber(lock_ms)
@@ -86,7 +91,7 @@ else
   redis.call('DEL', wake)
 end
 local later = redis.call('ZRANGEBYSCORE', queue, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-return {more, later[2] or '', claimed}
+return {more, later[2] or '', claimed, redis_ms}
 """
 
 _CLAIM_SCAN_CAP = 5000
@@ -202,9 +207,14 @@ class HostedWorker(Worker):
         self.started_at = time.time()
         self.last_loop_at = time.monotonic()
         self._last_beat = 0.0
+        self._beat: asyncio.Task[None] | None = None
         self._commits = OutcomeCommitter(pool, queue_name, index_max_age_s=keep_result_s)
         self._kick = asyncio.Event()
-        self._blpop: asyncio.Task[Any] | None = None
+        self._wait: asyncio.Task[Any] | None = None
+        self._reserved = 0
+        self._own_wake_key = f"{self._wake_key}:{self.worker_id}"
+        self._clock_offset_ms: int | None = None
+        self._claim_due = True
         self._next_due_ms: int | None = None
         self._stopping = False
 
@@ -225,7 +235,8 @@ class HostedWorker(Worker):
                     return
                 await self._wait_for_work()
             except (RedisError, OSError) as exc:
-                self._forget_blpop()
+                self._forget_wait()
+                self._claim_due = True
                 failures += 1
                 delay = min(0.05 * 2**failures, 5.0)
                 log = logger.warning if failures == 1 or failures % 20 == 0 else logger.debug
@@ -239,8 +250,15 @@ class HostedWorker(Worker):
     async def heart_beat(self) -> None:
         """This worker's own heartbeat every couple of seconds (and arq's shared one hourly)."""
         self.last_loop_at = time.monotonic()
-        if self.last_loop_at - self._last_beat >= BEAT_INTERVAL_S:
+        beating = self._beat is not None and not self._beat.done()
+        if self.last_loop_at - self._last_beat >= BEAT_INTERVAL_S and not beating:
             self._last_beat = self.last_loop_at
+            # In the background: a job enqueued meanwhile must not wait for this round trip.
+            self._beat = self.loop.create_task(self._write_beat())
+        await self.record_health()
+
+    async def _write_beat(self) -> None:
+        try:
             await write_beat(
                 self.pool,
                 WorkerBeat(
@@ -256,14 +274,17 @@ class HostedWorker(Worker):
                     retried=self.jobs_retried,
                 ),
             )
-        await self.record_health()
+        except (RedisError, OSError) as exc:
+            logger.debug("could not write the worker's heartbeat: %s", exc)
 
     async def _poll_iteration(self) -> None:
+        # Claim when something may have changed: a kick (a slot freed, more jobs due, a
+        # resume), a timer or poll that fired, or an error; a claim pipelined behind the last
+        # BLPOP has just looked otherwise.
+        kicked = self._kick.is_set()
         self._kick.clear()
-        free = self.max_jobs - self.job_counter
-        if self.burst and self.max_burst_jobs >= 0:
-            free = min(free, self.max_burst_jobs - self._jobs_started())
-        if self.allow_pick_jobs and not self._stopping and free > 0:
+        free = self._free_slots()
+        if free > 0 and (kicked or self._claim_due):
             await self._claim(free)
         if self.allow_abort_jobs:
             await self._cancel_aborted_jobs()
@@ -280,22 +301,43 @@ class HostedWorker(Worker):
             args=[keys.IN_PROGRESS_PREFIX, ttl_ms, self.queue_name, _now_ms(), *self.tasks],
         )
 
+    def _free_slots(self) -> int:
+        if not self.allow_pick_jobs or self._stopping:
+            return 0
+        free = self.max_jobs - self.job_counter
+        if self.burst and self.max_burst_jobs >= 0:
+            free = min(free, self.max_burst_jobs - self._jobs_started())
+        return free
+
+    def _claim_args(self, free: int, now_ms: int | None) -> list[Any]:
+        return [
+            "" if now_ms is None else now_ms,
+            free,
+            int(self.in_progress_timeout_s * 1000),
+            free + 16,
+            keys.WAKE_TOKENS_KEPT,
+            keys.IN_PROGRESS_PREFIX,
+            keys.JOB_PREFIX,
+            keys.RETRY_PREFIX,
+            _CLAIM_SCAN_CAP,
+            keys.EVENTS_PREFIX,
+            self._clock_offset_ms or 0,
+        ]
+
     async def _claim(self, free: int) -> None:
-        more, next_due, claimed = await self._claim_script(
+        self._claim_due = False
+        sent_ms = _now_ms()
+        reply = await self._claim_script(
             keys=[self.queue_name, self._wake_key, self._running_key],
-            args=[
-                _now_ms(),
-                free,
-                int(self.in_progress_timeout_s * 1000),
-                free + 16,
-                keys.WAKE_TOKENS_KEPT,
-                keys.IN_PROGRESS_PREFIX,
-                keys.JOB_PREFIX,
-                keys.RETRY_PREFIX,
-                _CLAIM_SCAN_CAP,
-                keys.EVENTS_PREFIX,
-            ],
+            args=self._claim_args(free, sent_ms),
         )
+        # Redis's clock against ours, for claims pipelined behind a BLPOP (see _CLAIM); the
+        # error is half this round trip.
+        self._clock_offset_ms = int(reply[3]) - (sent_ms + _now_ms()) // 2
+        self._start_claimed(reply)
+
+    def _start_claimed(self, reply: list[Any]) -> None:
+        more, next_due, claimed = reply[0], reply[1], reply[2]
         self._next_due_ms = int(float(next_due)) if next_due else None
         for i in range(0, len(claimed), 4):
             job_id = claimed[i].decode()
@@ -497,43 +539,117 @@ class HostedWorker(Worker):
         return bool(await self.pool.zcard(self.queue_name) == 0)
 
     async def _wait_for_work(self) -> None:
-        waiting_for_token = self.allow_pick_jobs and self.job_counter < self.max_jobs
+        if self._next_due_ms is not None and self._next_due_ms <= _now_ms():
+            self._claim_due = True
+            return
+        if self._wait is None and (free := self._free_slots()) > 0:
+            # Wait on the wake list with a claim pipelined behind the BLPOP, so a wake-up (or
+            # the fallback poll) claims in the same round trip. The slots it may fill are
+            # reserved meanwhile; slots freed later are claimed directly. (Burst workers only
+            # block: their loop must be able to end with nothing outstanding.)
+            pipelined = not self.burst and self._clock_offset_ms is not None
+            self._reserved = free if pipelined else 0
+            self.job_counter += self._reserved
+            self._wait = self.loop.create_task(self._wake_then_claim(self._reserved))
         # While a BLPOP is out, its own timeout is the fallback poll; waiting here for the
         # same period as well would look at the queue twice per period.
-        timeout = self.fallback_poll_s * (3 if waiting_for_token else 1)
+        timeout = self.fallback_poll_s * (3 if self._wait is not None else 1)
         if self._next_due_ms is not None:
             timeout = min(timeout, (self._next_due_ms - _now_ms()) / 1000)
-        if timeout <= 0 or self._kick.is_set():
-            return
-        kicked = self.loop.create_task(self._kick.wait())
-        waiters: set[asyncio.Future[Any]] = {kicked}
-        if waiting_for_token:
-            if self._blpop is None:
-                self._blpop = self.loop.create_task(self._wait_for_wake_token())
-            waiters.add(self._blpop)
-        try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            kicked.cancel()
-        if self._blpop is not None and self._blpop.done():
-            blpop, self._blpop = self._blpop, None
-            blpop.result()
+        if timeout > 0 and not self._kick.is_set():
+            kicked = self.loop.create_task(self._kick.wait())
+            waiters: set[asyncio.Future[Any]] = {kicked}
+            if self._wait is not None:
+                waiters.add(self._wait)
+            try:
+                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                kicked.cancel()
+        if (
+            self._reserved
+            and self._wait is not None
+            and not self._wait.done()
+            and self._next_due_ms is not None
+            and self._next_due_ms <= _now_ms()
+        ):
+            # A deferred job is due while our free slots wait behind the BLPOP: wake it.
+            await self._wake_own_wait()
+        if self._wait is None or not self._reserved:
+            # Nothing pipelined looks at the queue for us: the next iteration claims.
+            self._claim_due = True
+        if self._wait is not None and self._wait.done():
+            self._collect_wait()
 
-    async def _wait_for_wake_token(self) -> Any:
-        # Redis >= 6 takes a fractional BLPOP timeout; redis-py's annotation says int.
-        return await self.pool.blpop([self._wake_key], timeout=self.fallback_poll_s)  # type: ignore[arg-type,misc]
+    async def _wake_then_claim(self, free: int) -> Any:
+        async with self.pool.pipeline(transaction=False) as pipe:
+            # Redis >= 6 takes a fractional BLPOP timeout; redis-py's annotation says int.
+            pipe.blpop([self._wake_key, self._own_wake_key], timeout=self.fallback_poll_s)  # type: ignore[arg-type]
+            if free:
+                # EVALSHA itself: a registered Script would have the pipeline check for it
+                # with an extra round trip first. A NOSCRIPT error reloads it (_claim).
+                pipe.evalsha(
+                    self._claim_script.sha,
+                    3,
+                    self.queue_name,
+                    self._wake_key,
+                    self._running_key,
+                    *self._claim_args(free, None),
+                )
+            replies = await pipe.execute()
+        return replies[1] if free else None
+
+    async def _wake_own_wait(self) -> None:
+        """Make our outstanding BLPOP return now (the token is ours alone), and wait for it."""
+        async with self.pool.pipeline(transaction=False) as pipe:
+            pipe.lpush(self._own_wake_key, "1")
+            pipe.pexpire(self._own_wake_key, 60_000)
+            await pipe.execute()
+        if (wait := self._wait) is not None:
+            await asyncio.wait({wait}, timeout=self.fallback_poll_s + 5)
+
+    def _collect_wait(self) -> None:
+        wait, self._wait = self._wait, None
+        self.job_counter -= self._reserved
+        self._reserved = 0
+        if wait is None or wait.cancelled():
+            return
+        error = wait.exception()
+        if isinstance(error, NoScriptError):
+            # Redis lost its scripts (a restart): the direct claim loads it again.
+            self._kick.set()
+        elif error is not None:
+            raise error
+        elif (reply := wait.result()) is not None:
+            self._claim_due = False
+            self._start_claimed(reply)
 
     async def _sleep_unless_kicked(self, delay: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._kick.wait(), delay)
         self._kick.clear()
 
-    def _forget_blpop(self) -> None:
-        if self._blpop is not None:
-            blpop, self._blpop = self._blpop, None
-            blpop.cancel()
-            if blpop.done() and not blpop.cancelled():
-                blpop.exception()
+    def _forget_wait(self) -> None:
+        wait, self._wait = self._wait, None
+        if wait is not None:
+            wait.cancel()
+            if wait.done() and not wait.cancelled():
+                wait.exception()
+            self.job_counter -= self._reserved
+            self._reserved = 0
+
+    async def _settle_wait(self) -> None:
+        # On the way out: a claim pipelined behind our BLPOP is woken and its jobs started
+        # (the drain then treats them like the others); cancelling it instead could leave
+        # jobs claimed but not run until their locks lapse.
+        wait = self._wait
+        if wait is not None and self._reserved:
+            with contextlib.suppress(RedisError, OSError):
+                if not wait.done():
+                    await self._wake_own_wait()
+                # The worker loop may have collected it meanwhile.
+                if self._wait is wait and wait.done():
+                    self._collect_wait()
+        self._forget_wait()
 
     def stop_taking_jobs(self) -> None:
         """Stop claiming new jobs and leave the loop; runs in progress go on."""
@@ -553,7 +669,7 @@ class HostedWorker(Worker):
         another worker takes them at once; their scopes see the cancellation.
         """
         self.stop_taking_jobs()
-        self._forget_blpop()
+        await self._settle_wait()
         running = [t for t in self.tasks.values() if not t.done()]
         if running:
             logger.info("waiting up to %.1fs for %d running job(s)", grace_s, len(running))
@@ -573,6 +689,9 @@ class HostedWorker(Worker):
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
         self._reap_finished()
+        if self._beat is not None:
+            # A heartbeat written after the removal would bring the worker back to life.
+            await asyncio.wait({self._beat}, timeout=5)
         with contextlib.suppress(RedisError, OSError):
             await remove_beat(self.pool, self.queue_name, self.worker_id)
 
