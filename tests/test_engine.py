@@ -158,3 +158,26 @@ async def test_a_burst_worker_stops_as_soon_as_the_last_outcome_is_stored(
         assert len(finished) == 320
         # Well under the 5 s fallback poll the worker used to wait for.
         assert stopped - finished[-1] < 2.0
+
+
+async def test_an_idle_worker_recovers_when_redis_forgets_its_scripts(
+    restartable_redis: Any, queue_name: str
+) -> None:
+    """SCRIPT FLUSH (as after a restart) under a waiting worker: the next job still runs."""
+    host = JobHost(redis_url=restartable_redis.url, queue_name=queue_name)
+    ran: list[int] = []
+
+    @host.handler(Count)
+    async def count(job: Count) -> None:
+        ran.append(job.n)
+
+    client = aioredis.Redis.from_url(restartable_redis.url)
+    try:
+        async with host.run():
+            await wait_for_job(host, await host.scheduler.enqueue(Count(n=1)))
+            await asyncio.sleep(0.2)  # the worker is back to waiting, its claim pipelined
+            await client.script_flush()
+            await wait_for_job(host, await host.scheduler.enqueue(Count(n=2)), timeout=10)
+    finally:
+        await client.aclose()
+    assert ran == [1, 2]
