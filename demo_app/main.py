@@ -12,6 +12,7 @@
     POST /status/{name}/run                      run a hosted job now
     POST /exports {"steps": 20, "fail": false}   a long job reporting its progress (one step
                                                  a second); "fail": true fails at the end
+    GET  /metrics                                Prometheus metrics (hostedjobs[prometheus])
     GET  /dashboard/                             the dashboard: workers, hosted jobs, jobs by
                                                  state, a live progress bar; actions are
                                                  allowed from this machine only
@@ -44,6 +45,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from hostedjobs import Inject, JobContext, JobHost, JobResult, RetryPolicy, Services, job_type
+from hostedjobs.metrics import PrometheusMetrics
 from hostedjobs.starlette import StartupGateMiddleware
 
 DB_PATH = Path(os.environ.get("DEMO_DB", ".hostedjobs/demo.sqlite3"))
@@ -96,7 +98,8 @@ class StatsCache:
 services = Services()
 services.add_scoped(sqlite3.Connection, open_db)
 services.add_singleton(StatsCache, StatsCache())
-host = JobHost(services=services, queue_name="demo")
+metrics = PrometheusMetrics()
+host = JobHost(services=services, queue_name="demo", instrumentation=[metrics])
 
 
 @host.startup_action(priority=0)
@@ -286,7 +289,9 @@ async def delete_job(request: Request) -> JSONResponse:
 
 
 app = Starlette(
-    middleware=[Middleware(StartupGateMiddleware, host=host, allow_paths=("/ready", "/status"))],
+    middleware=[
+        Middleware(StartupGateMiddleware, host=host, allow_paths=("/ready", "/status", "/metrics"))
+    ],
     routes=[
         Route("/signups", create_signup, methods=["POST"]),
         Route("/signups", list_signups, methods=["GET"]),
@@ -297,6 +302,7 @@ app = Starlette(
         Route("/reports", reports, methods=["GET"]),
         Route("/exports", create_export, methods=["POST"]),
         Route("/ready", host.readiness),
+        Route("/metrics", metrics.endpoint),
         Mount("/dashboard", app=host.dashboard(auth=from_this_machine, title="hostedjobs demo")),
     ],
     lifespan=host.lifespan,

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,11 @@ def test_demo_under_uvicorn_runs_jobs_end_to_end(demo_server: str) -> None:
     assert signups[0]["emails"] == ["welcome", "reminder"]
     assert request_json(demo_server + "/signups", "POST", {"email": "nope"})[0] == 400
     assert request_json(demo_server + "/jobs/unknown")[0] == 404
+    with urllib.request.urlopen(demo_server + "/metrics", timeout=5) as response:
+        exposition = response.read().decode()
+    assert 'hostedjobs_jobs_succeeded_total{job="welcome-email",kind="on_demand"} 1.0' in (
+        exposition
+    )
 
 
 def test_demo_hosted_jobs_show_in_status(demo_server: str) -> None:
