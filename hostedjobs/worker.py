@@ -607,10 +607,15 @@ class HostedWorker(Worker):
         if (wait := self._wait) is not None:
             await asyncio.wait({wait}, timeout=self.fallback_poll_s + 5)
 
-    def _collect_wait(self) -> None:
+    def _take_wait(self) -> asyncio.Task[Any] | None:
+        """The outstanding wait, now ours to settle; its reserved slots are free again."""
         wait, self._wait = self._wait, None
         self.job_counter -= self._reserved
         self._reserved = 0
+        return wait
+
+    def _collect_wait(self) -> None:
+        wait = self._take_wait()
         if wait is None or wait.cancelled():
             return
         error = wait.exception()
@@ -629,13 +634,11 @@ class HostedWorker(Worker):
         self._kick.clear()
 
     def _forget_wait(self) -> None:
-        wait, self._wait = self._wait, None
+        wait = self._take_wait()
         if wait is not None:
             wait.cancel()
             if wait.done() and not wait.cancelled():
                 wait.exception()
-            self.job_counter -= self._reserved
-            self._reserved = 0
 
     async def _settle_wait(self) -> None:
         # On the way out: a claim pipelined behind our BLPOP is woken and its jobs started

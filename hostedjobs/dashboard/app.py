@@ -77,14 +77,13 @@ def create_dashboard(
         page = env.get_template(template)
         values = {
             "title": title,
-            "base": (request.scope.get("root_path") or "").rstrip("/"),
+            "base": _base(request),
             "may_act": may_act,
             "read_only": guard.read_only,
             "csrf_field": CSRF_FIELD,
             "csrf_token": guard.token(request) if may_act else "",
             "notice": notice,
             "refresh_ms": int(refresh_s * 1000),
-            "now": datetime.now(UTC),
             **context,
         }
         if request.headers.get("x-dashboard-partial") == "1":
@@ -97,8 +96,9 @@ def create_dashboard(
 
     async def overview(request: Request) -> Response:
         scheduler = host.scheduler
-        counts = await scheduler.counts()
-        last_hour = await scheduler.counts(since=timedelta(hours=1))
+        # Waiting and running states are counted whatever ``since`` says; finished ones only
+        # for the last hour, which is what the overview shows.
+        counts = await scheduler.counts(since=timedelta(hours=1))
         workers = await read_beats(scheduler.pool, host.queue_name)
         statuses = await host.status()
         return await render(
@@ -106,7 +106,6 @@ def create_dashboard(
             "overview.html",
             page_id="overview",
             counts=counts,
-            last_hour=last_hour,
             workers=workers,
             hosted=statuses,
             startup=str(host.startup_state),
@@ -151,8 +150,8 @@ def create_dashboard(
             raise HTTPException(404, "no such job (never queued, deleted, or its result expired)")
         return await render(request, "job.html", page_id="jobs", job=info)
 
-    async def act(request: Request) -> tuple[str, dict[str, str]]:
-        """Check auth and CSRF for a POST; returns the form's fields."""
+    async def act(request: Request) -> str:
+        """Check auth and CSRF for a POST; returns the dashboard's base path."""
         if guard.read_only:
             raise HTTPException(403, "the dashboard is read-only (no auth= was given)")
         if not await guard.may_act(request):
@@ -161,26 +160,24 @@ def create_dashboard(
         fields = {k: v[0] for k, v in parse_qs(body).items()}
         if not guard.csrf_ok(request, fields.get(CSRF_FIELD, "")):
             raise HTTPException(403, "missing or wrong CSRF token; reload the page and retry")
-        return (request.scope.get("root_path") or "").rstrip("/"), fields
+        return _base(request)
 
     async def delete_job(request: Request) -> Response:
-        base, _ = await act(request)
+        base = await act(request)
         job_id = request.path_params["job_id"]
-        done = await host.scheduler.delete(job_id)
-        target = (
-            f"{base}/jobs?notice=deleted" if done else f"{base}/jobs/{job_id}?notice=not-deleted"
-        )
-        return RedirectResponse(target, status_code=303)
+        if await host.scheduler.delete(job_id):
+            return RedirectResponse(f"{base}/jobs?notice=deleted", status_code=303)
+        return RedirectResponse(f"{base}/jobs/{quote(job_id)}?notice=not-deleted", status_code=303)
 
     async def retry_job(request: Request) -> Response:
-        base, _ = await act(request)
+        base = await act(request)
         job_id = request.path_params["job_id"]
         done = await host.scheduler.retry(job_id)
         notice = "retried" if done else "not-retried"
         return RedirectResponse(f"{base}/jobs/{quote(job_id)}?notice={notice}", status_code=303)
 
     async def run_hosted(request: Request) -> Response:
-        base, _ = await act(request)
+        base = await act(request)
         name = request.path_params["name"]
         try:
             await host.trigger(name)
@@ -197,7 +194,7 @@ def create_dashboard(
             status, message = 503, f"Redis is unreachable ({exc})"
         page = env.get_template("error.html").render(
             title=title,
-            base=(request.scope.get("root_path") or "").rstrip("/"),
+            base=_base(request),
             status=status,
             message=message,
             page_id="",
@@ -228,6 +225,11 @@ def create_dashboard(
             OSError: failure,
         },
     )
+
+
+def _base(request: Request) -> str:
+    """Where the dashboard is mounted: the prefix of its links."""
+    return (request.scope.get("root_path") or "").rstrip("/")
 
 
 def _when(value: datetime | None) -> str:

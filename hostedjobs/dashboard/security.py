@@ -63,13 +63,15 @@ class Guard:
         existing = request.cookies.get(CSRF_COOKIE, "")
         if len(existing) == 64:
             return existing
-        token: str = request.state.__dict__.setdefault("csrf_token", secrets.token_hex(32))
+        token: str | None = getattr(request.state, "csrf_token", None)
+        if token is None:
+            token = request.state.csrf_token = secrets.token_hex(32)
         return token
 
     @staticmethod
     def set_cookie(request: Request, response: Response) -> None:
         """Store the token handed out by `token` for this request, if it was new."""
-        token = request.state.__dict__.get("csrf_token")
+        token = getattr(request.state, "csrf_token", None)
         if token is not None:
             response.set_cookie(
                 CSRF_COOKIE,
