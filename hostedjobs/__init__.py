@@ -3,9 +3,10 @@
 from .context import JobContext
 from .exceptions import HostedJobsError
 from .host import JobHost
-from .results import JobResult, Outcome
+from .outcomes import JobKind, JobStatus, Outcome
+from .results import JobResult
 from .retries import RetryPolicy
-from .scheduler import JobInfo, JobStatus, Scheduler
+from .scheduler import JobInfo, Scheduler
 from .scope import Inject, Services
 from .serialization import job_type
 
@@ -15,6 +16,7 @@ __all__ = [
     "JobContext",
     "JobHost",
     "JobInfo",
+    "JobKind",
     "JobResult",
     "JobStatus",
     "Outcome",

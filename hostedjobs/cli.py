@@ -17,17 +17,16 @@ import logging
 import signal
 import socket
 import sys
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .context import JobContext
 from .exceptions import HostedJobsError, UnknownJobError
-from .health import BEAT_TTL_S, read_beats
+from .health import BEAT_TTL_S
 from .host import JobHost
+from .outcomes import JobKind
 from .scheduler import JobInfo, JobStatus
-from .status import HostedJobStatus, JobKind
+from .status import HostedJobStatus
 from .testing import wait_for_job
 
 __all__ = ["load_host", "main"]
@@ -192,23 +191,15 @@ async def _run_job(host: JobHost, name: str, wait: bool) -> int:
         raise UnknownJobError(f"no hosted job named {name!r} (registered: {known})")
     async with host.connected():
         if job.kind is JobKind.DISTRIBUTED_CRON:
-            job_id = await host._distributed.trigger(job)
+            job_id = await host.trigger(name)
             print(f"queued {name} as job {job_id}")
             if not wait:
                 return 0
             info = await _wait_reporting(host, job_id)
-            outcome = info.result.get("outcome") if isinstance(info.result, dict) else None
-            message = info.result.get("message") if isinstance(info.result, dict) else info.error
-            print(f"{name}: {outcome or info.status}{': ' + message if message else ''}")
-            return 0 if info.status is JobStatus.SUCCEEDED and outcome == "succeeded" else 1
-        ctx = JobContext(
-            job_name=name,
-            run_id=uuid.uuid4().hex,
-            attempt=1,
-            scheduled_at=datetime.now(UTC),
-            started_at=datetime.now(UTC),
-        )
-        result = await host._hosted.invoke(job, ctx)
+            message = info.error or info.message
+            print(f"{name}: {info.status}{': ' + message if message else ''}")
+            return 0 if info.status is JobStatus.SUCCEEDED else 1
+        result = await host.run_once(name)
         await host.services.aclose()
     print(f"{name}: {result.outcome}{': ' + result.message if result.message else ''}")
     return 0 if result.is_success else 1
@@ -216,7 +207,7 @@ async def _run_job(host: JobHost, name: str, wait: bool) -> int:
 
 async def _health(host: JobHost, *, any_host: bool, max_age_s: float) -> int:
     async with host.connected():
-        beats = await read_beats(host.scheduler.pool, host.queue_name, max_age_s=max_age_s)
+        beats = await host.workers(max_age=max_age_s)
     here = socket.gethostname()
     alive = beats if any_host else [beat for beat in beats if beat.hostname == here]
     where = "any host" if any_host else f"host {here!r}"

@@ -1,12 +1,13 @@
-"""Distributed cron on Redis: one run per tick across every process, durable and observable.
+"""Distributed cron: one run per tick across every process, durable and observable.
 
-At each tick every process that runs the host calls `DistributedCron.fire`. One Lua script
+At each tick every process that runs the host calls `DistributedCron.fire`. One script
 claims the tick (keyed by job name and tick, so clocks that disagree by less than the period
-still agree on the key), records it as the last fired tick, and enqueues an arq job whose id is
-derived from the tick: two processes can never both win, and a process dying between claim and
-enqueue cannot lose the tick. Any worker runs the job; while it runs it holds a lease renewed by
-a heartbeat, which is how the next tick knows the previous run is alive (a crashed run's lease
-lapses within seconds). A crashed worker's run stays in the queue and is retried by arq.
+still agree on the key), records it as the last fired tick, and enqueues a queued job whose
+id is derived from the tick: two processes can never both win, and a process dying between
+claim and enqueue cannot lose the tick. Any worker runs the job; while it runs it holds a
+lease renewed by a heartbeat, which is how the next tick knows the previous run is alive (a
+crashed run's lease lapses within seconds). A crashed worker's run stays in the queue and
+runs again once its lock lapses.
 """
 
 from __future__ import annotations
@@ -19,88 +20,32 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
 
-from arq.connections import ArqRedis
-from arq.jobs import serialize_job
-from arq.worker import Function
-
-from . import keys
 from .context import JobContext
-from .instrumentation import Instrumentation, RunKind, RunOutcome
-from .scope import ScopeProvider
-from .serialization import dumps
-from .status import HISTORY_LENGTH, HostedJobStatus, JobKind, RunRecord
+from .definitions import HostedJob
+from .outcomes import JobKind, Outcome
+from .runner import QueuedRun, Runner, RunReport
+from .serialization import queued_record
+from .status import HISTORY_LENGTH, HostedJobStatus, RunRecord
+from .storage import Store
 
-if TYPE_CHECKING:
-    from .hosted import HostedJob
-
-__all__ = ["ClaimOutcome", "DistributedCron"]
+__all__ = ["DistributedCron", "Fired"]
 
 logger = logging.getLogger("hostedjobs.distributed")
 
 LEASE_MS = 10_000
 """A run's lease lapses this long after its last heartbeat."""
 HEARTBEAT_S = 3.0
-_NO_TIMEOUT_S = 10 * 365 * 86_400.0
+MAX_TRIES = 5
+"""A run interrupted by crashes runs again, this many times at most (its own failures are
+never retried: the next tick is the retry)."""
 
-# KEYS: claim, last_tick, lease, pending, state, history, job, result, queue, wake
-# ARGV: tick_ms, claim_ttl_ms, owner, job_id, job_data, job_ttl_ms, skip_if_running,
-#       skipped_record, next_run, wake_kept, job_prefix, in_progress_prefix, history_length,
-#       skipped_record_while_queued
-_FIRE = """
-if not redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[2]) then return 0 end
-local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-if tonumber(ARGV[1]) > last then redis.call('SET', KEYS[2], ARGV[1]) end
-redis.call('HSET', KEYS[5], 'next_run', ARGV[9])
-if ARGV[7] == '1' then
-  local busy = 0
-  if redis.call('EXISTS', KEYS[3]) == 1 then busy = 2 end
-  local pending = redis.call('GET', KEYS[4])
-  if busy == 0 and pending and redis.call('EXISTS', ARGV[11] .. pending) == 1
-      and redis.call('EXISTS', ARGV[12] .. pending) == 0 then
-    busy = 4
-  end
-  if busy > 0 then
-    local record = ARGV[8]
-    if busy == 4 then record = ARGV[14] end
-    redis.call('LPUSH', KEYS[6], record)
-    redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[13]) - 1)
-    return busy
-  end
-end
-if redis.call('EXISTS', KEYS[7], KEYS[8]) > 0 then return 3 end
-redis.call('PSETEX', KEYS[7], ARGV[6], ARGV[5])
-redis.call('ZADD', KEYS[9], ARGV[1], ARGV[4])
-redis.call('SET', KEYS[4], ARGV[4])
-redis.call('LPUSH', KEYS[10], '1')
-redis.call('LTRIM', KEYS[10], 0, tonumber(ARGV[10]) - 1)
-return 1
-"""
-
-# Takes the run's lease (unless the previous run holds it and overlaps are skipped) and
-# records the start, in one round trip. KEYS: lease, state. ARGV: run id, lease ms,
-# skip_if_held, last_scheduled_at, last_started_at, running_run.
-_START = """
-local took = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
-if not took and ARGV[3] == '1' then return 0 end
-redis.call('HSET', KEYS[2], 'last_scheduled_at', ARGV[4], 'last_started_at', ARGV[5],
-  'running_run', ARGV[6])
-return 1
-"""
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+_FUNCTION_PREFIX = "hostedjobs.cron:"
+_STILL_RUNNING = "the previous run was still running"
+_STILL_QUEUED = "the previous run was still queued: is a worker running?"
 
 
-class ClaimOutcome:
+class Fired:
     """What `DistributedCron.fire` did with a tick."""
 
     CLAIMED_ELSEWHERE = 0
@@ -116,308 +61,200 @@ def _ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
 
 
+def function_name(name: str) -> str:
+    """The name a distributed job's runs are queued under."""
+    return _FUNCTION_PREFIX + name
+
+
+def job_name(function: str) -> str | None:
+    """The distributed job a queued function name belongs to, if it is one."""
+    return function[len(_FUNCTION_PREFIX) :] if function.startswith(_FUNCTION_PREFIX) else None
+
+
 @dataclass(frozen=True, slots=True)
-class _Keys:
-    prefix: str
+class _RunFunction:
+    """What a worker runs for one distributed job's queued runs."""
 
-    @property
-    def last_tick(self) -> str:
-        return f"{self.prefix}:last_tick"
+    cron: DistributedCron
+    job: HostedJob
+    max_tries: int = MAX_TRIES
 
-    @property
-    def lease(self) -> str:
-        return f"{self.prefix}:lease"
-
-    @property
-    def pending(self) -> str:
-        return f"{self.prefix}:pending"
-
-    @property
-    def state(self) -> str:
-        return f"{self.prefix}:state"
-
-    @property
-    def history(self) -> str:
-        return f"{self.prefix}:history"
-
-    def claim(self, tick_ms: int) -> str:
-        return f"{self.prefix}:claim:{tick_ms}"
+    async def run(self, run: QueuedRun) -> RunReport:
+        tick_ms = int(run.args[0]) if run.args else run.due_ms
+        manual = bool(run.args[1]) if len(run.args) > 1 else False
+        return await self.cron.run(self.job, run, tick_ms, manual)
 
 
 class DistributedCron:
     """The Redis side of every distributed cron job of one host (one queue)."""
 
-    def __init__(
-        self,
-        queue_name: str,
-        *,
-        provider: ScopeProvider,
-    ) -> None:
-        self.queue_name = queue_name
-        self.provider = provider
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
         self.jobs: dict[str, HostedJob] = {}
-        self.pool: ArqRedis | None = None
-        self.instrumentation: Instrumentation | None = None
-        self._scripts: dict[str, Any] = {}
+        self.store: Store | None = None
         self._owner = uuid.uuid4().hex[:12]
 
-    def attach(self, pool: ArqRedis | None) -> None:
-        """Use ``pool`` (None detaches)."""
-        self.pool = pool
-        if pool is not None:
-            self._scripts = {
-                "fire": pool.register_script(_FIRE),
-                "start": pool.register_script(_START),
-                "renew": pool.register_script(_RENEW),
-                "release": pool.register_script(_RELEASE),
-            }
+    def function(self, name: str) -> _RunFunction | None:
+        """What runs the queued runs of the distributed job named ``name``."""
+        job = self.jobs.get(name)
+        return None if job is None else _RunFunction(self, job)
 
-    def _keys(self, name: str) -> _Keys:
-        return _Keys(f"hostedjobs:{self.queue_name}:cron:{name}")
-
-    @staticmethod
-    def function_name(name: str) -> str:
-        """The arq function a job's runs are enqueued under."""
-        return f"hostedjobs.cron:{name}"
-
-    def job_id(self, name: str, tick_ms: int) -> str:
-        """The arq job id of the run for one tick: the same in every process."""
-        return f"hostedjobs:{self.queue_name}:cron:{name}:{tick_ms}"
-
-    def arq_functions(self) -> list[Function]:
-        """One arq function per distributed job, run by whichever worker takes it."""
-        return [self._function(job) for job in self.jobs.values()]
-
-    def _function(self, job: HostedJob) -> Function:
-        async def run(
-            ctx: dict[str, Any], tick_ms: int, manual: bool = False, traceparent: str | None = None
-        ) -> Any:
-            return await self.run(job, ctx, tick_ms, manual, traceparent)
-
-        # The job's own timeout is enforced inside the run, where it is recorded; arq's is a
-        # backstop (and without one, arq would impose the host's job_timeout).
-        timeout = job.timeout_s + 5 if job.timeout_s is not None else _NO_TIMEOUT_S
-        # Several tries so that a run interrupted by a crash or a shutdown runs again; the
-        # run itself never raises, so a failing job is not retried.
-        return Function(self.function_name(job.name), run, timeout, None, None, 5)
+    def _store(self) -> Store:
+        assert self.store is not None, "the host is not connected"
+        return self.store
 
     async def fire(self, job: HostedJob, tick: datetime, next_run: datetime | None) -> int:
         """Claim ``tick`` and, unless the previous run is alive, enqueue its run."""
-        assert self.pool is not None and job.schedule is not None
+        store = self._store()
+        assert job.schedule is not None
         tick_ms = _ms(tick)
-        keys_ = self._keys(job.name)
-        job_id = self.job_id(job.name, tick_ms)
+        run_id = store.keys.cron_run_id(job.name, tick_ms)
         now_ms = int(time.time() * 1000)
         after_next = job.schedule.next_tick(next_run) if next_run is not None else tick
-        # The claim outlives the run and any process's skew: two periods and an hour.
-        claim_ttl_ms = max(_ms(after_next) - tick_ms, 0) + 3_600_000
-        data = serialize_job(
-            self.function_name(job.name), (tick_ms,), {}, None, now_ms, serializer=dumps
-        )
         now = datetime.now(UTC)
-        skipped = RunRecord("", tick, now, now, "skipped", "the previous run was still running")
-        skipped_queued = RunRecord(
-            "", tick, now, now, "skipped", "the previous run was still queued: is a worker running?"
+        skipped = RunRecord("", tick, now, now, Outcome.SKIPPED.value, _STILL_RUNNING)
+        skipped_queued = RunRecord("", tick, now, now, Outcome.SKIPPED.value, _STILL_QUEUED)
+        fired = await store.fire_tick(
+            job.name,
+            tick_ms=tick_ms,
+            # The claim outlives the run and any process's skew: two periods and an hour.
+            claim_ttl_ms=max(_ms(after_next) - tick_ms, 0) + 3_600_000,
+            owner=self._owner,
+            run_id=run_id,
+            record=queued_record(function_name(job.name), [tick_ms], now_ms),
+            record_ttl_ms=max(tick_ms - now_ms, 0) + 86_400_000,
+            skip_if_running=job.overlap == "skip",
+            skipped_entry=json.dumps(skipped.to_json()),
+            skipped_while_queued_entry=json.dumps(skipped_queued.to_json()),
+            next_run=next_run.isoformat() if next_run else "",
+            history_length=HISTORY_LENGTH,
+            now_ms=now_ms,
         )
-        outcome: int = await self._scripts["fire"](
-            keys=[
-                keys_.claim(tick_ms),
-                keys_.last_tick,
-                keys_.lease,
-                keys_.pending,
-                keys_.state,
-                keys_.history,
-                keys.JOB_PREFIX + job_id,
-                keys.RESULT_PREFIX + job_id,
-                self.queue_name,
-                keys.wake_key(self.queue_name),
-            ],
-            args=[
-                tick_ms,
-                claim_ttl_ms,
-                self._owner,
-                job_id,
-                data,
-                max(tick_ms - now_ms, 0) + 86_400_000,
-                "1" if job.overlap == "skip" else "0",
-                json.dumps(skipped.to_json()),
-                next_run.isoformat() if next_run else "",
-                keys.WAKE_TOKENS_KEPT,
-                keys.JOB_PREFIX,
-                keys.IN_PROGRESS_PREFIX,
-                HISTORY_LENGTH,
-                json.dumps(skipped_queued.to_json()),
-            ],
-        )
-        if outcome == ClaimOutcome.SKIPPED:
-            logger.warning(
-                "%s: skipped the tick at %s, the previous run is still running", job.name, tick
-            )
-        elif outcome == ClaimOutcome.SKIPPED_QUEUED:
+        if fired == Fired.SKIPPED:
+            logger.warning("%s: skipped the tick at %s, %s", job.name, tick, _STILL_RUNNING)
+        elif fired == Fired.SKIPPED_QUEUED:
             logger.warning(
                 "%s: skipped the tick at %s, the previous run has not started yet; is a worker "
                 "running for queue %r?",
                 job.name,
                 tick,
-                self.queue_name,
+                store.keys.queue,
             )
-        return outcome
+        return fired
 
     async def trigger(self, job: HostedJob) -> str:
         """Enqueue a run now, outside the schedule; returns its job id."""
-        assert self.pool is not None
+        store = self._store()
         now_ms = int(time.time() * 1000)
-        job_id = f"hostedjobs:{self.queue_name}:cron:{job.name}:manual:{uuid.uuid4().hex}"
-        if self.instrumentation is None:
-            await self._enqueue_manual(job, job_id, now_ms, None)
-        else:
-            with self.instrumentation.enqueue(job.name, job_id) as trace:
-                await self._enqueue_manual(job, job_id, now_ms, trace)
-        return job_id
-
-    async def _enqueue_manual(
-        self, job: HostedJob, job_id: str, now_ms: int, traceparent: str | None
-    ) -> None:
-        assert self.pool is not None
-        kwargs = {} if traceparent is None else {"traceparent": traceparent}
-        data = serialize_job(
-            self.function_name(job.name), (now_ms, True), kwargs, None, now_ms, serializer=dumps
-        )
-        async with self.pool.pipeline(transaction=True) as pipe:
-            pipe.psetex(keys.JOB_PREFIX + job_id, 86_400_000, data)
-            pipe.zadd(self.queue_name, {job_id: now_ms})
-            pipe.lpush(keys.wake_key(self.queue_name), b"1")
-            pipe.ltrim(keys.wake_key(self.queue_name), 0, keys.WAKE_TOKENS_KEPT - 1)
-            await pipe.execute()
+        run_id = f"{store.keys.cron_run_id(job.name, now_ms)}:manual:{uuid.uuid4().hex}"
+        instrumentation = self.runner.instrumentation
+        with (
+            contextlib.nullcontext()
+            if instrumentation is None
+            else instrumentation.enqueue(job.name, run_id)
+        ) as traceparent:
+            record = queued_record(function_name(job.name), [now_ms, True], now_ms, traceparent)
+            await store.enqueue(run_id, record, due_ms=now_ms, ttl_ms=86_400_000)
+        return run_id
 
     async def last_fired_tick(self, job: HostedJob) -> datetime | None:
         """The newest tick any process fired for ``job`` (kept for misfire handling)."""
-        assert self.pool is not None
-        raw = await self.pool.get(self._keys(job.name).last_tick)
-        return None if raw is None else datetime.fromtimestamp(int(raw) / 1000, UTC)
+        tick_ms = await self._store().last_fired_tick(job.name)
+        return None if tick_ms is None else datetime.fromtimestamp(tick_ms / 1000, UTC)
 
-    async def run(
-        self,
-        job: HostedJob,
-        arq_ctx: dict[str, Any],
-        tick_ms: int,
-        manual: bool,
-        traceparent: str | None = None,
-    ) -> Any:
+    async def run(self, job: HostedJob, run: QueuedRun, tick_ms: int, manual: bool) -> RunReport:
         """One run, in a worker: take the lease, keep it alive, run the job, record it."""
-        assert self.pool is not None
-        keys_ = self._keys(job.name)
-        run_id: str = arq_ctx["job_id"]
+        store = self._store()
         scheduled_at = datetime.fromtimestamp(tick_ms / 1000, UTC)
         ctx = JobContext(
             job_name=job.name,
-            run_id=run_id,
-            attempt=arq_ctx["job_try"],
+            run_id=run.job_id,
+            attempt=run.attempt,
             scheduled_at=scheduled_at,
             started_at=datetime.now(UTC),
         )
-        started = RunRecord(run_id, scheduled_at, ctx.started_at, manual=manual)
-        began = await self._scripts["start"](
-            keys=[keys_.lease, keys_.state],
-            args=[
-                run_id,
-                LEASE_MS,
-                "1" if job.overlap == "skip" else "0",
-                scheduled_at.isoformat(),
-                ctx.started_at.isoformat(),
-                json.dumps(started.to_json()),
-            ],
+        started = RunRecord(run.job_id, scheduled_at, ctx.started_at, manual=manual)
+        began = await store.start_run(
+            job.name,
+            run.job_id,
+            lease_ms=LEASE_MS,
+            skip_if_held=job.overlap == "skip",
+            scheduled_at=scheduled_at.isoformat(),
+            started_at=ctx.started_at.isoformat(),
+            running_entry=json.dumps(started.to_json()),
         )
         if not began:
             record = RunRecord(
-                run_id,
+                run.job_id,
                 scheduled_at,
                 ctx.started_at,
                 datetime.now(UTC),
-                "skipped",
-                "the previous run was still running",
+                Outcome.SKIPPED.value,
+                _STILL_RUNNING,
                 manual,
             )
-            await self._record(keys_, record)
-            return {"outcome": "skipped"}
-        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(keys_.lease, run_id))
-        observer = (
-            None
-            if self.instrumentation is None
-            else self.instrumentation.run_started(
-                RunKind.DISTRIBUTED_CRON, ctx, traceparent, manual=manual
-            )
-        )
+            await self._record(job.name, record)
+            return RunReport(Outcome.SKIPPED, message=_STILL_RUNNING)
+        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(job.name, run.job_id))
         try:
-            try:
-                result = await job.code.invoke(self.provider, ctx, timeout_s=job.timeout_s)
-            except BaseException:
-                # Only a cancellation gets here (a shutdown): the worker puts the run back.
-                if observer is not None:
-                    observer.end(RunOutcome.RETRIED)
-                raise
-            if observer is not None:
-                observer.end(RunOutcome(result.outcome), result.error)
+            report = await self.runner.run(
+                job.code,
+                ctx,
+                kind=JobKind.DISTRIBUTED_CRON,
+                timeout_s=job.timeout_s,
+                traceparent=run.kwargs.get("traceparent"),
+                manual=manual,
+                interrupted=run.interrupted,
+            )
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            await asyncio.shield(self._scripts["release"](keys=[keys_.lease], args=[run_id]))
+            await asyncio.shield(store.release_lease(job.name, run.job_id))
+        shown = report.result
         finished = RunRecord(
-            run_id,
+            run.job_id,
             scheduled_at,
             ctx.started_at,
             datetime.now(UTC),
-            str(result.outcome),
-            result.message,
+            shown.outcome.value,
+            shown.message,
             manual,
         )
-        await self._record(keys_, finished)
-        return {"outcome": str(result.outcome), "message": result.message}
+        await self._record(job.name, finished)
+        return report
 
-    async def _heartbeat(self, lease_key: str, run_id: str) -> None:
+    async def _heartbeat(self, name: str, run_id: str) -> None:
+        store = self._store()
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             try:
-                renewed = await self._scripts["renew"](keys=[lease_key], args=[run_id, LEASE_MS])
+                renewed = await store.renew_lease(name, run_id, lease_ms=LEASE_MS)
             except Exception as exc:  # keep beating through a Redis blip
                 logger.warning("could not renew the lease of run %s: %r", run_id, exc)
                 continue
             if not renewed:
                 logger.warning("run %s lost its lease (it expired); another run may start", run_id)
 
-    async def _record(self, keys_: _Keys, record: RunRecord) -> None:
-        assert self.pool is not None
-        async with self.pool.pipeline(transaction=True) as pipe:
-            if record.outcome != "skipped":
-                pipe.hset(
-                    keys_.state,
-                    mapping={
-                        "last_finished_at": record.finished_at.isoformat()
-                        if record.finished_at
-                        else "",
-                        "last_outcome": record.outcome or "",
-                        "last_message": record.message or "",
-                    },
-                )
-                pipe.hdel(keys_.state, "running_run")
-            pipe.lpush(keys_.history, json.dumps(record.to_json()))
-            pipe.ltrim(keys_.history, 0, HISTORY_LENGTH - 1)
-            await pipe.execute()
+    async def _record(self, name: str, record: RunRecord) -> None:
+        state = None
+        if record.outcome != Outcome.SKIPPED:
+            state = {
+                "last_finished_at": record.finished_at.isoformat() if record.finished_at else "",
+                "last_outcome": record.outcome or "",
+                "last_message": record.message or "",
+            }
+        await self._store().record_run(
+            name, json.dumps(record.to_json()), state=state, history_length=HISTORY_LENGTH
+        )
 
     async def status(self, job: HostedJob, next_run: datetime | None = None) -> HostedJobStatus:
         """The job's status as every process sees it (read from Redis).
 
         ``next_run`` is this process's own next tick, shown until a tick has been fired.
         """
-        assert self.pool is not None and job.schedule is not None
-        keys_ = self._keys(job.name)
-        async with self.pool.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys_.state)
-            pipe.lrange(keys_.history, 0, HISTORY_LENGTH - 1)
-            pipe.exists(keys_.lease)
-            raw_state, raw_history, running = await pipe.execute()
-        state = {k.decode(): v.decode() for k, v in raw_state.items()}
+        assert job.schedule is not None
+        state, raw_history, running = await self._store().cron_status(job.name, HISTORY_LENGTH)
         history = [RunRecord.from_json(json.loads(item)) for item in raw_history]
         if running and "running_run" in state:
             history.insert(0, RunRecord.from_json(json.loads(state["running_run"])))

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from arq.connections import ArqRedis
+from .storage import Store
 
 __all__ = [
     "BEAT_INTERVAL_S",
@@ -60,50 +60,28 @@ class WorkerBeat:
         return time.time() - self.beat_at
 
 
-def _index(queue: str) -> str:
-    return f"hostedjobs:{queue}:workers"
-
-
-def _key(queue: str, worker_id: str) -> str:
-    return f"hostedjobs:{queue}:worker:{worker_id}"
-
-
-async def write_beat(pool: ArqRedis, beat: WorkerBeat) -> None:
+async def write_beat(store: Store, beat: WorkerBeat) -> None:
     """Store ``beat`` (expiring after `BEAT_TTL_S`) and index it by time."""
-    now_ms = int(beat.beat_at * 1000)
-    async with pool.pipeline(transaction=False) as pipe:
-        pipe.set(
-            _key(beat.queue, beat.worker_id), json.dumps(asdict(beat)), px=int(BEAT_TTL_S * 1000)
-        )
-        pipe.zadd(_index(beat.queue), {beat.worker_id: now_ms})
-        pipe.zremrangebyscore(_index(beat.queue), "-inf", now_ms - _INDEX_KEPT_S * 1000)
-        await pipe.execute()
+    await store.write_beat(
+        beat.worker_id,
+        json.dumps(asdict(beat)),
+        now_ms=int(beat.beat_at * 1000),
+        ttl_ms=int(BEAT_TTL_S * 1000),
+        index_kept_ms=_INDEX_KEPT_S * 1000,
+    )
 
 
-async def remove_beat(pool: ArqRedis, queue: str, worker_id: str) -> None:
+async def remove_beat(store: Store, worker_id: str) -> None:
     """Forget a worker that stopped cleanly, so probes see it gone at once."""
-    async with pool.pipeline(transaction=False) as pipe:
-        pipe.delete(_key(queue, worker_id))
-        pipe.zrem(_index(queue), worker_id)
-        await pipe.execute()
+    await store.remove_beat(worker_id)
 
 
-async def read_beats(
-    pool: ArqRedis, queue: str, *, max_age_s: float = BEAT_TTL_S
-) -> list[WorkerBeat]:
-    """Workers of ``queue`` whose last heartbeat is at most ``max_age_s`` old, newest first."""
-    since_ms = int((time.time() - max_age_s) * 1000)
-    async with pool.pipeline(transaction=False) as pipe:
-        pipe.zrevrangebyscore(_index(queue), "+inf", since_ms)
-        (ids,) = await pipe.execute()
-    if not ids:
-        return []
-    async with pool.pipeline(transaction=False) as pipe:
-        pipe.mget([_key(queue, worker_id.decode()) for worker_id in ids])
-        (raw,) = await pipe.execute()
+async def read_beats(store: Store, *, max_age_s: float = BEAT_TTL_S) -> list[WorkerBeat]:
+    """Workers of the store's queue whose last heartbeat is at most ``max_age_s`` old,
+    newest first."""
+    raw = await store.read_beats(since_ms=int((time.time() - max_age_s) * 1000))
     beats: list[WorkerBeat] = []
     for item in raw:
-        if item is not None:
-            data: dict[str, Any] = json.loads(item)
-            beats.append(WorkerBeat(**data))
+        data: dict[str, Any] = json.loads(item)
+        beats.append(WorkerBeat(**data))
     return [beat for beat in beats if beat.age_s <= max_age_s]

@@ -15,26 +15,31 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from redis.exceptions import RedisError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from .clock import Clock, SystemClock
-from .connection import open_pool, redacted, resolve_redis_url
 from .cron import CronSchedule
-from .distributed import DistributedCron
+from .definitions import HostedJob, Misfire, Overlap
+from .distributed import DistributedCron, job_name
 from .embedded import EmbeddedRedis
 from .exceptions import ConfigurationError, HostNotRunningError, StartupActionError
-from .handlers import HandlerRegistration, HandlerRunner
-from .hosted import HostedJob, HostedServices, Misfire, Overlap
+from .handlers import HandlerRegistration, Handlers
+from .health import BEAT_TTL_S, WorkerBeat, read_beats
+from .hosted import HostedServices
 from .instrumentation import Instrumentation, combine
+from .outcomes import JobKind
+from .results import JobResult
 from .retries import RetryPolicy
+from .runner import QueuedFunction, Runner
 from .runs import JobCallable, job_name_of
 from .scheduler import Scheduler
 from .scope import ScopeProvider, Services
 from .serialization import job_type_info
-from .starlette import readiness_response
+from .starlette import health_response, readiness_response
 from .startup import StartupAction, StartupActions, StartupState
-from .status import HostedJobStatus, JobKind
-from .worker import HostedWorker, WorkerSupervisor
+from .status import HostedJobStatus
+from .storage import Store, open_redis, redacted, resolve_redis_url
+from .worker import Worker, WorkerSupervisor
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -169,15 +174,17 @@ class JobHost:
         self.startup_mode = startup_mode
         self.on_startup_failure = on_startup_failure
         self.clock: Clock = clock or SystemClock()
-        self._scheduler = Scheduler(queue_name)
-        self._handlers = HandlerRunner(self.services, keep_result_s=self.keep_result_s)
-        self._startup = StartupActions()
-        self._distributed = DistributedCron(queue_name, provider=self.services)
-        self._hosted = HostedServices(self.services, self.clock, self._startup, self._distributed)
         self.instrumentation = combine(instrumentation)
         """The host's instrumentation, combined into one; None when there is none."""
-        for part in (self._scheduler, self._handlers, self._distributed, self._hosted):
-            part.instrumentation = self.instrumentation
+        self._runner = Runner(self.services)
+        self._runner.instrumentation = self.instrumentation
+        self._scheduler = Scheduler(queue_name)
+        self._scheduler.keep_result_s = self.keep_result_s
+        self._scheduler.instrumentation = self.instrumentation
+        self._handlers = Handlers(self._runner)
+        self._startup = StartupActions()
+        self._distributed = DistributedCron(self._runner)
+        self._hosted = HostedServices(self._runner, self.clock, self._startup, self._distributed)
         self._supervisor: WorkerSupervisor | None = None
         self._running = False
         self._url = ""
@@ -519,7 +526,7 @@ class JobHost:
         return self._running and self._startup.state is StartupState.SUCCEEDED
 
     @contextlib.asynccontextmanager
-    async def _connected(self) -> AsyncIterator[Any]:
+    async def _connected(self) -> AsyncIterator[Store]:
         embedded: EmbeddedRedis | None = None
         try:
             url = resolve_redis_url(self.redis_url)
@@ -529,22 +536,26 @@ class JobHost:
                 logger.info(
                     "using the embedded redis-server at %s (data in %s)", url, self.data_dir
                 )
-            pool = await open_pool(url, queue_name=self.queue_name)
+            store = Store(
+                await open_redis(url),
+                self.queue_name,
+                meta_ttl_s=int(self.keep_result_s) + 86_400,
+            )
             self._url = url
-            self._scheduler._attach(pool)
-            self._handlers.pool = pool
-            self._distributed.attach(pool)
+            self._scheduler._attach(store)
+            self._handlers.store = store
+            self._distributed.store = store
             if self.instrumentation is not None:
-                self.instrumentation.attach(self.queue_name, pool)
+                self.instrumentation.attach(self.queue_name, store)
             try:
-                yield pool
+                yield store
             finally:
                 if self.instrumentation is not None:
                     self.instrumentation.attach(self.queue_name, None)
                 self._scheduler._attach(None)
-                self._handlers.pool = None
-                self._distributed.attach(None)
-                await pool.aclose(close_connection_pool=True)
+                self._handlers.store = None
+                self._distributed.store = None
+                await store.close()
         finally:
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
@@ -583,10 +594,10 @@ class JobHost:
         self._startup.reset()
         startup_task: asyncio.Task[bool] | None = None
         try:
-            async with self._connected() as pool:
+            async with self._connected() as store:
                 try:
                     if self.run_worker:
-                        self._start_worker(pool, concurrency or self.concurrency, burst)
+                        self._start_worker(store, concurrency or self.concurrency, burst)
                     self._hosted.start()
                     logger.info(
                         "hostedjobs started on %s, queue %r: %d handler(s), %d hosted job(s), "
@@ -620,7 +631,7 @@ class JobHost:
             self._running = False
 
     async def _run_startup_actions(self) -> bool:
-        succeeded = await self._startup.run(self.services)
+        succeeded = await self._startup.run(self._runner)
         if succeeded:
             if self._supervisor is not None:
                 self._supervisor.worker.resume_taking_jobs()
@@ -628,25 +639,28 @@ class JobHost:
             _stop_process(str(self._startup.failed_action))
         return succeeded
 
-    def _start_worker(self, pool: Any, concurrency: int, burst: bool) -> None:
+    def _start_worker(self, store: Store, concurrency: int, burst: bool) -> None:
         self._handlers.cron_names = sorted(self._distributed.jobs)
-        worker = HostedWorker(
-            [*self._handlers.arq_functions(), *self._distributed.arq_functions()],
-            pool=pool,
-            queue_name=self.queue_name,
-            missing_function=self._handlers.missing_function,
+        worker = Worker(
+            store,
+            self._queued_function,
             concurrency=concurrency,
-            job_timeout_s=self.job_timeout_s,
             keep_result_s=self.keep_result_s,
-            max_tries=self.retry.max_tries,
             fallback_poll_s=self.fallback_poll_s,
             burst=burst,
-            self_timed=True,
         )
-        # Queue processing waits for the startup actions.
-        worker.allow_pick_jobs = False
+        # Queue processing waits for the startup actions (see _run_startup_actions).
         self._supervisor = WorkerSupervisor(worker)
         self._supervisor.start()
+
+    def _queued_function(self, name: str) -> QueuedFunction:
+        """What runs the jobs queued under ``name``: a handler, a distributed job, or a
+        function that fails them with a message saying what is missing."""
+        function = self._handlers.function(name)
+        if function is None:
+            cron = job_name(name)
+            function = None if cron is None else self._distributed.function(cron)
+        return function if function is not None else self._handlers.missing(name)
 
     async def _stop_worker(self) -> None:
         if self._supervisor is not None:
@@ -677,10 +691,10 @@ class JobHost:
         """
         report: dict[str, Any] = {"startup": str(self.startup_state)}
         redis_ok = False
-        if self._running and self._scheduler._pool is not None:
+        if self._running and self._scheduler._store is not None:
             started = time.perf_counter()
             try:
-                await self._scheduler.pool.ping()
+                await self._scheduler.store.ping()
             except (RedisError, OSError) as exc:
                 report["redis"] = {"ok": False, "error": str(exc)}
             else:
@@ -710,8 +724,7 @@ class JobHost:
 
     async def health(self, request: Request) -> Response:
         """A health endpoint: ``Route("/health", host.health)``; 200 or 503 with the report."""
-        report = await self.health_report()
-        return JSONResponse(report, status_code=200 if report["healthy"] else 503)
+        return health_response(await self.health_report())
 
     async def readiness(self, request: Request) -> Response:
         """A readiness endpoint: ``Route("/ready", host.readiness)``.
@@ -744,6 +757,17 @@ class JobHost:
         Distributed cron jobs are read from Redis, so every process reports the same.
         """
         return await self._hosted.status()
+
+    async def workers(self, *, max_age: Seconds = BEAT_TTL_S) -> list[WorkerBeat]:
+        """The worker processes of this queue (on every host) whose heartbeat is at most
+        ``max_age`` old, newest first; each says its host, pid, running and finished counts."""
+        return await read_beats(self._scheduler.store, max_age_s=_seconds("max_age", max_age))
+
+    async def run_once(self, name: str) -> JobResult:
+        """Run the continuous or per-process cron job ``name`` once in this process, now, and
+        return its result (the ``hostedjobs run`` command). Raises `UnknownJobError` for an
+        unknown name, `ConfigurationError` for a distributed cron job (`trigger` it)."""
+        return await self._hosted.run_once(name)
 
     async def trigger(self, name: str) -> str:
         """Run the hosted job ``name`` now, outside its schedule; returns the run id.

@@ -13,24 +13,20 @@ import heapq
 import itertools
 import logging
 import uuid
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
 
 from .clock import Clock
 from .context import JobContext
-from .cron import CronSchedule
+from .definitions import HostedJob
 from .distributed import DistributedCron
 from .exceptions import ConfigurationError, UnknownJobError
-from .instrumentation import Instrumentation, RunKind, RunOutcome
-from .results import JobResult, Outcome
-from .retries import RetryPolicy
-from .runs import JobCallable
-from .scope import ScopeProvider
+from .outcomes import JobKind, Outcome
+from .results import JobResult
+from .runner import Runner, RunReport
 from .startup import StartupActions
-from .status import HostedJobStatus, JobKind, RunRecord, RunTracker
+from .status import HostedJobStatus, RunRecord, RunTracker
 
-__all__ = ["HostedJob", "HostedServices", "Misfire", "Overlap"]
+__all__ = ["HostedServices"]
 
 logger = logging.getLogger("hostedjobs.hosted")
 
@@ -38,59 +34,27 @@ _SPIN_S = 0.002
 """The loop's timers fire up to a millisecond late (epoll rounds its timeout up), so the
 scheduler wakes this much before a tick and yields to the loop until the tick is due."""
 
-Overlap = Literal["skip", "allow"]
-Misfire = Literal["skip", "run_once"]
-
-
-@dataclass(frozen=True, slots=True)
-class HostedJob:
-    """A registered hosted job and its options."""
-
-    name: str
-    kind: JobKind
-    code: JobCallable
-    timeout_s: float | None = None
-    wait_for_startup: bool = True
-    interval_s: float = 0.0
-    initial_delay_s: float = 0.0
-    instance_count: int = 1
-    iteration_limit: int | None = None
-    failure_backoff: RetryPolicy = field(default_factory=RetryPolicy)
-    schedule: CronSchedule | None = None
-    overlap: Overlap = "skip"
-    misfire: Misfire = "skip"
-    misfire_grace_s: float = 300.0
-
-    def describe_schedule(self) -> str:
-        """The cron expression, or how often a continuous job runs."""
-        if self.schedule is not None:
-            return self.schedule.expression
-        if self.interval_s:
-            return f"every {self.interval_s:g}s after each run"
-        return "back to back"
-
 
 class HostedServices:
     """Runs the hosted jobs of one host while it runs."""
 
     def __init__(
         self,
-        provider: ScopeProvider,
+        runner: Runner,
         clock: Clock,
         startup: StartupActions,
         distributed: DistributedCron,
     ) -> None:
-        self.provider = provider
+        self.runner = runner
         self.clock = clock
         self.startup = startup
         self.distributed = distributed
-        self.instrumentation: Instrumentation | None = None
         self.jobs: dict[str, HostedJob] = {}
         self._trackers: dict[str, RunTracker] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._job_loops: set[asyncio.Task[object]] = set()
         self._cron_task: asyncio.Task[object] | None = None
-        self._runs: set[asyncio.Task[JobResult]] = set()
+        self._runs: set[asyncio.Task[RunReport]] = set()
         self._heap: list[tuple[datetime, int, HostedJob]] = []
         self._sequence = itertools.count()
         self._changed = asyncio.Event()
@@ -106,10 +70,6 @@ class HostedServices:
         self.jobs[job.name] = job
         if job.kind is JobKind.DISTRIBUTED_CRON:
             self.distributed.jobs[job.name] = job
-
-    async def invoke(self, job: HostedJob, ctx: JobContext) -> JobResult:
-        """One run of ``job`` in a fresh scope."""
-        return await job.code.invoke(self.provider, ctx, timeout_s=job.timeout_s)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -207,24 +167,28 @@ class HostedServices:
         )
         return ctx
 
-    async def _run(self, job: HostedJob, ctx: JobContext, *, manual: bool = False) -> JobResult:
+    async def _run(self, job: HostedJob, ctx: JobContext, *, manual: bool = False) -> RunReport:
         tracker = self._trackers[job.name]
-        observer = (
-            None
-            if self.instrumentation is None
-            else self.instrumentation.run_started(RunKind(job.kind), ctx, None, manual=manual)
-        )
         try:
-            result = await self.invoke(job, ctx)
+            report = await self.runner.run(
+                job.code, ctx, kind=job.kind, timeout_s=job.timeout_s, manual=manual
+            )
         except asyncio.CancelledError:
             tracker.finished(ctx.run_id, JobResult.cancelled("cancelled by shutdown"))
-            if observer is not None:
-                observer.end(RunOutcome.CANCELLED)
             raise
-        tracker.finished(ctx.run_id, result)
-        if observer is not None:
-            observer.end(RunOutcome(result.outcome), result.error)
-        return result
+        tracker.finished(ctx.run_id, report.result)
+        return report
+
+    async def run_once(self, name: str) -> JobResult:
+        """Run a continuous or per-process cron job once, here and now, and wait for it."""
+        job = self._job(name)
+        if job.kind is JobKind.DISTRIBUTED_CRON:
+            raise ConfigurationError(
+                f"{name!r} is a distributed cron job: trigger it (host.trigger) so a worker runs it"
+            )
+        self._trackers.setdefault(name, RunTracker())
+        report = await self._run(job, self._begin(job, self.clock.now(), manual=True), manual=True)
+        return report.result
 
     def _start_run(
         self, job: HostedJob, scheduled_at: datetime | None, *, manual: bool = False
@@ -237,12 +201,16 @@ class HostedServices:
         task.add_done_callback(self._runs.discard)
         return ctx.run_id
 
-    async def trigger(self, name: str) -> str:
-        """Run a hosted job now; returns the run id (for distributed cron, the arq job id)."""
+    def _job(self, name: str) -> HostedJob:
         job = self.jobs.get(name)
         if job is None:
             known = ", ".join(sorted(self.jobs)) or "none"
             raise UnknownJobError(f"no hosted job named {name!r} (registered: {known})")
+        return job
+
+    async def trigger(self, name: str) -> str:
+        """Run a hosted job now; returns the run id (for distributed cron, the queued job's)."""
+        job = self._job(name)
         if job.kind is JobKind.DISTRIBUTED_CRON:
             return await self.distributed.trigger(job)
         if name not in self._trackers:
@@ -265,10 +233,10 @@ class HostedServices:
                 logger.info("%s: finished its %d iterations", job.name, job.iteration_limit)
                 return
             ctx = self._begin(job, None, manual=False)
-            result = await self._run(job, ctx)
+            report = await self._run(job, ctx)
             iterations += 1
             delay = job.interval_s
-            if result.outcome is Outcome.FAILED:
+            if report.outcome is Outcome.FAILED:
                 failures += 1
                 delay = max(delay, job.failure_backoff.delay(failures))
             else:
@@ -376,7 +344,7 @@ class HostedServices:
         result = []
         for job in self.jobs.values():
             tracker = self._trackers.get(job.name) or RunTracker()
-            if job.kind is JobKind.DISTRIBUTED_CRON and self.distributed.pool is not None:
+            if job.kind is JobKind.DISTRIBUTED_CRON and self.distributed.store is not None:
                 result.append(await self.distributed.status(job, tracker.next_run))
                 continue
             last = tracker.last()

@@ -15,45 +15,31 @@ The events:
 - `Instrumentation.run_started` is called as a run starts (with the ``traceparent`` stored by
   its enqueue, if any) and returns a `RunObserver`, whose `RunObserver.end` is called once
   with the run's `RunOutcome`;
-- `Instrumentation.attach` hands over the host's Redis pool while the host is connected.
+- `Instrumentation.attach` hands over the host's storage while the host is connected.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from .context import JobContext
 from .exceptions import ConfigurationError
+from .outcomes import JobKind, Outcome
 
 if TYPE_CHECKING:
-    from arq.connections import ArqRedis
+    from .storage import Store
 
 __all__ = ["Instrumentation", "RunKind", "RunObserver", "RunOutcome", "combine"]
 
 
-class RunKind(enum.StrEnum):
-    """What started a run."""
+RunKind = JobKind
+"""What kind of job a run belongs to (the one vocabulary: `hostedjobs.outcomes.JobKind`)."""
 
-    ON_DEMAND = "on_demand"
-    """A queued job of a ``@job_type``, run by a handler."""
-    CONTINUOUS = "continuous"
-    CRON = "cron"
-    DISTRIBUTED_CRON = "distributed_cron"
-
-
-class RunOutcome(enum.StrEnum):
-    """How a run ended, as instrumentation counts it."""
-
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    """Raised or returned `JobResult.failed`, with no try left (or not retryable)."""
-    RETRIED = "retried"
-    """The try failed, or a shutdown interrupted it, and the job went back to the queue."""
-    CANCELLED = "cancelled"
-    """Returned `JobResult.cancelled`, or a hosted run was cancelled by a shutdown."""
+RunOutcome = Outcome
+"""How a run ended (the one vocabulary: `hostedjobs.outcomes.Outcome`); instrumentation sees
+succeeded, failed, retried and cancelled (a skipped tick is not a run)."""
 
 
 class RunObserver:
@@ -75,8 +61,8 @@ class Instrumentation:
     in the middle of the runs they describe: keep them quick and never let them raise.
     """
 
-    def attach(self, queue_name: str, pool: ArqRedis | None) -> None:
-        """The host of ``queue_name`` connected to Redis (``pool``), or disconnected (None)."""
+    def attach(self, queue_name: str, store: Store | None) -> None:
+        """The host of ``queue_name`` connected to Redis (``store``), or disconnected (None)."""
 
     def enqueue(
         self, job_type: str | None, job_id: str | None, count: int = 1
@@ -133,9 +119,9 @@ class _Combined(Instrumentation):
     def __init__(self, parts: tuple[Instrumentation, ...]) -> None:
         self.parts = parts
 
-    def attach(self, queue_name: str, pool: ArqRedis | None) -> None:
+    def attach(self, queue_name: str, store: Store | None) -> None:
         for part in self.parts:
-            part.attach(queue_name, pool)
+            part.attach(queue_name, store)
 
     @contextlib.contextmanager
     def _enqueue(

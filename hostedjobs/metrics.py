@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - the dev extra installs it
     ) from exc
 
 if TYPE_CHECKING:
-    from arq.connections import ArqRedis
+    from .storage import Store
 
 __all__ = ["DURATION_BUCKETS", "LATENESS_BUCKETS", "PrometheusMetrics"]
 
@@ -45,6 +45,7 @@ LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 """Seconds, for ``hostedjobs_cron_lateness_seconds``: ticks normally start within a few ms."""
 
 _CRON_KINDS = (RunKind.CRON, RunKind.DISTRIBUTED_CRON)
+_RUN_OUTCOMES = (RunOutcome.SUCCEEDED, RunOutcome.FAILED, RunOutcome.RETRIED, RunOutcome.CANCELLED)
 _SAMPLE_TIMEOUT_S = 1.0
 """The pool retries through outages for many seconds; a scrape must not wait that long."""
 
@@ -123,18 +124,18 @@ class PrometheusMetrics(Instrumentation):
             namespace=namespace,
             registry=registry,
         )
-        self._pools: dict[str, ArqRedis] = {}
+        self._stores: dict[str, Store] = {}
         self._children: dict[tuple[str, str], _Children] = {}
 
     def counter(self, outcome: RunOutcome) -> Counter:
         """The counter of runs that ended with ``outcome``."""
         return self._ended[outcome]
 
-    def attach(self, queue_name: str, pool: ArqRedis | None) -> None:
-        """Sample ``queue_name``'s depth from ``pool`` at each scrape (None: stop)."""
-        if pool is not None:
-            self._pools[queue_name] = pool
-        elif self._pools.pop(queue_name, None) is not None:
+    def attach(self, queue_name: str, store: Store | None) -> None:
+        """Sample ``queue_name``'s depth from ``store`` at each scrape (None: stop)."""
+        if store is not None:
+            self._stores[queue_name] = store
+        elif self._stores.pop(queue_name, None) is not None:
             self.queue_depth.remove(queue_name)
             self.queue_due.remove(queue_name)
 
@@ -156,13 +157,10 @@ class PrometheusMetrics(Instrumentation):
     async def sample_queue_depth(self) -> None:
         """Read each attached queue's size (ZCARD, ZCOUNT: no scan) into the gauges."""
         now_ms = int(time.time() * 1000)
-        for queue_name, pool in list(self._pools.items()):
+        for queue_name, store in list(self._stores.items()):
             try:
                 async with asyncio.timeout(_SAMPLE_TIMEOUT_S):
-                    async with pool.pipeline(transaction=False) as pipe:
-                        pipe.zcard(queue_name)
-                        pipe.zcount(queue_name, "-inf", now_ms)
-                        depth, due = await pipe.execute()
+                    depth, due = await store.queue_depth(now_ms=now_ms)
             except (RedisError, OSError, TimeoutError) as exc:
                 logger.warning("cannot read the depth of queue %r: %r", queue_name, exc)
                 continue
@@ -192,7 +190,7 @@ class _Children:
                 metrics.counter(outcome).labels(*labels),
                 metrics.duration.labels(*labels, outcome.value),
             )
-            for outcome in RunOutcome
+            for outcome in _RUN_OUTCOMES
         }
 
 

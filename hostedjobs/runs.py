@@ -1,4 +1,4 @@
-"""One run of a hosted job or startup action: a fresh scope, the call, and its `JobResult`.
+"""A job's code, analysed once at registration: what to construct and call, and with what.
 
 A hosted job is an async function (``ctx: JobContext`` by annotation, services by ``Inject()``)
 or a class whose constructor is resolved from the run's scope and that has
@@ -7,26 +7,16 @@ or a class whose constructor is resolved from the run's scope and that has
 
 from __future__ import annotations
 
-import asyncio
 import inspect
-import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .context import JobContext
 from .exceptions import ConfigurationError
-from .results import JobResult, Outcome
-from .scope import CallPlan, Resolver, ScopeProvider, call_planned, plan_call
+from .scope import CallPlan, Resolver, call_planned, plan_call
 
 __all__ = ["JobCallable", "job_name_of"]
-
-_run_logger = logging.getLogger("hostedjobs.run")
-
-
-def _failed(started: float) -> dict[str, Any]:
-    return {"outcome": "failed", "duration_s": time.perf_counter() - started}
 
 
 def job_name_of(target: Any) -> str:
@@ -89,43 +79,3 @@ class JobCallable:
             return await call_planned(self._call, resolver, provided)
         instance = await call_planned(self._construct, resolver, provided)
         return await call_planned(self._call.bound_to(instance), resolver, provided)
-
-    async def invoke(
-        self, provider: ScopeProvider, ctx: JobContext, *, timeout_s: float | None = None
-    ) -> JobResult:
-        """Run once in a fresh scope; never raises except on cancellation.
-
-        An exception (including a timeout or a service that cannot be resolved) becomes a
-        failed `JobResult`, logged with its traceback. Cancellation propagates once the scope
-        has closed with it.
-        """
-        provided: dict[type[Any], object] = {JobContext: ctx}
-        started = time.perf_counter()
-        try:
-            async with provider.scope(provided) as resolver:
-                async with asyncio.timeout(timeout_s):
-                    outcome = await self.call(resolver, provided)
-        except TimeoutError:
-            ctx.logger.error("timed out after %gs", timeout_s, extra=_failed(started))
-            return JobResult.failed(f"timed out after {timeout_s:g}s")
-        except Exception as exc:
-            ctx.logger.exception("failed: %s: %s", type(exc).__name__, exc, extra=_failed(started))
-            return JobResult.from_exception(exc)
-        if outcome is None:
-            result = JobResult.success()
-        elif isinstance(outcome, JobResult):
-            result = outcome
-            if outcome.outcome is Outcome.FAILED:
-                ctx.logger.warning("failed: %s", outcome.message, extra=_failed(started))
-                return outcome
-        else:
-            result = JobResult.success(str(outcome))
-        if _run_logger.isEnabledFor(logging.DEBUG):
-            duration_s = time.perf_counter() - started
-            ctx.logger.debug(
-                "%s in %.3fs",
-                result.outcome,
-                duration_s,
-                extra={"outcome": str(result.outcome), "duration_s": duration_s},
-            )
-        return result

@@ -6,9 +6,7 @@ stock `arq.jobs.Job` handles can read them; payloads are JSON, never pickle.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import enum
 import os
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -16,10 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from arq.connections import ArqRedis
+from redis.asyncio import Redis
 
-from . import keys
-from .commits import FinishedState
 from .exceptions import (
     ConfigurationError,
     HostNotRunningError,
@@ -27,119 +23,23 @@ from .exceptions import (
     PayloadError,
 )
 from .instrumentation import Instrumentation
-from .serialization import encode_payload, error_message, job_record, job_type_info, loads
+from .outcomes import JobStatus, Outcome
+from .serialization import (
+    dumps,
+    encode_payload,
+    error_message,
+    job_record,
+    job_type_info,
+    loads,
+)
+from .storage import Store, StoredJob
 
 __all__ = ["JobInfo", "JobStatus", "Scheduler"]
 
 _EXPIRES_EXTRA_MS = 86_400_000
 """A job not started within a day of its due time expires, as in arq."""
 
-# Adds a job unless its id is taken (by a queued, running or finished job), and wakes a worker,
-# in one atomic step.
-_ENQUEUE = """
-if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
-redis.call('PSETEX', KEYS[1], ARGV[3], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
-redis.call('LPUSH', KEYS[4], '1')
-redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[5]) - 1)
-return 1
-"""
-
-# The same for a batch: ARGV = queue, wake, wake_kept, job prefix, result prefix, score,
-# ttl_ms, the ids separated by spaces, then one job record per id. (One argument per job
-# rather than four: packing arguments is most of the client's cost.)
-_ENQUEUE_MANY = """
-local queue, wake, job_prefix, result_prefix = ARGV[1], ARGV[2], ARGV[4], ARGV[5]
-local score, ttl = ARGV[6], ARGV[7]
-local added, i = 0, 9
-for id in string.gmatch(ARGV[8], '%S+') do
-  if redis.call('EXISTS', job_prefix .. id, result_prefix .. id) == 0 then
-    redis.call('PSETEX', job_prefix .. id, ttl, ARGV[i])
-    redis.call('ZADD', queue, score, id)
-    added = added + 1
-  end
-  i = i + 1
-end
-if added > 0 then
-  redis.call('LPUSH', wake, '1')
-  redis.call('LTRIM', wake, 0, tonumber(ARGV[3]) - 1)
-end
-return added
-"""
-
-_BATCH = 500
-_BATCHES_IN_FLIGHT = 4
-"""Jobs per script call in `enqueue_many`: large enough to amortise the round trip, small
-enough not to hold Redis for long."""
-
-# Removes a job that is queued or deferred and not running; atomic against a worker's claim,
-# which sets the in-progress key in one step too.
-_DELETE = """
-if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('DEL', KEYS[2], KEYS[4], KEYS[5])
-redis.call('PUBLISH', ARGV[2], 'deleted')
-return 1
-"""
-
-# Puts a failed job back in the queue under its id, if its result is still the failed one the
-# caller read (so two clicks on "retry" queue it once).
-_RETRY = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('DEL', KEYS[1], KEYS[5], KEYS[6])
-redis.call('ZREM', KEYS[7], ARGV[5])
-redis.call('PSETEX', KEYS[2], ARGV[4], ARGV[2])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
-redis.call('LPUSH', KEYS[4], '1')
-redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[6]) - 1)
-redis.call('PUBLISH', ARGV[7], 'requeued')
-return 1
-"""
-
-# Ids scored in [ARGV[1], ARGV[2]] and not running (no in-progress lock), from the ARGV[3]th
-# such id on, at most ARGV[4]: a bounded walk in pages. hostedjobs workers move the jobs they
-# run past the due range (see the worker's claim), but a job run by a stock arq worker, or
-# one whose worker just crashed, keeps its place and is skipped here.
-_WAITING = """
-local queue, lock_prefix = KEYS[1], ARGV[5]
-local low, high = ARGV[1], ARGV[2]
-local skip, want, cap = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
-local found, offset, page = {}, 0, 200
-while #found < want and offset < cap do
-  local ids = redis.call('ZRANGEBYSCORE', queue, low, high, 'LIMIT', offset, page)
-  for _, id in ipairs(ids) do
-    if redis.call('EXISTS', lock_prefix .. id) == 0 then
-      if skip > 0 then skip = skip - 1 else found[#found + 1] = id end
-      if #found >= want then break end
-    end
-  end
-  if #ids < page then break end
-  offset = offset + page
-end
-return found
-"""
-
-_LIST_SCAN_CAP = 20_000
-"""How many ids one page of queued or scheduled jobs looks at, at most, past running ones."""
-
-_CANCELLED_MARK = "__cancelled__"
-
 _UNTRACED: contextlib.nullcontext[None] = contextlib.nullcontext()
-
-
-class JobStatus(enum.StrEnum):
-    """Where an on-demand job is in its life."""
-
-    QUEUED = "queued"
-    """Due now, waiting for a free worker."""
-    SCHEDULED = "scheduled"
-    """Due later: scheduled with a delay or time, or waiting to be retried."""
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    """The handler returned `JobResult.cancelled`."""
 
 
 _WAITING_STATES = (JobStatus.QUEUED, JobStatus.SCHEDULED)
@@ -203,33 +103,28 @@ class Scheduler:
 
     def __init__(self, queue_name: str) -> None:
         self.queue_name = queue_name
-        self._pool: ArqRedis | None = None
-        self._enqueue_script: Any = None
-        self._enqueue_many_script: Any = None
-        self._delete_script: Any = None
-        self._retry_script: Any = None
-        self._waiting_script: Any = None
+        self.keep_result_s = 86_400.0
+        self._store: Store | None = None
         self.instrumentation: Instrumentation | None = None
 
-    def _attach(self, pool: ArqRedis | None) -> None:
-        self._pool = pool
-        if pool is not None:
-            self._enqueue_script = pool.register_script(_ENQUEUE)
-            self._enqueue_many_script = pool.register_script(_ENQUEUE_MANY)
-            self._delete_script = pool.register_script(_DELETE)
-            self._retry_script = pool.register_script(_RETRY)
-            self._waiting_script = pool.register_script(_WAITING)
+    def _attach(self, store: Store | None) -> None:
+        self._store = store
 
     @property
-    def pool(self) -> ArqRedis:
-        """The host's Redis pool (an `arq.connections.ArqRedis`)."""
-        if self._pool is None:
+    def store(self) -> Store:
+        """The host's storage (raises `HostNotRunningError` before the host runs)."""
+        if self._store is None:
             raise HostNotRunningError(
                 "the job host is not running: use the scheduler inside the app's lifespan "
                 "(lifespan=host.lifespan), inside `async with host.run():`, or in a "
                 "`hostedjobs worker` process"
             )
-        return self._pool
+        return self._store
+
+    @property
+    def pool(self) -> Redis:
+        """The host's Redis client, for reading what hostedjobs stored (tests, tools)."""
+        return self.store.redis
 
     async def enqueue(self, job: object, *, job_id: str | None = None) -> str:
         """Queue ``job`` (an instance of a ``@job_type`` dataclass) to run as soon as possible.
@@ -254,7 +149,6 @@ class Scheduler:
 
     async def _enqueue_many(self, jobs: Iterable[object], trace: str | None) -> list[str]:
         now_ms = int(time.time() * 1000)
-        ttl_ms = _EXPIRES_EXTRA_MS
         prepared: list[tuple[str, bytes]] = []
         for index, job in enumerate(jobs):
             try:
@@ -262,29 +156,8 @@ class Scheduler:
                 payload = encode_payload(job)
             except PayloadError as exc:
                 raise PayloadError(f"jobs[{index}]: {exc}") from exc
-            data = job_record(info.key, payload, now_ms, trace)
-            prepared.append((_new_id(), data))
-        pool = self.pool
-        wake = keys.wake_key(self.queue_name)
-
-        async def send(batch: list[tuple[str, bytes]]) -> None:
-            args: list[Any] = [
-                self.queue_name,
-                wake,
-                keys.WAKE_TOKENS_KEPT,
-                keys.JOB_PREFIX,
-                keys.RESULT_PREFIX,
-                now_ms,
-                ttl_ms,
-                " ".join(job_id for job_id, _ in batch),
-            ]
-            args.extend(data for _, data in batch)
-            await self._enqueue_many_script(keys=[], args=args, client=pool)
-
-        # A few batches in flight at once: packing one overlaps Redis running the previous.
-        batches = [prepared[i : i + _BATCH] for i in range(0, len(prepared), _BATCH)]
-        for i in range(0, len(batches), _BATCHES_IN_FLIGHT):
-            await asyncio.gather(*(send(b) for b in batches[i : i + _BATCHES_IN_FLIGHT]))
+            prepared.append((_new_id(), job_record(info.key, payload, now_ms, trace)))
+        await self.store.enqueue_many(prepared, due_ms=now_ms, ttl_ms=_EXPIRES_EXTRA_MS)
         return [job_id for job_id, _ in prepared]
 
     async def schedule(
@@ -318,7 +191,7 @@ class Scheduler:
     async def _add(self, job: object, job_id: str | None, *, due_ms: int | None) -> str:
         info = job_type_info(job)
         payload = encode_payload(job)
-        pool = self.pool
+        store = self.store
         job_id = job_id or _new_id()
         instrumentation = self.instrumentation
         # Without instrumentation, a shared do-nothing block: no object per enqueue.
@@ -327,22 +200,11 @@ class Scheduler:
         ) as trace:
             now_ms = int(time.time() * 1000)
             score = now_ms if due_ms is None or due_ms < now_ms else due_ms
-            data = job_record(info.key, payload, now_ms, trace)
-            added = await self._enqueue_script(
-                keys=[
-                    keys.JOB_PREFIX + job_id,
-                    keys.RESULT_PREFIX + job_id,
-                    self.queue_name,
-                    keys.wake_key(self.queue_name),
-                ],
-                args=[
-                    data,
-                    score,
-                    score - now_ms + _EXPIRES_EXTRA_MS,
-                    job_id,
-                    keys.WAKE_TOKENS_KEPT,
-                ],
-                client=pool,
+            added = await store.enqueue(
+                job_id,
+                job_record(info.key, payload, now_ms, trace),
+                due_ms=score,
+                ttl_ms=score - now_ms + _EXPIRES_EXTRA_MS,
             )
             if not added:
                 raise JobAlreadyExistsError(
@@ -356,18 +218,46 @@ class Scheduler:
 
         Returns False, changing nothing, if the job is running, finished or unknown.
         """
-        deleted = await self._delete_script(
-            keys=[
-                self.queue_name,
-                keys.JOB_PREFIX + job_id,
-                keys.IN_PROGRESS_PREFIX + job_id,
-                keys.RETRY_PREFIX + job_id,
-                keys.meta_key(job_id),
-            ],
-            args=[job_id, keys.events_channel(job_id)],
-            client=self.pool,
-        )
-        return bool(deleted)
+        return await self.store.delete(job_id)
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel a queued, scheduled or running job; it ends `JobStatus.CANCELLED`.
+
+        A queued or scheduled job is cancelled at once (its id stays taken while its result
+        is kept; `delete` frees it instead). A running job's worker is asked to stop it: the
+        run is cancelled within about a second (its scope sees the cancellation) and stored
+        cancelled. Returns False if the job is unknown or already finished. Stock arq's
+        ``Job.abort`` does the same to jobs running on hostedjobs workers.
+        """
+        store = self.store
+        for _ in range(3):
+            record = await store.record(job_id)
+            if record is None:
+                return False
+            now_ms = int(time.time() * 1000)
+            data: bytes | None = None
+            if self.keep_result_s > 0:
+                stored = loads(record)
+                data = dumps(
+                    {
+                        **stored,
+                        "s": True,
+                        "r": None,
+                        "st": None,
+                        "ft": now_ms,
+                        "q": self.queue_name,
+                        "id": job_id,
+                        "o": Outcome.CANCELLED.value,
+                        "m": "cancelled before it started",
+                    }
+                )
+            done = await store.cancel(
+                job_id, record, data, keep_ms=int(self.keep_result_s * 1000), now_ms=now_ms
+            )
+            if done:
+                return True
+            # The job changed between the two reads (it started, or finished): look again.
+        return False
 
     async def retry(self, job_id: str) -> bool:
         """Queue a failed job again under the same id, with its payload and a fresh try count.
@@ -375,38 +265,22 @@ class Scheduler:
         Returns False, changing nothing, unless the job has failed and its result is still
         kept (a job that succeeded, is queued or running, or is unknown is left alone).
         """
-        pool = self.pool
-        raw = await pool.get(keys.RESULT_PREFIX + job_id)
+        store = self.store
+        raw = await store.result(job_id)
         if raw is None:
             return False
         record = loads(raw)
-        if record.get("s") or not isinstance(record.get("f"), str):
+        if _outcome(record) is not Outcome.FAILED or not isinstance(record.get("f"), str):
             return False
         args = record.get("a") or [None]
         now_ms = int(time.time() * 1000)
-        data = job_record(record["f"], args[0], now_ms)
-        retried = await self._retry_script(
-            keys=[
-                keys.RESULT_PREFIX + job_id,
-                keys.JOB_PREFIX + job_id,
-                self.queue_name,
-                keys.wake_key(self.queue_name),
-                keys.RETRY_PREFIX + job_id,
-                keys.meta_key(job_id),
-                keys.finished_index(self.queue_name, JobStatus.FAILED),
-            ],
-            args=[
-                raw,
-                data,
-                now_ms,
-                _EXPIRES_EXTRA_MS,
-                job_id,
-                keys.WAKE_TOKENS_KEPT,
-                keys.events_channel(job_id),
-            ],
-            client=pool,
+        return await store.retry(
+            job_id,
+            raw,
+            job_record(record["f"], args[0], now_ms),
+            due_ms=now_ms,
+            ttl_ms=_EXPIRES_EXTRA_MS,
         )
-        return bool(retried)
 
     async def jobs(self, status: JobStatus, *, offset: int = 0, limit: int = 50) -> list[JobInfo]:
         """A page of jobs in ``status``: queued and scheduled by due time, the others newest
@@ -418,24 +292,17 @@ class Scheduler:
         """
         if offset < 0 or limit < 1:
             raise ConfigurationError("jobs() needs offset >= 0 and limit >= 1")
-        pool = self.pool
-        now_ms = int(time.time() * 1000)
-        ids: list[bytes]
+        store = self.store
         if status in _WAITING_STATES:
-            low, high = ("-inf", now_ms) if status is JobStatus.QUEUED else (f"({now_ms}", "+inf")
-            ids = await self._waiting_script(
-                keys=[self.queue_name],
-                args=[low, high, offset, limit, keys.IN_PROGRESS_PREFIX, _LIST_SCAN_CAP],
-                client=pool,
+            ids = await store.waiting_ids(
+                due=status is JobStatus.QUEUED,
+                now_ms=int(time.time() * 1000),
+                offset=offset,
+                limit=limit,
             )
         else:
-            index = (
-                keys.running_index(self.queue_name)
-                if status is JobStatus.RUNNING
-                else keys.finished_index(self.queue_name, status)
-            )
-            ids = await pool.zrevrange(index, offset, offset + limit - 1)
-        infos = await self._get_many([i.decode() for i in ids])
+            ids = await store.indexed_ids(status, offset=offset, limit=limit)
+        infos = await self._get_many(ids)
         # An index can briefly lag the job (a stock arq worker finished it, say): list only
         # jobs that are in the state asked for.
         return [info for info in infos if info is not None and info.status is status]
@@ -445,26 +312,9 @@ class Scheduler:
 
         With ``since``, finished states count only jobs that finished within that period.
         """
-        pool = self.pool
         now_ms = int(time.time() * 1000)
-        low = "-inf" if since is None else now_ms - int(since.total_seconds() * 1000)
-        finished = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
-        async with pool.pipeline(transaction=False) as pipe:
-            pipe.zcount(self.queue_name, "-inf", now_ms)
-            pipe.zcount(self.queue_name, f"({now_ms}", "+inf")
-            pipe.zcard(keys.running_index(self.queue_name))
-            for state in finished:
-                pipe.zcount(keys.finished_index(self.queue_name, state), low, "+inf")
-            due, later, running, *done = await pipe.execute()
-        # Jobs running on hostedjobs workers sit in the queue scored in the near future (see
-        # the worker's claim): count them as running, not scheduled.
-        counts = {
-            JobStatus.QUEUED: due,
-            JobStatus.SCHEDULED: max(0, later - running),
-            JobStatus.RUNNING: running,
-        }
-        counts.update(zip(finished, done, strict=True))
-        return counts
+        since_ms = None if since is None else now_ms - int(since.total_seconds() * 1000)
+        return await self.store.counts(now_ms=now_ms, since_ms=since_ms)
 
     async def watch(self, job_id: str, *, recheck_every: float = 5.0) -> AsyncIterator[JobInfo]:
         """Yield the job's state each time it changes (progress, start, retry, end).
@@ -476,8 +326,9 @@ class Scheduler:
             async for info in host.scheduler.watch(job_id):
                 print(info.status, info.progress, info.progress_message)
         """
-        pubsub = self.pool.pubsub()
-        await pubsub.subscribe(keys.events_channel(job_id))
+        store = self.store
+        pubsub = store.events()
+        await pubsub.subscribe(store.keys.events)
         try:
             last: JobInfo | None = None
             while True:
@@ -489,7 +340,7 @@ class Scheduler:
                     last = info
                 if info.finished:
                     return
-                await pubsub.get_message(ignore_subscribe_messages=True, timeout=recheck_every)
+                await _next_event_about(pubsub, job_id, recheck_every)
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
@@ -499,91 +350,74 @@ class Scheduler:
         return info
 
     async def _get_many(self, job_ids: list[str]) -> list[JobInfo | None]:
-        if not job_ids:
-            return []
-        running = keys.running_index(self.queue_name)
-        async with self.pool.pipeline(transaction=True) as pipe:
-            for job_id in job_ids:
-                pipe.get(keys.JOB_PREFIX + job_id)
-                pipe.get(keys.RESULT_PREFIX + job_id)
-                pipe.exists(keys.IN_PROGRESS_PREFIX + job_id)
-                pipe.zscore(self.queue_name, job_id)
-                pipe.get(keys.RETRY_PREFIX + job_id)
-                pipe.hgetall(keys.meta_key(job_id))
-                pipe.zscore(running, job_id)
-            replies = await pipe.execute()
-        return [_job_info(job_id, *replies[i * 7 : i * 7 + 7]) for i, job_id in enumerate(job_ids)]
+        stored = await self.store.read_jobs(job_ids)
+        return [_job_info(job_id, job) for job_id, job in zip(job_ids, stored, strict=True)]
 
 
-def _job_info(
-    job_id: str,
-    raw_job: bytes | None,
-    raw_result: bytes | None,
-    running: int,
-    score: float | None,
-    retries: bytes | None,
-    meta: dict[bytes, bytes],
-    running_since: float | None,
-) -> JobInfo | None:
-    record = loads(raw_result) if raw_result else (loads(raw_job) if raw_job else None)
+async def _next_event_about(pubsub: Any, job_id: str, timeout_s: float) -> None:
+    """Wait until an event names ``job_id`` (events name several ids), or ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+        if message is None:
+            continue
+        data = message.get("data")
+        if isinstance(data, bytes) and job_id in data.decode(errors="replace").split(" ")[1:]:
+            return
+
+
+def _outcome(record: dict[str, Any]) -> Outcome:
+    """How a finished job ended: hostedjobs' own field, else arq's success flag."""
+    stored = record.get("o")
+    if isinstance(stored, str):
+        with contextlib.suppress(ValueError):
+            return Outcome(stored)
+    return Outcome.SUCCEEDED if record.get("s") else Outcome.FAILED
+
+
+def _job_info(job_id: str, job: StoredJob) -> JobInfo | None:
+    raw_result = job.result
+    record = loads(raw_result) if raw_result else (loads(job.record) if job.record else None)
     if record is None:
         return None
-    fields = {k.decode(): v.decode() for k, v in meta.items()}
     job_type, version = _split_key(str(record.get("f", "")))
     value = record.get("r")
     message: str | None = None
-    error = fields.get("error")
+    error = job.meta.get("error")
     if raw_result:
-        if not record.get("s"):
-            status, error = JobStatus.FAILED, error_message(value) or repr(value)
+        outcome = _outcome(record)
+        status = JobStatus.of(outcome)
+        stored_message = record.get("m")
+        if outcome is Outcome.FAILED:
+            error = stored_message if "o" in record else (error_message(value) or repr(value))
             value = None
-        elif isinstance(value, dict) and _CANCELLED_MARK in value:
-            status, message, value = JobStatus.CANCELLED, value[_CANCELLED_MARK], None
         else:
-            status = JobStatus.SUCCEEDED
-            if isinstance(value, dict) and "__message__" in value:
-                message, value = value["__message__"], value.get("value")
-    elif running:
+            message = stored_message if isinstance(stored_message, str) else None
+    elif job.locked:
         status = JobStatus.RUNNING
-    elif score is not None:
-        status = JobStatus.SCHEDULED if score > time.time() * 1000 else JobStatus.QUEUED
+    elif job.score_ms is not None:
+        status = JobStatus.SCHEDULED if job.score_ms > time.time() * 1000 else JobStatus.QUEUED
     else:
         return None
     args = record.get("a") or [None]
-    progress = fields.get("progress")
+    progress = job.meta.get("progress")
     return JobInfo(
         id=job_id,
         status=status,
         job_type=job_type,
         version=version,
-        tries=int(record.get("t") or 0) if raw_result else int(retries or 0),
+        tries=int(record.get("t") or 0) if raw_result else job.tries,
         payload=args[0],
         enqueued_at=_ms_to_datetime(record.get("et")),
         # A running job's score is its lock's lapse time (see the worker's claim), not a due time.
-        scheduled_for=_ms_to_datetime(score) if status in _WAITING_STATES else None,
-        started_at=_ms_to_datetime(record.get("st") or (running_since if running else None)),
+        scheduled_for=_ms_to_datetime(job.score_ms) if status in _WAITING_STATES else None,
+        started_at=_ms_to_datetime(
+            record.get("st") or (job.running_since_ms if job.locked else None)
+        ),
         finished_at=_ms_to_datetime(record.get("ft")),
         result=value,
         message=message,
         error=error,
         progress=float(progress) if progress is not None else None,
-        progress_message=fields.get("progress_message"),
+        progress_message=job.meta.get("progress_message"),
     )
-
-
-def finished_state(success: bool, value: Any) -> FinishedState:
-    """The state a finished run is indexed under, from arq's success flag and stored value."""
-    if not success:
-        return "failed"
-    if isinstance(value, dict) and _CANCELLED_MARK in value:
-        return "cancelled"
-    return "succeeded"
-
-
-def stored_outcome(value: Any, message: str | None, *, cancelled: bool) -> Any:
-    """How a handler's return value is kept in arq's result (read back by `Scheduler.get`)."""
-    if cancelled:
-        return {_CANCELLED_MARK: message}
-    if message is not None:
-        return {"__message__": message, "value": value}
-    return value

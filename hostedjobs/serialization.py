@@ -26,6 +26,7 @@ __all__ = [
     "job_type_info",
     "loads",
     "lookup_job_type",
+    "queued_record",
     "registered_versions",
     "result_record",
 ]
@@ -976,11 +977,18 @@ def job_record(
     the enqueue hot path. A ``traceparent`` (tracing) travels as the call's keyword argument,
     which arq's record has a place for, so stock arq still reads the job.
     """
+    return queued_record(function, [payload], enqueue_ms, traceparent)
+
+
+def queued_record(
+    function: str, args: list[Any], enqueue_ms: int, traceparent: str | None = None
+) -> bytes:
+    """arq's stored form of a call of ``function`` with JSON ``args`` (see `job_record`)."""
     kwargs = {} if traceparent is None else {"traceparent": traceparent}
     record: dict[str, Any] = {
         "t": None,
         "f": function,
-        "a": [payload],
+        "a": args,
         "k": kwargs,
         "et": enqueue_ms,
     }

@@ -3,23 +3,46 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .startup import StartupState
 
-if TYPE_CHECKING:
-    from .host import JobHost
-
-__all__ = ["RETRY_AFTER_S", "StartupGateMiddleware", "readiness_response"]
+__all__ = [
+    "RETRY_AFTER_S",
+    "Readiness",
+    "StartupGateMiddleware",
+    "health_response",
+    "readiness_response",
+]
 
 RETRY_AFTER_S = 5
 """What ``Retry-After`` tells clients while the host is not ready."""
 
 
-def readiness_response(host: JobHost) -> Response:
+class Readiness(Protocol):
+    """What readiness is read from (a `JobHost`)."""
+
+    @property
+    def ready(self) -> bool: ...
+    @property
+    def running(self) -> bool: ...
+    @property
+    def startup_state(self) -> StartupState: ...
+    @property
+    def failed_startup_action(self) -> tuple[str, str] | None: ...
+    @property
+    def running_startup_actions(self) -> tuple[str, ...]: ...
+
+
+def health_response(report: dict[str, Any]) -> Response:
+    """200 with the health report if it says ``healthy``, else 503 with it."""
+    return JSONResponse(report, status_code=200 if report["healthy"] else 503)
+
+
+def readiness_response(host: Readiness) -> Response:
     """200 ``{"status": "ready"}`` once ready, else 503 with ``Retry-After`` and the reason."""
     failed = host.failed_startup_action
     if failed is not None:
@@ -44,7 +67,7 @@ class StartupGateMiddleware:
     is never held.
     """
 
-    def __init__(self, app: ASGIApp, host: JobHost, allow_paths: Collection[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, host: Readiness, allow_paths: Collection[str] = ()) -> None:
         self.app = app
         self.host = host
         self.allow_paths = frozenset(allow_paths)

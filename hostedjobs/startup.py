@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 
 from .context import JobContext
 from .exceptions import ConfigurationError
-from .results import Outcome
+from .outcomes import JobKind, Outcome
+from .runner import Runner
 from .runs import JobCallable
-from .scope import ScopeProvider
 
 __all__ = ["StartupAction", "StartupActions", "StartupState"]
 
@@ -87,7 +87,7 @@ class StartupActions:
         await self._done.wait()
         return self.state is StartupState.SUCCEEDED
 
-    async def run(self, provider: ScopeProvider) -> bool:
+    async def run(self, runner: Runner) -> bool:
         """Run every action, group by group; True if all succeeded."""
         self.state = StartupState.RUNNING
         started = time.monotonic()
@@ -96,7 +96,7 @@ class StartupActions:
                 actions = list(group)
                 names = ", ".join(a.name for a in actions)
                 logger.info("running startup actions (priority %d): %s", priority, names)
-                outcomes = await asyncio.gather(*(self._run_one(a, provider) for a in actions))
+                outcomes = await asyncio.gather(*(self._run_one(a, runner) for a in actions))
                 failed = next((f for f in outcomes if f is not None), None)
                 if failed is not None:
                     self.failed_action, self.error = failed
@@ -116,9 +116,7 @@ class StartupActions:
                 self.state = StartupState.PENDING
             self._done.set()
 
-    async def _run_one(
-        self, action: StartupAction, provider: ScopeProvider
-    ) -> tuple[str, str] | None:
+    async def _run_one(self, action: StartupAction, runner: Runner) -> tuple[str, str] | None:
         ctx = JobContext(
             job_name=action.name,
             run_id=uuid.uuid4().hex,
@@ -128,9 +126,11 @@ class StartupActions:
         )
         self.running_now.add(action.name)
         try:
-            result = await action.code.invoke(provider, ctx, timeout_s=action.timeout_s)
+            report = await runner.run(
+                action.code, ctx, kind=JobKind.STARTUP, timeout_s=action.timeout_s
+            )
         finally:
             self.running_now.discard(action.name)
-        if result.outcome is Outcome.FAILED:
-            return action.name, result.message or "failed"
+        if report.outcome is Outcome.FAILED:
+            return action.name, report.message or "failed"
         return None

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import enum
 from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from .outcomes import JobKind, Outcome
 from .results import JobResult
 
 __all__ = ["HISTORY_LENGTH", "HostedJobStatus", "JobKind", "RunRecord", "RunTracker"]
 
 HISTORY_LENGTH = 20
 """How many recent runs each job keeps."""
-
-
-class JobKind(enum.StrEnum):
-    """How a hosted job is scheduled."""
-
-    CONTINUOUS = "continuous"
-    """`add_job`: runs again after each run (plus its interval), in every process."""
-    CRON = "cron"
-    """`add_cron_job`: on a cron schedule, in every process."""
-    DISTRIBUTED_CRON = "distributed_cron"
-    """`add_distributed_cron_job`: on a cron schedule, once per tick across the cluster."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +25,8 @@ class RunRecord:
     started_at: datetime
     finished_at: datetime | None = None
     outcome: str | None = None
-    """``succeeded``, ``failed``, ``cancelled``, or ``skipped``; None while it runs."""
+    """An `Outcome` value (``succeeded``, ``failed``, ``cancelled``, ``skipped``); None while
+    it runs."""
     message: str | None = None
     manual: bool = False
 
@@ -147,11 +137,11 @@ class RunTracker:
         """Note a tick that did not run (e.g. the previous run was still going)."""
         now = datetime.now(UTC)
         self.history.appendleft(
-            RunRecord("", scheduled_at, now, now, outcome="skipped", message=message)
+            RunRecord("", scheduled_at, now, now, outcome=Outcome.SKIPPED.value, message=message)
         )
 
     def last(self) -> RunRecord | None:
         """The newest run that actually ran (started), finished or not."""
         if self.running:
             return max(self.running.values(), key=lambda r: r.started_at)
-        return next((r for r in self.history if r.outcome != "skipped"), None)
+        return next((r for r in self.history if r.outcome != Outcome.SKIPPED), None)

@@ -1,222 +1,104 @@
-"""The engine: an arq worker that wakes on enqueue, claims in batches, and is supervised.
+"""The engine: a worker that wakes on enqueue, claims in batches, commits in groups, and never
+spins.
 
-`HostedWorker` stays an `arq.worker.Worker` with arq's key layout and job semantics (stock
-`arq.jobs.Job` handles read its jobs, and stock workers can share its queue) and replaces what
-makes arq slow or awkward inside an app: the 0.5 s poll, six round trips per job (now one
-claim per batch of jobs and one group commit per batch of outcomes), locks sized by the
-longest timeout, a loop that dies on the first Redis error, signal handlers, and a `close()`
-that never drains.
+It keeps arq's key layout and job semantics, so stock `arq.jobs.Job` handles read its jobs
+and stock arq workers can share its queue, but it owns its loop. The loop does one thing at
+a time and always suspends: it claims while slots are free and jobs are due, and otherwise
+waits, for a wake token or the fallback poll (only while it has a free slot), for the next
+deferred job to come due (only while it has a free slot), or for a slot to free up.
+Renewing locks, noticing cancelled jobs and heartbeats happen in a separate task on a timer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
-from arq.connections import ArqRedis
-from arq.cron import CronJob
-from arq.jobs import deserialize_job_raw
-from arq.worker import Function, JobExecutionFailed, Retry, RetryJob, Worker
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
-from . import keys
-from .commits import KEEP_FOREVER, OutcomeCommitter
-from .exceptions import PayloadError
+from .commits import OutcomeCommitter
+from .exceptions import JobFailedError, PayloadError
 from .health import BEAT_INTERVAL_S, WorkerBeat, new_worker_id, remove_beat, write_beat
-from .scheduler import finished_state
+from .outcomes import JobStatus, Outcome
+from .runner import QueuedFunction, QueuedRun, RunReport, error_text
 from .serialization import dumps, loads, result_record
+from .storage import Claimed, Finished, Peeked, Requeued, Store
 
-__all__ = ["HostedWorker", "WorkerSupervisor"]
+__all__ = ["LOCK_RENEW_S", "LOCK_TTL_S", "Worker", "WorkerSupervisor"]
 
 logger = logging.getLogger("hostedjobs.worker")
 
-# Claims up to ARGV[2] due jobs in one atomic step, so a job is claimed by exactly one worker
-# and `Scheduler.delete` (also atomic) can never race a claim; for each it also reads the job
-# and counts the try, which arq does in a second round trip per job. A claimed job stays in
-# the queue zset, as arq keeps it, but its score moves to when its lock would lapse (renewed
-# with the lock): claims never wade through running jobs, and a crashed worker's job becomes
-# due again when its lock lapses. Jobs a stock arq worker runs keep their score and are
-# skipped by their lock. Returns {more_due, next_due_score_or_empty, {id, score, payload,
-# try, ...}, redis_ms}; a missing payload is '' (a nil would cut the array short). An empty
-# ARGV[1] means "now" is Redis's clock minus ARGV[11], the worker's measured offset: a claim
-# pipelined behind a BLPOP runs when the BLPOP returns, not when it was sent.
-_CLAIM = """
-local queue, wake = KEYS[1], KEYS[2]
-local now, limit, lock_ms, page = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
-local clock = redis.call('TIME')
-local redis_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-if now == '' then now = string.format('%d', redis_ms - tonumber(ARGV[11])) end
-local lock_prefix, job_prefix, retry_prefix = ARGV[6], ARGV[7], ARGV[8]
-local scan_cap, events, running = tonumber(ARGV[9]), ARGV[10], KEYS[3]
-local lapse = tonumber(now) + tonumber(lock_ms)
-local claimed, taken, more, offset = {}, 0, 0, 0
--- Pages of due ids; claimed ones leave the due range, so the offset only counts those skipped
--- (locked by a stock arq worker, or by a crashed one whose lock has not lapsed yet).
-while more == 0 and taken <= limit and offset < scan_cap do
-  local due = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', offset, page)
-  local skipped = 0
-  for i = 1, #due, 2 do
-    local id = due[i]
-    if redis.call('EXISTS', lock_prefix .. id) == 0 then
-      if taken >= limit then more = 1 break end
-      redis.call('PSETEX', lock_prefix .. id, lock_ms, '1')
-      local tries = redis.call('INCR', retry_prefix .. id)
-      redis.call('EXPIRE', retry_prefix .. id, 88400)
-      claimed[#claimed + 1] = id
-      claimed[#claimed + 1] = due[i + 1]
-      claimed[#claimed + 1] = redis.call('GET', job_prefix .. id) or ''
-      claimed[#claimed + 1] = tries
-      redis.call('ZADD', queue, lapse, id)
-      redis.call('ZADD', running, now, id)
-      redis.call('PUBLISH', events .. id, 'running')
-      taken = taken + 1
-    else
-      skipped = skipped + 1
-    end
-  end
-  if #due < page * 2 then break end
-  offset = offset + skipped
-end
-if more == 1 then
-  redis.call('LPUSH', wake, '1')
-  redis.call('LTRIM', wake, 0, tonumber(ARGV[5]) - 1)
-else
-  redis.call('DEL', wake)
-end
-local later = redis.call('ZRANGEBYSCORE', queue, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-return {more, later[2] or '', claimed, redis_ms}
-"""
-
-_CLAIM_SCAN_CAP = 5000
-"""How many due ids one claim skips, at most, past ones locked by stock arq workers."""
-
-# Renews the locks of this worker's running jobs and moves their queue scores along with them
-# (see _CLAIM); a job whose lock is gone (its outcome was just committed) is left alone.
-_RENEW = """
-local lock_prefix, lock_ms, queue = ARGV[1], ARGV[2], ARGV[3]
-local lapse = tonumber(ARGV[4]) + tonumber(lock_ms)
-for i = 5, #ARGV do
-  if redis.call('PEXPIRE', lock_prefix .. ARGV[i], lock_ms) == 1 then
-    redis.call('ZADD', queue, 'XX', lapse, ARGV[i])
-  end
-end
-return 1
-"""
-
 LOCK_TTL_S = 60.0
-"""A running job's in-progress lock lapses this long after its worker stopped renewing it.
+"""A running job's lock lapses this long after its worker stopped renewing it.
 
 arq sizes the lock by the longest job timeout (plus 10 s), so a crashed worker's jobs wait
 that long, five minutes by default, before another worker may retry them. Renewing the
 lock while the job runs makes the wait independent of timeouts."""
 LOCK_RENEW_S = 15.0
+ABORT_CHECK_S = 0.5
+"""How often a worker with running jobs looks for ones asked to stop (arq's abort set)."""
+_CLAIM_BATCH = 500
+"""Jobs one claim takes at most: it holds Redis for a bounded time (and Lua's stack)."""
+_SKIP_CAP = 4000
+"""How many due ids one peek looks at, at most, past ones locked by stock arq workers."""
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _fields(name: str, job_id: str, job_try: int, outcome: str, start_ms: int) -> dict[str, Any]:
-    """The structured fields of a record about one run (see docs/observability.md)."""
-    return {
-        "job_name": name,
-        "run_id": job_id,
-        "attempt": job_try,
-        "outcome": outcome,
-        "duration_s": (_now_ms() - start_ms) / 1000,
-    }
+class Worker:
+    """Claims and runs queued jobs of one queue, ``concurrency`` at a time.
 
-
-class _Functions(dict[str, Function | CronJob]):
-    """arq's function registry, answering unknown names with a clear failing function."""
-
-    def __init__(self, known: Iterable[Function], missing: Callable[[str], Function]) -> None:
-        super().__init__((f.name, f) for f in known)
-        self._missing = missing
-
-    def __missing__(self, name: str) -> Function:
-        return self._missing(name)
-
-
-class HostedWorker(Worker):
-    """An `arq.worker.Worker` that sleeps on a wake list instead of polling.
-
-    Enqueuers push a token on ``<queue>:wake``; an idle worker blocks on it, with a fallback
-    poll every ``fallback_poll`` seconds for jobs enqueued by stock arq clients, and a timer to
-    the earliest deferred job so scheduled jobs and retries start on time. A full worker waits
-    for one of its own runs to end instead of taking tokens other workers could use.
-
-    Build it inside the running event loop (arq binds the loop at construction).
+    Enqueuers push a token on the queue's wake list; an idle worker blocks on it, with a
+    fallback poll every ``fallback_poll_s`` seconds (for jobs enqueued by stock arq clients),
+    and a timer to the earliest deferred job so scheduled jobs and retries start on time.
+    ``functions`` maps a queued job's function name to what runs it (and answers unknown
+    names with something that fails the job clearly).
     """
 
     def __init__(
         self,
-        functions: Iterable[Function],
+        store: Store,
+        functions: Callable[[str], QueuedFunction],
         *,
-        pool: ArqRedis,
-        queue_name: str,
-        missing_function: Callable[[str], Function],
         concurrency: int,
-        job_timeout_s: float,
         keep_result_s: float,
-        max_tries: int,
         fallback_poll_s: float = 1.0,
         burst: bool = False,
-        self_timed: bool = False,
-        on_job_start: Any = None,
-        on_job_end: Any = None,
     ) -> None:
-        known = list(functions)
-        super().__init__(
-            # arq insists on at least one function; the real registry is installed below.
-            functions=known or [Function("hostedjobs:none", _never, None, None, None, None)],
-            queue_name=queue_name,
-            redis_pool=pool,
-            burst=burst,
-            handle_signals=False,
-            max_jobs=concurrency,
-            job_timeout=job_timeout_s,
-            keep_result=keep_result_s,
-            poll_delay=fallback_poll_s,
-            max_tries=max_tries,
-            job_serializer=dumps,
-            job_deserializer=loads,
-            log_results=False,
-            on_job_start=on_job_start,
-            on_job_end=on_job_end,
-        )
-        self.loop = asyncio.get_running_loop()
-        self.functions = _Functions(known, missing_function)
-        self.in_progress_timeout_s = LOCK_TTL_S
-        self._locks_renewed_at = time.monotonic()
+        self.store = store
+        self.functions = functions
+        self.concurrency = concurrency
+        self.keep_result_s = keep_result_s
         self.fallback_poll_s = fallback_poll_s
-        self._wake_key = keys.wake_key(queue_name)
-        self._running_key = keys.running_index(queue_name)
-        self._claim_script = pool.register_script(_CLAIM)
-        self._renew_script = pool.register_script(_RENEW)
-        self._released: set[asyncio.Task[Any]] = set()
-        self.self_timed = self_timed
+        self.burst = burst
         self.worker_id = new_worker_id()
         self.started_at = time.time()
         self.last_loop_at = time.monotonic()
-        self._last_beat = 0.0
-        self._beat: asyncio.Task[None] | None = None
-        self._commits = OutcomeCommitter(pool, queue_name, index_max_age_s=keep_result_s)
+        self.completed = self.failed = self.retried = 0
+        self.taking_jobs = False
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._busy = 0
         self._kick = asyncio.Event()
-        self._wait: asyncio.Task[Any] | None = None
-        self._reserved = 0
-        self._own_wake_key = f"{self._wake_key}:{self.worker_id}"
-        self._clock_offset_ms: int | None = None
+        self._stopping = False
         self._claim_due = True
         self._next_due_ms: int | None = None
-        self._stopping = False
+        self._skip_hint = 0
+        self._clock_offset_ms: int | None = None
+        self._wait: asyncio.Task[Peeked | None] | None = None
+        self._aborting: set[str] = set()
+        self._commits = OutcomeCommitter(store, index_max_age_s=keep_result_s)
+        self._beat: asyncio.Task[None] | None = None
+
+    # -- the loop --------
 
     async def main(self) -> None:
         """Claim and run jobs until `drain` is called (or, in burst mode, the queue is empty).
@@ -224,409 +106,146 @@ class HostedWorker(Worker):
         Redis errors do not end the loop: they are logged and retried with backoff, so an
         outage pauses the worker instead of silently killing it.
         """
-        self.ctx["redis"] = self.pool
-        if self.on_startup:
-            await self.on_startup(self.ctx)
+        maintenance = asyncio.get_running_loop().create_task(self._maintain())
         failures = 0
-        while not self._stopping:
-            try:
-                await self._poll_iteration()
-                if self.burst and await self._burst_finished():
-                    return
-                await self._wait_for_work()
-            except (RedisError, OSError) as exc:
-                self._forget_wait()
-                self._claim_due = True
-                failures += 1
-                delay = min(0.05 * 2**failures, 5.0)
-                log = logger.warning if failures == 1 or failures % 20 == 0 else logger.debug
-                log("Redis error in the worker loop (%s); retrying in %.2fs", exc, delay)
-                await self._sleep_unless_kicked(delay)
-            else:
-                if failures:
-                    logger.info("worker reconnected to Redis after %d failed attempts", failures)
-                failures = 0
-
-    async def heart_beat(self) -> None:
-        """This worker's own heartbeat every couple of seconds (and arq's shared one hourly)."""
-        self.last_loop_at = time.monotonic()
-        beating = self._beat is not None and not self._beat.done()
-        if self.last_loop_at - self._last_beat >= BEAT_INTERVAL_S and not beating:
-            self._last_beat = self.last_loop_at
-            # In the background: a job enqueued meanwhile must not wait for this round trip.
-            self._beat = self.loop.create_task(self._write_beat())
-        await self.record_health()
-
-    async def _write_beat(self) -> None:
         try:
-            await write_beat(
-                self.pool,
-                WorkerBeat(
-                    worker_id=self.worker_id,
-                    hostname=socket.gethostname(),
-                    pid=os.getpid(),
-                    queue=self.queue_name,
-                    started_at=self.started_at,
-                    beat_at=time.time(),
-                    running=len(self.tasks),
-                    completed=self.jobs_complete,
-                    failed=self.jobs_failed,
-                    retried=self.jobs_retried,
-                ),
-            )
-        except (RedisError, OSError) as exc:
-            logger.debug("could not write the worker's heartbeat: %s", exc)
+            while not self._stopping:
+                try:
+                    if self.burst and await self._burst_finished():
+                        return
+                    await self._step()
+                except (RedisError, OSError) as exc:
+                    self._forget_wait()
+                    self._claim_due = True
+                    failures += 1
+                    delay = min(0.05 * 2**failures, 5.0)
+                    log = logger.warning if failures == 1 or failures % 20 == 0 else logger.debug
+                    log("Redis error in the worker loop (%s); retrying in %.2fs", exc, delay)
+                    await self._sleep_unless_kicked(delay)
+                else:
+                    if failures:
+                        logger.info(
+                            "worker reconnected to Redis after %d failed attempts", failures
+                        )
+                    failures = 0
+        finally:
+            maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await maintenance
 
-    async def _poll_iteration(self) -> None:
-        # Claim when something may have changed: a kick (a slot freed, more jobs due, a
-        # resume), a timer or poll that fired, or an error; a claim pipelined behind the last
-        # BLPOP has just looked otherwise.
+    def _peek_limit(self, free: int) -> int:
+        return min(free, _CLAIM_BATCH) + min(self._skip_hint, _SKIP_CAP)
+
+    def _free_slots(self) -> int:
+        if not self.taking_jobs or self._stopping:
+            return 0
+        return self.concurrency - self._busy
+
+    async def _step(self) -> None:
+        """Claim once, or wait once: every path suspends."""
+        self.last_loop_at = time.monotonic()
         kicked = self._kick.is_set()
         self._kick.clear()
         free = self._free_slots()
-        if free > 0 and (kicked or self._claim_due):
-            await self._claim(free)
-        if self.allow_abort_jobs:
-            await self._cancel_aborted_jobs()
-        self._reap_finished()
-        if self.tasks and time.monotonic() - self._locks_renewed_at >= LOCK_RENEW_S:
-            await self._renew_locks()
-        await self.heart_beat()
-
-    async def _renew_locks(self) -> None:
-        self._locks_renewed_at = time.monotonic()
-        ttl_ms = int(self.in_progress_timeout_s * 1000)
-        await self._renew_script(
-            keys=[],
-            args=[keys.IN_PROGRESS_PREFIX, ttl_ms, self.queue_name, _now_ms(), *self.tasks],
-        )
-
-    def _free_slots(self) -> int:
-        if not self.allow_pick_jobs or self._stopping:
-            return 0
-        free = self.max_jobs - self.job_counter
-        if self.burst and self.max_burst_jobs >= 0:
-            free = min(free, self.max_burst_jobs - self._jobs_started())
-        return free
-
-    def _claim_args(self, free: int, now_ms: int | None) -> list[Any]:
-        return [
-            "" if now_ms is None else now_ms,
-            free,
-            int(self.in_progress_timeout_s * 1000),
-            free + 16,
-            keys.WAKE_TOKENS_KEPT,
-            keys.IN_PROGRESS_PREFIX,
-            keys.JOB_PREFIX,
-            keys.RETRY_PREFIX,
-            _CLAIM_SCAN_CAP,
-            keys.EVENTS_PREFIX,
-            self._clock_offset_ms or 0,
-        ]
-
-    async def _claim(self, free: int) -> None:
-        self._claim_due = False
-        sent_ms = _now_ms()
-        reply = await self._claim_script(
-            keys=[self.queue_name, self._wake_key, self._running_key],
-            args=self._claim_args(free, sent_ms),
-        )
-        # Redis's clock against ours, for claims pipelined behind a BLPOP (see _CLAIM); the
-        # error is half this round trip.
-        self._clock_offset_ms = int(reply[3]) - (sent_ms + _now_ms()) // 2
-        self._start_claimed(reply)
-
-    def _start_claimed(self, reply: list[Any]) -> None:
-        more, next_due, claimed = reply[0], reply[1], reply[2]
-        self._next_due_ms = int(float(next_due)) if next_due else None
-        for i in range(0, len(claimed), 4):
-            job_id = claimed[i].decode()
-            self.job_counter += 1
-            task = self.loop.create_task(
-                self._execute(
-                    job_id, int(float(claimed[i + 1])), claimed[i + 2], int(claimed[i + 3])
-                )
-            )
-            task.add_done_callback(self._run_ended)
-            self.tasks[job_id] = task
-        if more:
-            self._kick.set()
-
-    async def _execute(self, job_id: str, score: int, raw: bytes, job_try: int) -> None:
-        """One try of one claimed job, with arq's semantics; its outcome is group-committed."""
-        start_ms = _now_ms()
-        name, enqueue_ms = "<unknown>", 0
-        args: tuple[Any, ...] = ()
-        kwargs: dict[str, Any] = {}
-        function: Function | CronJob | None = None
-        try:
-            if not raw:
-                raise JobExecutionFailed("job expired")
-            name, args, kwargs, enqueue_try, enqueue_ms = deserialize_job_raw(
-                raw, deserializer=loads
-            )
-            function = self.functions[name]
-            job_try = max(job_try, enqueue_try or 0)
-            max_tries = self.max_tries if function.max_tries is None else function.max_tries
-            if job_try > max_tries:
-                raise JobExecutionFailed(f"max {max_tries} retries exceeded")
-        except Exception as exc:
-            logger.warning(
-                "job %s (%s) cannot run: %s",
-                job_id,
-                name,
-                exc,
-                extra=_fields(name, job_id, job_try, "failed", start_ms),
-            )
-            self._release_slot()
-            await self._finish(
-                job_id, name, args, kwargs, job_try, enqueue_ms, start_ms, False, exc, function
-            )
+        if free > 0 and self._next_due_ms is not None and self._next_due_ms <= _now_ms():
+            self._claim_due = True
+        # A freed slot is worth a look only when no blocking wait is out: one that is out
+        # already looks for the worker.
+        if free > 0 and (self._claim_due or (kicked and self._wait is None)):
+            self._claim_due = False
+            sent_ms = _now_ms()
+            peeked = await self.store.peek(self._peek_limit(free), now_ms=sent_ms)
+            # Redis's clock against ours, for peeks that ride behind a BLPOP (their "now" is
+            # Redis's clock minus this); the error is half this round trip.
+            self._clock_offset_ms = peeked.redis_ms - (sent_ms + _now_ms()) // 2
+            await self._claim(peeked)
             return
-        ctx = {
-            **self.ctx,
-            "job_id": job_id,
-            "job_try": job_try,
-            "enqueue_time": datetime.fromtimestamp(enqueue_ms / 1000, tz=UTC),
-            "score": score,
-        }
-        timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
-        # hostedjobs' own functions time their runs themselves (where the scope sees it);
-        # a second timer per job would only cost time.
-        deadline = asyncio.timeout(None if self.self_timed else timeout_s)
-        try:
-            async with deadline:
-                result = await function.coroutine(ctx, *args, **kwargs)
-        except Retry as retry:
-            self.jobs_retried += 1
-            self._release_slot()
-            await self._commits.requeued(job_id, _now_ms() + (retry.defer_score or 0))
-        except (asyncio.CancelledError, RetryJob):
-            # Cancelled by a shutdown: back to the queue unchanged, for the next worker.
-            logger.info(
-                "job %s (%s) cancelled; it will run again",
-                job_id,
-                name,
-                extra=_fields(name, job_id, job_try, "retried", start_ms),
-            )
-            self.jobs_retried += 1
-            self._release_slot()
-            await self._commits.requeued(job_id, score)
-        except Exception as raised:
-            error = raised
-            if deadline.expired():
-                error = TimeoutError(f"the job exceeded its timeout of {timeout_s:g}s")
-            logger.error(
-                "job %s (%s) failed on try %d: %s: %s",
-                job_id,
-                name,
-                job_try,
-                type(error).__name__,
-                error,
-                exc_info=error,
-                extra=_fields(name, job_id, job_try, "failed", start_ms),
-            )
-            self._release_slot()
-            await self._finish(
-                job_id, name, args, kwargs, job_try, enqueue_ms, start_ms, False, error, function
-            )
-        else:
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug(
-                    "job %s (%s) succeeded in %d ms",
-                    job_id,
-                    name,
-                    _now_ms() - start_ms,
-                    extra=_fields(name, job_id, job_try, "succeeded", start_ms),
-                )
-            self._release_slot()
-            await self._finish(
-                job_id, name, args, kwargs, job_try, enqueue_ms, start_ms, True, result, function
-            )
+        await self._wait_for_work(free)
 
-    async def _finish(
-        self,
-        job_id: str,
-        name: str,
-        args: Any,
-        kwargs: Any,
-        job_try: int,
-        enqueue_ms: int,
-        start_ms: int,
-        success: bool,
-        result: Any,
-        function: Function | CronJob | None,
-    ) -> None:
-        if success:
-            self.jobs_complete += 1
-        else:
-            self.jobs_failed += 1
-        forever = self.keep_result_forever
-        keep_s = self.keep_result_s
-        if function is not None:
-            forever = (
-                forever if function.keep_result_forever is None else function.keep_result_forever
+    async def _claim(self, peeked: Peeked) -> None:
+        self._next_due_ms = peeked.next_due_ms
+        free = self._free_slots()
+        if not peeked.ids or free <= 0:
+            self._claim_due = self._claim_due or (peeked.more and free > 0)
+            return
+        limit = min(free, _CLAIM_BATCH)
+        claimed, locked = await self.store.claim(
+            peeked.ids, now_ms=peeked.now_ms, limit=limit, lock_ms=int(LOCK_TTL_S * 1000)
+        )
+        self._skip_hint = locked
+        for job in claimed:
+            self._start(job)
+        if self._free_slots() <= 0 and self._wait is not None and not self._wait.done():
+            # Full while a blocking wait is out: end it with this worker's own token, so it
+            # does not take a wake token another worker could use.
+            await self.store.wake_worker(self.worker_id)
+        # More may be due: past the peek's limit, or behind jobs another worker had locked.
+        if peeked.more or (len(claimed) == limit and len(peeked.ids) > limit):
+            self._claim_due = True
+
+    def _start(self, job: Claimed) -> None:
+        self._busy += 1
+        task = asyncio.get_running_loop().create_task(self._execute(job))
+        self.tasks[job.id] = task
+        task.add_done_callback(functools.partial(self._ended, job.id))
+
+    def _ended(self, job_id: str, task: asyncio.Task[None]) -> None:
+        if self.tasks.get(job_id) is task:
+            del self.tasks[job_id]
+        self._aborting.discard(job_id)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # Only storing the outcome can fail (Redis was down): the job keeps its lock and
+            # runs again once the lock lapses.
+            logger.error(
+                "job %s: could not record its outcome: %r", job_id, exc, extra={"run_id": job_id}
             )
-            keep_s = keep_s if function.keep_result_s is None else function.keep_result_s
-        data = None
-        if forever or keep_s > 0:
-            # arq's result layout (see arq.jobs.serialize_result), so stock handles read it.
-            record = {
-                "t": job_try,
-                "f": name,
-                "a": args,
-                "k": kwargs,
-                "et": enqueue_ms,
-                "s": success,
-                "st": start_ms,
-                "ft": _now_ms(),
-                "q": self.queue_name,
-                "id": job_id,
-            }
-            try:
-                data = result_record(record, result)
-            except PayloadError as exc:
-                logger.warning(
-                    "job %s (%s): its result cannot be stored: %s",
-                    job_id,
-                    name,
-                    exc,
-                    extra={"job_name": name, "run_id": job_id, "attempt": job_try},
-                )
-                data = result_record({**record, "s": False}, "unable to serialize result")
-        state = finished_state(success, result)
-        keep_ms = KEEP_FOREVER if forever else int(keep_s * 1000)
-        await self._commits.finished(job_id, state, data, keep_ms)
+        if self.burst or self._stopping:
+            self._kick.set()
 
     def _release_slot(self) -> None:
         # The slot is free once the job's code is done: the next claim goes out while this
         # outcome is still being committed, so a wave of jobs does not wait a round trip.
-        task = asyncio.current_task()
-        if task is not None and task not in self._released:
-            self._released.add(task)
-            self.job_counter -= 1
-            self._kick.set()
+        self._busy -= 1
+        self._kick.set()
 
-    def _run_ended(self, task: asyncio.Task[Any]) -> None:
-        if task in self._released:
-            self._released.discard(task)
-            if self.burst:
-                # A burst worker may be waiting only for outcomes to be stored before it exits.
-                self._kick.set()
-        else:
-            self.job_counter -= 1
-            self._kick.set()
-
-    def _reap_finished(self) -> None:
-        for job_id, task in list(self.tasks.items()):
-            if task.done():
-                del self.tasks[job_id]
-                if not task.cancelled() and (exc := task.exception()) is not None:
-                    # A run raises only when Redis failed while its outcome was stored; the
-                    # job keeps its in-progress lock and runs again once the lock lapses.
-                    logger.error(
-                        "job %s: could not record its outcome: %r",
-                        job_id,
-                        exc,
-                        extra={"run_id": job_id},
+    async def _wait_for_work(self, free: int) -> None:
+        timeout = self.fallback_poll_s
+        waiters: set[asyncio.Future[Any]] = set()
+        if free > 0:
+            if self._wait is None and not self.burst:
+                if self._clock_offset_ms is None:
+                    self._claim_due = True  # a peek can ride a BLPOP once the clocks are known
+                    return
+                # Burst workers only sleep: their loop must be able to end with nothing out.
+                self._wait = asyncio.get_running_loop().create_task(
+                    self.store.wait_then_peek(
+                        self.worker_id,
+                        self.fallback_poll_s,
+                        self._peek_limit(free),
+                        self._clock_offset_ms,
                     )
-
-    async def _burst_finished(self) -> bool:
-        if self.tasks:
-            return False
-        if 0 <= self.max_burst_jobs <= self._jobs_started():
-            return True
-        return bool(await self.pool.zcard(self.queue_name) == 0)
-
-    async def _wait_for_work(self) -> None:
-        if self._next_due_ms is not None and self._next_due_ms <= _now_ms():
-            self._claim_due = True
-            return
-        if self._wait is None and (free := self._free_slots()) > 0:
-            # Wait on the wake list with a claim pipelined behind the BLPOP, so a wake-up (or
-            # the fallback poll) claims in the same round trip. The slots it may fill are
-            # reserved meanwhile; slots freed later are claimed directly. (Burst workers only
-            # block: their loop must be able to end with nothing outstanding.)
-            pipelined = not self.burst and self._clock_offset_ms is not None
-            self._reserved = free if pipelined else 0
-            self.job_counter += self._reserved
-            self._wait = self.loop.create_task(self._wake_then_claim(self._reserved))
-        # While a BLPOP is out, its own timeout is the fallback poll; waiting here for the
-        # same period as well would look at the queue twice per period.
-        timeout = self.fallback_poll_s * (3 if self._wait is not None else 1)
-        if self._next_due_ms is not None:
-            timeout = min(timeout, (self._next_due_ms - _now_ms()) / 1000)
-        if timeout > 0 and not self._kick.is_set():
-            kicked = self.loop.create_task(self._kick.wait())
-            waiters: set[asyncio.Future[Any]] = {kicked}
+                )
             if self._wait is not None:
                 waiters.add(self._wait)
-            try:
-                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                kicked.cancel()
-        if (
-            self._reserved
-            and self._wait is not None
-            and not self._wait.done()
-            and self._next_due_ms is not None
-            and self._next_due_ms <= _now_ms()
-        ):
-            # A deferred job is due while our free slots wait behind the BLPOP: wake it.
-            await self._wake_own_wait()
-        if self._wait is None or not self._reserved:
-            # Nothing pipelined looks at the queue for us: the next iteration claims.
-            self._claim_due = True
+                # The BLPOP's own timeout is the fallback poll; this is a backstop.
+                timeout = self.fallback_poll_s * 3
+            if self._next_due_ms is not None:
+                timeout = min(timeout, max((self._next_due_ms - _now_ms()) / 1000, 0.001))
+        kicked = asyncio.get_running_loop().create_task(self._kick.wait())
+        waiters.add(kicked)
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            kicked.cancel()
         if self._wait is not None and self._wait.done():
-            self._collect_wait()
-
-    async def _wake_then_claim(self, free: int) -> Any:
-        async with self.pool.pipeline(transaction=False) as pipe:
-            # Redis >= 6 takes a fractional BLPOP timeout; redis-py's annotation says int.
-            pipe.blpop([self._wake_key, self._own_wake_key], timeout=self.fallback_poll_s)  # type: ignore[arg-type]
-            if free:
-                # EVALSHA itself: a registered Script would have the pipeline check for it
-                # with an extra round trip first. A NOSCRIPT error reloads it (_claim).
-                pipe.evalsha(
-                    self._claim_script.sha,
-                    3,
-                    self.queue_name,
-                    self._wake_key,
-                    self._running_key,
-                    *self._claim_args(free, None),
-                )
-            replies = await pipe.execute()
-        return replies[1] if free else None
-
-    async def _wake_own_wait(self) -> None:
-        """Make our outstanding BLPOP return now (the token is ours alone), and wait for it."""
-        async with self.pool.pipeline(transaction=False) as pipe:
-            pipe.lpush(self._own_wake_key, "1")
-            pipe.pexpire(self._own_wake_key, 60_000)
-            await pipe.execute()
-        if (wait := self._wait) is not None:
-            await asyncio.wait({wait}, timeout=self.fallback_poll_s + 5)
-
-    def _take_wait(self) -> asyncio.Task[Any] | None:
-        """The outstanding wait, now ours to settle; its reserved slots are free again."""
-        wait, self._wait = self._wait, None
-        self.job_counter -= self._reserved
-        self._reserved = 0
-        return wait
-
-    def _collect_wait(self) -> None:
-        wait = self._take_wait()
-        if wait is None or wait.cancelled():
-            return
-        error = wait.exception()
-        if isinstance(error, NoScriptError):
-            # Redis lost its scripts (a restart): the direct claim loads it again.
-            self._kick.set()
-        elif error is not None:
-            raise error
-        elif (reply := wait.result()) is not None:
-            self._claim_due = False
-            self._start_claimed(reply)
+            wait, self._wait = self._wait, None
+            peeked = wait.result()  # a Redis error goes to the loop's backoff
+            if peeked is None:
+                self._claim_due = True  # Redis lost its scripts: the direct peek loads them
+            else:
+                await self._claim(peeked)
+        elif self._wait is None and free > 0:
+            self._claim_due = True  # a burst worker's poll
 
     async def _sleep_unless_kicked(self, delay: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -634,45 +253,201 @@ class HostedWorker(Worker):
         self._kick.clear()
 
     def _forget_wait(self) -> None:
-        wait = self._take_wait()
+        wait, self._wait = self._wait, None
         if wait is not None:
             wait.cancel()
-            if wait.done() and not wait.cancelled():
-                wait.exception()
 
-    async def _settle_wait(self) -> None:
-        # On the way out: a claim pipelined behind our BLPOP is woken and its jobs started
-        # (the drain then treats them like the others); cancelling it instead could leave
-        # jobs claimed but not run until their locks lapse.
-        wait = self._wait
-        if wait is not None and self._reserved:
-            with contextlib.suppress(RedisError, OSError):
-                if not wait.done():
-                    await self._wake_own_wait()
-                # The worker loop may have collected it meanwhile.
-                if self._wait is wait and wait.done():
-                    self._collect_wait()
-        self._forget_wait()
+    async def _burst_finished(self) -> bool:
+        if self.tasks or not self.taking_jobs:
+            return False
+        return await self.store.queue_size() == 0
+
+    # -- one job --------
+
+    async def _execute(self, job: Claimed) -> None:
+        """One try of one claimed job; its outcome is group-committed."""
+        try:
+            outcome = await self._run(job)
+        except asyncio.CancelledError:
+            # A shutdown: back in the queue unchanged, and this try does not count.
+            self.retried += 1
+            outcome = Requeued(job.id, job.score_ms, counted=False)
+        finally:
+            self._release_slot()
+        await self._commits.commit(outcome)
+
+    async def _run(self, job: Claimed) -> Finished | Requeued:
+        start_ms = _now_ms()
+        base: dict[str, Any] = {"t": job.tries, "f": "<unknown>", "a": [], "k": {}, "et": 0}
+        try:
+            if not job.record:
+                raise JobFailedError("the job expired before a worker took it")
+            record = loads(job.record)
+            base.update(f=record["f"], a=record.get("a") or [], k=record.get("k") or {})
+            base["et"] = record.get("et") or 0
+            attempt = max(job.tries, int(record.get("t") or 0))
+            base["t"] = attempt
+            function = self.functions(str(record["f"]))
+            if attempt > function.max_tries:
+                raise JobFailedError(f"max {function.max_tries} tries exceeded")
+        except Exception as exc:
+            logger.warning(
+                "job %s (%s) cannot run: %s",
+                job.id,
+                base["f"],
+                exc,
+                extra={"run_id": job.id, "job_name": base["f"], "outcome": "failed"},
+            )
+            report = RunReport(Outcome.FAILED, message=error_text(exc), error=exc)
+            return self._finished(job.id, base, start_ms, report)
+        if job.aborted:
+            report = RunReport(Outcome.CANCELLED, message="cancelled before it started")
+            return self._finished(job.id, base, start_ms, report)
+        run = QueuedRun(
+            job_id=job.id,
+            function=base["f"],
+            args=base["a"],
+            kwargs=base["k"],
+            attempt=attempt,
+            due_ms=job.score_ms,
+            enqueued_ms=int(base["et"]),
+            interrupted=lambda: Outcome.CANCELLED if job.id in self._aborting else Outcome.RETRIED,
+        )
+        try:
+            report = await function.run(run)
+        except asyncio.CancelledError:
+            if job.id not in self._aborting:
+                raise
+            report = RunReport(Outcome.CANCELLED, message="cancelled while it ran")
+        if report.outcome is Outcome.RETRIED:
+            self.retried += 1
+            delay_ms = int((report.retry_in_s or 0) * 1000)
+            return Requeued(job.id, _now_ms() + delay_ms, report.message)
+        return self._finished(job.id, base, start_ms, report)
+
+    def _finished(
+        self, job_id: str, base: dict[str, Any], start_ms: int, report: RunReport
+    ) -> Finished:
+        outcome = report.outcome
+        if outcome is Outcome.FAILED:
+            self.failed += 1
+        else:
+            self.completed += 1
+        status = JobStatus.of(outcome)
+        if self.keep_result_s <= 0:
+            return Finished(job_id, status, None, 0)
+        # arq's result layout (stock `Job.info()` reads it), plus the outcome, its message and
+        # the error kept apart from the value, so no return value is mistaken for them.
+        record = {
+            **base,
+            "s": outcome is not Outcome.FAILED,
+            "st": start_ms,
+            "ft": _now_ms(),
+            "q": self.store.keys.queue,
+            "id": job_id,
+            "o": outcome.value,
+            "m": report.message,
+        }
+        value: Any = report.value
+        if outcome is Outcome.FAILED:
+            error = report.error or JobFailedError(report.message or "the job reported failure")
+            record["m"] = error_text(error)
+            value = error
+        try:
+            data = (
+                result_record(record, value) if value is not None else dumps({**record, "r": None})
+            )
+        except PayloadError as exc:
+            logger.warning(
+                "job %s: its result cannot be stored: %s", job_id, exc, extra={"run_id": job_id}
+            )
+            record.update(s=False, o=Outcome.FAILED.value, m=f"PayloadError: {exc}")
+            data = dumps({**record, "r": None})
+            status = JobStatus.FAILED
+        return Finished(job_id, status, data, int(self.keep_result_s * 1000))
+
+    # -- timers: renewals, cancellations, heartbeats --------
+
+    async def _maintain(self) -> None:
+        renewed_at = checked_at = time.monotonic()
+        beat_at = -BEAT_INTERVAL_S
+        while True:
+            now = time.monotonic()
+            if now - beat_at >= BEAT_INTERVAL_S and (self._beat is None or self._beat.done()):
+                beat_at = now
+                self._beat = asyncio.get_running_loop().create_task(self._write_beat())
+            await asyncio.sleep(ABORT_CHECK_S)
+            now = time.monotonic()
+            self.last_loop_at = max(self.last_loop_at, now - self.fallback_poll_s)
+            try:
+                if self.tasks and now - checked_at >= ABORT_CHECK_S:
+                    checked_at = now
+                    await self._cancel_aborted()
+                if self.tasks and now - renewed_at >= LOCK_RENEW_S:
+                    renewed_at = now
+                    await self.store.renew(
+                        list(self.tasks),
+                        lock_ms=int(LOCK_TTL_S * 1000),
+                        lapse_ms=_now_ms() + int(LOCK_TTL_S * 1000),
+                    )
+            except (RedisError, OSError) as exc:
+                logger.debug("worker upkeep failed: %r", exc)
+
+    async def _cancel_aborted(self) -> None:
+        for job_id in await self.store.aborted(list(self.tasks)):
+            task = self.tasks.get(job_id)
+            if task is not None and job_id not in self._aborting:
+                logger.info("job %s: cancelled while it ran", job_id, extra={"run_id": job_id})
+                self._aborting.add(job_id)
+                task.cancel()
+
+    async def _write_beat(self) -> None:
+        try:
+            await write_beat(
+                self.store,
+                WorkerBeat(
+                    worker_id=self.worker_id,
+                    hostname=socket.gethostname(),
+                    pid=os.getpid(),
+                    queue=self.store.keys.queue,
+                    started_at=self.started_at,
+                    beat_at=time.time(),
+                    running=len(self.tasks),
+                    completed=self.completed,
+                    failed=self.failed,
+                    retried=self.retried,
+                ),
+            )
+        except (RedisError, OSError) as exc:
+            logger.debug("could not write the worker's heartbeat: %s", exc)
+
+    # -- control --------
 
     def stop_taking_jobs(self) -> None:
         """Stop claiming new jobs and leave the loop; runs in progress go on."""
         self._stopping = True
-        self.allow_pick_jobs = False
         self._kick.set()
 
     def resume_taking_jobs(self) -> None:
         """Start (or restart) claiming, e.g. once startup actions have finished."""
-        self.allow_pick_jobs = True
+        self.taking_jobs = True
+        self._claim_due = True
         self._kick.set()
 
     async def drain(self, grace_s: float) -> None:
         """Stop taking jobs, give runs ``grace_s`` seconds to end, then cancel the rest.
 
-        Cancelled runs are put back in the queue unchanged (arq's "will be run again"), so
-        another worker takes them at once; their scopes see the cancellation.
+        Cancelled runs go back to the queue unchanged, without using up a try, so another
+        worker takes them at once; their scopes see the cancellation.
         """
         self.stop_taking_jobs()
-        await self._settle_wait()
+        wait = self._wait
+        if wait is not None and not wait.done():
+            # The BLPOP claims nothing: wake it so its connection comes back clean.
+            with contextlib.suppress(RedisError, OSError):
+                await self.store.wake_worker(self.worker_id)
+            await asyncio.wait({wait}, timeout=2)
+        self._forget_wait()
         running = [t for t in self.tasks.values() if not t.done()]
         if running:
             logger.info("waiting up to %.1fs for %d running job(s)", grace_s, len(running))
@@ -686,31 +461,26 @@ class HostedWorker(Worker):
                     )
                     task.cancel()
             if pending:
-                # run_job stores the re-queue after its job task is cancelled; let it.
+                # The runs store their give-back after being cancelled; let them.
                 _, still = await asyncio.wait(pending, timeout=5)
                 for task in still:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
-        self._reap_finished()
         if self._beat is not None:
             # A heartbeat written after the removal would bring the worker back to life.
             await asyncio.wait({self._beat}, timeout=5)
         with contextlib.suppress(RedisError, OSError):
-            await remove_beat(self.pool, self.queue_name, self.worker_id)
-
-
-async def _never(ctx: dict[str, Any]) -> None:  # pragma: no cover - never enqueued
-    raise RuntimeError("placeholder function")
+            await remove_beat(self.store, self.worker_id)
 
 
 class WorkerSupervisor:
-    """Runs a `HostedWorker` as a task of the current loop and restarts its loop if it dies.
+    """Runs a `Worker` as a task of the current loop and restarts its loop if it dies.
 
-    The worker's own loop already survives Redis errors; this catches everything else (a bug,
-    a hook that raised) so the worker is never silently gone.
+    The worker's own loop already survives Redis errors; this catches everything else (a bug)
+    so the worker is never silently gone.
     """
 
-    def __init__(self, worker: HostedWorker, *, max_restart_delay_s: float = 30.0) -> None:
+    def __init__(self, worker: Worker, *, max_restart_delay_s: float = 30.0) -> None:
         self.worker = worker
         self._max_restart_delay_s = max_restart_delay_s
         self._task: asyncio.Task[None] | None = None
@@ -758,7 +528,7 @@ class WorkerSupervisor:
                 return
 
     async def stop(self, grace_s: float) -> None:
-        """Drain the worker (see `HostedWorker.drain`) and end its loop."""
+        """Drain the worker (see `Worker.drain`) and end its loop."""
         await self.worker.drain(grace_s)
         if self._task is not None:
             try:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from arq.connections import ArqRedis
 
 from hostedjobs import JobContext, JobHost, RetryPolicy, job_type
 from hostedjobs.exceptions import ConfigurationError
@@ -26,6 +25,7 @@ from hostedjobs.instrumentation import (
     RunOutcome,
     combine,
 )
+from hostedjobs.storage import Store
 from hostedjobs.testing import wait_for_job
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,8 +50,8 @@ class Events(Instrumentation):
         self.tag = tag
         self.log = log
 
-    def attach(self, queue_name: str, pool: ArqRedis | None) -> None:
-        self.log.append((self.tag, "attach", pool is not None))
+    def attach(self, queue_name: str, store: Store | None) -> None:
+        self.log.append((self.tag, "attach", store is not None))
 
     @contextlib.contextmanager
     def _enqueue(self, job_type: str | None, count: int) -> Iterator[str | None]:

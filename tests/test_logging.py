@@ -11,7 +11,6 @@ from datetime import timedelta
 import pytest
 
 from hostedjobs import JobContext, JobHost, RetryPolicy, job_type
-from hostedjobs import keys as hostedjobs_keys
 from hostedjobs.testing import wait_for_job
 
 
@@ -56,8 +55,8 @@ async def test_retried_and_failed_tries_log_their_fields(
     assert retried.__dict__["outcome"] == "retried"
     assert retried.__dict__["error_type"] == "RuntimeError"
     assert retried.__dict__["duration_s"] >= 0
-    assert (failed.name, failed.levelno) == ("hostedjobs.worker", logging.ERROR)
-    assert failed.__dict__["job_name"] == "tests.logging.task@1"
+    assert (failed.name, failed.levelno) == ("hostedjobs.run", logging.ERROR)
+    assert failed.__dict__["job_name"] == "tests.logging.task"
     assert failed.__dict__["attempt"] == 2
     assert failed.__dict__["outcome"] == "failed"
     assert failed.__dict__["duration_s"] >= 0
@@ -105,7 +104,7 @@ async def test_hosted_failures_and_unrunnable_jobs_carry_fields(
         # A queued id whose job record expired: the worker cannot run it.
         async with host.scheduler.pool.pipeline(transaction=False) as pipe:
             pipe.zadd(queue_name, {"ghost": int(time.time() * 1000)})
-            pipe.lpush(hostedjobs_keys.wake_key(queue_name), b"1")
+            pipe.lpush(f"{queue_name}:wake", b"1")
             await pipe.execute()
         for _ in range(300):
             if about(caplog, "ghost") and len(_named(caplog, "flaky-loop")) >= 2:

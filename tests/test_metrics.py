@@ -14,8 +14,8 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from hostedjobs import JobContext, JobHost, JobResult, RetryPolicy, job_type
-from hostedjobs.connection import open_pool
 from hostedjobs.metrics import PrometheusMetrics
+from hostedjobs.storage import Store, open_redis
 from hostedjobs.testing import wait_for_job
 
 
@@ -166,14 +166,14 @@ async def test_a_redis_outage_at_scrape_time_skips_the_queue_gauges(
 ) -> None:
     """With Redis down, sampling logs a warning and keeps the gauges' last values."""
     metrics = PrometheusMetrics(registry=CollectorRegistry())
-    pool = await open_pool(restartable_redis.url, queue_name="outage")
+    store = Store(await open_redis(restartable_redis.url), "outage")
     try:
-        metrics.attach("outage", pool)
+        metrics.attach("outage", store)
         await metrics.sample_queue_depth()
         assert sample(metrics, "hostedjobs_queue_depth", queue="outage") == 0
         restartable_redis.stop()
         await metrics.sample_queue_depth()
     finally:
-        await pool.aclose(close_connection_pool=True)
+        await store.close()
     assert sample(metrics, "hostedjobs_queue_depth", queue="outage") == 0
     assert "cannot read the depth of queue 'outage'" in caplog.text

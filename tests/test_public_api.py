@@ -14,6 +14,7 @@ def test_top_level_exports_are_pinned() -> None:
         "JobContext",
         "JobHost",
         "JobInfo",
+        "JobKind",
         "JobResult",
         "JobStatus",
         "Outcome",

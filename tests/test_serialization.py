@@ -86,6 +86,7 @@ def test_public_surface_is_pinned() -> None:
         "job_type_info",
         "loads",
         "lookup_job_type",
+        "queued_record",
         "registered_versions",
         "result_record",
     ]

@@ -6,7 +6,7 @@ import json
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, quote
 
 from redis.exceptions import RedisError
@@ -18,14 +18,15 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..exceptions import HostNotRunningError, UnknownJobError
-from ..health import read_beats
-from ..scheduler import JobStatus
+from ..health import WorkerBeat
+from ..outcomes import JobStatus
+from ..scheduler import Scheduler
+from ..startup import StartupState
+from ..status import HostedJobStatus
 from .security import CSRF_FIELD, SECURITY_HEADERS, AuthCheck, Guard
 
 if TYPE_CHECKING:
     import jinja2
-
-    from ..host import JobHost
 
 __all__ = ["PAGE_SIZE", "create_dashboard"]
 
@@ -64,8 +65,30 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+class DashboardHost(Protocol):
+    """What the dashboard shows and acts on: a `JobHost`."""
+
+    queue_name: str
+
+    @property
+    def scheduler(self) -> Scheduler: ...
+    @property
+    def startup_state(self) -> StartupState: ...
+    @property
+    def failed_startup_action(self) -> tuple[str, str] | None: ...
+    @property
+    def running_startup_actions(self) -> tuple[str, ...]: ...
+    async def status(self) -> list[HostedJobStatus]: ...
+    async def trigger(self, name: str) -> str: ...
+    async def workers(self) -> list[WorkerBeat]: ...
+
+
 def create_dashboard(
-    host: JobHost, *, auth: AuthCheck | None = None, title: str = "hostedjobs", refresh_s: float = 3
+    host: DashboardHost,
+    *,
+    auth: AuthCheck | None = None,
+    title: str = "hostedjobs",
+    refresh_s: float = 3,
 ) -> Starlette:
     """Build the dashboard app for ``host``; see `JobHost.dashboard`."""
     env = _environment()
@@ -99,7 +122,7 @@ def create_dashboard(
         # Waiting and running states are counted whatever ``since`` says; finished ones only
         # for the last hour, which is what the overview shows.
         counts = await scheduler.counts(since=timedelta(hours=1))
-        workers = await read_beats(scheduler.pool, host.queue_name)
+        workers = await host.workers()
         statuses = await host.status()
         return await render(
             request,

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import os
 
-from arq.connections import ArqRedis
-from redis.asyncio import ConnectionPool
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .exceptions import ConfigurationError, RedisUnavailableError
-from .serialization import dumps, loads
+from ..exceptions import ConfigurationError, RedisUnavailableError
 
-__all__ = ["REDIS_URL_ENV", "open_pool", "redacted", "resolve_redis_url"]
+__all__ = ["REDIS_URL_ENV", "open_redis", "redacted", "resolve_redis_url"]
 
 REDIS_URL_ENV = "HOSTEDJOBS_REDIS_URL"
 """The environment variable consulted when no ``redis_url`` is given."""
@@ -42,8 +40,8 @@ def redacted(url: str) -> str:
     return f"{scheme}{sep}{user}:***@{location}"
 
 
-async def open_pool(url: str, *, queue_name: str) -> ArqRedis:
-    """A connection pool on ``url`` that speaks JSON to arq and rides out short outages.
+async def open_redis(url: str) -> Redis:
+    """A client with a connection pool on ``url`` that rides out short outages.
 
     Commands are retried a few times with backoff on connection errors, so a Redis restart
     of a second or two is invisible to runs finishing meanwhile. Raises
@@ -57,12 +55,7 @@ async def open_pool(url: str, *, queue_name: str) -> ArqRedis:
         socket_keepalive=True,
         health_check_interval=30,
     )
-    pool = ArqRedis(
-        connections,
-        job_serializer=dumps,
-        job_deserializer=loads,
-        default_queue_name=queue_name,
-    )
+    pool = Redis(connection_pool=connections)
     try:
         await pool.ping()
     except (RedisError, OSError) as exc:

@@ -1,0 +1,24 @@
+"""Storage: the only code that talks to Redis.
+
+`Store` names every operation (enqueue, peek and claim, renew, commit, delete, cancel,
+retry, fire a tick, read status and indexes, heartbeats); `KeyLayout` builds every key; the
+Lua scripts are ``lua/*.lua``, each declaring its KEYS and ARGV; `open_redis` connects.
+"""
+
+from .connection import REDIS_URL_ENV, open_redis, redacted, resolve_redis_url
+from .layout import KeyLayout
+from .store import Claimed, Finished, Peeked, Requeued, Store, StoredJob
+
+__all__ = [
+    "REDIS_URL_ENV",
+    "Claimed",
+    "Finished",
+    "KeyLayout",
+    "Peeked",
+    "Requeued",
+    "Store",
+    "StoredJob",
+    "open_redis",
+    "redacted",
+    "resolve_redis_url",
+]

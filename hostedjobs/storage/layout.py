@@ -1,0 +1,149 @@
+"""The Redis key layout: every key and channel name hostedjobs uses, built in this one place.
+
+On-demand jobs use arq's layout (``arq:job:<id>``, ``arq:in-progress:<id>``,
+``arq:retry:<id>``, ``arq:result:<id>``, the queue zset named after the queue, and
+``arq:abort``), so stock `arq.jobs.Job` handles read hostedjobs' jobs and a stock arq worker
+can share the queue. Everything hostedjobs adds lives under ``hostedjobs:<queue>:``.
+
+Scripts never build a key: every key a script touches is one of these, passed in KEYS (so a
+proxy or a cluster can route each call). Pub/sub channels are not keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
+
+from ..outcomes import JobStatus
+
+__all__ = ["FINISHED_KEPT", "WAKE_TOKENS_KEPT", "CronKeys", "KeyLayout"]
+
+WAKE_TOKENS_KEPT = 64
+"""Enough tokens to wake every idle worker of a large fleet; more would only be stale."""
+
+FINISHED_KEPT = 10_000
+"""How many finished jobs of each state the indexes remember (newest first)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CronKeys:
+    """The keys of one distributed cron job."""
+
+    prefix: str
+
+    @property
+    def last_tick(self) -> str:
+        """The newest tick any process fired (ms), for misfire handling."""
+        return f"{self.prefix}:last_tick"
+
+    @property
+    def lease(self) -> str:
+        """Held by the live run, renewed by its heartbeat."""
+        return f"{self.prefix}:lease"
+
+    @property
+    def pending(self) -> str:
+        """The id of the newest enqueued run."""
+        return f"{self.prefix}:pending"
+
+    @property
+    def state(self) -> str:
+        """A hash: next run, last run's times, outcome and message, the running run."""
+        return f"{self.prefix}:state"
+
+    @property
+    def history(self) -> str:
+        """A capped list of recent runs (JSON), newest first."""
+        return f"{self.prefix}:history"
+
+    def claim(self, tick_ms: int) -> str:
+        """Set by the one process that fires ``tick_ms``."""
+        return f"{self.prefix}:claim:{tick_ms}"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLayout:
+    """The keys of one queue."""
+
+    queue: str
+    """The arq queue: a zset of job ids scored by due time (ms)."""
+
+    @property
+    def _own(self) -> str:
+        return f"hostedjobs:{self.queue}"
+
+    # -- arq's keys ------------------------------------------------------------------------------
+
+    def job(self, job_id: str) -> str:
+        """The stored job (arq's record: function, args, kwargs, enqueue time)."""
+        return job_key_prefix + job_id
+
+    def lock(self, job_id: str) -> str:
+        """Exists while a worker runs the job (arq's in-progress key)."""
+        return in_progress_key_prefix + job_id
+
+    def tries(self, job_id: str) -> str:
+        """How many tries have started (arq's retry counter)."""
+        return retry_key_prefix + job_id
+
+    def result(self, job_id: str) -> str:
+        """A finished job's result record (arq's layout, plus hostedjobs' outcome fields)."""
+        return result_key_prefix + job_id
+
+    @property
+    def abort(self) -> str:
+        """arq's zset of job ids to abort (``Job.abort``, ``Scheduler.cancel``)."""
+        return abort_jobs_ss
+
+    # -- hostedjobs' keys ----------------------------------------------------------------------
+
+    @property
+    def wake(self) -> str:
+        """The list idle workers block on; enqueuers push a token so pickup needs no polling."""
+        return f"{self.queue}:wake"
+
+    def worker_wake(self, worker_id: str) -> str:
+        """One worker's own wake list (a deferred job came due, or it is stopping)."""
+        return f"{self.wake}:{worker_id}"
+
+    def meta(self, job_id: str) -> str:
+        """A hash per on-demand job: progress, its message, the last failed try's error."""
+        return f"hostedjobs:meta:{job_id}"
+
+    @property
+    def running(self) -> str:
+        """A zset of the jobs hostedjobs workers are running, scored by start time (ms)."""
+        return f"{self._own}:running"
+
+    def finished(self, status: JobStatus) -> str:
+        """A zset of finished jobs in ``status``, scored by finish time (ms), trimmed."""
+        return f"{self._own}:{status}"
+
+    @property
+    def events(self) -> str:
+        """The pub/sub channel of the queue's job events (``<event> <id> [<id> ...]``)."""
+        return f"{self._own}:events"
+
+    @property
+    def workers(self) -> str:
+        """A zset of worker ids scored by their last heartbeat (ms)."""
+        return f"{self._own}:workers"
+
+    def worker(self, worker_id: str) -> str:
+        """One worker's heartbeat (JSON), expiring when it stops beating."""
+        return f"{self._own}:worker:{worker_id}"
+
+    def cron(self, name: str) -> CronKeys:
+        """The keys of the distributed cron job ``name``."""
+        return CronKeys(f"{self._own}:cron:{name}")
+
+    def cron_run_id(self, name: str, tick_ms: int) -> str:
+        """The job id of the run for one tick: the same in every process."""
+        return f"{self._own}:cron:{name}:{tick_ms}"

@@ -1,0 +1,27 @@
+-- Cancels a job: a running one is flagged in arq's abort set (its worker cancels the run and
+-- stores it cancelled); a queued or deferred one, if it is still the record the caller read,
+-- leaves the queue and is stored cancelled at once.
+-- KEYS: queue, job, lock, tries, meta, result, cancelled, abort
+-- ARGV: id, record, result_data, result_ms (-1: for ever, 0: not kept), now_ms,
+--       events_channel, finished_kept
+-- Returns 2 if the running job was asked to stop, 1 if the queued job was cancelled, 0 if
+-- the job is unknown, finished, or changed meanwhile.
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('ZADD', KEYS[8], ARGV[5], ARGV[1])
+  return 2
+end
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[2], KEYS[4], KEYS[5])
+local ms = tonumber(ARGV[4])
+if ms ~= 0 then
+  if ms > 0 then
+    redis.call('SET', KEYS[6], ARGV[3], 'PX', ms)
+  else
+    redis.call('SET', KEYS[6], ARGV[3])
+  end
+  redis.call('ZADD', KEYS[7], ARGV[5], ARGV[1])
+  redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -tonumber(ARGV[7]) - 1)
+end
+redis.call('PUBLISH', ARGV[6], 'finished ' .. ARGV[1])
+return 1

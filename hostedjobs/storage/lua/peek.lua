@@ -1,0 +1,25 @@
+-- Finds due jobs for a claim to try, claiming nothing: the first half of a claim, which can
+-- ride behind a worker's blocking wait (the ids it finds are then claimed with their keys).
+-- Keeps the wake list in step: a token for other workers while more jobs are due, none once
+-- nothing is.
+-- KEYS: queue, wake
+-- ARGV: now_ms ('' for Redis's clock minus clock_offset_ms: a peek sent behind a BLPOP runs
+--       when the BLPOP returns), limit, clock_offset_ms, wake_kept
+-- Returns {now_ms, {due ids, oldest first}, more_due (0/1), next_due_ms or '', redis_ms}.
+local clock = redis.call('TIME')
+local redis_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local now = ARGV[1]
+if now == '' then now = string.format('%d', redis_ms - tonumber(ARGV[3])) end
+local limit = tonumber(ARGV[2])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit + 1)
+local more = 0
+if #due > limit then
+  more = 1
+  due[#due] = nil
+  local kept = tonumber(ARGV[4])
+  if redis.call('LPUSH', KEYS[2], '1') > kept then redis.call('LTRIM', KEYS[2], 0, kept - 1) end
+else
+  redis.call('DEL', KEYS[2])
+end
+local later = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+return {now, due, more, later[2] or '', redis_ms}

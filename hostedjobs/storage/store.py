@@ -1,0 +1,672 @@
+"""`Store`: every Redis operation hostedjobs performs, named for what it does.
+
+Nothing outside this package talks to Redis. Methods take and return plain values (ids,
+records as bytes, milliseconds since the epoch); what they mean to a user is decided above.
+Scripts keep each operation atomic; reads that need no atomicity are pipelined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from ..outcomes import JobStatus
+from .layout import FINISHED_KEPT, WAKE_TOKENS_KEPT, CronKeys, KeyLayout
+from .scripts import Script, script
+
+__all__ = [
+    "Claimed",
+    "Finished",
+    "Peeked",
+    "Requeued",
+    "Store",
+    "StoredJob",
+]
+
+TRIES_TTL_S = 88_400
+"""arq's lifetime of a job's try counter."""
+
+_FINISHED_CODES = {JobStatus.SUCCEEDED: "S", JobStatus.FAILED: "X", JobStatus.CANCELLED: "C"}
+
+_ENQUEUE_BATCH = 500
+_BATCHES_IN_FLIGHT = 4
+"""Jobs per script call in `Store.enqueue_many`: large enough to amortise the round trip,
+small enough not to hold Redis for long; a few calls in flight overlap packing and running."""
+
+_RENEW_BATCH = 1000
+"""Locks renewed per script call (Lua unpacks at most ~8,000 values at once)."""
+
+_LIST_PAGE = 200
+_LIST_SCAN_CAP = 20_000
+"""How many ids one page of scheduled jobs looks at, at most, past running ones."""
+
+
+class Peeked(NamedTuple):
+    """What a peek saw: due ids to try to claim, and when the next job comes due."""
+
+    now_ms: int
+    ids: list[str]
+    more: bool
+    """More jobs were due than the peek's limit."""
+    next_due_ms: int | None
+    redis_ms: int
+    """Redis's clock when the peek ran."""
+
+
+class Claimed(NamedTuple):
+    """A job a worker has claimed: it holds the lock and must commit an outcome."""
+
+    id: str
+    score_ms: int
+    """When it was due."""
+    record: bytes
+    """arq's job record; empty if the job had expired."""
+    tries: int
+    """Tries started, this one included."""
+    aborted: bool
+    """Cancelled (arq's abort set) before it started."""
+
+
+class Finished(NamedTuple):
+    """A job's final outcome, for `Store.commit`."""
+
+    job_id: str
+    status: JobStatus
+    result: bytes | None
+    """The result record (None: none kept)."""
+    keep_ms: int
+    """How long the result is kept; -1 for ever."""
+
+
+class Requeued(NamedTuple):
+    """A job going back to the queue, for `Store.commit`."""
+
+    job_id: str
+    due_ms: int
+    error: str | None = None
+    """The failed try's error, shown until the next try ends."""
+    counted: bool = True
+    """False when a shutdown gave the job back: that try is not counted."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredJob:
+    """Everything stored about one job, as raw as Redis returns it."""
+
+    record: bytes | None
+    result: bytes | None
+    locked: bool
+    score_ms: float | None
+    tries: int
+    meta: dict[str, str]
+    running_since_ms: float | None
+
+
+class Store:
+    """One queue's storage on one Redis client (or connection pool)."""
+
+    def __init__(self, redis: Redis, queue_name: str, *, meta_ttl_s: int = 86_400) -> None:
+        self.redis = redis
+        self.keys = KeyLayout(queue_name)
+        self.meta_ttl_s = meta_ttl_s
+        scripts: dict[str, Script] = {
+            name: script(redis, name)
+            for name in (
+                "enqueue",
+                "enqueue_many",
+                "peek",
+                "claim",
+                "commit",
+                "renew",
+                "delete",
+                "cancel",
+                "retry",
+                "fire",
+                "start_run",
+                "renew_lease",
+                "release_lease",
+            )
+        }
+        self._scripts = scripts
+
+    async def close(self) -> None:
+        """Close the client and its connections."""
+        await self.redis.aclose(close_connection_pool=True)
+
+    async def ping(self) -> None:
+        """Check that Redis answers."""
+        await self.redis.ping()
+
+    # -- enqueue --------------------------------------------------------------------------------
+
+    async def enqueue(self, job_id: str, record: bytes, *, due_ms: int, ttl_ms: int) -> bool:
+        """Add one job due at ``due_ms``; False (nothing written) if its id is taken."""
+        k = self.keys
+        added = await self._scripts["enqueue"].call(
+            [k.job(job_id), k.result(job_id), k.queue, k.wake],
+            [record, due_ms, ttl_ms, job_id, WAKE_TOKENS_KEPT],
+        )
+        return bool(added)
+
+    async def enqueue_many(
+        self, jobs: Sequence[tuple[str, bytes]], *, due_ms: int, ttl_ms: int
+    ) -> int:
+        """Add ``(id, record)`` pairs in batches; returns how many were added."""
+        k = self.keys
+        enqueue_many = self._scripts["enqueue_many"]
+
+        async def send(batch: Sequence[tuple[str, bytes]]) -> int:
+            keys = [k.queue, k.wake]
+            args: list[Any] = [due_ms, ttl_ms, WAKE_TOKENS_KEPT]
+            for job_id, record in batch:
+                keys.append(k.job(job_id))
+                keys.append(k.result(job_id))
+                args.append(job_id)
+                args.append(record)
+            return int(await enqueue_many.call(keys, args))
+
+        batches = [jobs[i : i + _ENQUEUE_BATCH] for i in range(0, len(jobs), _ENQUEUE_BATCH)]
+        added = 0
+        for i in range(0, len(batches), _BATCHES_IN_FLIGHT):
+            group = batches[i : i + _BATCHES_IN_FLIGHT]
+            added += sum(await asyncio.gather(*(send(b) for b in group)))
+        return added
+
+    # -- the worker's side ----------------------------------------------------------------------
+
+    def _peek_args(self, limit: int, now_ms: int | None, clock_offset_ms: int) -> list[Any]:
+        return ["" if now_ms is None else now_ms, limit, clock_offset_ms, WAKE_TOKENS_KEPT]
+
+    @staticmethod
+    def _peeked(reply: list[Any]) -> Peeked:
+        now, ids, more, later, redis_ms = reply
+        return Peeked(
+            int(now),
+            [i.decode() for i in ids],
+            bool(more),
+            int(float(later)) if later else None,
+            int(redis_ms),
+        )
+
+    async def peek(self, limit: int, *, now_ms: int, clock_offset_ms: int = 0) -> Peeked:
+        """Up to ``limit`` due job ids (not claimed), and when the next deferred one is due."""
+        reply = await self._scripts["peek"].call(
+            [self.keys.queue, self.keys.wake], self._peek_args(limit, now_ms, clock_offset_ms)
+        )
+        return self._peeked(reply)
+
+    async def wait_then_peek(
+        self, worker_id: str, timeout_s: float, limit: int, clock_offset_ms: int
+    ) -> Peeked | None:
+        """Block until a wake token (the queue's or this worker's own) or ``timeout_s``, then
+        peek, in one round trip; None if the peek could not run (Redis lost its scripts)."""
+        k = self.keys
+        peek = self._scripts["peek"]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            # Redis >= 6 takes a fractional timeout; redis-py's annotation says int.
+            pipe.blpop([k.wake, k.worker_wake(worker_id)], timeout=timeout_s)  # type: ignore[arg-type]
+            # EVALSHA itself: a registered script would make the pipeline check for it first,
+            # an extra round trip. If Redis lost it, the direct peek loads it again.
+            pipe.evalsha(
+                peek.sha, 2, k.queue, k.wake, *self._peek_args(limit, None, clock_offset_ms)
+            )
+            replies = await pipe.execute(raise_on_error=False)
+        reply = replies[1]
+        if isinstance(reply, Exception):
+            if "NOSCRIPT" in str(reply):
+                return None
+            raise reply
+        if isinstance(replies[0], Exception):
+            raise replies[0]
+        return self._peeked(reply)
+
+    async def wake_worker(self, worker_id: str) -> None:
+        """Make one worker's blocking wait return now (the token is its alone)."""
+        key = self.keys.worker_wake(worker_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(key, b"1")
+            pipe.pexpire(key, 60_000)
+            await pipe.execute()
+
+    async def claim(
+        self, ids: Sequence[str], *, now_ms: int, limit: int, lock_ms: int
+    ) -> tuple[list[Claimed], int]:
+        """Claim up to ``limit`` of ``ids`` that are still due and unlocked; returns them and
+        how many were locked by another worker (a stock arq one)."""
+        k = self.keys
+        keys = [k.queue, k.running, k.abort]
+        for job_id in ids:
+            keys.append(k.job(job_id))
+            keys.append(k.lock(job_id))
+            keys.append(k.tries(job_id))
+        claimed, locked = await self._scripts["claim"].call(
+            keys, [now_ms, lock_ms, limit, k.events, *ids]
+        )
+        return [
+            Claimed(
+                job_id.decode(),
+                int(float(score)),
+                record,
+                int(tries),
+                bool(aborted),
+            )
+            for job_id, score, record, tries, aborted in claimed
+        ], int(locked)
+
+    async def renew(self, ids: Sequence[str], *, lock_ms: int, lapse_ms: int) -> int:
+        """Extend the locks of running jobs; returns how many were still held."""
+        k = self.keys
+        renewed = 0
+        for start in range(0, len(ids), _RENEW_BATCH):
+            batch = ids[start : start + _RENEW_BATCH]
+            renewed += int(
+                await self._scripts["renew"].call(
+                    [k.queue, *(k.lock(i) for i in batch)], [lock_ms, lapse_ms, *batch]
+                )
+            )
+        return renewed
+
+    async def commit(
+        self, outcomes: Sequence[Finished | Requeued], *, now_ms: int, max_age_ms: int
+    ) -> None:
+        """Store a batch of outcomes in one step (see ``lua/commit.lua``)."""
+        k = self.keys
+        keys = [
+            k.queue,
+            k.running,
+            k.wake,
+            k.abort,
+            k.finished(JobStatus.SUCCEEDED),
+            k.finished(JobStatus.FAILED),
+            k.finished(JobStatus.CANCELLED),
+        ]
+        args: list[Any] = [
+            now_ms,
+            FINISHED_KEPT,
+            max_age_ms,
+            WAKE_TOKENS_KEPT,
+            k.events,
+            self.meta_ttl_s,
+        ]
+        for outcome in outcomes:
+            job_id = outcome.job_id
+            keys += (
+                k.lock(job_id),
+                k.job(job_id),
+                k.tries(job_id),
+                k.result(job_id),
+                k.meta(job_id),
+            )
+            if isinstance(outcome, Finished):
+                args += (
+                    _FINISHED_CODES[outcome.status],
+                    job_id,
+                    outcome.result or b"",
+                    outcome.keep_ms if outcome.result else 0,
+                )
+            else:
+                args += (
+                    "R" if outcome.counted else "G",
+                    job_id,
+                    outcome.error or "",
+                    outcome.due_ms,
+                )
+        await self._scripts["commit"].call(keys, args)
+
+    async def aborted(self, ids: Sequence[str]) -> list[str]:
+        """Which of ``ids`` are in arq's abort set (asked to stop)."""
+        if not ids:
+            return []
+        scores = await self.redis.zmscore(self.keys.abort, list(ids))
+        return [job_id for job_id, score in zip(ids, scores, strict=True) if score is not None]
+
+    async def progress(self, job_id: str, values: dict[str, str]) -> None:
+        """Store a running job's progress fields and tell watchers."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(k.meta(job_id), mapping=values)
+            pipe.expire(k.meta(job_id), self.meta_ttl_s)
+            pipe.publish(k.events, f"progress {job_id}")
+            await pipe.execute()
+
+    # -- the scheduler's side -------------------------------------------------------------------
+
+    async def delete(self, job_id: str) -> bool:
+        """Remove a queued or deferred job that is not running; False if it is not one."""
+        k = self.keys
+        deleted = await self._scripts["delete"].call(
+            [k.queue, k.job(job_id), k.lock(job_id), k.tries(job_id), k.meta(job_id)],
+            [job_id, k.events],
+        )
+        return bool(deleted)
+
+    async def cancel(
+        self, job_id: str, record: bytes, result: bytes | None, *, keep_ms: int, now_ms: int
+    ) -> int:
+        """Cancel a job: 2 if it runs (its worker is asked to stop), 1 if it was queued (and
+        is now stored cancelled, ``result`` kept ``keep_ms``), 0 if neither (or ``record``,
+        the job as the caller read it, changed meanwhile)."""
+        k = self.keys
+        return int(
+            await self._scripts["cancel"].call(
+                [
+                    k.queue,
+                    k.job(job_id),
+                    k.lock(job_id),
+                    k.tries(job_id),
+                    k.meta(job_id),
+                    k.result(job_id),
+                    k.finished(JobStatus.CANCELLED),
+                    k.abort,
+                ],
+                [
+                    job_id,
+                    record,
+                    result or b"",
+                    keep_ms if result else 0,
+                    now_ms,
+                    k.events,
+                    FINISHED_KEPT,
+                ],
+            )
+        )
+
+    async def retry(
+        self, job_id: str, result_read: bytes, record: bytes, *, due_ms: int, ttl_ms: int
+    ) -> bool:
+        """Queue a failed job again under its id, if its result is still ``result_read``."""
+        k = self.keys
+        retried = await self._scripts["retry"].call(
+            [
+                k.result(job_id),
+                k.job(job_id),
+                k.queue,
+                k.wake,
+                k.tries(job_id),
+                k.meta(job_id),
+                k.finished(JobStatus.FAILED),
+            ],
+            [result_read, record, due_ms, ttl_ms, job_id, WAKE_TOKENS_KEPT, k.events],
+        )
+        return bool(retried)
+
+    async def result(self, job_id: str) -> bytes | None:
+        """A finished job's stored result record, if kept."""
+        value: bytes | None = await self.redis.get(self.keys.result(job_id))
+        return value
+
+    async def record(self, job_id: str) -> bytes | None:
+        """A queued or running job's stored record."""
+        value: bytes | None = await self.redis.get(self.keys.job(job_id))
+        return value
+
+    async def read_jobs(self, ids: Sequence[str]) -> list[StoredJob]:
+        """Everything stored about each job, in one round trip."""
+        if not ids:
+            return []
+        k = self.keys
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for job_id in ids:
+                pipe.get(k.job(job_id))
+                pipe.get(k.result(job_id))
+                pipe.exists(k.lock(job_id))
+                pipe.zscore(k.queue, job_id)
+                pipe.get(k.tries(job_id))
+                pipe.hgetall(k.meta(job_id))
+                pipe.zscore(k.running, job_id)
+            replies = await pipe.execute()
+        jobs = []
+        for i in range(len(ids)):
+            record, result, locked, score, tries, meta, since = replies[i * 7 : i * 7 + 7]
+            jobs.append(
+                StoredJob(
+                    record,
+                    result,
+                    bool(locked),
+                    score,
+                    int(tries or 0),
+                    {key.decode(): value.decode() for key, value in meta.items()},
+                    since,
+                )
+            )
+        return jobs
+
+    async def waiting_ids(self, *, due: bool, now_ms: int, offset: int, limit: int) -> list[str]:
+        """A page of ids waiting in the queue: due now (``due``) or later, soonest first.
+
+        Jobs that hostedjobs workers run sit past the due range (see ``lua/claim.lua``), and
+        are skipped in the later range by their locks: a bounded walk in pages, never a scan.
+        """
+        k = self.keys
+        low, high = ("-inf", now_ms) if due else (f"({now_ms}", "+inf")
+        found: list[str] = []
+        skip, start = offset, 0
+        while len(found) < limit and start < _LIST_SCAN_CAP:
+            page = [
+                i.decode()
+                for i in await self.redis.zrangebyscore(
+                    k.queue, low, high, start=start, num=_LIST_PAGE
+                )
+            ]
+            if not page:
+                break
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in page:
+                    pipe.exists(k.lock(job_id))
+                locked = await pipe.execute()
+            for job_id, is_locked in zip(page, locked, strict=True):
+                if is_locked:
+                    continue
+                if skip:
+                    skip -= 1
+                    continue
+                found.append(job_id)
+                if len(found) >= limit:
+                    break
+            if len(page) < _LIST_PAGE:
+                break
+            start += _LIST_PAGE
+        return found
+
+    async def indexed_ids(self, status: JobStatus, *, offset: int, limit: int) -> list[str]:
+        """A page of running (newest start first) or finished (newest first) job ids."""
+        k = self.keys
+        index = k.running if status is JobStatus.RUNNING else k.finished(status)
+        return [i.decode() for i in await self.redis.zrevrange(index, offset, offset + limit - 1)]
+
+    async def counts(self, *, now_ms: int, since_ms: int | None) -> dict[JobStatus, int]:
+        """How many jobs are in each state (finished ones since ``since_ms``)."""
+        k = self.keys
+        low = "-inf" if since_ms is None else since_ms
+        finished = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcount(k.queue, "-inf", now_ms)
+            pipe.zcount(k.queue, f"({now_ms}", "+inf")
+            pipe.zcard(k.running)
+            for status in finished:
+                pipe.zcount(k.finished(status), low, "+inf")
+            due, later, running, *done = await pipe.execute()
+        # Jobs running on hostedjobs workers sit in the queue scored in the near future (see
+        # lua/claim.lua): they count as running, not scheduled.
+        counts = {
+            JobStatus.QUEUED: int(due),
+            JobStatus.SCHEDULED: max(0, int(later) - int(running)),
+            JobStatus.RUNNING: int(running),
+        }
+        counts.update(zip(finished, (int(d) for d in done), strict=True))
+        return counts
+
+    async def queue_depth(self, *, now_ms: int) -> tuple[int, int]:
+        """``(all ids in the queue, those due now)``: two O(log n) reads."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.keys.queue)
+            pipe.zcount(self.keys.queue, "-inf", now_ms)
+            total, due = await pipe.execute()
+        return int(total), int(due)
+
+    async def queue_size(self) -> int:
+        """How many ids the queue holds (due, deferred and running)."""
+        return int(await self.redis.zcard(self.keys.queue))
+
+    def events(self) -> PubSub:
+        """A pub/sub connection for the queue's job events (subscribe to `KeyLayout.events`)."""
+        return self.redis.pubsub()
+
+    # -- worker heartbeats ----------------------------------------------------------------------
+
+    async def write_beat(
+        self, worker_id: str, beat: str, *, now_ms: int, ttl_ms: int, index_kept_ms: int
+    ) -> None:
+        """Store a worker's heartbeat (expiring after ``ttl_ms``) and index it by time."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(k.worker(worker_id), beat, px=ttl_ms)
+            pipe.zadd(k.workers, {worker_id: now_ms})
+            pipe.zremrangebyscore(k.workers, "-inf", now_ms - index_kept_ms)
+            await pipe.execute()
+
+    async def remove_beat(self, worker_id: str) -> None:
+        """Forget a worker that stopped cleanly."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(k.worker(worker_id))
+            pipe.zrem(k.workers, worker_id)
+            await pipe.execute()
+
+    async def read_beats(self, *, since_ms: int) -> list[bytes]:
+        """Heartbeats written since ``since_ms``, newest first."""
+        k = self.keys
+        ids = await self.redis.zrevrangebyscore(k.workers, "+inf", since_ms)
+        if not ids:
+            return []
+        raw = await self.redis.mget([k.worker(i.decode()) for i in ids])
+        return [item for item in raw if item is not None]
+
+    # -- distributed cron -----------------------------------------------------------------------
+
+    async def fire_tick(
+        self,
+        name: str,
+        *,
+        tick_ms: int,
+        claim_ttl_ms: int,
+        owner: str,
+        run_id: str,
+        record: bytes,
+        record_ttl_ms: int,
+        skip_if_running: bool,
+        skipped_entry: str,
+        skipped_while_queued_entry: str,
+        next_run: str,
+        history_length: int,
+        now_ms: int,
+    ) -> int:
+        """Fire one tick (see ``lua/fire.lua`` for what the answer means)."""
+        k = self.keys
+        c = k.cron(name)
+        return int(
+            await self._scripts["fire"].call(
+                [
+                    c.claim(tick_ms),
+                    c.last_tick,
+                    c.lease,
+                    c.pending,
+                    c.state,
+                    c.history,
+                    k.job(run_id),
+                    k.result(run_id),
+                    k.queue,
+                    k.wake,
+                ],
+                [
+                    tick_ms,
+                    claim_ttl_ms,
+                    owner,
+                    run_id,
+                    record,
+                    record_ttl_ms,
+                    "1" if skip_if_running else "0",
+                    skipped_entry,
+                    next_run,
+                    WAKE_TOKENS_KEPT,
+                    history_length,
+                    skipped_while_queued_entry,
+                    now_ms,
+                ],
+            )
+        )
+
+    async def start_run(
+        self,
+        name: str,
+        run_id: str,
+        *,
+        lease_ms: int,
+        skip_if_held: bool,
+        scheduled_at: str,
+        started_at: str,
+        running_entry: str,
+    ) -> bool:
+        """Take a distributed run's lease and record its start; False if it is skipped."""
+        c = self.keys.cron(name)
+        began = await self._scripts["start_run"].call(
+            [c.lease, c.state],
+            [
+                run_id,
+                lease_ms,
+                "1" if skip_if_held else "0",
+                scheduled_at,
+                started_at,
+                running_entry,
+            ],
+        )
+        return bool(began)
+
+    async def renew_lease(self, name: str, run_id: str, *, lease_ms: int) -> bool:
+        """Extend a run's lease; False if it lapsed (another run may have started)."""
+        c = self.keys.cron(name)
+        return bool(await self._scripts["renew_lease"].call([c.lease], [run_id, lease_ms]))
+
+    async def release_lease(self, name: str, run_id: str) -> None:
+        """Give up a run's lease, if it still holds it."""
+        await self._scripts["release_lease"].call([self.keys.cron(name).lease], [run_id])
+
+    async def record_run(
+        self, name: str, entry: str, *, state: dict[str, str] | None, history_length: int
+    ) -> None:
+        """Add a run to a job's history; ``state`` (a finished run) updates its last run."""
+        c = self.keys.cron(name)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if state is not None:
+                pipe.hset(c.state, mapping=state)
+                pipe.hdel(c.state, "running_run")
+            pipe.lpush(c.history, entry)
+            pipe.ltrim(c.history, 0, history_length - 1)
+            await pipe.execute()
+
+    async def last_fired_tick(self, name: str) -> int | None:
+        """The newest tick (ms) any process fired for ``name``."""
+        raw = await self.redis.get(self.keys.cron(name).last_tick)
+        return None if raw is None else int(raw)
+
+    async def set_last_fired_tick(self, name: str, tick_ms: int) -> None:
+        """Record ``tick_ms`` as the newest fired tick (tests and tools)."""
+        await self.redis.set(self.keys.cron(name).last_tick, tick_ms)
+
+    async def cron_status(
+        self, name: str, history_length: int
+    ) -> tuple[dict[str, str], list[bytes], bool]:
+        """A distributed job's state hash, its recent history and whether a run holds the lease."""
+        c: CronKeys = self.keys.cron(name)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(c.state)
+            pipe.lrange(c.history, 0, history_length - 1)
+            pipe.exists(c.lease)
+            raw_state, history, running = await pipe.execute()
+        state = {key.decode(): value.decode() for key, value in raw_state.items()}
+        return state, list(history), bool(running)
