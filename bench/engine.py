@@ -1,4 +1,4 @@
-"""hostedjobs' engine against raw arq and its peers SAQ, taskiq and streaq.
+"""hostedjobs' engine against raw arq and its peers SAQ, taskiq, streaq and docket.
 
 Run with ``python -m bench.engine`` (``make bench``); ``--quick`` is a ~1 min smoke run and
 ``--json PATH`` also writes every raw value (read by ``bench/plots.py``).
@@ -11,19 +11,19 @@ The systems are measured in one run, on a private ``redis-server`` (never the Re
   it); every other system, and every enqueuer, runs on plain asyncio;
 - ``arq poll=0.01``: a stock arq worker tuned to poll every 10 ms (``--arq-default`` adds
   stock arq with its default 0.5 s poll);
-- ``SAQ``, ``taskiq``, ``streaq``: each in its own virtualenv under ``bench/.peers/<name>/``
-  (their redis-py/coredis pins conflict with ours), created on first use with the pinned
-  versions in `PEERS`; their worker modules are ``bench/peer_*.py`` (configuration in each
-  module's docstring). A peer whose venv or runs fail is dropped, with the reason in the
-  report's header.
+- ``SAQ``, ``taskiq``, ``streaq``, ``docket``: each in its own virtualenv under
+  ``bench/.peers/<name>/`` (their redis-py/coredis pins conflict with ours), created on first
+  use with the pinned versions in `PEERS`; their worker modules are ``bench/peer_*.py``
+  (configuration in each module's docstring). A peer whose venv or runs fail is dropped, with
+  the reason in the report's header.
 
 Each round measures every metric for every system, the order of systems rotating from round
 to round; the table shows the median and (min–max) over rounds. The metrics:
 
 1. enqueue rate: N sequential single enqueues from one client (for peers, in a process of
    the peer's venv); bulk enqueue: one call of the system's bulk API for N jobs
-   (hostedjobs ``Scheduler.enqueue_many``, streaq ``Worker.enqueue_many``; "-" for systems
-   without one), job construction included;
+   (hostedjobs ``Scheduler.enqueue_many``, streaq ``Worker.enqueue_many``, docket
+   ``Docket.add_many``; "-" for systems without one), job construction included;
 2. drain: N no-op jobs are preloaded, then one worker process runs them; wall and CPU time
    (``time.process_time``) are measured inside that process from the start of processing
    until the queue is empty (burst mode: hostedjobs, arq) or until the N-th job has finished
@@ -112,8 +112,9 @@ PEERS = (
     Peer("saq", "bench.peer_saq", ("saq[hiredis]==0.26.4", "typing-extensions==4.16.0")),
     Peer("taskiq", "bench.peer_taskiq", ("taskiq==0.13.0", "taskiq-redis==1.2.4")),
     Peer("streaq", "bench.peer_streaq", ("streaq==7.2.0",)),
+    Peer("docket", "bench.peer_docket", ("pydocket==0.27.0",)),
 )
-PEER_LABELS = {"saq": "SAQ", "taskiq": "taskiq", "streaq": "streaq"}
+PEER_LABELS = {"saq": "SAQ", "taskiq": "taskiq", "streaq": "streaq", "docket": "docket"}
 
 
 @dataclass(frozen=True)
