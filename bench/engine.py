@@ -35,7 +35,20 @@ to round; the table shows the median and (min–max) over rounds. The metrics:
    before its enqueue call (carried in the payload);
 5. scale-out (``--scale-out 1,2,4``; hostedjobs and arq, not the peers): N preloaded no-op jobs
    drained by P worker processes at once (see `bench.fleet`), timed from the go line until
-   the queue is empty; every job's run is counted, so a job run twice or never is reported.
+   the queue is empty; every job's run is counted, so a job run twice or never is reported;
+6. Redis cost, the rows "Redis cmds per enqueued job", "Redis CPU per enqueued job (µs)",
+   "Redis cmds per executed job" and "Redis CPU per executed job (µs)": the private
+   redis-server's own counters, read with one ``INFO commandstats cpu`` before and after
+   (a) metric 1's single enqueues (per job enqueued: the 100 warm-up enqueues and the
+   enqueuer's connecting are in the window, so it is divided by N + 100; for peers their
+   single-enqueue process, the bulk call being a second process outside the window) and
+   (b) metric 2's drain, after the preload, from the worker process's start to its exit (per
+   job drained: claim + run + commit, plus the worker's start-up and shutdown and any idle
+   polling). Commands are the ``calls`` summed over every command, which counts the commands
+   a Lua script runs as well as the EVAL/EVALSHA itself, less the bench's own INFO; CPU is
+   ``used_cpu_sys + used_cpu_user`` of the server process in µs (its ~10 Hz background cron
+   included). ``--json`` also has the commands per job by name
+   (``redis_commands_per_job``).
 """
 
 from __future__ import annotations
@@ -57,7 +70,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from arq.connections import RedisSettings, create_pool
@@ -68,7 +81,7 @@ import hostedjobs
 from hostedjobs.embedded import EmbeddedRedis
 
 from .arq_worker import FUNCTION_NAME
-from .common import LATENCY_INTERVAL_S, READY, Recorder, percentile
+from .common import LATENCY_INTERVAL_S, READY, WARM_UP_JOBS, Recorder, percentile
 from .fleet import FleetError, queue_back_to, run_fleet
 from .hosted_worker import BenchJob, build_host
 
@@ -183,13 +196,34 @@ ENQUEUE = "enqueue rate (jobs/s)"
 BULK = "bulk enqueue (jobs/s)"
 DRAIN = "drain, 1 process (jobs/s)"
 CPU = "worker CPU (µs/job)"
+ENQUEUE_COMMANDS = "Redis cmds per enqueued job"
+ENQUEUE_REDIS_CPU = "Redis CPU per enqueued job (µs)"
+DRAIN_COMMANDS = "Redis cmds per executed job"
+DRAIN_REDIS_CPU = "Redis CPU per executed job (µs)"
 SLEEP = "sleep drain (× ideal)"
 P50, P95, P99, PMAX = (f"pickup {p} (ms)" for p in ("p50", "p95", "p99", "max"))
-METRICS = (ENQUEUE, BULK, DRAIN, CPU, SLEEP, P50, P95, P99, PMAX)
+METRICS = (
+    ENQUEUE,
+    BULK,
+    ENQUEUE_COMMANDS,
+    ENQUEUE_REDIS_CPU,
+    DRAIN,
+    CPU,
+    DRAIN_COMMANDS,
+    DRAIN_REDIS_CPU,
+    SLEEP,
+    P50,
+    P95,
+    P99,
+    PMAX,
+)
 HIGHER_IS_BETTER = {ENQUEUE, BULK, DRAIN}
 
 Results = dict[str, dict[str, list[float]]]
 """metric -> system label -> one value per round (empty: not measured, shown as "-")."""
+
+CommandResults = dict[str, dict[str, list[dict[str, float]]]]
+"""system label -> "enqueue" or "drain" -> per round: Redis command name -> calls per job."""
 
 
 @dataclass
@@ -218,6 +252,59 @@ class ScaleRun:
 
 ScaleResults = dict[str, dict[int, list[ScaleRun]]]
 """system label -> worker processes -> one run per round."""
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RedisCost:
+    """The private redis-server's own counters, or their change over a measurement."""
+
+    commands: int
+    """Calls summed over ``INFO commandstats`` (a script's inner commands count too)."""
+    cpu_s: float
+    """``used_cpu_sys`` + ``used_cpu_user`` of the server process."""
+    by_command: dict[str, int]
+    """``commands`` by command name (``evalsha``, ``zadd``, ``xreadgroup``…)."""
+
+
+BENCH_INFO_CALLS = 1
+"""INFO calls of the bench's own inside a `redis_cost` window: the one reading the counters
+before (a command is counted once it has run, so the reading after does not count itself)."""
+
+
+async def redis_counters(client: aioredis.Redis) -> RedisCost:
+    """Read the server's counters with one ``INFO commandstats cpu`` call (Redis >= 7)."""
+    # redis-py types info()'s further sections as lists, but sends them as they are.
+    info = await client.info("commandstats", "cpu")  # type: ignore[arg-type]
+    by_command = {
+        name.removeprefix("cmdstat_"): int(stats["calls"])
+        for name, stats in info.items()
+        if name.startswith("cmdstat_")
+    }
+    cpu_s = float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+    return RedisCost(sum(by_command.values()), cpu_s, by_command)
+
+
+async def redis_cost(client: aioredis.Redis, work: Awaitable[T]) -> tuple[T, RedisCost]:
+    """Await ``work``; return its result and what the Redis server did meanwhile.
+
+    Everything any client ran is counted (the bench's own INFO excepted, see
+    `BENCH_INFO_CALLS`), so a measured process's connection set-up and shutdown are in it.
+    """
+    before = await redis_counters(client)
+    result = await work
+    after = await redis_counters(client)
+    by_command = {
+        name: calls - before.by_command.get(name, 0) - (BENCH_INFO_CALLS if name == "info" else 0)
+        for name, calls in after.by_command.items()
+    }
+    return result, RedisCost(
+        after.commands - before.commands - BENCH_INFO_CALLS,
+        after.cpu_s - before.cpu_s,
+        {name: calls for name, calls in sorted(by_command.items()) if calls},
+    )
 
 
 # -- peer virtualenvs -----------------------------------------------------------------------
@@ -254,7 +341,7 @@ async def hosted_enqueue_rate(url: str, n: int) -> float:
     host = build_host(url, HOSTED_QUEUE, Recorder(), run_worker=False)
     async with host.run():
         scheduler = host.scheduler
-        for i in range(100):  # warm-up: connection, script load
+        for i in range(WARM_UP_JOBS):  # warm-up: connection, script load
             await scheduler.enqueue(BenchJob(seq=-i))
         start = time.perf_counter()
         for i in range(n):
@@ -277,7 +364,7 @@ async def arq_enqueue_rate(url: str, n: int) -> float:
     """Sequential `ArqRedis.enqueue_job` calls from one client; jobs/s."""
     pool = await create_pool(RedisSettings.from_dsn(url), default_queue_name=ARQ_QUEUE)
     try:
-        for i in range(100):
+        for i in range(WARM_UP_JOBS):
             await pool.enqueue_job(FUNCTION_NAME, -i)
         start = time.perf_counter()
         for i in range(n):
@@ -443,6 +530,9 @@ class Bench:
         self.config = config
         self.log_dir = log_dir
         self.results: Results = {m: {s.label: [] for s in config.systems} for m in METRICS}
+        self.commands: CommandResults = {
+            s.label: {"enqueue": [], "drain": []} for s in config.systems
+        }
         self.scale: ScaleResults = {
             s.label: {p: [] for p in config.scale_out} for s in config.systems if s.scales_out
         }
@@ -451,33 +541,59 @@ class Bench:
         """Keep one round's value."""
         self.results[metric][system.label].append(value)
 
+    def record_cost(self, step: str, system: System, cost: RedisCost, jobs: int) -> None:
+        """Keep one round's Redis cost of ``step`` (enqueue or drain) per job."""
+        commands, cpu = (
+            (ENQUEUE_COMMANDS, ENQUEUE_REDIS_CPU)
+            if step == "enqueue"
+            else (DRAIN_COMMANDS, DRAIN_REDIS_CPU)
+        )
+        self.record(commands, system, cost.commands / jobs)
+        self.record(cpu, system, cost.cpu_s / jobs * 1e6)
+        by_command = {name: calls / jobs for name, calls in cost.by_command.items()}
+        self.commands[system.label][step].append(by_command)
+
     def command(self, system: System, mode: str, jobs: int, *extra: str) -> list[str]:
         """A worker command for ``system`` against this run's Redis."""
         return worker_command(system, mode, self.url, jobs, 60, *extra)
 
     async def enqueue(self, system: System) -> None:
-        """Metric 1: sequential single enqueue rate, and one bulk call where there is one."""
+        """Metric 1: sequential single enqueue rate, and one bulk call where there is one.
+
+        The Redis cost per enqueued job is that of the single enqueues, warm-up included.
+        """
         if system.loop != "asyncio":
             return  # the enqueuers run in this (asyncio) process: the same as hostedjobs'
         await self.client.flushdb()
         n, bulk_n = self.config.enqueue_jobs, self.config.bulk_jobs
         bulk: float | None = None
         if system.peer is not None:
-            result = await run_worker(
-                self.command(system, "enqueue", n, "--bulk-jobs", str(bulk_n)), self.log_dir
+            # Two processes, so that the Redis cost is the single enqueues' alone.
+            result, cost = await redis_cost(
+                self.client, run_worker(self.command(system, "enqueue", n), self.log_dir)
             )
-            rate, bulk = result["single"], result["bulk"]
+            rate = result["single"]
+            if result.get("has_bulk"):
+                await self.client.flushdb()
+                command = self.command(system, "enqueue", 0, "--bulk-jobs", str(bulk_n))
+                bulk = (await run_worker(command, self.log_dir))["bulk"]
         elif system.hosted:
-            rate = await hosted_enqueue_rate(self.url, n)
+            rate, cost = await redis_cost(self.client, hosted_enqueue_rate(self.url, n))
             await self.client.flushdb()
             bulk = await hosted_bulk_rate(self.url, bulk_n)
         else:
-            rate = await arq_enqueue_rate(self.url, n)
+            rate, cost = await redis_cost(self.client, arq_enqueue_rate(self.url, n))
         self.record(ENQUEUE, system, rate)
         if bulk is not None:
             self.record(BULK, system, bulk)
+        enqueued = n + WARM_UP_JOBS
+        self.record_cost("enqueue", system, cost, enqueued)
         shown = "-" if bulk is None else f"{bulk:,.0f}"
-        progress(f"  enqueue  {system.label:<14} {rate:>9,.0f} jobs/s  bulk {shown} jobs/s")
+        progress(
+            f"  enqueue  {system.label:<14} {rate:>9,.0f} jobs/s  bulk {shown} jobs/s  "
+            f"Redis {cost.commands / enqueued:.2f} cmds/job "
+            f"{cost.cpu_s / enqueued * 1e6:.1f} µs/job"
+        )
 
     async def preload(self, system: System, n: int, sleep_s: float) -> None:
         """Queue ``n`` jobs for a drain (each sleeping ``sleep_s``)."""
@@ -497,9 +613,14 @@ class Bench:
         if queued != n:
             raise BenchError(f"preloaded {queued} jobs for {system.label}, expected {n}")
 
-    async def _drain(self, system: System, n: int, sleep_s: float) -> dict[str, Any]:
+    async def _drain(
+        self, system: System, n: int, sleep_s: float
+    ) -> tuple[dict[str, Any], RedisCost]:
+        """Preload ``n`` jobs, run one worker process on them; its result and Redis cost."""
         await self.preload(system, n, sleep_s)
-        result = await run_worker(self.command(system, "drain", n), self.log_dir)
+        result, cost = await redis_cost(
+            self.client, run_worker(self.command(system, "drain", n), self.log_dir)
+        )
         if result["jobs"] < n:
             raise BenchError(f"{system.label} ran {result['jobs']} of {n} jobs: {result}")
         if result["jobs"] > n:
@@ -508,25 +629,27 @@ class Bench:
                 f"  note: {system.label} started {result['jobs']} runs for {n} jobs",
                 file=sys.stderr,
             )
-        return result
+        return result, cost
 
     async def drain(self, system: System) -> None:
         """Metric 2: one worker process drains a preloaded queue of no-op jobs."""
         n = self.config.drain_size(system)
-        result = await self._drain(system, n, 0.0)
+        result, cost = await self._drain(system, n, 0.0)
         rate = n / result["wall_s"]
         cpu_us = result["cpu_s"] / n * 1e6
         self.record(DRAIN, system, rate)
         self.record(CPU, system, cpu_us)
+        self.record_cost("drain", system, cost, n)
         progress(
             f"  drain    {system.label:<14} {rate:>9,.0f} jobs/s  {cpu_us:6.1f} µs/job  "
-            f"({n} jobs in {result['wall_s']:.2f} s)"
+            f"({n} jobs in {result['wall_s']:.2f} s)  Redis {cost.commands / n:.2f} cmds/job "
+            f"{cost.cpu_s / n * 1e6:.1f} µs/job"
         )
 
     async def sleep_drain(self, system: System) -> None:
         """Metric 3: the drain of jobs that sleep 50 ms, against the ideal wall time."""
         n = self.config.sleep_jobs
-        result = await self._drain(system, n, SLEEP_S)
+        result, _ = await self._drain(system, n, SLEEP_S)
         factor = result["wall_s"] / self.config.sleep_ideal_s
         self.record(SLEEP, system, factor)
         progress(f"  sleep    {system.label:<14} {result['wall_s']:6.3f} s = {factor:.3f} × ideal")
@@ -809,6 +932,10 @@ def header(redis_version: str, config: Config, dropped: dict[str, str]) -> list[
         f"pickup: {config.latency_jobs} jobs, one every {LATENCY_INTERVAL_S * 1000:g} ms, "
         f"to a worker idle for {IDLE_BEFORE_S:g} s; enqueuer's time.time() before the "
         "call -> handler entry",
+        "Redis cost: the server's INFO commandstats calls (script-inner commands included; the "
+        "bench's own INFO not) and used_cpu_sys+user, before/after the single enqueues (per "
+        f"job enqueued, {WARM_UP_JOBS} warm-up included) and the drain (per job, after the "
+        "preload: the worker process from start to exit)",
         f"{config.rounds} round(s), systems alternated; median (min–max) over rounds",
     ]
     if config.scale_out:
@@ -829,8 +956,10 @@ def json_report(
     systems: tuple[System, ...],
     config: Config,
     lines: list[str],
+    commands: CommandResults,
 ) -> dict[str, Any]:
-    """Every raw value with its median and range, for ``--json``."""
+    """Every raw value with its median and range, for ``--json``; with, per system and round,
+    the Redis commands per job of its enqueue and drain by command name."""
     metrics: dict[str, dict[str, Any]] = {}
     for metric in METRICS:
         metrics[metric] = {}
@@ -864,6 +993,7 @@ def json_report(
         "systems": [s.label for s in systems],
         "metrics": metrics,
         "scale_out": scale_out,
+        "redis_commands_per_job": {s.label: commands[s.label] for s in systems},
         "higher_is_better": sorted(HIGHER_IS_BETTER),
         "config": {k: v for k, v in asdict(config).items() if k != "systems"},
         "report": lines,
@@ -934,7 +1064,7 @@ async def run(config: Config, json_path: Path | None) -> list[str]:
     if config.scale_out:
         lines += ["", *scale_table(scale, config.scale_jobs)]
     if json_path is not None:
-        report = json_report(bench.results, scale, kept, config, lines)
+        report = json_report(bench.results, scale, kept, config, lines, bench.commands)
         report["dropped"] = dropped
         await asyncio.to_thread(json_path.write_text, json.dumps(report, indent=1) + "\n")
         progress(f"wrote {json_path}")
