@@ -15,7 +15,19 @@ The systems are measured in one run, on a private ``redis-server`` (never the Re
   ``bench/.peers/<name>/`` (their redis-py/coredis pins conflict with ours), created on first
   use with the pinned versions in `PEERS`; their worker modules are ``bench/peer_*.py``
   (configuration in each module's docstring). A peer whose venv or runs fail is dropped, with
-  the reason in the report's header.
+  the reason in the report's header;
+- ``hostedjobs@REV`` (``--baseline REV``, repeatable): hostedjobs as it was at git revision
+  REV, so that an engine change is measured against its predecessor in the same run. REV's
+  files are laid out by ``git archive`` in ``bench/.peers/baseline-<commit>/`` (git-ignored,
+  kept for the next run) and run in this venv (the dependencies being the same): REV's own
+  ``bench/hosted_worker.py`` is its worker, and its enqueuers (enqueue rates, preload, pickup
+  feed) are this tree's `bench.hosted_client` run as a script; each such process runs in the
+  checkout with it on ``PYTHONPATH``, so that it imports REV's ``hostedjobs`` and ``bench``
+  (checked once at set-up, and on every enqueuer's result). Our own enqueuers run in the
+  bench's process, the baseline's in a process of their own, like the peers'. It takes part
+  in every metric, scale-out included, and the report adds the ratios this tree / REV of the
+  drain, worker CPU, Redis costs, pickup p50/p99 and sleep drain (`BASELINE_METRICS`), and of
+  the scale-out rates. A baseline that cannot be laid out or fails is dropped like a peer.
 
 Each round measures every metric for every system, the order of systems rotating from round
 to round; the table shows the median and (min–max) over rounds. The metrics:
@@ -59,6 +71,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -81,9 +94,15 @@ import hostedjobs
 from hostedjobs.embedded import EmbeddedRedis
 
 from .arq_worker import FUNCTION_NAME
-from .common import LATENCY_INTERVAL_S, READY, WARM_UP_JOBS, Recorder, percentile
+from .common import LATENCY_INTERVAL_S, READY, WARM_UP_JOBS, percentile
 from .fleet import FleetError, queue_back_to, run_fleet
-from .hosted_worker import BenchJob, build_host
+from .hosted_client import (
+    hosted_bulk_rate,
+    hosted_enqueue_rate,
+    hosted_latency_feed,
+    hosted_preload,
+    latency_feed,
+)
 
 __all__ = ["PEERS", "Config", "Peer", "System", "main"]
 
@@ -131,8 +150,24 @@ PEER_LABELS = {"saq": "SAQ", "taskiq": "taskiq", "streaq": "streaq", "docket": "
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """hostedjobs at another git revision, benchmarked beside the current tree."""
+
+    rev: str
+    """As given to ``--baseline``."""
+    commit: str
+    """The full commit hash it names."""
+
+    @property
+    def checkout(self) -> Path:
+        """``bench/.peers/baseline-<commit>``: that revision's files (``git archive``)."""
+        return PEERS_DIR / f"baseline-{self.commit[:12]}"
+
+
+@dataclass(frozen=True)
 class System:
-    """One column of the table: hostedjobs, a stock arq worker with a poll delay, or a peer."""
+    """One column of the table: hostedjobs (current or a baseline), a stock arq worker with a
+    poll delay, or a peer."""
 
     label: str
     poll_delay: float | None = None
@@ -140,11 +175,18 @@ class System:
     peer: Peer | None = None
     loop: str = "asyncio"
     """hostedjobs only: the event loop of its worker processes (``asyncio`` or ``uvloop``)."""
+    baseline: Baseline | None = None
+    """hostedjobs as it was at another revision (``--baseline``)."""
 
     @property
     def hosted(self) -> bool:
-        """True for the hostedjobs columns (either event loop)."""
+        """True for the hostedjobs columns (either event loop, or a baseline)."""
         return self.poll_delay is None and self.peer is None
+
+    @property
+    def root(self) -> Path:
+        """Where its processes run, with it on ``PYTHONPATH``: a baseline's checkout, or ours."""
+        return self.baseline.checkout if self.baseline is not None else ROOT
 
     @property
     def scales_out(self) -> bool:
@@ -333,31 +375,67 @@ def ensure_venv(peer: Peer) -> Path:
     return peer.python
 
 
+def resolve_baseline(rev: str) -> Baseline:
+    """The commit ``rev`` names in this repository; raises `BenchError` if none."""
+    done = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"--baseline {rev}: not a commit of {ROOT}")
+    return Baseline(rev, done.stdout.strip())
+
+
+def ensure_baseline(baseline: Baseline) -> None:
+    """Lay out the baseline's files in its checkout (``git archive``) unless already there.
+
+    Then check that a process started there (as its workers and enqueuers are) imports that
+    revision's ``hostedjobs`` and ``bench.hosted_worker``, not ours. Raises `BenchError`.
+    """
+    checkout = baseline.checkout
+    marker = checkout / ".bench-commit"
+    if not (marker.exists() and marker.read_text().strip() == baseline.commit):
+        progress(f"laying out {checkout.relative_to(ROOT)} (git archive {baseline.commit[:12]})")
+        if checkout.exists():
+            shutil.rmtree(checkout)
+        checkout.mkdir(parents=True)
+        tar = checkout.with_suffix(".tar")
+        try:
+            archive = ["git", "-C", str(ROOT), "archive", "--format=tar", "-o", str(tar)]
+            for step in (
+                [*archive, baseline.commit],
+                ["tar", "-xf", str(tar), "-C", str(checkout)],
+            ):
+                done = subprocess.run(
+                    step, capture_output=True, text=True, check=False, timeout=300
+                )
+                if done.returncode != 0:
+                    raise BenchError(f"{' '.join(step[:4])} failed: {done.stderr.strip()}")
+        finally:
+            tar.unlink(missing_ok=True)
+        marker.write_text(baseline.commit + "\n")
+    probe = "import hostedjobs, bench.hosted_worker as w; print(hostedjobs.__file__, w.__file__)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=checkout,
+        env={**os.environ, "PYTHONPATH": str(checkout)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    paths = done.stdout.split()
+    if done.returncode != 0 or len(paths) != 2:
+        raise BenchError(f"the baseline does not import: {done.stderr.strip()[-500:]}")
+    for path in paths:
+        if not Path(path).resolve().is_relative_to(checkout.resolve()):
+            raise BenchError(f"the baseline imports {path}, outside {checkout}")
+
+
 # -- enqueuing ------------------------------------------------------------------------------
-
-
-async def hosted_enqueue_rate(url: str, n: int) -> float:
-    """Sequential `Scheduler.enqueue` calls from one client; jobs/s."""
-    host = build_host(url, HOSTED_QUEUE, Recorder(), run_worker=False)
-    async with host.run():
-        scheduler = host.scheduler
-        for i in range(WARM_UP_JOBS):  # warm-up: connection, script load
-            await scheduler.enqueue(BenchJob(seq=-i))
-        start = time.perf_counter()
-        for i in range(n):
-            await scheduler.enqueue(BenchJob(seq=i))
-        return n / (time.perf_counter() - start)
-
-
-async def hosted_bulk_rate(url: str, n: int) -> float:
-    """One `Scheduler.enqueue_many` call for ``n`` jobs (building them included); jobs/s."""
-    host = build_host(url, HOSTED_QUEUE, Recorder(), run_worker=False)
-    async with host.run():
-        scheduler = host.scheduler
-        await scheduler.enqueue_many(BenchJob(seq=-i) for i in range(100))  # warm-up
-        start = time.perf_counter()
-        await scheduler.enqueue_many([BenchJob(seq=i) for i in range(n)])
-        return n / (time.perf_counter() - start)
 
 
 async def arq_enqueue_rate(url: str, n: int) -> float:
@@ -374,15 +452,6 @@ async def arq_enqueue_rate(url: str, n: int) -> float:
         await pool.aclose(close_connection_pool=True)
 
 
-async def hosted_preload(
-    url: str, n: int, sleep_s: float = 0.0, *, queue: str = HOSTED_QUEUE
-) -> None:
-    """Queue ``n`` jobs through `Scheduler.enqueue_many`."""
-    host = build_host(url, queue, Recorder(), run_worker=False)
-    async with host.run():
-        await host.scheduler.enqueue_many(BenchJob(seq=i, sleep_s=sleep_s) for i in range(n))
-
-
 async def arq_preload(client: aioredis.Redis, n: int, sleep_s: float = 0.0) -> None:
     """Write ``n`` jobs in arq's layout (job key + queue zset entry), pipelined."""
     now_ms = int(time.time() * 1000)
@@ -394,29 +463,6 @@ async def arq_preload(client: aioredis.Redis, n: int, sleep_s: float = 0.0) -> N
             pipe.psetex(job_key_prefix + job_id, expires_extra_ms, data)
             pipe.zadd(ARQ_QUEUE, {job_id: now_ms})
         await pipe.execute()
-
-
-async def latency_feed(enqueue: Callable[[int, float], Awaitable[object]], n: int) -> None:
-    """Call ``enqueue(seq, sent_at)`` ``n`` times, one every ``LATENCY_INTERVAL_S``."""
-    start = time.perf_counter()
-    for i in range(n):
-        delay = start + i * LATENCY_INTERVAL_S - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        sent_at = time.time()
-        await enqueue(i, sent_at)
-
-
-async def hosted_latency_feed(url: str, n: int) -> None:
-    """Feed the latency jobs through `Scheduler.enqueue`."""
-    host = build_host(url, HOSTED_QUEUE, Recorder(), run_worker=False)
-    async with host.run():
-        scheduler = host.scheduler
-
-        async def enqueue(seq: int, sent_at: float) -> None:
-            await scheduler.enqueue(BenchJob(seq=seq, sent_at=sent_at))
-
-        await latency_feed(enqueue, n)
 
 
 async def arq_latency_feed(url: str, n: int) -> None:
@@ -435,16 +481,30 @@ async def arq_latency_feed(url: str, n: int) -> None:
 # -- worker processes -----------------------------------------------------------------------
 
 
+CLIENT_MODES = frozenset({"enqueue", "preload", "feed"})
+"""The enqueuing modes of a peer module or of `bench.hosted_client`."""
+CLIENT_SCRIPT = ROOT / "bench" / "hosted_client.py"
+"""Run as a file (not ``-m``), so that a baseline's ``bench`` package is the one it imports."""
+
+
 def worker_command(
     system: System, mode: str, url: str, jobs: int, timeout: float, *extra: str
 ) -> list[str]:
-    """The ``python -m bench.<worker>`` command line for ``system``."""
+    """The ``python -m bench.<worker>`` command line for ``system``, to run in ``system.root``.
+
+    For hostedjobs, the enqueuing modes (a baseline's) run `bench.hosted_client` as a script.
+    """
     common = ["--redis-url", url, "--jobs", str(jobs), "--concurrency", str(CONCURRENCY)]
     common += ["--timeout", str(timeout), *extra]
     if system.peer is not None:
         peer = system.peer
         return [str(peer.python), "-m", peer.module, mode, "--queue", PEER_QUEUE, *common]
     if system.hosted:
+        if mode in CLIENT_MODES:  # (a baseline's: ours run in this process)
+            boot = f"import runpy; runpy.run_path({str(CLIENT_SCRIPT)!r}, run_name='__main__')"
+            return [sys.executable, "-c", boot, mode, "--queue", HOSTED_QUEUE, *common]
+        # --loop only when it is not the default, for a baseline's older worker module
+        loop = ["--loop", system.loop] if system.loop != "asyncio" else []
         return [
             sys.executable,
             "-m",
@@ -452,8 +512,7 @@ def worker_command(
             mode,
             "--queue",
             HOSTED_QUEUE,
-            "--loop",
-            system.loop,
+            *loop,
             *common,
         ]
     return [
@@ -470,19 +529,24 @@ def worker_command(
 
 
 async def run_worker(
-    command: list[str], log_dir: Path, *, when_ready: Callable[[], Awaitable[None]] | None = None
+    command: list[str],
+    log_dir: Path,
+    *,
+    when_ready: Callable[[], Awaitable[None]] | None = None,
+    root: Path = ROOT,
 ) -> dict[str, Any]:
     """Run a worker process and return its JSON result (the first line starting with ``{``).
 
     With ``when_ready``, wait for the worker's ready line, then await ``when_ready()`` while
     the worker runs. A process that has printed its result gets ``EXIT_WAIT_S`` to exit
-    before it is killed, so that no measurement overlaps the previous one's shutdown.
+    before it is killed, so that no measurement overlaps the previous one's shutdown. It runs
+    in ``root`` with ``root`` on ``PYTHONPATH`` (`System.root`).
     """
     log = log_dir / f"worker-{uuid.uuid4().hex[:8]}.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(root)}
     with log.open("wb") as stderr:
         process = await asyncio.create_subprocess_exec(
-            *command, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env
+            *command, cwd=root, stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env
         )
         assert process.stdout is not None
         result: dict[str, Any] | None = None
@@ -553,9 +617,30 @@ class Bench:
         by_command = {name: calls / jobs for name, calls in cost.by_command.items()}
         self.commands[system.label][step].append(by_command)
 
-    def command(self, system: System, mode: str, jobs: int, *extra: str) -> list[str]:
-        """A worker command for ``system`` against this run's Redis."""
-        return worker_command(system, mode, self.url, jobs, 60, *extra)
+    async def run(
+        self,
+        system: System,
+        mode: str,
+        jobs: int,
+        *extra: str,
+        give_up_s: float = 60,
+        when_ready: Callable[[], Awaitable[None]] | None = None,
+    ) -> dict[str, Any]:
+        """Run one process of ``system`` in ``mode`` against this run's Redis; its result.
+
+        ``give_up_s`` is the worker's ``--timeout`` (latency mode: stop waiting for jobs).
+        """
+        command = worker_command(system, mode, self.url, jobs, give_up_s, *extra)
+        result = await run_worker(command, self.log_dir, when_ready=when_ready, root=system.root)
+        # bench.hosted_client says which hostedjobs it ran; a baseline's must be its own.
+        imported = result.get("hostedjobs")
+        if (
+            system.baseline is not None
+            and imported is not None
+            and not Path(imported).is_relative_to(system.root)
+        ):
+            raise BenchError(f"{system.label}'s {mode} imported hostedjobs from {imported}")
+        return result
 
     async def enqueue(self, system: System) -> None:
         """Metric 1: sequential single enqueue rate, and one bulk call where there is one.
@@ -567,20 +652,19 @@ class Bench:
         await self.client.flushdb()
         n, bulk_n = self.config.enqueue_jobs, self.config.bulk_jobs
         bulk: float | None = None
-        if system.peer is not None:
+        if system.peer is not None or system.baseline is not None:
             # Two processes, so that the Redis cost is the single enqueues' alone.
-            result, cost = await redis_cost(
-                self.client, run_worker(self.command(system, "enqueue", n), self.log_dir)
-            )
+            result, cost = await redis_cost(self.client, self.run(system, "enqueue", n))
             rate = result["single"]
             if result.get("has_bulk"):
                 await self.client.flushdb()
-                command = self.command(system, "enqueue", 0, "--bulk-jobs", str(bulk_n))
-                bulk = (await run_worker(command, self.log_dir))["bulk"]
+                bulk = (await self.run(system, "enqueue", 0, "--bulk-jobs", str(bulk_n)))["bulk"]
         elif system.hosted:
-            rate, cost = await redis_cost(self.client, hosted_enqueue_rate(self.url, n))
+            rate, cost = await redis_cost(
+                self.client, hosted_enqueue_rate(self.url, n, queue=HOSTED_QUEUE)
+            )
             await self.client.flushdb()
-            bulk = await hosted_bulk_rate(self.url, bulk_n)
+            bulk = await hosted_bulk_rate(self.url, bulk_n, queue=HOSTED_QUEUE)
         else:
             rate, cost = await redis_cost(self.client, arq_enqueue_rate(self.url, n))
         self.record(ENQUEUE, system, rate)
@@ -590,7 +674,7 @@ class Bench:
         self.record_cost("enqueue", system, cost, enqueued)
         shown = "-" if bulk is None else f"{bulk:,.0f}"
         progress(
-            f"  enqueue  {system.label:<14} {rate:>9,.0f} jobs/s  bulk {shown} jobs/s  "
+            f"  enqueue  {system.label:<18} {rate:>9,.0f} jobs/s  bulk {shown} jobs/s  "
             f"Redis {cost.commands / enqueued:.2f} cmds/job "
             f"{cost.cpu_s / enqueued * 1e6:.1f} µs/job"
         )
@@ -599,10 +683,12 @@ class Bench:
         """Queue ``n`` jobs for a drain (each sleeping ``sleep_s``)."""
         await self.client.flushdb()
         if system.peer is not None:
-            command = self.command(system, "preload", n, "--sleep", str(sleep_s))
-            await run_worker(command, self.log_dir)
+            await self.run(system, "preload", n, "--sleep", str(sleep_s))
         elif system.hosted:
-            await hosted_preload(self.url, n, sleep_s)
+            if system.baseline is not None:
+                await self.run(system, "preload", n, "--sleep", str(sleep_s))
+            else:
+                await hosted_preload(self.url, n, sleep_s, queue=HOSTED_QUEUE)
             await self._check_queued(system, HOSTED_QUEUE, n)
         else:
             await arq_preload(self.client, n, sleep_s)
@@ -618,9 +704,7 @@ class Bench:
     ) -> tuple[dict[str, Any], RedisCost]:
         """Preload ``n`` jobs, run one worker process on them; its result and Redis cost."""
         await self.preload(system, n, sleep_s)
-        result, cost = await redis_cost(
-            self.client, run_worker(self.command(system, "drain", n), self.log_dir)
-        )
+        result, cost = await redis_cost(self.client, self.run(system, "drain", n))
         if result["jobs"] < n:
             raise BenchError(f"{system.label} ran {result['jobs']} of {n} jobs: {result}")
         if result["jobs"] > n:
@@ -641,7 +725,7 @@ class Bench:
         self.record(CPU, system, cpu_us)
         self.record_cost("drain", system, cost, n)
         progress(
-            f"  drain    {system.label:<14} {rate:>9,.0f} jobs/s  {cpu_us:6.1f} µs/job  "
+            f"  drain    {system.label:<18} {rate:>9,.0f} jobs/s  {cpu_us:6.1f} µs/job  "
             f"({n} jobs in {result['wall_s']:.2f} s)  Redis {cost.commands / n:.2f} cmds/job "
             f"{cost.cpu_s / n * 1e6:.1f} µs/job"
         )
@@ -652,7 +736,7 @@ class Bench:
         result, _ = await self._drain(system, n, SLEEP_S)
         factor = result["wall_s"] / self.config.sleep_ideal_s
         self.record(SLEEP, system, factor)
-        progress(f"  sleep    {system.label:<14} {result['wall_s']:6.3f} s = {factor:.3f} × ideal")
+        progress(f"  sleep    {system.label:<18} {result['wall_s']:6.3f} s = {factor:.3f} × ideal")
 
     async def latency(self, system: System) -> None:
         """Metric 4: pickup latency of an idle worker, jobs arriving every 10 ms."""
@@ -662,15 +746,14 @@ class Bench:
 
         async def feed() -> None:
             await asyncio.sleep(IDLE_BEFORE_S)
-            if system.peer is not None:
-                await run_worker(self.command(system, "feed", n), self.log_dir)
+            if system.peer is not None or system.baseline is not None:
+                await self.run(system, "feed", n)
             elif system.hosted:
-                await hosted_latency_feed(self.url, n)
+                await hosted_latency_feed(self.url, n, queue=HOSTED_QUEUE)
             else:
                 await arq_latency_feed(self.url, n)
 
-        command = worker_command(system, "latency", self.url, n, timeout)
-        result = await run_worker(command, self.log_dir, when_ready=feed)
+        result = await self.run(system, "latency", n, give_up_s=timeout, when_ready=feed)
         latencies: list[float] = result["latencies_ms"]
         if len(latencies) != n:
             raise BenchError(f"{system.label} started {len(latencies)} of {n} latency jobs")
@@ -678,7 +761,7 @@ class Bench:
         for metric, pct in values.items():
             self.record(metric, system, percentile(latencies, pct))
         progress(
-            f"  pickup   {system.label:<14} p50 {percentile(latencies, 50):7.2f} ms  "
+            f"  pickup   {system.label:<18} p50 {percentile(latencies, 50):7.2f} ms  "
             f"p99 {percentile(latencies, 99):7.2f} ms  max {max(latencies):7.2f} ms"
         )
 
@@ -700,6 +783,7 @@ class Bench:
                     self.log_dir,
                     lambda: queue_back_to(self.client, queue, 0),
                     timeout_s=RESULT_WAIT_S,
+                    root=system.root,
                 )
             except FleetError as exc:
                 raise BenchError(f"{system.label} × {processes}: {exc}") from exc
@@ -717,7 +801,7 @@ class Bench:
             self.scale[system.label][processes].append(result)
             check = "exactly once" if result.exactly_once else "NOT exactly once"
             progress(
-                f"  scale    {system.label:<14} ×{processes} {result.rate:>9,.0f} jobs/s  "
+                f"  scale    {system.label:<18} ×{processes} {result.rate:>9,.0f} jobs/s  "
                 f"{result.cpu_us:6.1f} µs/job  shares {result.shares}  {check} "
                 f"(dup {result.duplicates}, missing {result.missing}, results {result.results})"
             )
@@ -788,17 +872,46 @@ def ratios(results: Results, systems: tuple[System, ...]) -> list[str]:
         )
     if any(s.label == HOSTED_UVLOOP.label for s in systems):
         lines += ["", "hostedjobs+uvloop / hostedjobs (same engine, worker on uvloop; medians):"]
-        for metric in METRICS:
-            on_uvloop = results[metric][HOSTED_UVLOOP.label]
-            on_asyncio = results[metric][HOSTED.label]
-            if not on_uvloop or not on_asyncio:
-                continue
-            fast, plain = statistics.median(on_uvloop), statistics.median(on_asyncio)
-            better = "higher is better" if metric in HIGHER_IS_BETTER else "lower is better"
-            lines.append(
-                f"  {metric.ljust(label_width)}{fast / plain:7.2f}×   ({_number(fast)} vs "
-                f"{_number(plain)}; {better})"
-            )
+        lines += _pair(results, HOSTED_UVLOOP.label, HOSTED.label, METRICS, label_width)
+    for system in systems:
+        if system.baseline is not None:
+            lines += [
+                "",
+                f"{HOSTED.label} / {system.label} (this tree / revision "
+                f"{system.baseline.commit[:12]}, the same run; medians):",
+            ]
+            lines += _pair(results, HOSTED.label, system.label, BASELINE_METRICS, label_width)
+    return lines
+
+
+BASELINE_METRICS = (
+    DRAIN,
+    CPU,
+    DRAIN_COMMANDS,
+    DRAIN_REDIS_CPU,
+    ENQUEUE_COMMANDS,
+    ENQUEUE_REDIS_CPU,
+    P50,
+    P99,
+    SLEEP,
+)
+"""The ratios printed against a ``--baseline`` (its enqueue rates are left out: its enqueuers
+run in a process of their own, ours in the bench's process)."""
+
+
+def _pair(
+    results: Results, label: str, against: str, metrics: tuple[str, ...], width: int
+) -> list[str]:
+    """One line per metric: ``label``'s median / ``against``'s."""
+    lines = []
+    for metric in metrics:
+        ours, theirs = results[metric][label], results[metric][against]
+        if not ours or not theirs:
+            continue
+        a, b = statistics.median(ours), statistics.median(theirs)
+        better = "higher is better" if metric in HIGHER_IS_BETTER else "lower is better"
+        ratio = f"{a / b:7.2f}×" if b else "      -"
+        lines.append(f"  {metric.ljust(width)}{ratio}   ({_number(a)} vs {_number(b)}; {better})")
     return lines
 
 
@@ -844,13 +957,15 @@ def scale_table(scale: ScaleResults, jobs: int) -> list[str]:
         "",
         *_markdown(rows),
     ]
-    ours = [label for label in scale if label == HOSTED.label]
     theirs = [label for label in scale if not label.startswith(HOSTED.label)]
+    baselines = [label for label in scale if label.startswith(HOSTED.label + "@")]
     counts = sorted({p for _, p in medians})
-    if ours and theirs:
-        lines += ["", f"{HOSTED.label} / {theirs[0]} at the same process count (medians):"]
+    if HOSTED.label not in scale:
+        return lines
+    for other in theirs[:1] + baselines:
+        lines += ["", f"{HOSTED.label} / {other} at the same process count (medians):"]
         for processes in counts:
-            a, b = medians.get((ours[0], processes)), medians.get((theirs[0], processes))
+            a, b = medians.get((HOSTED.label, processes)), medians.get((other, processes))
             if a is not None and b is not None:
                 lines.append(
                     f"  {processes} process(es): {a / b:6.2f}×   ({_number(a)} vs {_number(b)})"
@@ -917,6 +1032,15 @@ def header(redis_version: str, config: Config, dropped: dict[str, str]) -> list[
     ]
     if peers:
         lines.append(f"peers, each in its own venv under bench/.peers/: {peer_versions}")
+    for system in config.systems:
+        if system.baseline is not None:
+            lines.append(
+                f"{system.label}: hostedjobs at {system.baseline.commit[:12]}, from "
+                f"{system.baseline.checkout.relative_to(ROOT)} (git archive) in this venv: that "
+                "revision's bench/hosted_worker.py runs its workers, and this tree's "
+                "bench/hosted_client.py its enqueuers, each in a process with that checkout "
+                "first on sys.path"
+            )
     lines += [
         f"enqueue: N={config.enqueue_jobs} sequential single enqueues from one client; "
         f"bulk: one call for N={config.bulk_jobs} jobs ('-': no bulk API)",
@@ -991,6 +1115,11 @@ def json_report(
     }
     return {
         "systems": [s.label for s in systems],
+        "baselines": {
+            s.label: {"rev": s.baseline.rev, "commit": s.baseline.commit}
+            for s in systems
+            if s.baseline is not None
+        },
         "metrics": metrics,
         "scale_out": scale_out,
         "redis_commands_per_job": {s.label: commands[s.label] for s in systems},
@@ -1013,6 +1142,12 @@ async def run(config: Config, json_path: Path | None) -> list[str]:
                 await asyncio.to_thread(ensure_venv, system.peer)
             except (BenchError, OSError, subprocess.SubprocessError) as exc:
                 dropped[system.label] = f"venv setup failed: {exc}"
+                systems.remove(system)
+        if system.baseline is not None:
+            try:
+                await asyncio.to_thread(ensure_baseline, system.baseline)
+            except (BenchError, OSError, subprocess.SubprocessError) as exc:
+                dropped[system.label] = f"checkout failed: {exc}"
                 systems.remove(system)
     with tempfile.TemporaryDirectory(prefix="hostedjobs-bench-") as tmp:
         server = EmbeddedRedis(Path(tmp) / "redis", persistent=False)
@@ -1041,7 +1176,7 @@ async def run(config: Config, json_path: Path | None) -> list[str]:
                             try:
                                 await measure(system)
                             except (BenchError, TimeoutError, OSError) as exc:
-                                if system.peer is None:
+                                if system.peer is None and system.baseline is None:
                                     raise
                                 reason = str(exc).splitlines()[0] if str(exc) else repr(exc)
                                 progress(f"  DROPPING {system.label}: {reason}")
@@ -1072,7 +1207,8 @@ async def run(config: Config, json_path: Path | None) -> list[str]:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Config, Path | None]:
-    """The command line: ``--rounds``, ``--quick``, the sizes, the systems and ``--json``."""
+    """The command line: ``--rounds``, ``--quick``, the sizes, the systems (``--peers``,
+    ``--baseline``…) and ``--json``."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.engine", description=(__doc__ or "").split("\n\n")[0]
     )
@@ -1104,6 +1240,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, Path | None]:
     parser.add_argument(
         "--no-uvloop", action="store_true", help="leave out the hostedjobs+uvloop column"
     )
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="REV",
+        help="also benchmark hostedjobs as it was at git revision REV (a column "
+        "'hostedjobs@REV', and ratios this tree / REV); may be given more than once",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write raw values here")
     args = parser.parse_args(argv)
     quick = bool(args.quick)
@@ -1118,6 +1262,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, Path | None]:
                 "uvloop is not installed (pip install 'hostedjobs[uvloop]'); or --no-uvloop"
             )
         systems.append(HOSTED_UVLOOP)
+    for rev in dict.fromkeys(str(r) for r in args.baseline):
+        try:
+            baseline = resolve_baseline(rev)
+        except (BenchError, OSError, subprocess.SubprocessError) as exc:
+            parser.error(str(exc))
+        systems.append(System(f"{HOSTED.label}@{rev}", baseline=baseline))
     systems.append(ARQ_FAST)
     try:
         scale_out = tuple(int(p) for p in str(args.scale_out).split(",") if p.strip())

@@ -67,9 +67,14 @@ async def run_fleet(
     until: Callable[[], Awaitable[None]],
     *,
     timeout_s: float,
+    root: Path = ROOT,
 ) -> FleetRun:
-    """Run one process per command in serve mode; time from go until ``until()`` returns."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    """Run one process per command in serve mode; time from go until ``until()`` returns.
+
+    The processes run in ``root`` with it on ``PYTHONPATH``: this repository, or another
+    revision's checkout (``bench.engine --baseline``).
+    """
+    env = {**os.environ, "PYTHONPATH": str(root)}
     processes: list[asyncio.subprocess.Process] = []
     logs: list[Path] = []
     try:
@@ -80,7 +85,7 @@ async def run_fleet(
                 processes.append(
                     await asyncio.create_subprocess_exec(
                         *command,
-                        cwd=ROOT,
+                        cwd=root,
                         stdin=asyncio.subprocess.PIPE,
                         stdout=asyncio.subprocess.PIPE,
                         stderr=stderr,
