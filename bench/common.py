@@ -31,6 +31,7 @@ __all__ = [
     "GO",
     "LATENCY_INTERVAL_S",
     "READY",
+    "STREAM_LIMIT",
     "WARM_UP_JOBS",
     "PeerClient",
     "Recorder",
@@ -38,6 +39,7 @@ __all__ = [
     "emit",
     "peer_main",
     "percentile",
+    "read_line",
     "wait_for_go",
     "wait_for_stop",
     "worker_arguments",
@@ -138,6 +140,29 @@ async def wait_for_go() -> float:
 async def wait_for_stop() -> None:
     """Serve mode: wait for the parent's stop line (or the end of stdin)."""
     await asyncio.to_thread(sys.stdin.readline)
+
+
+STREAM_LIMIT = 1 << 20
+"""The ``limit=`` the parent gives its workers' stdout readers: 1 MiB lines in one piece."""
+
+
+async def read_line(stream: asyncio.StreamReader) -> bytes:
+    """The parent's read of one line of a worker's stdout, however long (b"" at the end).
+
+    ``StreamReader.readline`` fails on a line longer than the reader's ``limit`` (64 KiB by
+    default; a serve-mode result carries every job's sequence number: 20,000 jobs make
+    ~120 KB). This takes such a line in pieces of up to the limit.
+    """
+    pieces: list[bytes] = []
+    while True:
+        try:
+            pieces.append(await stream.readuntil(b"\n"))
+        except asyncio.IncompleteReadError as exc:  # end of stream: the rest, if any
+            pieces.append(exc.partial)
+        except asyncio.LimitOverrunError as exc:  # no separator within the limit yet
+            pieces.append(await stream.readexactly(exc.consumed))
+            continue
+        return b"".join(pieces)
 
 
 def percentile(values: list[float], pct: float) -> float:

@@ -94,7 +94,14 @@ import hostedjobs
 from hostedjobs.embedded import EmbeddedRedis
 
 from .arq_worker import FUNCTION_NAME
-from .common import LATENCY_INTERVAL_S, READY, WARM_UP_JOBS, percentile
+from .common import (
+    LATENCY_INTERVAL_S,
+    READY,
+    STREAM_LIMIT,
+    WARM_UP_JOBS,
+    percentile,
+    read_line,
+)
 from .fleet import FleetError, queue_back_to, run_fleet
 from .hosted_client import (
     hosted_bulk_rate,
@@ -546,20 +553,25 @@ async def run_worker(
     env = {**os.environ, "PYTHONPATH": str(root)}
     with log.open("wb") as stderr:
         process = await asyncio.create_subprocess_exec(
-            *command, cwd=root, stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env
+            *command,
+            cwd=root,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+            limit=STREAM_LIMIT,
         )
         assert process.stdout is not None
         result: dict[str, Any] | None = None
         try:
             if when_ready is not None:
-                line = await asyncio.wait_for(process.stdout.readline(), 60)
+                line = await asyncio.wait_for(read_line(process.stdout), 60)
                 if line.decode().strip() != READY:
                     raise BenchError(f"worker did not get ready: {line!r}\n{_tail(log)}")
                 await when_ready()
             deadline = time.monotonic() + RESULT_WAIT_S
             while result is None:
                 line = await asyncio.wait_for(
-                    process.stdout.readline(), max(1.0, deadline - time.monotonic())
+                    read_line(process.stdout), max(1.0, deadline - time.monotonic())
                 )
                 if not line:
                     break
