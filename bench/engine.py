@@ -52,8 +52,9 @@ to round; the table shows the median and (min–max) over rounds. The metrics:
    "Redis cmds per executed job" and "Redis CPU per executed job (µs)": the private
    redis-server's own counters, read with one ``INFO commandstats cpu`` before and after
    (a) metric 1's single enqueues (per job enqueued: the 100 warm-up enqueues and the
-   enqueuer's connecting are in the window, so it is divided by N + 100; for peers their
-   single-enqueue process, the bulk call being a second process outside the window) and
+   enqueuer's connecting are in the window, so it is divided by N + 100; for peers and a
+   baseline, their single-enqueue process, the bulk call being a second process outside the
+   window) and
    (b) metric 2's drain, after the preload, from the worker process's start to its exit (per
    job drained: claim + run + commit, plus the worker's start-up and shutdown and any idle
    polling). Commands are the ``calls`` summed over every command, which counts the commands
