@@ -43,8 +43,9 @@ from hostedjobs import JobContext, JobHost
 from hostedjobs.embedded import EmbeddedRedis
 
 from .common import Recorder, emit
-from .engine import hosted_preload, progress
+from .engine import progress
 from .fleet import FleetRun, queue_back_to, run_fleet
+from .hosted_client import hosted_preload
 from .hosted_worker import BenchJob, build_host
 
 __all__ = ["main"]

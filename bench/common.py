@@ -31,12 +31,15 @@ __all__ = [
     "GO",
     "LATENCY_INTERVAL_S",
     "READY",
+    "STREAM_LIMIT",
+    "WARM_UP_JOBS",
     "PeerClient",
     "Recorder",
     "announce_ready",
     "emit",
     "peer_main",
     "percentile",
+    "read_line",
     "wait_for_go",
     "wait_for_stop",
     "worker_arguments",
@@ -53,6 +56,9 @@ LATENCY_INTERVAL_S = 0.010
 
 PRELOAD_CHUNK = 250
 """Preloads without a bulk API: enqueues in flight at once (asyncio.gather)."""
+
+WARM_UP_JOBS = 100
+"""Enqueue mode: untimed enqueues before the timed ones (connection, script load)."""
 
 
 @dataclass
@@ -136,6 +142,29 @@ async def wait_for_stop() -> None:
     await asyncio.to_thread(sys.stdin.readline)
 
 
+STREAM_LIMIT = 1 << 20
+"""The ``limit=`` the parent gives its workers' stdout readers: 1 MiB lines in one piece."""
+
+
+async def read_line(stream: asyncio.StreamReader) -> bytes:
+    """The parent's read of one line of a worker's stdout, however long (b"" at the end).
+
+    ``StreamReader.readline`` fails on a line longer than the reader's ``limit`` (64 KiB by
+    default; a serve-mode result carries every job's sequence number: 20,000 jobs make
+    ~120 KB). This takes such a line in pieces of up to the limit.
+    """
+    pieces: list[bytes] = []
+    while True:
+        try:
+            pieces.append(await stream.readuntil(b"\n"))
+        except asyncio.IncompleteReadError as exc:  # end of stream: the rest, if any
+            pieces.append(exc.partial)
+        except asyncio.LimitOverrunError as exc:  # no separator within the limit yet
+            pieces.append(await stream.readexactly(exc.consumed))
+            continue
+        return b"".join(pieces)
+
+
 def percentile(values: list[float], pct: float) -> float:
     """The ``pct``-th percentile of ``values`` (linear interpolation between ranks)."""
     if not values:
@@ -206,19 +235,21 @@ async def _preload(client: PeerClient, n: int, sleep_s: float) -> None:
 
 
 async def _enqueue_rates(client: PeerClient, n: int, bulk_n: int) -> dict[str, Any]:
-    for i in range(100):  # warm-up: connection, script load
-        await client.enqueue(-i)
-    start = time.perf_counter()
-    for i in range(n):
-        await client.enqueue(i)
-    single = n / (time.perf_counter() - start)
+    single: float | None = None
+    if n:
+        for i in range(WARM_UP_JOBS):  # warm-up: connection, script load
+            await client.enqueue(-i)
+        start = time.perf_counter()
+        for i in range(n):
+            await client.enqueue(i)
+        single = n / (time.perf_counter() - start)
     bulk: float | None = None
     if client.has_bulk and bulk_n:
-        await client.enqueue_many(range(100))
+        await client.enqueue_many(range(WARM_UP_JOBS))
         start = time.perf_counter()
         await client.enqueue_many(range(bulk_n))
         bulk = bulk_n / (time.perf_counter() - start)
-    return {"single": single, "bulk": bulk}
+    return {"single": single, "bulk": bulk, "has_bulk": client.has_bulk}
 
 
 async def _feed(client: PeerClient, n: int) -> None:
@@ -266,7 +297,8 @@ def peer_main(description: str, make: Callable[[str, str, Recorder], PeerClient]
     """Entry point of a peer module: parse the worker command line and run one mode.
 
     Modes beyond `worker_arguments`' drain and latency: ``enqueue`` (sequential single enqueue
-    rate over ``--jobs``, then one bulk call of ``--bulk-jobs`` if the peer has one), ``preload``
+    rate over ``--jobs`` unless it is 0, then one bulk call of ``--bulk-jobs`` if that is not 0
+    and the peer has a bulk API), ``preload``
     (queue ``--jobs`` jobs that each sleep ``--sleep`` s) and ``feed`` (the pickup test's
     enqueuer: ``--jobs`` jobs, one every 10 ms, each carrying its ``time.time()``).
     """

@@ -1,4 +1,4 @@
-"""hostedjobs' engine against raw arq and its peers SAQ, taskiq and streaq.
+"""hostedjobs' engine against raw arq and its peers SAQ, taskiq, streaq and docket.
 
 Run with ``python -m bench.engine`` (``make bench``); ``--quick`` is a ~1 min smoke run and
 ``--json PATH`` also writes every raw value (read by ``bench/plots.py``).
@@ -11,19 +11,31 @@ The systems are measured in one run, on a private ``redis-server`` (never the Re
   it); every other system, and every enqueuer, runs on plain asyncio;
 - ``arq poll=0.01``: a stock arq worker tuned to poll every 10 ms (``--arq-default`` adds
   stock arq with its default 0.5 s poll);
-- ``SAQ``, ``taskiq``, ``streaq``: each in its own virtualenv under ``bench/.peers/<name>/``
-  (their redis-py/coredis pins conflict with ours), created on first use with the pinned
-  versions in `PEERS`; their worker modules are ``bench/peer_*.py`` (configuration in each
-  module's docstring). A peer whose venv or runs fail is dropped, with the reason in the
-  report's header.
+- ``SAQ``, ``taskiq``, ``streaq``, ``docket``: each in its own virtualenv under
+  ``bench/.peers/<name>/`` (their redis-py/coredis pins conflict with ours), created on first
+  use with the pinned versions in `PEERS`; their worker modules are ``bench/peer_*.py``
+  (configuration in each module's docstring). A peer whose venv or runs fail is dropped, with
+  the reason in the report's header;
+- ``hostedjobs@REV`` (``--baseline REV``, repeatable): hostedjobs as it was at git revision
+  REV, so that an engine change is measured against its predecessor in the same run. REV's
+  files are laid out by ``git archive`` in ``bench/.peers/baseline-<commit>/`` (git-ignored,
+  kept for the next run) and run in this venv (the dependencies being the same): REV's own
+  ``bench/hosted_worker.py`` is its worker, and its enqueuers (enqueue rates, preload, pickup
+  feed) are this tree's `bench.hosted_client` run as a script; each such process runs in the
+  checkout with it on ``PYTHONPATH``, so that it imports REV's ``hostedjobs`` and ``bench``
+  (checked once at set-up, and on every enqueuer's result). Our own enqueuers run in the
+  bench's process, the baseline's in a process of their own, like the peers'. It takes part
+  in every metric, scale-out included, and the report adds the ratios this tree / REV of the
+  drain, worker CPU, Redis costs, pickup p50/p99 and sleep drain (`BASELINE_METRICS`), and of
+  the scale-out rates. A baseline that cannot be laid out or fails is dropped like a peer.
 
 Each round measures every metric for every system, the order of systems rotating from round
 to round; the table shows the median and (min–max) over rounds. The metrics:
 
 1. enqueue rate: N sequential single enqueues from one client (for peers, in a process of
    the peer's venv); bulk enqueue: one call of the system's bulk API for N jobs
-   (hostedjobs ``Scheduler.enqueue_many``, streaq ``Worker.enqueue_many``; "-" for systems
-   without one), job construction included;
+   (hostedjobs ``Scheduler.enqueue_many``, streaq ``Worker.enqueue_many``, docket
+   ``Docket.add_many``; "-" for systems without one), job construction included;
 2. drain: N no-op jobs are preloaded, then one worker process runs them; wall and CPU time
    (``time.process_time``) are measured inside that process from the start of processing
    until the queue is empty (burst mode: hostedjobs, arq) or until the N-th job has finished
@@ -35,7 +47,21 @@ to round; the table shows the median and (min–max) over rounds. The metrics:
    before its enqueue call (carried in the payload);
 5. scale-out (``--scale-out 1,2,4``; hostedjobs and arq, not the peers): N preloaded no-op jobs
    drained by P worker processes at once (see `bench.fleet`), timed from the go line until
-   the queue is empty; every job's run is counted, so a job run twice or never is reported.
+   the queue is empty; every job's run is counted, so a job run twice or never is reported;
+6. Redis cost, the rows "Redis cmds per enqueued job", "Redis CPU per enqueued job (µs)",
+   "Redis cmds per executed job" and "Redis CPU per executed job (µs)": the private
+   redis-server's own counters, read with one ``INFO commandstats cpu`` before and after
+   (a) metric 1's single enqueues (per job enqueued: the 100 warm-up enqueues and the
+   enqueuer's connecting are in the window, so it is divided by N + 100; for peers and a
+   baseline, their single-enqueue process, the bulk call being a second process outside the
+   window) and
+   (b) metric 2's drain, after the preload, from the worker process's start to its exit (per
+   job drained: claim + run + commit, plus the worker's start-up and shutdown and any idle
+   polling). Commands are the ``calls`` summed over every command, which counts the commands
+   a Lua script runs as well as the EVAL/EVALSHA itself, less the bench's own INFO; CPU is
+   ``used_cpu_sys + used_cpu_user`` of the server process in µs (its ~10 Hz background cron
+   included). ``--json`` also has the commands per job by name
+   (``redis_commands_per_job``).
 """
 
 from __future__ import annotations
@@ -46,6 +72,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,7 +84,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from arq.connections import RedisSettings, create_pool
@@ -68,9 +95,22 @@ import hostedjobs
 from hostedjobs.embedded import EmbeddedRedis
 
 from .arq_worker import FUNCTION_NAME
-from .common import LATENCY_INTERVAL_S, READY, Recorder, percentile
+from .common import (
+    LATENCY_INTERVAL_S,
+    READY,
+    STREAM_LIMIT,
+    WARM_UP_JOBS,
+    percentile,
+    read_line,
+)
 from .fleet import FleetError, queue_back_to, run_fleet
-from .hosted_worker import BenchJob, build_host
+from .hosted_client import (
+    hosted_bulk_rate,
+    hosted_enqueue_rate,
+    hosted_latency_feed,
+    hosted_preload,
+    latency_feed,
+)
 
 __all__ = ["PEERS", "Config", "Peer", "System", "main"]
 
@@ -112,13 +152,30 @@ PEERS = (
     Peer("saq", "bench.peer_saq", ("saq[hiredis]==0.26.4", "typing-extensions==4.16.0")),
     Peer("taskiq", "bench.peer_taskiq", ("taskiq==0.13.0", "taskiq-redis==1.2.4")),
     Peer("streaq", "bench.peer_streaq", ("streaq==7.2.0",)),
+    Peer("docket", "bench.peer_docket", ("pydocket==0.27.0",)),
 )
-PEER_LABELS = {"saq": "SAQ", "taskiq": "taskiq", "streaq": "streaq"}
+PEER_LABELS = {"saq": "SAQ", "taskiq": "taskiq", "streaq": "streaq", "docket": "docket"}
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """hostedjobs at another git revision, benchmarked beside the current tree."""
+
+    rev: str
+    """As given to ``--baseline``."""
+    commit: str
+    """The full commit hash it names."""
+
+    @property
+    def checkout(self) -> Path:
+        """``bench/.peers/baseline-<commit>``: that revision's files (``git archive``)."""
+        return PEERS_DIR / f"baseline-{self.commit[:12]}"
 
 
 @dataclass(frozen=True)
 class System:
-    """One column of the table: hostedjobs, a stock arq worker with a poll delay, or a peer."""
+    """One column of the table: hostedjobs (current or a baseline), a stock arq worker with a
+    poll delay, or a peer."""
 
     label: str
     poll_delay: float | None = None
@@ -126,11 +183,18 @@ class System:
     peer: Peer | None = None
     loop: str = "asyncio"
     """hostedjobs only: the event loop of its worker processes (``asyncio`` or ``uvloop``)."""
+    baseline: Baseline | None = None
+    """hostedjobs as it was at another revision (``--baseline``)."""
 
     @property
     def hosted(self) -> bool:
-        """True for the hostedjobs columns (either event loop)."""
+        """True for the hostedjobs columns (either event loop, or a baseline)."""
         return self.poll_delay is None and self.peer is None
+
+    @property
+    def root(self) -> Path:
+        """Where its processes run, with it on ``PYTHONPATH``: a baseline's checkout, or ours."""
+        return self.baseline.checkout if self.baseline is not None else ROOT
 
     @property
     def scales_out(self) -> bool:
@@ -182,13 +246,34 @@ ENQUEUE = "enqueue rate (jobs/s)"
 BULK = "bulk enqueue (jobs/s)"
 DRAIN = "drain, 1 process (jobs/s)"
 CPU = "worker CPU (µs/job)"
+ENQUEUE_COMMANDS = "Redis cmds per enqueued job"
+ENQUEUE_REDIS_CPU = "Redis CPU per enqueued job (µs)"
+DRAIN_COMMANDS = "Redis cmds per executed job"
+DRAIN_REDIS_CPU = "Redis CPU per executed job (µs)"
 SLEEP = "sleep drain (× ideal)"
 P50, P95, P99, PMAX = (f"pickup {p} (ms)" for p in ("p50", "p95", "p99", "max"))
-METRICS = (ENQUEUE, BULK, DRAIN, CPU, SLEEP, P50, P95, P99, PMAX)
+METRICS = (
+    ENQUEUE,
+    BULK,
+    ENQUEUE_COMMANDS,
+    ENQUEUE_REDIS_CPU,
+    DRAIN,
+    CPU,
+    DRAIN_COMMANDS,
+    DRAIN_REDIS_CPU,
+    SLEEP,
+    P50,
+    P95,
+    P99,
+    PMAX,
+)
 HIGHER_IS_BETTER = {ENQUEUE, BULK, DRAIN}
 
 Results = dict[str, dict[str, list[float]]]
 """metric -> system label -> one value per round (empty: not measured, shown as "-")."""
+
+CommandResults = dict[str, dict[str, list[dict[str, float]]]]
+"""system label -> "enqueue" or "drain" -> per round: Redis command name -> calls per job."""
 
 
 @dataclass
@@ -219,6 +304,59 @@ ScaleResults = dict[str, dict[int, list[ScaleRun]]]
 """system label -> worker processes -> one run per round."""
 
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RedisCost:
+    """The private redis-server's own counters, or their change over a measurement."""
+
+    commands: int
+    """Calls summed over ``INFO commandstats`` (a script's inner commands count too)."""
+    cpu_s: float
+    """``used_cpu_sys`` + ``used_cpu_user`` of the server process."""
+    by_command: dict[str, int]
+    """``commands`` by command name (``evalsha``, ``zadd``, ``xreadgroup``…)."""
+
+
+BENCH_INFO_CALLS = 1
+"""INFO calls of the bench's own inside a `redis_cost` window: the one reading the counters
+before (a command is counted once it has run, so the reading after does not count itself)."""
+
+
+async def redis_counters(client: aioredis.Redis) -> RedisCost:
+    """Read the server's counters with one ``INFO commandstats cpu`` call (Redis >= 7)."""
+    # redis-py types info()'s further sections as lists, but sends them as they are.
+    info = await client.info("commandstats", "cpu")  # type: ignore[arg-type]
+    by_command = {
+        name.removeprefix("cmdstat_"): int(stats["calls"])
+        for name, stats in info.items()
+        if name.startswith("cmdstat_")
+    }
+    cpu_s = float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+    return RedisCost(sum(by_command.values()), cpu_s, by_command)
+
+
+async def redis_cost(client: aioredis.Redis, work: Awaitable[T]) -> tuple[T, RedisCost]:
+    """Await ``work``; return its result and what the Redis server did meanwhile.
+
+    Everything any client ran is counted (the bench's own INFO excepted, see
+    `BENCH_INFO_CALLS`), so a measured process's connection set-up and shutdown are in it.
+    """
+    before = await redis_counters(client)
+    result = await work
+    after = await redis_counters(client)
+    by_command = {
+        name: calls - before.by_command.get(name, 0) - (BENCH_INFO_CALLS if name == "info" else 0)
+        for name, calls in after.by_command.items()
+    }
+    return result, RedisCost(
+        after.commands - before.commands - BENCH_INFO_CALLS,
+        after.cpu_s - before.cpu_s,
+        {name: calls for name, calls in sorted(by_command.items()) if calls},
+    )
+
+
 # -- peer virtualenvs -----------------------------------------------------------------------
 
 
@@ -245,38 +383,74 @@ def ensure_venv(peer: Peer) -> Path:
     return peer.python
 
 
+def resolve_baseline(rev: str) -> Baseline:
+    """The commit ``rev`` names in this repository; raises `BenchError` if none."""
+    done = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"--baseline {rev}: not a commit of {ROOT}")
+    return Baseline(rev, done.stdout.strip())
+
+
+def ensure_baseline(baseline: Baseline) -> None:
+    """Lay out the baseline's files in its checkout (``git archive``) unless already there.
+
+    Then check that a process started there (as its workers and enqueuers are) imports that
+    revision's ``hostedjobs`` and ``bench.hosted_worker``, not ours. Raises `BenchError`.
+    """
+    checkout = baseline.checkout
+    marker = checkout / ".bench-commit"
+    if not (marker.exists() and marker.read_text().strip() == baseline.commit):
+        progress(f"laying out {checkout.relative_to(ROOT)} (git archive {baseline.commit[:12]})")
+        if checkout.exists():
+            shutil.rmtree(checkout)
+        checkout.mkdir(parents=True)
+        tar = checkout.with_suffix(".tar")
+        try:
+            archive = ["git", "-C", str(ROOT), "archive", "--format=tar", "-o", str(tar)]
+            for step in (
+                [*archive, baseline.commit],
+                ["tar", "-xf", str(tar), "-C", str(checkout)],
+            ):
+                done = subprocess.run(
+                    step, capture_output=True, text=True, check=False, timeout=300
+                )
+                if done.returncode != 0:
+                    raise BenchError(f"{' '.join(step[:4])} failed: {done.stderr.strip()}")
+        finally:
+            tar.unlink(missing_ok=True)
+        marker.write_text(baseline.commit + "\n")
+    probe = "import hostedjobs, bench.hosted_worker as w; print(hostedjobs.__file__, w.__file__)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=checkout,
+        env={**os.environ, "PYTHONPATH": str(checkout)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    paths = done.stdout.split()
+    if done.returncode != 0 or len(paths) != 2:
+        raise BenchError(f"the baseline does not import: {done.stderr.strip()[-500:]}")
+    for path in paths:
+        if not Path(path).resolve().is_relative_to(checkout.resolve()):
+            raise BenchError(f"the baseline imports {path}, outside {checkout}")
+
+
 # -- enqueuing ------------------------------------------------------------------------------
-
-
-async def hosted_enqueue_rate(url: str, n: int) -> float:
-    """Sequential `Scheduler.enqueue` calls from one client; jobs/s."""
-    host = build_host(url, HOSTED_QUEUE, Recorder(), run_worker=False)
-    async with host.run():
-        scheduler = host.scheduler
-        for i in range(100):  # warm-up: connection, script load
-            await scheduler.enqueue(BenchJob(seq=-i))
-        start = time.perf_counter()
-        for i in range(n):
-            await scheduler.enqueue(BenchJob(seq=i))
-        return n / (time.perf_counter() - start)
-
-
-async def hosted_bulk_rate(url: str, n: int) -> float:
-    """One `Scheduler.enqueue_many` call for ``n`` jobs (building them included); jobs/s."""
-    host = build_host(url, HOSTED_QUEUE, Recorder(), run_worker=False)
-    async with host.run():
-        scheduler = host.scheduler
-        await scheduler.enqueue_many(BenchJob(seq=-i) for i in range(100))  # warm-up
-        start = time.perf_counter()
-        await scheduler.enqueue_many([BenchJob(seq=i) for i in range(n)])
-        return n / (time.perf_counter() - start)
 
 
 async def arq_enqueue_rate(url: str, n: int) -> float:
     """Sequential `ArqRedis.enqueue_job` calls from one client; jobs/s."""
     pool = await create_pool(RedisSettings.from_dsn(url), default_queue_name=ARQ_QUEUE)
     try:
-        for i in range(100):
+        for i in range(WARM_UP_JOBS):
             await pool.enqueue_job(FUNCTION_NAME, -i)
         start = time.perf_counter()
         for i in range(n):
@@ -284,15 +458,6 @@ async def arq_enqueue_rate(url: str, n: int) -> float:
         return n / (time.perf_counter() - start)
     finally:
         await pool.aclose(close_connection_pool=True)
-
-
-async def hosted_preload(
-    url: str, n: int, sleep_s: float = 0.0, *, queue: str = HOSTED_QUEUE
-) -> None:
-    """Queue ``n`` jobs through `Scheduler.enqueue_many`."""
-    host = build_host(url, queue, Recorder(), run_worker=False)
-    async with host.run():
-        await host.scheduler.enqueue_many(BenchJob(seq=i, sleep_s=sleep_s) for i in range(n))
 
 
 async def arq_preload(client: aioredis.Redis, n: int, sleep_s: float = 0.0) -> None:
@@ -306,29 +471,6 @@ async def arq_preload(client: aioredis.Redis, n: int, sleep_s: float = 0.0) -> N
             pipe.psetex(job_key_prefix + job_id, expires_extra_ms, data)
             pipe.zadd(ARQ_QUEUE, {job_id: now_ms})
         await pipe.execute()
-
-
-async def latency_feed(enqueue: Callable[[int, float], Awaitable[object]], n: int) -> None:
-    """Call ``enqueue(seq, sent_at)`` ``n`` times, one every ``LATENCY_INTERVAL_S``."""
-    start = time.perf_counter()
-    for i in range(n):
-        delay = start + i * LATENCY_INTERVAL_S - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        sent_at = time.time()
-        await enqueue(i, sent_at)
-
-
-async def hosted_latency_feed(url: str, n: int) -> None:
-    """Feed the latency jobs through `Scheduler.enqueue`."""
-    host = build_host(url, HOSTED_QUEUE, Recorder(), run_worker=False)
-    async with host.run():
-        scheduler = host.scheduler
-
-        async def enqueue(seq: int, sent_at: float) -> None:
-            await scheduler.enqueue(BenchJob(seq=seq, sent_at=sent_at))
-
-        await latency_feed(enqueue, n)
 
 
 async def arq_latency_feed(url: str, n: int) -> None:
@@ -347,16 +489,30 @@ async def arq_latency_feed(url: str, n: int) -> None:
 # -- worker processes -----------------------------------------------------------------------
 
 
+CLIENT_MODES = frozenset({"enqueue", "preload", "feed"})
+"""The enqueuing modes of a peer module or of `bench.hosted_client`."""
+CLIENT_SCRIPT = ROOT / "bench" / "hosted_client.py"
+"""Run as a file (not ``-m``), so that a baseline's ``bench`` package is the one it imports."""
+
+
 def worker_command(
     system: System, mode: str, url: str, jobs: int, timeout: float, *extra: str
 ) -> list[str]:
-    """The ``python -m bench.<worker>`` command line for ``system``."""
+    """The ``python -m bench.<worker>`` command line for ``system``, to run in ``system.root``.
+
+    For hostedjobs, the enqueuing modes (a baseline's) run `bench.hosted_client` as a script.
+    """
     common = ["--redis-url", url, "--jobs", str(jobs), "--concurrency", str(CONCURRENCY)]
     common += ["--timeout", str(timeout), *extra]
     if system.peer is not None:
         peer = system.peer
         return [str(peer.python), "-m", peer.module, mode, "--queue", PEER_QUEUE, *common]
     if system.hosted:
+        if mode in CLIENT_MODES:  # (a baseline's: ours run in this process)
+            boot = f"import runpy; runpy.run_path({str(CLIENT_SCRIPT)!r}, run_name='__main__')"
+            return [sys.executable, "-c", boot, mode, "--queue", HOSTED_QUEUE, *common]
+        # --loop only when it is not the default, for a baseline's older worker module
+        loop = ["--loop", system.loop] if system.loop != "asyncio" else []
         return [
             sys.executable,
             "-m",
@@ -364,8 +520,7 @@ def worker_command(
             mode,
             "--queue",
             HOSTED_QUEUE,
-            "--loop",
-            system.loop,
+            *loop,
             *common,
         ]
     return [
@@ -382,32 +537,42 @@ def worker_command(
 
 
 async def run_worker(
-    command: list[str], log_dir: Path, *, when_ready: Callable[[], Awaitable[None]] | None = None
+    command: list[str],
+    log_dir: Path,
+    *,
+    when_ready: Callable[[], Awaitable[None]] | None = None,
+    root: Path = ROOT,
 ) -> dict[str, Any]:
     """Run a worker process and return its JSON result (the first line starting with ``{``).
 
     With ``when_ready``, wait for the worker's ready line, then await ``when_ready()`` while
     the worker runs. A process that has printed its result gets ``EXIT_WAIT_S`` to exit
-    before it is killed, so that no measurement overlaps the previous one's shutdown.
+    before it is killed, so that no measurement overlaps the previous one's shutdown. It runs
+    in ``root`` with ``root`` on ``PYTHONPATH`` (`System.root`).
     """
     log = log_dir / f"worker-{uuid.uuid4().hex[:8]}.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(root)}
     with log.open("wb") as stderr:
         process = await asyncio.create_subprocess_exec(
-            *command, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env
+            *command,
+            cwd=root,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+            limit=STREAM_LIMIT,
         )
         assert process.stdout is not None
         result: dict[str, Any] | None = None
         try:
             if when_ready is not None:
-                line = await asyncio.wait_for(process.stdout.readline(), 60)
+                line = await asyncio.wait_for(read_line(process.stdout), 60)
                 if line.decode().strip() != READY:
                     raise BenchError(f"worker did not get ready: {line!r}\n{_tail(log)}")
                 await when_ready()
             deadline = time.monotonic() + RESULT_WAIT_S
             while result is None:
                 line = await asyncio.wait_for(
-                    process.stdout.readline(), max(1.0, deadline - time.monotonic())
+                    read_line(process.stdout), max(1.0, deadline - time.monotonic())
                 )
                 if not line:
                     break
@@ -442,6 +607,9 @@ class Bench:
         self.config = config
         self.log_dir = log_dir
         self.results: Results = {m: {s.label: [] for s in config.systems} for m in METRICS}
+        self.commands: CommandResults = {
+            s.label: {"enqueue": [], "drain": []} for s in config.systems
+        }
         self.scale: ScaleResults = {
             s.label: {p: [] for p in config.scale_out} for s in config.systems if s.scales_out
         }
@@ -450,42 +618,90 @@ class Bench:
         """Keep one round's value."""
         self.results[metric][system.label].append(value)
 
-    def command(self, system: System, mode: str, jobs: int, *extra: str) -> list[str]:
-        """A worker command for ``system`` against this run's Redis."""
-        return worker_command(system, mode, self.url, jobs, 60, *extra)
+    def record_cost(self, step: str, system: System, cost: RedisCost, jobs: int) -> None:
+        """Keep one round's Redis cost of ``step`` (enqueue or drain) per job."""
+        commands, cpu = (
+            (ENQUEUE_COMMANDS, ENQUEUE_REDIS_CPU)
+            if step == "enqueue"
+            else (DRAIN_COMMANDS, DRAIN_REDIS_CPU)
+        )
+        self.record(commands, system, cost.commands / jobs)
+        self.record(cpu, system, cost.cpu_s / jobs * 1e6)
+        by_command = {name: calls / jobs for name, calls in cost.by_command.items()}
+        self.commands[system.label][step].append(by_command)
+
+    async def run(
+        self,
+        system: System,
+        mode: str,
+        jobs: int,
+        *extra: str,
+        give_up_s: float = 60,
+        when_ready: Callable[[], Awaitable[None]] | None = None,
+    ) -> dict[str, Any]:
+        """Run one process of ``system`` in ``mode`` against this run's Redis; its result.
+
+        ``give_up_s`` is the worker's ``--timeout`` (latency mode: stop waiting for jobs).
+        """
+        command = worker_command(system, mode, self.url, jobs, give_up_s, *extra)
+        result = await run_worker(command, self.log_dir, when_ready=when_ready, root=system.root)
+        # bench.hosted_client says which hostedjobs it ran; a baseline's must be its own.
+        imported = result.get("hostedjobs")
+        if (
+            system.baseline is not None
+            and imported is not None
+            and not Path(imported).is_relative_to(system.root)
+        ):
+            raise BenchError(f"{system.label}'s {mode} imported hostedjobs from {imported}")
+        return result
 
     async def enqueue(self, system: System) -> None:
-        """Metric 1: sequential single enqueue rate, and one bulk call where there is one."""
+        """Metric 1: sequential single enqueue rate, and one bulk call where there is one.
+
+        The Redis cost per enqueued job is that of the single enqueues, warm-up included.
+        """
         if system.loop != "asyncio":
             return  # the enqueuers run in this (asyncio) process: the same as hostedjobs'
         await self.client.flushdb()
         n, bulk_n = self.config.enqueue_jobs, self.config.bulk_jobs
         bulk: float | None = None
-        if system.peer is not None:
-            result = await run_worker(
-                self.command(system, "enqueue", n, "--bulk-jobs", str(bulk_n)), self.log_dir
-            )
-            rate, bulk = result["single"], result["bulk"]
+        if system.peer is not None or system.baseline is not None:
+            # Two processes, so that the Redis cost is the single enqueues' alone.
+            result, cost = await redis_cost(self.client, self.run(system, "enqueue", n))
+            rate = result["single"]
+            if result.get("has_bulk"):
+                await self.client.flushdb()
+                bulk = (await self.run(system, "enqueue", 0, "--bulk-jobs", str(bulk_n)))["bulk"]
         elif system.hosted:
-            rate = await hosted_enqueue_rate(self.url, n)
+            rate, cost = await redis_cost(
+                self.client, hosted_enqueue_rate(self.url, n, queue=HOSTED_QUEUE)
+            )
             await self.client.flushdb()
-            bulk = await hosted_bulk_rate(self.url, bulk_n)
+            bulk = await hosted_bulk_rate(self.url, bulk_n, queue=HOSTED_QUEUE)
         else:
-            rate = await arq_enqueue_rate(self.url, n)
+            rate, cost = await redis_cost(self.client, arq_enqueue_rate(self.url, n))
         self.record(ENQUEUE, system, rate)
         if bulk is not None:
             self.record(BULK, system, bulk)
+        enqueued = n + WARM_UP_JOBS
+        self.record_cost("enqueue", system, cost, enqueued)
         shown = "-" if bulk is None else f"{bulk:,.0f}"
-        progress(f"  enqueue  {system.label:<14} {rate:>9,.0f} jobs/s  bulk {shown} jobs/s")
+        progress(
+            f"  enqueue  {system.label:<18} {rate:>9,.0f} jobs/s  bulk {shown} jobs/s  "
+            f"Redis {cost.commands / enqueued:.2f} cmds/job "
+            f"{cost.cpu_s / enqueued * 1e6:.1f} µs/job"
+        )
 
     async def preload(self, system: System, n: int, sleep_s: float) -> None:
         """Queue ``n`` jobs for a drain (each sleeping ``sleep_s``)."""
         await self.client.flushdb()
         if system.peer is not None:
-            command = self.command(system, "preload", n, "--sleep", str(sleep_s))
-            await run_worker(command, self.log_dir)
+            await self.run(system, "preload", n, "--sleep", str(sleep_s))
         elif system.hosted:
-            await hosted_preload(self.url, n, sleep_s)
+            if system.baseline is not None:
+                await self.run(system, "preload", n, "--sleep", str(sleep_s))
+            else:
+                await hosted_preload(self.url, n, sleep_s, queue=HOSTED_QUEUE)
             await self._check_queued(system, HOSTED_QUEUE, n)
         else:
             await arq_preload(self.client, n, sleep_s)
@@ -496,9 +712,12 @@ class Bench:
         if queued != n:
             raise BenchError(f"preloaded {queued} jobs for {system.label}, expected {n}")
 
-    async def _drain(self, system: System, n: int, sleep_s: float) -> dict[str, Any]:
+    async def _drain(
+        self, system: System, n: int, sleep_s: float
+    ) -> tuple[dict[str, Any], RedisCost]:
+        """Preload ``n`` jobs, run one worker process on them; its result and Redis cost."""
         await self.preload(system, n, sleep_s)
-        result = await run_worker(self.command(system, "drain", n), self.log_dir)
+        result, cost = await redis_cost(self.client, self.run(system, "drain", n))
         if result["jobs"] < n:
             raise BenchError(f"{system.label} ran {result['jobs']} of {n} jobs: {result}")
         if result["jobs"] > n:
@@ -507,28 +726,30 @@ class Bench:
                 f"  note: {system.label} started {result['jobs']} runs for {n} jobs",
                 file=sys.stderr,
             )
-        return result
+        return result, cost
 
     async def drain(self, system: System) -> None:
         """Metric 2: one worker process drains a preloaded queue of no-op jobs."""
         n = self.config.drain_size(system)
-        result = await self._drain(system, n, 0.0)
+        result, cost = await self._drain(system, n, 0.0)
         rate = n / result["wall_s"]
         cpu_us = result["cpu_s"] / n * 1e6
         self.record(DRAIN, system, rate)
         self.record(CPU, system, cpu_us)
+        self.record_cost("drain", system, cost, n)
         progress(
-            f"  drain    {system.label:<14} {rate:>9,.0f} jobs/s  {cpu_us:6.1f} µs/job  "
-            f"({n} jobs in {result['wall_s']:.2f} s)"
+            f"  drain    {system.label:<18} {rate:>9,.0f} jobs/s  {cpu_us:6.1f} µs/job  "
+            f"({n} jobs in {result['wall_s']:.2f} s)  Redis {cost.commands / n:.2f} cmds/job "
+            f"{cost.cpu_s / n * 1e6:.1f} µs/job"
         )
 
     async def sleep_drain(self, system: System) -> None:
         """Metric 3: the drain of jobs that sleep 50 ms, against the ideal wall time."""
         n = self.config.sleep_jobs
-        result = await self._drain(system, n, SLEEP_S)
+        result, _ = await self._drain(system, n, SLEEP_S)
         factor = result["wall_s"] / self.config.sleep_ideal_s
         self.record(SLEEP, system, factor)
-        progress(f"  sleep    {system.label:<14} {result['wall_s']:6.3f} s = {factor:.3f} × ideal")
+        progress(f"  sleep    {system.label:<18} {result['wall_s']:6.3f} s = {factor:.3f} × ideal")
 
     async def latency(self, system: System) -> None:
         """Metric 4: pickup latency of an idle worker, jobs arriving every 10 ms."""
@@ -538,15 +759,14 @@ class Bench:
 
         async def feed() -> None:
             await asyncio.sleep(IDLE_BEFORE_S)
-            if system.peer is not None:
-                await run_worker(self.command(system, "feed", n), self.log_dir)
+            if system.peer is not None or system.baseline is not None:
+                await self.run(system, "feed", n)
             elif system.hosted:
-                await hosted_latency_feed(self.url, n)
+                await hosted_latency_feed(self.url, n, queue=HOSTED_QUEUE)
             else:
                 await arq_latency_feed(self.url, n)
 
-        command = worker_command(system, "latency", self.url, n, timeout)
-        result = await run_worker(command, self.log_dir, when_ready=feed)
+        result = await self.run(system, "latency", n, give_up_s=timeout, when_ready=feed)
         latencies: list[float] = result["latencies_ms"]
         if len(latencies) != n:
             raise BenchError(f"{system.label} started {len(latencies)} of {n} latency jobs")
@@ -554,7 +774,7 @@ class Bench:
         for metric, pct in values.items():
             self.record(metric, system, percentile(latencies, pct))
         progress(
-            f"  pickup   {system.label:<14} p50 {percentile(latencies, 50):7.2f} ms  "
+            f"  pickup   {system.label:<18} p50 {percentile(latencies, 50):7.2f} ms  "
             f"p99 {percentile(latencies, 99):7.2f} ms  max {max(latencies):7.2f} ms"
         )
 
@@ -576,6 +796,7 @@ class Bench:
                     self.log_dir,
                     lambda: queue_back_to(self.client, queue, 0),
                     timeout_s=RESULT_WAIT_S,
+                    root=system.root,
                 )
             except FleetError as exc:
                 raise BenchError(f"{system.label} × {processes}: {exc}") from exc
@@ -593,7 +814,7 @@ class Bench:
             self.scale[system.label][processes].append(result)
             check = "exactly once" if result.exactly_once else "NOT exactly once"
             progress(
-                f"  scale    {system.label:<14} ×{processes} {result.rate:>9,.0f} jobs/s  "
+                f"  scale    {system.label:<18} ×{processes} {result.rate:>9,.0f} jobs/s  "
                 f"{result.cpu_us:6.1f} µs/job  shares {result.shares}  {check} "
                 f"(dup {result.duplicates}, missing {result.missing}, results {result.results})"
             )
@@ -664,17 +885,46 @@ def ratios(results: Results, systems: tuple[System, ...]) -> list[str]:
         )
     if any(s.label == HOSTED_UVLOOP.label for s in systems):
         lines += ["", "hostedjobs+uvloop / hostedjobs (same engine, worker on uvloop; medians):"]
-        for metric in METRICS:
-            on_uvloop = results[metric][HOSTED_UVLOOP.label]
-            on_asyncio = results[metric][HOSTED.label]
-            if not on_uvloop or not on_asyncio:
-                continue
-            fast, plain = statistics.median(on_uvloop), statistics.median(on_asyncio)
-            better = "higher is better" if metric in HIGHER_IS_BETTER else "lower is better"
-            lines.append(
-                f"  {metric.ljust(label_width)}{fast / plain:7.2f}×   ({_number(fast)} vs "
-                f"{_number(plain)}; {better})"
-            )
+        lines += _pair(results, HOSTED_UVLOOP.label, HOSTED.label, METRICS, label_width)
+    for system in systems:
+        if system.baseline is not None:
+            lines += [
+                "",
+                f"{HOSTED.label} / {system.label} (this tree / revision "
+                f"{system.baseline.commit[:12]}, the same run; medians):",
+            ]
+            lines += _pair(results, HOSTED.label, system.label, BASELINE_METRICS, label_width)
+    return lines
+
+
+BASELINE_METRICS = (
+    DRAIN,
+    CPU,
+    DRAIN_COMMANDS,
+    DRAIN_REDIS_CPU,
+    ENQUEUE_COMMANDS,
+    ENQUEUE_REDIS_CPU,
+    P50,
+    P99,
+    SLEEP,
+)
+"""The ratios printed against a ``--baseline`` (its enqueue rates are left out: its enqueuers
+run in a process of their own, ours in the bench's process)."""
+
+
+def _pair(
+    results: Results, label: str, against: str, metrics: tuple[str, ...], width: int
+) -> list[str]:
+    """One line per metric: ``label``'s median / ``against``'s."""
+    lines = []
+    for metric in metrics:
+        ours, theirs = results[metric][label], results[metric][against]
+        if not ours or not theirs:
+            continue
+        a, b = statistics.median(ours), statistics.median(theirs)
+        better = "higher is better" if metric in HIGHER_IS_BETTER else "lower is better"
+        ratio = f"{a / b:7.2f}×" if b else "      -"
+        lines.append(f"  {metric.ljust(width)}{ratio}   ({_number(a)} vs {_number(b)}; {better})")
     return lines
 
 
@@ -720,13 +970,15 @@ def scale_table(scale: ScaleResults, jobs: int) -> list[str]:
         "",
         *_markdown(rows),
     ]
-    ours = [label for label in scale if label == HOSTED.label]
     theirs = [label for label in scale if not label.startswith(HOSTED.label)]
+    baselines = [label for label in scale if label.startswith(HOSTED.label + "@")]
     counts = sorted({p for _, p in medians})
-    if ours and theirs:
-        lines += ["", f"{HOSTED.label} / {theirs[0]} at the same process count (medians):"]
+    if HOSTED.label not in scale:
+        return lines
+    for other in theirs[:1] + baselines:
+        lines += ["", f"{HOSTED.label} / {other} at the same process count (medians):"]
         for processes in counts:
-            a, b = medians.get((ours[0], processes)), medians.get((theirs[0], processes))
+            a, b = medians.get((HOSTED.label, processes)), medians.get((other, processes))
             if a is not None and b is not None:
                 lines.append(
                     f"  {processes} process(es): {a / b:6.2f}×   ({_number(a)} vs {_number(b)})"
@@ -793,6 +1045,15 @@ def header(redis_version: str, config: Config, dropped: dict[str, str]) -> list[
     ]
     if peers:
         lines.append(f"peers, each in its own venv under bench/.peers/: {peer_versions}")
+    for system in config.systems:
+        if system.baseline is not None:
+            lines.append(
+                f"{system.label}: hostedjobs at {system.baseline.commit[:12]}, from "
+                f"{system.baseline.checkout.relative_to(ROOT)} (git archive) in this venv: that "
+                "revision's bench/hosted_worker.py runs its workers, and this tree's "
+                "bench/hosted_client.py its enqueuers, each in a process with that checkout "
+                "first on sys.path"
+            )
     lines += [
         f"enqueue: N={config.enqueue_jobs} sequential single enqueues from one client; "
         f"bulk: one call for N={config.bulk_jobs} jobs ('-': no bulk API)",
@@ -808,6 +1069,10 @@ def header(redis_version: str, config: Config, dropped: dict[str, str]) -> list[
         f"pickup: {config.latency_jobs} jobs, one every {LATENCY_INTERVAL_S * 1000:g} ms, "
         f"to a worker idle for {IDLE_BEFORE_S:g} s; enqueuer's time.time() before the "
         "call -> handler entry",
+        "Redis cost: the server's INFO commandstats calls (script-inner commands included; the "
+        "bench's own INFO not) and used_cpu_sys+user, before/after the single enqueues (per "
+        f"job enqueued, {WARM_UP_JOBS} warm-up included) and the drain (per job, after the "
+        "preload: the worker process from start to exit)",
         f"{config.rounds} round(s), systems alternated; median (min–max) over rounds",
     ]
     if config.scale_out:
@@ -828,8 +1093,10 @@ def json_report(
     systems: tuple[System, ...],
     config: Config,
     lines: list[str],
+    commands: CommandResults,
 ) -> dict[str, Any]:
-    """Every raw value with its median and range, for ``--json``."""
+    """Every raw value with its median and range, for ``--json``; with, per system and round,
+    the Redis commands per job of its enqueue and drain by command name."""
     metrics: dict[str, dict[str, Any]] = {}
     for metric in METRICS:
         metrics[metric] = {}
@@ -861,8 +1128,14 @@ def json_report(
     }
     return {
         "systems": [s.label for s in systems],
+        "baselines": {
+            s.label: {"rev": s.baseline.rev, "commit": s.baseline.commit}
+            for s in systems
+            if s.baseline is not None
+        },
         "metrics": metrics,
         "scale_out": scale_out,
+        "redis_commands_per_job": {s.label: commands[s.label] for s in systems},
         "higher_is_better": sorted(HIGHER_IS_BETTER),
         "config": {k: v for k, v in asdict(config).items() if k != "systems"},
         "report": lines,
@@ -882,6 +1155,12 @@ async def run(config: Config, json_path: Path | None) -> list[str]:
                 await asyncio.to_thread(ensure_venv, system.peer)
             except (BenchError, OSError, subprocess.SubprocessError) as exc:
                 dropped[system.label] = f"venv setup failed: {exc}"
+                systems.remove(system)
+        if system.baseline is not None:
+            try:
+                await asyncio.to_thread(ensure_baseline, system.baseline)
+            except (BenchError, OSError, subprocess.SubprocessError) as exc:
+                dropped[system.label] = f"checkout failed: {exc}"
                 systems.remove(system)
     with tempfile.TemporaryDirectory(prefix="hostedjobs-bench-") as tmp:
         server = EmbeddedRedis(Path(tmp) / "redis", persistent=False)
@@ -910,7 +1189,7 @@ async def run(config: Config, json_path: Path | None) -> list[str]:
                             try:
                                 await measure(system)
                             except (BenchError, TimeoutError, OSError) as exc:
-                                if system.peer is None:
+                                if system.peer is None and system.baseline is None:
                                     raise
                                 reason = str(exc).splitlines()[0] if str(exc) else repr(exc)
                                 progress(f"  DROPPING {system.label}: {reason}")
@@ -933,7 +1212,7 @@ async def run(config: Config, json_path: Path | None) -> list[str]:
     if config.scale_out:
         lines += ["", *scale_table(scale, config.scale_jobs)]
     if json_path is not None:
-        report = json_report(bench.results, scale, kept, config, lines)
+        report = json_report(bench.results, scale, kept, config, lines, bench.commands)
         report["dropped"] = dropped
         await asyncio.to_thread(json_path.write_text, json.dumps(report, indent=1) + "\n")
         progress(f"wrote {json_path}")
@@ -941,7 +1220,8 @@ async def run(config: Config, json_path: Path | None) -> list[str]:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Config, Path | None]:
-    """The command line: ``--rounds``, ``--quick``, the sizes, the systems and ``--json``."""
+    """The command line: ``--rounds``, ``--quick``, the sizes, the systems (``--peers``,
+    ``--baseline``…) and ``--json``."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.engine", description=(__doc__ or "").split("\n\n")[0]
     )
@@ -973,6 +1253,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, Path | None]:
     parser.add_argument(
         "--no-uvloop", action="store_true", help="leave out the hostedjobs+uvloop column"
     )
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="REV",
+        help="also benchmark hostedjobs as it was at git revision REV (a column "
+        "'hostedjobs@REV', and ratios this tree / REV); may be given more than once",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write raw values here")
     args = parser.parse_args(argv)
     quick = bool(args.quick)
@@ -987,6 +1275,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, Path | None]:
                 "uvloop is not installed (pip install 'hostedjobs[uvloop]'); or --no-uvloop"
             )
         systems.append(HOSTED_UVLOOP)
+    for rev in dict.fromkeys(str(r) for r in args.baseline):
+        try:
+            baseline = resolve_baseline(rev)
+        except (BenchError, OSError, subprocess.SubprocessError) as exc:
+            parser.error(str(exc))
+        systems.append(System(f"{HOSTED.label}@{rev}", baseline=baseline))
     systems.append(ARQ_FAST)
     try:
         scale_out = tuple(int(p) for p in str(args.scale_out).split(",") if p.strip())

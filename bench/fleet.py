@@ -3,9 +3,10 @@
 `run_fleet` starts worker processes in serve mode (see `bench.common`), waits until each is
 ready, sends them all the go line at once, and times from there until the caller's ``until``
 coroutine returns (typically `queue_back_to`, which watches the queue zset from the parent).
-Then it stops them and collects each one's JSON result. Neither interpreter start-up nor the
-workers' shutdown is in the time, and no system's own stop condition (burst mode, a per-process
-job count) decides it.
+Then it stops them and collects each one's JSON result, a line of any length (it lists the
+sequence number of every job the process ran: `bench.common.read_line`). Neither interpreter
+start-up nor the workers' shutdown is in the time, and no system's own stop condition (burst
+mode, a per-process job count) decides it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from .common import GO, READY
+from .common import GO, READY, STREAM_LIMIT, read_line
 
 __all__ = ["FleetError", "FleetRun", "queue_back_to", "run_fleet"]
 
@@ -67,9 +68,14 @@ async def run_fleet(
     until: Callable[[], Awaitable[None]],
     *,
     timeout_s: float,
+    root: Path = ROOT,
 ) -> FleetRun:
-    """Run one process per command in serve mode; time from go until ``until()`` returns."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    """Run one process per command in serve mode; time from go until ``until()`` returns.
+
+    The processes run in ``root`` with it on ``PYTHONPATH``: this repository, or another
+    revision's checkout (``bench.engine --baseline``).
+    """
+    env = {**os.environ, "PYTHONPATH": str(root)}
     processes: list[asyncio.subprocess.Process] = []
     logs: list[Path] = []
     try:
@@ -80,16 +86,17 @@ async def run_fleet(
                 processes.append(
                     await asyncio.create_subprocess_exec(
                         *command,
-                        cwd=ROOT,
+                        cwd=root,
                         stdin=asyncio.subprocess.PIPE,
                         stdout=asyncio.subprocess.PIPE,
                         stderr=stderr,
                         env=env,
+                        limit=STREAM_LIMIT,
                     )
                 )
         for process, log in zip(processes, logs, strict=True):
             assert process.stdout is not None
-            line = await asyncio.wait_for(process.stdout.readline(), READY_WAIT_S)
+            line = await asyncio.wait_for(read_line(process.stdout), READY_WAIT_S)
             if line.decode().strip() != READY:
                 raise FleetError(f"worker did not get ready: {line!r}\n{_tail(log)}")
         for process in processes:
@@ -127,7 +134,7 @@ async def _result(process: asyncio.subprocess.Process, log: Path) -> dict[str, A
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(STOP_WAIT_S):
             while result is None:
-                line = await process.stdout.readline()
+                line = await read_line(process.stdout)
                 if not line:
                     break
                 if line.startswith(b"{"):

@@ -33,6 +33,7 @@ KNOWN_COLOURS = {
     "SAQ": "#e0912f",
     "taskiq": "#4aa564",
     "streaq": "#b65fc2",
+    "docket": "#2a9d9d",
 }
 """Each system keeps its colour whichever systems a run has."""
 
