@@ -343,8 +343,9 @@ async def test_a_distributed_cron_jobs_own_timeout_error_is_an_ordinary_failure(
 ) -> None:
     """User input 3, "a user's TimeoutError is taken for the run's own timeout", for a
     distributed cron job (every second, no ``timeout=``): its run is recorded as failed with
-    its own message. The engine as found crashed the run (``TypeError`` on the absent
-    timeout), so nothing was recorded and the queued run itself failed."""
+    its own message, and its queued run ends with the same outcome and message. The engine
+    as found crashed the run (``TypeError`` on the absent timeout), so nothing was recorded
+    and the queued run failed with that ``TypeError``."""
     host = JobHost(redis_url=redis_url, queue_name=queue_name)
 
     @host.distributed_cron("* * * * * *", name="cron-raises-own-timeout")
@@ -359,10 +360,10 @@ async def test_a_distributed_cron_jobs_own_timeout_error_is_an_ordinary_failure(
 
     async with host.run():
         status, failed = await _until(
-            state, lambda s: s[0].last_outcome is not None or bool(s[1]), "a run to end"
+            state, lambda s: s[0].last_outcome is not None and bool(s[1]), "a run to end"
         )
-    # A run records its job's failure and ends normally: its queued job never fails.
-    assert not failed, [info.error for info in failed]
+    # The queued run carries the run's own outcome and message, nothing else.
+    assert [info.error for info in failed][:1] == ["TimeoutError: mine"]
     assert status.last_outcome == "failed"
     assert "mine" in (status.last_message or ""), status.last_message
     assert "timed out" not in (status.last_message or ""), status.last_message
