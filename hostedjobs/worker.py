@@ -92,6 +92,8 @@ class Worker:
         self._claim_due = True
         self._next_due_ms: int | None = None
         self._skip_hint = 0
+        self._upcoming: list[str] = []
+        self._peeked_at = 0.0
         self._clock_offset_ms: int | None = None
         self._wait: asyncio.Task[Peeked | None] | None = None
         self._aborting: set[str] = set()
@@ -153,24 +155,38 @@ class Worker:
         # already looks for the worker.
         if free > 0 and (self._claim_due or (kicked and self._wait is None)):
             self._claim_due = False
+            if self._upcoming and time.monotonic() - self._peeked_at < self.fallback_poll_s:
+                # The last claim saw these due next: claim them without a peek. (A peek at
+                # least every fallback period still returns lapsed claims to the queue.)
+                ids, self._upcoming = self._upcoming, []
+                await self._claim(ids, _now_ms(), more=False)
+                return
             sent_ms = _now_ms()
             peeked = await self.store.peek(self._peek_limit(free), now_ms=sent_ms)
             # Redis's clock against ours, for peeks that ride behind a BLPOP (their "now" is
             # Redis's clock minus this); the error is half this round trip.
             self._clock_offset_ms = peeked.redis_ms - (sent_ms + _now_ms()) // 2
-            await self._claim(peeked)
+            await self._peeked(peeked)
             return
         await self._wait_for_work(free)
 
-    async def _claim(self, peeked: Peeked) -> None:
+    async def _peeked(self, peeked: Peeked) -> None:
+        self._peeked_at = time.monotonic()
         self._next_due_ms = peeked.next_due_ms
+        await self._claim(peeked.ids, peeked.now_ms, more=peeked.more)
+
+    async def _claim(self, ids: list[str], now_ms: int, *, more: bool) -> None:
         free = self._free_slots()
-        if not peeked.ids or free <= 0:
-            self._claim_due = self._claim_due or (peeked.more and free > 0)
+        if not ids or free <= 0:
+            self._claim_due = self._claim_due or (more and free > 0)
             return
         limit = min(free, _CLAIM_BATCH)
-        claimed, locked = await self.store.claim(
-            peeked.ids, now_ms=peeked.now_ms, limit=limit, lock_ms=int(LOCK_TTL_S * 1000)
+        claimed, locked, self._upcoming = await self.store.claim(
+            ids,
+            now_ms=now_ms,
+            limit=limit,
+            lock_ms=int(LOCK_TTL_S * 1000),
+            lookahead=min(self.concurrency, _CLAIM_BATCH),
         )
         self._skip_hint = locked
         for job in claimed:
@@ -179,8 +195,9 @@ class Worker:
             # Full while a blocking wait is out: end it with this worker's own token, so it
             # does not take a wake token another worker could use.
             await self.store.wake_worker(self.worker_id)
-        # More may be due: past the peek's limit, or behind jobs another worker had locked.
-        if peeked.more or (len(claimed) == limit and len(peeked.ids) > limit):
+        # More may be due: past the peek's limit, behind jobs a stock arq worker had locked,
+        # or seen by the claim itself.
+        if more or (len(claimed) == limit and len(ids) > limit) or self._upcoming:
             self._claim_due = True
 
     def _start(self, job: Claimed) -> None:
@@ -243,7 +260,7 @@ class Worker:
             if peeked is None:
                 self._claim_due = True  # Redis lost its scripts: the direct peek loads them
             else:
-                await self._claim(peeked)
+                await self._peeked(peeked)
         elif self._wait is None and free > 0:
             self._claim_due = True  # a burst worker's poll
 
@@ -271,7 +288,7 @@ class Worker:
         except asyncio.CancelledError:
             # A shutdown: back in the queue unchanged, and this try does not count.
             self.retried += 1
-            outcome = Requeued(job.id, job.score_ms, counted=False)
+            outcome = Requeued(job.id, job.score_ms, counted=False, tries=job.tries)
         finally:
             self._release_slot()
         await self._commits.commit(outcome)
@@ -354,9 +371,7 @@ class Worker:
             record["m"] = error_text(error)
             value = error
         try:
-            data = (
-                result_record(record, value) if value is not None else dumps({**record, "r": None})
-            )
+            data = result_record(record, value)
         except PayloadError as exc:
             logger.warning(
                 "job %s: its result cannot be stored: %s", job_id, exc, extra={"run_id": job_id}
@@ -386,9 +401,7 @@ class Worker:
                 if self.tasks and now - renewed_at >= LOCK_RENEW_S:
                     renewed_at = now
                     await self.store.renew(
-                        list(self.tasks),
-                        lock_ms=int(LOCK_TTL_S * 1000),
-                        lapse_ms=_now_ms() + int(LOCK_TTL_S * 1000),
+                        list(self.tasks), lapse_ms=_now_ms() + int(LOCK_TTL_S * 1000)
                     )
             except (RedisError, OSError) as exc:
                 logger.debug("worker upkeep failed: %r", exc)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
+import hiredis
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -40,6 +43,33 @@ def redacted(url: str) -> str:
     return f"{scheme}{sep}{user}:***@{location}"
 
 
+class _HiredisPacking:
+    """Packs commands with hiredis (C) rather than redis-py's Python packer, which was most
+    of a busy worker's client-side CPU (a commit packs a command per finished job)."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        command = args[0]
+        if isinstance(command, str):
+            args = (*command.encode().split(), *args[1:])
+        elif b" " in command:
+            args = (*command.split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:
+            # A value hiredis does not pack (a bool, say): redis-py's packer says what is wrong.
+            packed: list[bytes] = super().pack_command(*args)  # type: ignore[misc]
+            return packed
+
+
+_PACKING: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+
+
+def _packing_with_hiredis(cls: type[AbstractConnection]) -> type[AbstractConnection]:
+    if cls not in _PACKING:
+        _PACKING[cls] = type(f"Hiredis{cls.__name__}", (_HiredisPacking, cls), {})
+    return _PACKING[cls]
+
+
 async def open_redis(url: str) -> Redis:
     """A client with a connection pool on ``url`` that rides out short outages.
 
@@ -55,6 +85,8 @@ async def open_redis(url: str) -> Redis:
         socket_keepalive=True,
         health_check_interval=30,
     )
+    # The URL picks the connection class (TCP, TLS, Unix socket); each packs with hiredis.
+    connections.connection_class = _packing_with_hiredis(connections.connection_class)
     pool = Redis(connection_pool=connections)
     try:
         await pool.ping()

@@ -13,13 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arq.constants import (
-    abort_jobs_ss,
-    in_progress_key_prefix,
-    job_key_prefix,
-    result_key_prefix,
-    retry_key_prefix,
-)
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix
 
 from ..outcomes import JobStatus
 
@@ -86,12 +80,9 @@ class KeyLayout:
         return job_key_prefix + job_id
 
     def lock(self, job_id: str) -> str:
-        """Exists while a worker runs the job (arq's in-progress key)."""
+        """Exists while a stock arq worker runs the job (arq's in-progress key); hostedjobs
+        workers move the jobs they run to `claimed` instead."""
         return in_progress_key_prefix + job_id
-
-    def tries(self, job_id: str) -> str:
-        """How many tries have started (arq's retry counter)."""
-        return retry_key_prefix + job_id
 
     def result(self, job_id: str) -> str:
         """A finished job's result record (arq's layout, plus hostedjobs' outcome fields)."""
@@ -118,9 +109,15 @@ class KeyLayout:
         return f"hostedjobs:meta:{job_id}"
 
     @property
-    def running(self) -> str:
-        """A zset of the jobs hostedjobs workers are running, scored by start time (ms)."""
-        return f"{self._own}:running"
+    def claimed(self) -> str:
+        """A zset of the jobs hostedjobs workers run, scored by when each claim lapses (ms)
+        unless its worker renews it; a lapsed one goes back to the queue."""
+        return f"{self._own}:claimed"
+
+    @property
+    def tries(self) -> str:
+        """A hash: job id -> ``"<tries started> <last start, ms>"``, while the job lives."""
+        return f"{self._own}:tries"
 
     def finished(self, status: JobStatus) -> str:
         """A zset of finished jobs in ``status``, scored by finish time (ms), trimmed."""

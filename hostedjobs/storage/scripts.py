@@ -70,6 +70,10 @@ class Script:
         if extra < 0 or (variable == 0 and extra) or (variable and extra % variable):
             raise ValueError(f"{self.source.name}.lua got {count} keys: see its KEYS header")
 
+    async def load(self) -> None:
+        """Load the script into Redis (after Redis lost its scripts)."""
+        await self._registered.registered_client.script_load(self.source.text)
+
     async def call(self, keys: list[str], args: list[Any], client: Redis | None = None) -> Any:
         """Run the script (EVALSHA, loading it first if Redis does not have it)."""
         self.check_keys(len(keys))

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.exceptions import NoScriptError
 
 from ..outcomes import JobStatus
 from .layout import FINISHED_KEPT, WAKE_TOKENS_KEPT, CronKeys, KeyLayout
@@ -37,9 +38,6 @@ _ENQUEUE_BATCH = 500
 _BATCHES_IN_FLIGHT = 4
 """Jobs per script call in `Store.enqueue_many`: large enough to amortise the round trip,
 small enough not to hold Redis for long; a few calls in flight overlap packing and running."""
-
-_RENEW_BATCH = 1000
-"""Locks renewed per script call (Lua unpacks at most ~8,000 values at once)."""
 
 _LIST_PAGE = 200
 _LIST_SCAN_CAP = 20_000
@@ -92,6 +90,8 @@ class Requeued(NamedTuple):
     """The failed try's error, shown until the next try ends."""
     counted: bool = True
     """False when a shutdown gave the job back: that try is not counted."""
+    tries: int = 0
+    """The tries started, the given-back one included (for an uncounted requeue)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +121,6 @@ class Store:
                 "enqueue_many",
                 "peek",
                 "claim",
-                "commit",
-                "renew",
                 "delete",
                 "cancel",
                 "retry",
@@ -195,8 +193,9 @@ class Store:
 
     async def peek(self, limit: int, *, now_ms: int, clock_offset_ms: int = 0) -> Peeked:
         """Up to ``limit`` due job ids (not claimed), and when the next deferred one is due."""
+        k = self.keys
         reply = await self._scripts["peek"].call(
-            [self.keys.queue, self.keys.wake], self._peek_args(limit, now_ms, clock_offset_ms)
+            [k.queue, k.wake, k.claimed], self._peek_args(limit, now_ms, clock_offset_ms)
         )
         return self._peeked(reply)
 
@@ -213,7 +212,12 @@ class Store:
             # EVALSHA itself: a registered script would make the pipeline check for it first,
             # an extra round trip. If Redis lost it, the direct peek loads it again.
             pipe.evalsha(
-                peek.sha, 2, k.queue, k.wake, *self._peek_args(limit, None, clock_offset_ms)
+                peek.sha,
+                3,
+                k.queue,
+                k.wake,
+                k.claimed,
+                *self._peek_args(limit, None, clock_offset_ms),
             )
             replies = await pipe.execute(raise_on_error=False)
         reply = replies[1]
@@ -234,89 +238,107 @@ class Store:
             await pipe.execute()
 
     async def claim(
-        self, ids: Sequence[str], *, now_ms: int, limit: int, lock_ms: int
-    ) -> tuple[list[Claimed], int]:
-        """Claim up to ``limit`` of ``ids`` that are still due and unlocked; returns them and
-        how many were locked by another worker (a stock arq one)."""
+        self, ids: Sequence[str], *, now_ms: int, limit: int, lock_ms: int, lookahead: int = 0
+    ) -> tuple[list[Claimed], int, list[str]]:
+        """Claim up to ``limit`` of ``ids`` that are still due and not run by a stock arq
+        worker, for ``lock_ms`` unless renewed. Returns them (with their records, read in
+        the same round trip), how many were locked by stock arq workers, and up to
+        ``lookahead`` ids due next (to claim without a peek)."""
         k = self.keys
-        keys = [k.queue, k.running, k.abort]
-        for job_id in ids:
-            keys.append(k.job(job_id))
-            keys.append(k.lock(job_id))
-            keys.append(k.tries(job_id))
-        claimed, locked = await self._scripts["claim"].call(
-            keys, [now_ms, lock_ms, limit, k.events, *ids]
-        )
-        return [
+        claim = self._scripts["claim"]
+        keys = [k.queue, k.claimed, k.abort, k.tries, *(k.lock(job_id) for job_id in ids)]
+        claim.check_keys(len(keys))
+        args: list[Any] = [now_ms, now_ms + lock_ms, limit, k.events, lookahead, *ids]
+        for attempt in range(2):
+            # The records are read right behind the script: a claimed job's record cannot
+            # change meanwhile, and reading them here keeps them out of the script.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.evalsha(claim.sha, len(keys), *keys, *args)
+                pipe.mget([k.job(job_id) for job_id in ids])
+                reply, records = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, NoScriptError) and attempt == 0:
+                await claim.load()  # Redis lost its scripts (a restart): load, then again
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            if isinstance(records, Exception):
+                raise records
+            break
+        taken, locked, upcoming = reply
+        claimed = [
             Claimed(
-                job_id.decode(),
-                int(float(score)),
-                record,
-                int(tries),
-                bool(aborted),
+                ids[int(taken[i]) - 1],
+                int(float(taken[i + 1])),
+                records[int(taken[i]) - 1] or b"",
+                int(taken[i + 2]),
+                bool(taken[i + 3]),
             )
-            for job_id, score, record, tries, aborted in claimed
-        ], int(locked)
+            for i in range(0, len(taken), 4)
+        ]
+        return claimed, int(locked), [i.decode() for i in upcoming]
 
-    async def renew(self, ids: Sequence[str], *, lock_ms: int, lapse_ms: int) -> int:
-        """Extend the locks of running jobs; returns how many were still held."""
-        k = self.keys
-        renewed = 0
-        for start in range(0, len(ids), _RENEW_BATCH):
-            batch = ids[start : start + _RENEW_BATCH]
-            renewed += int(
-                await self._scripts["renew"].call(
-                    [k.queue, *(k.lock(i) for i in batch)], [lock_ms, lapse_ms, *batch]
-                )
-            )
-        return renewed
+    async def renew(self, ids: Sequence[str], *, lapse_ms: int) -> None:
+        """Extend the claims of running jobs to ``lapse_ms`` (those still claimed)."""
+        if ids:
+            await self.redis.zadd(self.keys.claimed, dict.fromkeys(ids, lapse_ms), xx=True)
 
     async def commit(
         self, outcomes: Sequence[Finished | Requeued], *, now_ms: int, max_age_ms: int
     ) -> None:
-        """Store a batch of outcomes in one step (see ``lua/commit.lua``)."""
+        """Store a batch of outcomes in one atomic step (a MULTI/EXEC transaction).
+
+        Each job leaves the claimed set. A finished job's result is stored (and indexed under
+        its status, the indexes trimmed to `FINISHED_KEPT` entries and ``max_age_ms``), its
+        record and try count removed; a requeued job is due again at its time (a failed try's
+        error kept in its meta hash, or a shutdown's try uncounted).
+        Plain commands, not a script: nothing here depends on what Redis holds, and Redis
+        runs them for a fraction of a script's cost per job.
+        """
         k = self.keys
-        keys = [
-            k.queue,
-            k.running,
-            k.wake,
-            k.abort,
-            k.finished(JobStatus.SUCCEEDED),
-            k.finished(JobStatus.FAILED),
-            k.finished(JobStatus.CANCELLED),
-        ]
-        args: list[Any] = [
-            now_ms,
-            FINISHED_KEPT,
-            max_age_ms,
-            WAKE_TOKENS_KEPT,
-            k.events,
-            self.meta_ttl_s,
-        ]
-        for outcome in outcomes:
-            job_id = outcome.job_id
-            keys += (
-                k.lock(job_id),
-                k.job(job_id),
-                k.tries(job_id),
-                k.result(job_id),
-                k.meta(job_id),
-            )
-            if isinstance(outcome, Finished):
-                args += (
-                    _FINISHED_CODES[outcome.status],
-                    job_id,
-                    outcome.result or b"",
-                    outcome.keep_ms if outcome.result else 0,
-                )
-            else:
-                args += (
-                    "R" if outcome.counted else "G",
-                    job_id,
-                    outcome.error or "",
-                    outcome.due_ms,
-                )
-        await self._scripts["commit"].call(keys, args)
+        deleted: list[str] = []
+        ids: list[str] = []
+        finished: list[str] = []
+        indexed: dict[JobStatus, dict[str, int]] = {}
+        requeued: dict[str, int] = {}
+        uncounted: dict[str, str] = {}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for outcome in outcomes:
+                job_id = outcome.job_id
+                ids.append(job_id)
+                if isinstance(outcome, Finished):
+                    finished.append(job_id)
+                    deleted.append(k.job(job_id))
+                    if outcome.result and outcome.keep_ms:
+                        keep_ms = outcome.keep_ms if outcome.keep_ms > 0 else None
+                        pipe.set(k.result(job_id), outcome.result, px=keep_ms)
+                        indexed.setdefault(outcome.status, {})[job_id] = now_ms
+                    continue
+                requeued[job_id] = outcome.due_ms
+                if not outcome.counted:
+                    uncounted[job_id] = f"{outcome.tries - 1} 0"
+                elif outcome.error:
+                    pipe.hset(k.meta(job_id), "error", outcome.error)
+                    pipe.expire(k.meta(job_id), self.meta_ttl_s)
+            pipe.zrem(k.claimed, *ids)
+            if finished:
+                pipe.delete(*deleted)
+                pipe.hdel(k.tries, *finished)
+                pipe.zrem(k.abort, *finished)
+                pipe.publish(k.events, "finished " + " ".join(finished))
+            for status, members in indexed.items():
+                index = k.finished(status)
+                pipe.zadd(index, members)
+                pipe.zremrangebyrank(index, 0, -FINISHED_KEPT - 1)
+                if max_age_ms > 0:
+                    pipe.zremrangebyscore(index, "-inf", now_ms - max_age_ms)
+            if uncounted:
+                pipe.hset(k.tries, mapping=uncounted)
+            if requeued:
+                pipe.zadd(k.queue, requeued)
+                pipe.lpush(k.wake, b"1")
+                pipe.ltrim(k.wake, 0, WAKE_TOKENS_KEPT - 1)
+                pipe.publish(k.events, "requeued " + " ".join(requeued))
+            await pipe.execute()
 
     async def aborted(self, ids: Sequence[str]) -> list[str]:
         """Which of ``ids`` are in arq's abort set (asked to stop)."""
@@ -340,7 +362,7 @@ class Store:
         """Remove a queued or deferred job that is not running; False if it is not one."""
         k = self.keys
         deleted = await self._scripts["delete"].call(
-            [k.queue, k.job(job_id), k.lock(job_id), k.tries(job_id), k.meta(job_id)],
+            [k.queue, k.job(job_id), k.lock(job_id), k.tries, k.meta(job_id)],
             [job_id, k.events],
         )
         return bool(deleted)
@@ -358,11 +380,12 @@ class Store:
                     k.queue,
                     k.job(job_id),
                     k.lock(job_id),
-                    k.tries(job_id),
+                    k.tries,
                     k.meta(job_id),
                     k.result(job_id),
                     k.finished(JobStatus.CANCELLED),
                     k.abort,
+                    k.claimed,
                 ],
                 [
                     job_id,
@@ -387,7 +410,7 @@ class Store:
                 k.job(job_id),
                 k.queue,
                 k.wake,
-                k.tries(job_id),
+                k.tries,
                 k.meta(job_id),
                 k.finished(JobStatus.FAILED),
             ],
@@ -416,22 +439,23 @@ class Store:
                 pipe.get(k.result(job_id))
                 pipe.exists(k.lock(job_id))
                 pipe.zscore(k.queue, job_id)
-                pipe.get(k.tries(job_id))
+                pipe.hget(k.tries, job_id)
                 pipe.hgetall(k.meta(job_id))
-                pipe.zscore(k.running, job_id)
+                pipe.zscore(k.claimed, job_id)
             replies = await pipe.execute()
         jobs = []
         for i in range(len(ids)):
-            record, result, locked, score, tries, meta, since = replies[i * 7 : i * 7 + 7]
+            record, result, locked, score, tries, meta, claimed = replies[i * 7 : i * 7 + 7]
+            count, _, started = (tries or b"0 0").decode().partition(" ")
             jobs.append(
                 StoredJob(
                     record,
                     result,
-                    bool(locked),
+                    bool(locked) or claimed is not None,
                     score,
-                    int(tries or 0),
+                    int(count),
                     {key.decode(): value.decode() for key, value in meta.items()},
-                    since,
+                    float(started) if claimed is not None and started not in ("", "0") else None,
                 )
             )
         return jobs
@@ -439,8 +463,9 @@ class Store:
     async def waiting_ids(self, *, due: bool, now_ms: int, offset: int, limit: int) -> list[str]:
         """A page of ids waiting in the queue: due now (``due``) or later, soonest first.
 
-        Jobs that hostedjobs workers run sit past the due range (see ``lua/claim.lua``), and
-        are skipped in the later range by their locks: a bounded walk in pages, never a scan.
+        Jobs that hostedjobs workers run have left the queue (see ``lua/claim.lua``); those
+        stock arq workers run are skipped by their locks: a bounded walk in pages, never a
+        scan.
         """
         k = self.keys
         low, high = ("-inf", now_ms) if due else (f"({now_ms}", "+inf")
@@ -474,9 +499,9 @@ class Store:
         return found
 
     async def indexed_ids(self, status: JobStatus, *, offset: int, limit: int) -> list[str]:
-        """A page of running (newest start first) or finished (newest first) job ids."""
+        """A page of running (latest claim first) or finished (newest first) job ids."""
         k = self.keys
-        index = k.running if status is JobStatus.RUNNING else k.finished(status)
+        index = k.claimed if status is JobStatus.RUNNING else k.finished(status)
         return [i.decode() for i in await self.redis.zrevrange(index, offset, offset + limit - 1)]
 
     async def counts(self, *, now_ms: int, since_ms: int | None) -> dict[JobStatus, int]:
@@ -487,15 +512,13 @@ class Store:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zcount(k.queue, "-inf", now_ms)
             pipe.zcount(k.queue, f"({now_ms}", "+inf")
-            pipe.zcard(k.running)
+            pipe.zcard(k.claimed)
             for status in finished:
                 pipe.zcount(k.finished(status), low, "+inf")
             due, later, running, *done = await pipe.execute()
-        # Jobs running on hostedjobs workers sit in the queue scored in the near future (see
-        # lua/claim.lua): they count as running, not scheduled.
         counts = {
             JobStatus.QUEUED: int(due),
-            JobStatus.SCHEDULED: max(0, int(later) - int(running)),
+            JobStatus.SCHEDULED: int(later),
             JobStatus.RUNNING: int(running),
         }
         counts.update(zip(finished, (int(d) for d in done), strict=True))
@@ -510,8 +533,12 @@ class Store:
         return int(total), int(due)
 
     async def queue_size(self) -> int:
-        """How many ids the queue holds (due, deferred and running)."""
-        return int(await self.redis.zcard(self.keys.queue))
+        """How many jobs wait in the queue (due or deferred) or run on hostedjobs workers."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.keys.queue)
+            pipe.zcard(self.keys.claimed)
+            waiting, running = await pipe.execute()
+        return int(waiting) + int(running)
 
     def events(self) -> PubSub:
         """A pub/sub connection for the queue's job events (subscribe to `KeyLayout.events`)."""

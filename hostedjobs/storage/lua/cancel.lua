@@ -1,18 +1,19 @@
 -- Cancels a job: a running one is flagged in arq's abort set (its worker cancels the run and
 -- stores it cancelled); a queued or deferred one, if it is still the record the caller read,
 -- leaves the queue and is stored cancelled at once.
--- KEYS: queue, job, lock, tries, meta, result, cancelled, abort
+-- KEYS: queue, job, lock, tries, meta, result, cancelled, abort, claimed
 -- ARGV: id, record, result_data, result_ms (-1: for ever, 0: not kept), now_ms,
 --       events_channel, finished_kept
 -- Returns 2 if the running job was asked to stop, 1 if the queued job was cancelled, 0 if
 -- the job is unknown, finished, or changed meanwhile.
-if redis.call('EXISTS', KEYS[3]) == 1 then
+if redis.call('ZSCORE', KEYS[9], ARGV[1]) or redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('ZADD', KEYS[8], ARGV[5], ARGV[1])
   return 2
 end
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('DEL', KEYS[2], KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[2], KEYS[5])
+redis.call('HDEL', KEYS[4], ARGV[1])
 local ms = tonumber(ARGV[4])
 if ms ~= 0 then
   if ms > 0 then

@@ -1,48 +1,65 @@
--- Claims jobs a peek found, each by exactly one worker: a job still due and not locked gets
--- its lock, its try counted, and its queue score moved to when the lock lapses (renewed with
--- the lock), so claims never wade through running jobs and a crashed worker's job is due
--- again once its lock lapses. Jobs locked by a stock arq worker are left alone.
--- KEYS: queue, running, abort, then per candidate: job, lock, tries
--- ARGV: now_ms, lock_ms, limit, events_channel, then per candidate: id
--- Returns {{id, score, record ('' if gone), tries, aborted (0/1)} ..., locked_count}.
-local queue, running, abort = KEYS[1], KEYS[2], KEYS[3]
-local now, lock_ms, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+-- Claims jobs a peek found, each by exactly one worker: a job still due, and not locked by a
+-- stock arq worker, moves from the queue to the claimed set, scored by when its claim lapses
+-- unless renewed (then a peek puts it back in the queue: its worker crashed), with its try
+-- counted and its start time kept beside the count. Its arq in-progress key is touched (set
+-- and removed), so a stock arq worker that was about to take it (it WATCHes that key) backs
+-- off. Batched commands only: nothing here costs a command per job. The caller reads the
+-- claimed jobs' records in the same round trip. The reply ends with the ids due next, so a
+-- busy worker's next claim needs no peek first.
+-- KEYS: queue, claimed, abort, tries, then per candidate: lock
+-- ARGV: now_ms, lapse_ms, limit, events_channel, lookahead, then per candidate: id
+-- Returns {{position, score, tries, aborted (0/1)} flat for each claimed candidate (its
+-- position in the candidates, from 1), locked (how many stock arq workers held), {next due
+-- ids}}.
+local queue, claimed_set, abort, tries = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now, lapse, limit = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local ids = {}
-for i = 5, #ARGV do ids[#ids + 1] = ARGV[i] end
-if #ids == 0 then return {{}, 0} end
+for i = 6, #ARGV do ids[i - 5] = ARGV[i] end
+if #ids == 0 then return {{}, 0, {}} end
+local lock_keys = {}
+for n = 1, #ids do lock_keys[n] = KEYS[4 + n] end
 local scores = redis.call('ZMSCORE', queue, unpack(ids))
 local aborts = redis.call('ZMSCORE', abort, unpack(ids))
-local claimed, job_keys, lapsed, started = {}, {}, {}, {}
-local locked, taken = 0, 0
+local locks = redis.call('MGET', unpack(lock_keys))
+local counts = redis.call('HMGET', tries, unpack(ids))
+local reply, taken, touched, moved, counted = {}, {}, {}, {}, {}
+local locked = 0
 for n = 1, #ids do
-  if taken >= limit then break end
+  if #taken >= limit then break end
   local score = scores[n]
   if score and tonumber(score) <= now then
-    local base = 3 * n
-    if redis.call('SET', KEYS[base + 2], '1', 'PX', lock_ms, 'NX') then
-      local tries = 1
-      if not redis.call('SET', KEYS[base + 3], '1', 'EX', 88400, 'NX') then
-        tries = redis.call('INCR', KEYS[base + 3])
-      end
-      taken = taken + 1
-      job_keys[taken] = KEYS[base + 1]
-      claimed[taken] = {ids[n], score, '', tries, aborts[n] and 1 or 0}
-      lapsed[#lapsed + 1] = now + lock_ms
-      lapsed[#lapsed + 1] = ids[n]
-      started[#started + 1] = now
-      started[#started + 1] = ids[n]
-    else
+    if locks[n] then
       locked = locked + 1
+    else
+      local count = 1
+      if counts[n] then count = tonumber(string.match(counts[n], '^%d+')) + 1 end
+      local t = #taken + 1
+      taken[t] = ids[n]
+      touched[2 * t - 1] = lock_keys[n]
+      touched[2 * t] = '1'
+      moved[2 * t - 1] = lapse
+      moved[2 * t] = ids[n]
+      counted[2 * t - 1] = ids[n]
+      counted[2 * t] = count .. ' ' .. ARGV[1]
+      reply[#reply + 1] = n
+      reply[#reply + 1] = score
+      reply[#reply + 1] = count
+      reply[#reply + 1] = aborts[n] and 1 or 0
     end
   end
 end
-if taken > 0 then
-  local records = redis.call('MGET', unpack(job_keys))
-  for n = 1, taken do claimed[n][3] = records[n] or '' end
-  redis.call('ZADD', queue, 'XX', unpack(lapsed))
-  redis.call('ZADD', running, unpack(started))
-  local running_ids = {}
-  for n = 1, taken do running_ids[n] = claimed[n][1] end
-  redis.call('PUBLISH', ARGV[4], 'running ' .. table.concat(running_ids, ' '))
+if #taken > 0 then
+  redis.call('MSET', unpack(touched))
+  local lock_taken = {}
+  for t = 1, #taken do lock_taken[t] = touched[2 * t - 1] end
+  redis.call('DEL', unpack(lock_taken))
+  redis.call('ZREM', queue, unpack(taken))
+  redis.call('ZADD', claimed_set, unpack(moved))
+  redis.call('HSET', tries, unpack(counted))
+  redis.call('PUBLISH', ARGV[4], 'running ' .. table.concat(taken, ' '))
 end
-return {claimed, locked}
+local upcoming = {}
+if tonumber(ARGV[5]) > 0 then
+  upcoming = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))
+end
+return {reply, locked, upcoming}

@@ -1,8 +1,9 @@
 -- Finds due jobs for a claim to try, claiming nothing: the first half of a claim, which can
 -- ride behind a worker's blocking wait (the ids it finds are then claimed with their keys).
--- Keeps the wake list in step: a token for other workers while more jobs are due, none once
--- nothing is.
--- KEYS: queue, wake
+-- First, jobs whose claim lapsed (their worker stopped renewing it: it crashed) go back to
+-- the queue, due now. Keeps the wake list in step: a token for other workers while more
+-- jobs are due, none once nothing is.
+-- KEYS: queue, wake, claimed
 -- ARGV: now_ms ('' for Redis's clock minus clock_offset_ms: a peek sent behind a BLPOP runs
 --       when the BLPOP returns), limit, clock_offset_ms, wake_kept
 -- Returns {now_ms, {due ids, oldest first}, more_due (0/1), next_due_ms or '', redis_ms}.
@@ -10,6 +11,16 @@ local clock = redis.call('TIME')
 local redis_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local now = ARGV[1]
 if now == '' then now = string.format('%d', redis_ms - tonumber(ARGV[3])) end
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 100)
+if #lapsed > 0 then
+  local members = {}
+  for i = 1, #lapsed do
+    members[2 * i - 1] = now
+    members[2 * i] = lapsed[i]
+  end
+  redis.call('ZADD', KEYS[1], unpack(members))
+  redis.call('ZREM', KEYS[3], unpack(lapsed))
+end
 local limit = tonumber(ARGV[2])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit + 1)
 local more = 0

@@ -5,7 +5,8 @@
 -- Returns 1 if queued again, else 0.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('DEL', KEYS[1], KEYS[5], KEYS[6])
+redis.call('DEL', KEYS[1], KEYS[6])
+redis.call('HDEL', KEYS[5], ARGV[5])
 redis.call('ZREM', KEYS[7], ARGV[5])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
