@@ -40,7 +40,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from hostedjobs import JobContext, JobHost
-from hostedjobs.embedded import EmbeddedRedis
+from hostedjobs.storage.embedded import EmbeddedRedis
 
 from .common import Recorder, emit
 from .engine import progress

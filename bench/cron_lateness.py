@@ -30,7 +30,7 @@ from bench.common import percentile
 
 __all__ = ["SYSTEMS", "main", "measure", "report"]
 from hostedjobs import JobContext, JobHost
-from hostedjobs.embedded import EmbeddedRedis
+from hostedjobs.storage.embedded import EmbeddedRedis
 
 Runner = Callable[[str, float], Awaitable[list[float]]]
 

@@ -92,7 +92,7 @@ from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 
 import hostedjobs
-from hostedjobs.embedded import EmbeddedRedis
+from hostedjobs.storage.embedded import EmbeddedRedis
 
 from .arq_worker import FUNCTION_NAME
 from .common import (

@@ -51,13 +51,20 @@ class FleetRun:
 
 
 async def queue_back_to(client: aioredis.Redis, queue: str, baseline: int) -> None:
-    """Return once the queue zset holds ``baseline`` entries or fewer.
+    """Return once the queue holds ``baseline`` jobs or fewer, running ones included.
 
-    Workers remove a job from the zset only once its outcome is stored, so this is the
-    moment the last job's result is in Redis, whichever system ran it.
+    arq workers (and hostedjobs before its claimed set) remove a job from the queue zset only
+    once its outcome is stored; hostedjobs moves a claimed job to ``hostedjobs:<queue>:claimed``
+    and removes it from there with its outcome. Either way, this returns once the last job's
+    result is in Redis.
     """
+    claimed = f"hostedjobs:{queue}:claimed"
     while True:  # the state is in Redis: polled, there is no event to wait on
-        if await client.zcard(queue) <= baseline:
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.zcard(queue)
+            pipe.zcard(claimed)
+            waiting, running = await pipe.execute()
+        if waiting + running <= baseline:
             return
         await asyncio.sleep(POLL_S)
 

@@ -21,7 +21,6 @@ from .clock import Clock, SystemClock
 from .cron import CronSchedule
 from .definitions import HostedJob, Misfire, Overlap
 from .distributed import DistributedCron, job_name
-from .embedded import EmbeddedRedis
 from .exceptions import ConfigurationError, HostNotRunningError, StartupActionError
 from .handlers import HandlerRegistration, Handlers
 from .health import BEAT_TTL_S, WorkerBeat, read_beats
@@ -39,6 +38,7 @@ from .starlette import health_response, readiness_response
 from .startup import StartupAction, StartupActions, StartupState
 from .status import HostedJobStatus
 from .storage import Store, open_redis, redacted, resolve_redis_url
+from .storage.embedded import EmbeddedRedis
 from .worker import Worker, WorkerSupervisor
 
 if TYPE_CHECKING:

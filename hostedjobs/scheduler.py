@@ -12,9 +12,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING, Any
 
 from .exceptions import (
     ConfigurationError,
@@ -33,6 +31,9 @@ from .serialization import (
     loads,
 )
 from .storage import Store, StoredJob
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = ["JobInfo", "JobStatus", "Scheduler"]
 

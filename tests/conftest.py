@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from hostedjobs.embedded import EmbeddedRedis, find_redis_server
+from hostedjobs.storage.embedded import EmbeddedRedis, find_redis_server
 from tests.servers import serve_demo
 
 

@@ -19,13 +19,13 @@ from typing import Protocol
 import pytest
 import redis
 
-from hostedjobs import embedded
-from hostedjobs.embedded import EmbeddedRedis, find_redis_server
 from hostedjobs.exceptions import (
     ConfigurationError,
     RedisServerNotFoundError,
     RedisUnavailableError,
 )
+from hostedjobs.storage import embedded
+from hostedjobs.storage.embedded import EmbeddedRedis, find_redis_server
 
 
 class RestartableRedis(Protocol):
@@ -289,7 +289,7 @@ def test_start_replaces_an_owned_server_that_died(data_dir: Path) -> None:
 
 _OWNER_SCRIPT = """
 import sys, time
-from hostedjobs.embedded import EmbeddedRedis
+from hostedjobs.storage.embedded import EmbeddedRedis
 server = EmbeddedRedis(sys.argv[1], persistent=False)
 print(server.start(), flush=True)
 if sys.argv[2] == "sleep":

@@ -33,7 +33,7 @@ from typing import Any, BinaryIO, Self, cast
 import redis
 from redis.exceptions import RedisError
 
-from .exceptions import ConfigurationError, RedisServerNotFoundError, RedisUnavailableError
+from ..exceptions import ConfigurationError, RedisServerNotFoundError, RedisUnavailableError
 
 __all__ = ["EmbeddedRedis", "find_redis_server"]
 
