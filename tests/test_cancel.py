@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import ClassVar
 
 from arq.jobs import Job
 
@@ -23,7 +24,7 @@ class Sleep:
 class Resource:
     """A scoped service that records how its scope ended."""
 
-    ends: list[BaseException | None] = []
+    ends: ClassVar[list[BaseException | None]] = []
 
 
 async def open_resource() -> AsyncIterator[Resource]:
