@@ -313,7 +313,7 @@ class Worker:
                 job.id,
                 base["f"],
                 exc,
-                extra={"run_id": job.id, "job_name": base["f"], "outcome": "failed"},
+                extra={"run_id": job.id, "job_name": base["f"], "outcome": Outcome.FAILED.value},
             )
             report = RunReport(Outcome.FAILED, message=error_text(exc), error=exc)
             return self._finished(job.id, base, start_ms, report)

@@ -21,7 +21,7 @@ from ..exceptions import HostNotRunningError, UnknownJobError
 from ..health import WorkerBeat
 from ..outcomes import JobStatus
 from ..scheduler import Scheduler
-from ..startup import StartupState
+from ..starlette import Readiness
 from ..status import HostedJobStatus
 from .security import CSRF_FIELD, SECURITY_HEADERS, AuthCheck, Guard
 
@@ -65,19 +65,13 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-class DashboardHost(Protocol):
+class DashboardHost(Readiness, Protocol):
     """What the dashboard shows and acts on: a `JobHost`."""
 
     queue_name: str
 
     @property
     def scheduler(self) -> Scheduler: ...
-    @property
-    def startup_state(self) -> StartupState: ...
-    @property
-    def failed_startup_action(self) -> tuple[str, str] | None: ...
-    @property
-    def running_startup_actions(self) -> tuple[str, ...]: ...
     async def status(self) -> list[HostedJobStatus]: ...
     async def trigger(self, name: str) -> str: ...
     async def workers(self) -> list[WorkerBeat]: ...
