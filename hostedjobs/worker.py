@@ -195,6 +195,10 @@ class Worker:
             # Full while a blocking wait is out: end it with this worker's own token, so it
             # does not take a wake token another worker could use.
             await self.store.wake_worker(self.worker_id)
+        if not claimed:
+            # Nothing taken (others were quicker, or stock arq workers hold them): what the
+            # claim saw due next is no better a lead; the next look is a peek.
+            self._upcoming = []
         # More may be due: past the peek's limit, behind jobs a stock arq worker had locked,
         # or seen by the claim itself.
         if more or (len(claimed) == limit and len(ids) > limit) or self._upcoming:
