@@ -64,41 +64,61 @@ class CronKeys:
 
 @dataclass(frozen=True, slots=True)
 class KeyLayout:
-    """The keys of one queue."""
+    """The keys of one queue.
+
+    By default arq's layout (``arq:job:<id>`` and friends), so stock arq reads and runs the
+    jobs. With ``hash_tag=True`` every key of the queue starts with ``{hostedjobs:<queue>}``
+    instead, so all of them hash to one Redis Cluster slot and every script and transaction
+    of the queue runs on one node; stock arq then no longer reads the jobs.
+    """
 
     queue: str
-    """The arq queue: a zset of job ids scored by due time (ms)."""
+    """The queue's name."""
+    hash_tag: bool = False
 
     @property
     def _own(self) -> str:
-        return f"hostedjobs:{self.queue}"
+        return f"{{hostedjobs:{self.queue}}}" if self.hash_tag else f"hostedjobs:{self.queue}"
+
+    def _arq(self, prefix: str, job_id: str) -> str:
+        return (
+            f"{self._own}:{prefix.removeprefix('arq:')}{job_id}"
+            if self.hash_tag
+            else prefix + job_id
+        )
 
     # -- arq's keys ------------------------------------------------------------------------------
 
+    @property
+    def waiting(self) -> str:
+        """The queue itself: a zset of waiting job ids scored by due time (ms); arq's queue
+        key, named after the queue."""
+        return f"{self._own}:queue" if self.hash_tag else self.queue
+
     def job(self, job_id: str) -> str:
         """The stored job (arq's record: function, args, kwargs, enqueue time)."""
-        return job_key_prefix + job_id
+        return self._arq(job_key_prefix, job_id)
 
     def lock(self, job_id: str) -> str:
         """Exists while a stock arq worker runs the job (arq's in-progress key); hostedjobs
         workers move the jobs they run to `claimed` instead."""
-        return in_progress_key_prefix + job_id
+        return self._arq(in_progress_key_prefix, job_id)
 
     def result(self, job_id: str) -> str:
         """A finished job's result record (arq's layout, plus hostedjobs' outcome fields)."""
-        return result_key_prefix + job_id
+        return self._arq(result_key_prefix, job_id)
 
     @property
     def abort(self) -> str:
         """arq's zset of job ids to abort (``Job.abort``, ``Scheduler.cancel``)."""
-        return abort_jobs_ss
+        return f"{self._own}:abort" if self.hash_tag else abort_jobs_ss
 
     # -- hostedjobs' keys ----------------------------------------------------------------------
 
     @property
     def wake(self) -> str:
         """The list idle workers block on; enqueuers push a token so pickup needs no polling."""
-        return f"{self.queue}:wake"
+        return f"{self._own}:wake" if self.hash_tag else f"{self.queue}:wake"
 
     def worker_wake(self, worker_id: str) -> str:
         """One worker's own wake list (a deferred job came due, or it is stopping)."""
@@ -106,7 +126,7 @@ class KeyLayout:
 
     def meta(self, job_id: str) -> str:
         """A hash per on-demand job: progress, its message, the last failed try's error."""
-        return f"hostedjobs:meta:{job_id}"
+        return f"{self._own}:meta:{job_id}" if self.hash_tag else f"hostedjobs:meta:{job_id}"
 
     @property
     def claimed(self) -> str:

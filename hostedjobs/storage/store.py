@@ -110,9 +110,12 @@ class StoredJob:
 class Store:
     """One queue's storage on one Redis client (or connection pool)."""
 
-    def __init__(self, redis: Redis, queue_name: str, *, meta_ttl_s: int = 86_400) -> None:
+    def __init__(
+        self, redis: Redis, queue_name: str, *, meta_ttl_s: int = 86_400, hash_tag: bool = False
+    ) -> None:
+        """``hash_tag``: every key of the queue in one cluster slot (see `KeyLayout`)."""
         self.redis = redis
-        self.keys = KeyLayout(queue_name)
+        self.keys = KeyLayout(queue_name, hash_tag)
         self.meta_ttl_s = meta_ttl_s
         scripts: dict[str, Script] = {
             name: script(redis, name)
@@ -146,7 +149,7 @@ class Store:
         """Add one job due at ``due_ms``; False (nothing written) if its id is taken."""
         k = self.keys
         added = await self._scripts["enqueue"].call(
-            [k.job(job_id), k.result(job_id), k.queue, k.wake],
+            [k.job(job_id), k.result(job_id), k.waiting, k.wake],
             [record, due_ms, ttl_ms, job_id, WAKE_TOKENS_KEPT],
         )
         return bool(added)
@@ -159,7 +162,7 @@ class Store:
         enqueue_many = self._scripts["enqueue_many"]
 
         async def send(batch: Sequence[tuple[str, bytes]]) -> int:
-            keys = [k.queue, k.wake]
+            keys = [k.waiting, k.wake]
             args: list[Any] = [due_ms, ttl_ms, WAKE_TOKENS_KEPT]
             for job_id, record in batch:
                 keys.append(k.job(job_id))
@@ -195,7 +198,7 @@ class Store:
         """Up to ``limit`` due job ids (not claimed), and when the next deferred one is due."""
         k = self.keys
         reply = await self._scripts["peek"].call(
-            [k.queue, k.wake, k.claimed], self._peek_args(limit, now_ms, clock_offset_ms)
+            [k.waiting, k.wake, k.claimed], self._peek_args(limit, now_ms, clock_offset_ms)
         )
         return self._peeked(reply)
 
@@ -214,7 +217,7 @@ class Store:
             pipe.evalsha(
                 peek.sha,
                 3,
-                k.queue,
+                k.waiting,
                 k.wake,
                 k.claimed,
                 *self._peek_args(limit, None, clock_offset_ms),
@@ -246,7 +249,7 @@ class Store:
         ``lookahead`` ids due next (to claim without a peek)."""
         k = self.keys
         claim = self._scripts["claim"]
-        keys = [k.queue, k.claimed, k.abort, k.tries, *(k.lock(job_id) for job_id in ids)]
+        keys = [k.waiting, k.claimed, k.abort, k.tries, *(k.lock(job_id) for job_id in ids)]
         claim.check_keys(len(keys))
         args: list[Any] = [now_ms, now_ms + lock_ms, limit, k.events, lookahead, *ids]
         for attempt in range(2):
@@ -334,7 +337,7 @@ class Store:
             if uncounted:
                 pipe.hset(k.tries, mapping=uncounted)
             if requeued:
-                pipe.zadd(k.queue, requeued)
+                pipe.zadd(k.waiting, requeued)
                 pipe.lpush(k.wake, b"1")
                 pipe.ltrim(k.wake, 0, WAKE_TOKENS_KEPT - 1)
                 pipe.publish(k.events, "requeued " + " ".join(requeued))
@@ -362,7 +365,7 @@ class Store:
         """Remove a queued or deferred job that is not running; False if it is not one."""
         k = self.keys
         deleted = await self._scripts["delete"].call(
-            [k.queue, k.job(job_id), k.lock(job_id), k.tries, k.meta(job_id)],
+            [k.waiting, k.job(job_id), k.lock(job_id), k.tries, k.meta(job_id)],
             [job_id, k.events],
         )
         return bool(deleted)
@@ -377,7 +380,7 @@ class Store:
         return int(
             await self._scripts["cancel"].call(
                 [
-                    k.queue,
+                    k.waiting,
                     k.job(job_id),
                     k.lock(job_id),
                     k.tries,
@@ -408,7 +411,7 @@ class Store:
             [
                 k.result(job_id),
                 k.job(job_id),
-                k.queue,
+                k.waiting,
                 k.wake,
                 k.tries,
                 k.meta(job_id),
@@ -438,7 +441,7 @@ class Store:
                 pipe.get(k.job(job_id))
                 pipe.get(k.result(job_id))
                 pipe.exists(k.lock(job_id))
-                pipe.zscore(k.queue, job_id)
+                pipe.zscore(k.waiting, job_id)
                 pipe.hget(k.tries, job_id)
                 pipe.hgetall(k.meta(job_id))
                 pipe.zscore(k.claimed, job_id)
@@ -475,7 +478,7 @@ class Store:
             page = [
                 i.decode()
                 for i in await self.redis.zrangebyscore(
-                    k.queue, low, high, start=start, num=_LIST_PAGE
+                    k.waiting, low, high, start=start, num=_LIST_PAGE
                 )
             ]
             if not page:
@@ -510,8 +513,8 @@ class Store:
         low = "-inf" if since_ms is None else since_ms
         finished = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcount(k.queue, "-inf", now_ms)
-            pipe.zcount(k.queue, f"({now_ms}", "+inf")
+            pipe.zcount(k.waiting, "-inf", now_ms)
+            pipe.zcount(k.waiting, f"({now_ms}", "+inf")
             pipe.zcard(k.claimed)
             for status in finished:
                 pipe.zcount(k.finished(status), low, "+inf")
@@ -527,15 +530,15 @@ class Store:
     async def queue_depth(self, *, now_ms: int) -> tuple[int, int]:
         """``(all ids in the queue, those due now)``: two O(log n) reads."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(self.keys.queue)
-            pipe.zcount(self.keys.queue, "-inf", now_ms)
+            pipe.zcard(self.keys.waiting)
+            pipe.zcount(self.keys.waiting, "-inf", now_ms)
             total, due = await pipe.execute()
         return int(total), int(due)
 
     async def queue_size(self) -> int:
         """How many jobs wait in the queue (due or deferred) or run on hostedjobs workers."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(self.keys.queue)
+            pipe.zcard(self.keys.waiting)
             pipe.zcard(self.keys.claimed)
             waiting, running = await pipe.execute()
         return int(waiting) + int(running)
@@ -607,7 +610,7 @@ class Store:
                     c.history,
                     k.job(run_id),
                     k.result(run_id),
-                    k.queue,
+                    k.waiting,
                     k.wake,
                 ],
                 [
