@@ -27,6 +27,7 @@ from hostedjobs.instrumentation import (
     combine,
 )
 from hostedjobs.testing import wait_for_job
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,8 +149,7 @@ async def test_runs_interrupted_by_shutdown_are_retried_or_cancelled(
 
     async with host.run():
         await host.scheduler.enqueue(Nap(seconds=60))
-        while sum(1 for e in log if e[1] == "start") < 2:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: sum(1 for e in log if e[1] == "start") >= 2, what="both runs")
     assert ("only", "end", "tests.instrumentation.nap", RunOutcome.RETRIED, None) in log
     assert ("only", "end", "forever", RunOutcome.CANCELLED, None) in log
 
