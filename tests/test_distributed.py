@@ -109,7 +109,7 @@ async def test_four_skewed_processes_run_each_tick_exactly_once_even_when_one_is
                 if worker.poll() is None:
                     worker.send_signal(signal.SIGTERM)
             for worker in workers:
-                worker.wait(timeout=30)
+                worker.wait(timeout=60)
             ticks = await _ticks(reader, queue_name)
             (status,) = await reader.status()
     finally:
@@ -268,7 +268,7 @@ async def test_overlap_skip_across_processes_uses_the_lease(
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
         for worker in workers:
-            worker.wait(timeout=30)
+            worker.wait(timeout=60)
     starts = sorted(tick for tick, _ in ticks)
     assert len(starts) >= 2
     assert all(b - a >= 2 for a, b in itertools.pairwise(starts))
@@ -306,4 +306,4 @@ async def test_a_crashed_runs_lease_lapses_within_seconds(redis_url: str, queue_
         for process in (long_runner, helper):
             if process is not None and process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-                process.wait(timeout=30)
+                process.wait(timeout=60)

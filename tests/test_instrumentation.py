@@ -219,7 +219,7 @@ def test_without_the_extras_nothing_is_imported_and_jobs_still_run(redis_url: st
     env["HOSTEDJOBS_REDIS_URL"] = redis_url
     env["PYTHONPATH"] = str(ROOT)
     result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "ok"

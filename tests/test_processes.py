@@ -50,7 +50,7 @@ async def test_worker_process_runs_queued_jobs_in_burst_mode(
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     lines = sorted(out.read_text().splitlines())
@@ -133,7 +133,7 @@ def test_demo_under_uvicorn_runs_jobs_end_to_end(demo_server: str) -> None:
     assert signups[0]["emails"] == ["welcome", "reminder"]
     assert request_json(demo_server + "/signups", "POST", {"email": "nope"})[0] == 400
     assert request_json(demo_server + "/jobs/unknown")[0] == 404
-    with urllib.request.urlopen(demo_server + "/metrics", timeout=5) as response:
+    with urllib.request.urlopen(demo_server + "/metrics", timeout=30) as response:
         exposition = response.read().decode()
     assert 'hostedjobs_jobs_succeeded_total{job="welcome-email",kind="on_demand"} 1.0' in (
         exposition
