@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: install demo test lint typecheck pytest bench clean
+.PHONY: install demo test test-loaded lint typecheck pytest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ pytest: install
 	$(BIN)/pytest --cov --cov-report=term -q
 
 test: lint typecheck pytest
+
+# The suite beside busy-loop processes (HOGS of them, default twice the CPU count): it must
+# pass on a loaded machine too. PYTEST_ARGS go to pytest.
+HOGS ?=
+test-loaded: install
+	$(BIN)/python -m tests.loaded $(if $(HOGS),--hogs $(HOGS)) -q $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m bench.engine --json bench/.peers/last.json

@@ -77,10 +77,10 @@ class RestartableRedis:
             start_new_session=True,
         )
         # fmt: on
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while self._process.poll() is None and time.monotonic() < deadline:
             client = redis.Redis(
-                host="127.0.0.1", port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5
+                host="127.0.0.1", port=self.port, socket_timeout=5, socket_connect_timeout=5
             )
             try:
                 if client.ping():
@@ -94,11 +94,11 @@ class RestartableRedis:
         raise RuntimeError(f"redis-server on port {self.port} did not start:\n{tail}")
 
     def stop(self) -> None:
-        """Shut the server down gracefully (SIGTERM, SIGKILL after 5 s)."""
+        """Shut the server down gracefully (SIGTERM, SIGKILL after 30 s)."""
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:
-                self._process.wait(5)
+                self._process.wait(30)
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()

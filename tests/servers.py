@@ -41,7 +41,7 @@ def request_json(url: str, method: str = "GET", body: Any = None) -> tuple[int, 
     request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"null")
@@ -88,7 +88,8 @@ def serve_demo(tmp_path: Path, *, failing_jobs: bool = False, **env: str) -> Ite
     finally:
         server.send_signal(signal.SIGTERM)
         try:
-            code = server.wait(timeout=30)
+            # A job still running holds the stop for the demo's 20 s shutdown grace.
+            code = server.wait(timeout=90)
         except subprocess.TimeoutExpired:
             server.kill()
             raise

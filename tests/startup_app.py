@@ -1,7 +1,8 @@
 """An app for the startup-gating tests under a real uvicorn, and the CLI tests.
 
 ``STARTUP_FAIL=1`` makes the startup action fail; ``STARTUP_STAY=1`` keeps the process up
-after that; ``OUT_DIR`` is where the action and the gated job write when they ran.
+after that; ``OUT_DIR`` is where the action and the gated job write when they ran. With
+``STARTUP_UNTIL_RELEASED=1`` the action also waits until a file ``release`` appears there.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ host = JobHost(
 @host.startup_action()
 async def migrate() -> None:
     await asyncio.sleep(float(os.environ.get("STARTUP_SECONDS", "1.0")))
+    while os.environ.get("STARTUP_UNTIL_RELEASED") and not (OUT / "release").exists():
+        await asyncio.sleep(0.02)
     if os.environ.get("STARTUP_FAIL"):
         raise RuntimeError("the database is not reachable")
     (OUT / "migrated").write_text(repr(time.time()))

@@ -23,6 +23,7 @@ from hostedjobs.exceptions import (
     UnknownJobError,
 )
 from hostedjobs.starlette import StartupGateMiddleware
+from tests.waiting import eventually, eventually_sync
 
 
 class Recorder:
@@ -51,18 +52,12 @@ def make_host(redis_url: str, queue_name: str, **options: Any) -> tuple[JobHost,
     ), recorder
 
 
-async def until(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 async def test_continuous_job_honours_delay_interval_instances_and_limit(
     redis_url: str, queue_name: str
 ) -> None:
     """initial_delay before the first run, interval between runs, N instances, M runs each."""
     host, recorder = make_host(redis_url, queue_name)
+    side_by_side = asyncio.Event()
 
     @host.job(
         interval=timedelta(milliseconds=100),
@@ -72,19 +67,24 @@ async def test_continuous_job_honours_delay_interval_instances_and_limit(
     )
     async def poll(ctx: JobContext, recorder: Recorder = Inject()) -> None:
         recorder.add("poll", ctx.run_id)
+        if len(recorder.times("poll")) == 2:
+            side_by_side.set()
+        # The first run of each instance waits for the other's: the two run side by side
+        # (one after the other, the first would time out here).
+        await asyncio.wait_for(side_by_side.wait(), 60)
 
     started = time.monotonic()
     async with host.run():
-        await until(lambda: len(recorder.times("poll")) == 6)
-        await asyncio.sleep(0.3)
+        await eventually(lambda: len(recorder.times("poll")) >= 6)
+        # Negative check, so a window: no seventh run (ten intervals would allow several).
+        await asyncio.sleep(1.0)
         (status,) = await host.status()
     times = recorder.times("poll")
     assert len(times) == 6
     assert min(times) - started >= 0.3
     assert len(set(recorder.values("poll"))) == 6
-    first, second = sorted(times)[:2]
-    assert second - first < 0.05  # two instances run side by side
-    assert sorted(times)[2] - first >= 0.1
+    first = min(times)
+    assert sorted(times)[2] - first >= 0.1  # some instance's second run, an interval later
     assert status.kind == "continuous"
     assert status.last_outcome == "succeeded"
     assert len(status.history) == 6
@@ -100,7 +100,7 @@ async def test_continuous_job_backs_off_after_failures(redis_url: str, queue_nam
         return JobResult.failed("upstream down")
 
     async with host.run():
-        await until(lambda: len(recorder.times("fail")) == 3)
+        await eventually(lambda: len(recorder.times("fail")) == 3)
         (status,) = await host.status()
     first, second, third = recorder.times("fail")
     assert second - first >= 0.1  # backoff 0.2 s, jitter down to half
@@ -148,7 +148,7 @@ async def test_class_job_gets_a_fresh_scope_each_run(redis_url: str, queue_name:
     host = JobHost(services=services, redis_url=redis_url, queue_name=queue_name)
     host.add_job(Refresh, iteration_limit=2)
     async with host.run():
-        await until(lambda: len(closed) == 2)
+        await eventually(lambda: len(closed) == 2)
         (status,) = await host.status()
     assert recorder.values("refresh") == [1, 2]
     assert closed == [1, 2]
@@ -167,11 +167,13 @@ async def test_cron_job_runs_on_each_tick_with_the_tick_as_scheduled_at(
         recorder.add("tick", (ctx.scheduled_at, ctx.started_at))
 
     async with host.run():
-        await until(lambda: len(recorder.values("tick")) >= 3, timeout=10)
+        await eventually(lambda: len(recorder.values("tick")) >= 3)
         (status,) = await host.status()
     for scheduled_at, started_at in recorder.values("tick")[:3]:
         assert scheduled_at.microsecond == 0
-        assert timedelta(0) <= started_at - scheduled_at < timedelta(milliseconds=500)
+        # Started after its tick, and before the next one: the lateness itself is a matter of
+        # how busy the machine is (bench/cron_lateness.py measures it).
+        assert timedelta(0) <= started_at - scheduled_at < timedelta(seconds=1)
     scheduled = [s for s, _ in recorder.values("tick")]
     assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(scheduled))
     assert status.kind == "cron"
@@ -195,11 +197,13 @@ async def test_cron_overlap_skip_skips_ticks_while_running(redis_url: str, queue
         await asyncio.sleep(1.6)
         running -= 1
 
-    async with host.run():
-        await asyncio.sleep(4.2)
+    async def skipped_a_tick() -> bool:
         (status,) = await host.status()
+        return any(run.outcome == "skipped" for run in status.history)
+
+    async with host.run():
+        await eventually(skipped_a_tick, what="a skipped tick")
     assert max(recorder.values("concurrent")) == 1
-    assert any(run.outcome == "skipped" for run in status.history)
 
 
 async def test_cron_overlap_allow_runs_concurrently(redis_url: str, queue_name: str) -> None:
@@ -216,7 +220,7 @@ async def test_cron_overlap_allow_runs_concurrently(redis_url: str, queue_name: 
         running -= 1
 
     async with host.run():
-        await until(lambda: max(recorder.values("concurrent"), default=0) >= 2, timeout=6)
+        await eventually(lambda: max(recorder.values("concurrent"), default=0) >= 2)
 
 
 async def test_trigger_runs_a_hosted_job_now(redis_url: str, queue_name: str) -> None:
@@ -229,9 +233,13 @@ async def test_trigger_runs_a_hosted_job_now(redis_url: str, queue_name: str) ->
 
     async with host.run():
         run_id = await host.trigger("yearly")
-        await until(lambda: recorder.values("yearly") == [run_id])
-        await asyncio.sleep(0.05)
-        (status,) = await host.status()
+
+        async def finished_run() -> Any:
+            (status,) = await host.status()
+            return status if status.history and status.history[0].finished_at else None
+
+        status = await eventually(finished_run, what="the triggered run finished")
+        assert recorder.values("yearly") == [run_id]
         with pytest.raises(UnknownJobError, match="no hosted job named 'nope'"):
             await host.trigger("nope")
     assert status.history[0].manual
@@ -243,22 +251,31 @@ async def test_startup_actions_run_by_priority_and_gate_jobs_and_worker(
 ) -> None:
     """Groups run in priority order (concurrently within one); gated jobs start after them."""
     host, recorder = make_host(redis_url, queue_name)
+    ungated_ran = asyncio.Event()
+    both_warming = asyncio.Event()
 
+    # Each wait below would time out (failing the startup) if the order were wrong.
     @host.startup_action(priority=0)
     async def migrate(recorder: Recorder = Inject()) -> None:
         recorder.add("migrate-start")
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(ungated_ran.wait(), 60)  # the ungated job runs meanwhile
         recorder.add("migrate-end")
+
+    async def warm(name: str, recorder: Recorder) -> None:
+        recorder.add(name)
+        if recorder.times("warm-a") and recorder.times("warm-b"):
+            both_warming.set()
+        await asyncio.wait_for(both_warming.wait(), 60)  # the other one runs meanwhile
+        await asyncio.sleep(0.05)
+        recorder.add(f"{name}-end")
 
     @host.startup_action(priority=1)
     async def warm_a(recorder: Recorder = Inject()) -> None:
-        recorder.add("warm-a")
-        await asyncio.sleep(0.2)
+        await warm("warm-a", recorder)
 
     @host.startup_action(priority=1)
     async def warm_b(recorder: Recorder = Inject()) -> None:
-        recorder.add("warm-b")
-        await asyncio.sleep(0.2)
+        await warm("warm-b", recorder)
 
     @host.job(iteration_limit=1)
     async def gated(recorder: Recorder = Inject()) -> None:
@@ -267,17 +284,19 @@ async def test_startup_actions_run_by_priority_and_gate_jobs_and_worker(
     @host.job(iteration_limit=1, wait_for_startup_actions=False)
     async def ungated(recorder: Recorder = Inject()) -> None:
         recorder.add("ungated")
+        ungated_ran.set()
 
     async with host.run():
         assert not host.ready
-        await until(lambda: recorder.times("gated"))
+        await eventually(lambda: recorder.times("gated"))
         assert host.ready
+    assert host.failed_startup_action is None
     (migrate_end,) = recorder.times("migrate-end")
     (warm_a_at,) = recorder.times("warm-a")
     (warm_b_at,) = recorder.times("warm-b")
     assert warm_a_at >= migrate_end and warm_b_at >= migrate_end
-    assert abs(warm_a_at - warm_b_at) < 0.1
-    assert recorder.times("gated")[0] >= warm_a_at + 0.2
+    (gated_at,) = recorder.times("gated")
+    assert gated_at >= max(recorder.times("warm-a-end") + recorder.times("warm-b-end"))
     assert recorder.times("ungated")[0] < migrate_end
 
 
@@ -296,8 +315,9 @@ async def test_failed_startup_action_keeps_gated_jobs_stopped(
         recorder.add("gated")
 
     async with host.run():
-        await until(lambda: host.failed_startup_action is not None)
-        await asyncio.sleep(0.2)
+        await eventually(lambda: host.failed_startup_action is not None)
+        # Negative check, so a window: a gated job let through would start at once.
+        await asyncio.sleep(1.0)
         assert host.failed_startup_action == ("migrate", "RuntimeError: database unreachable")
         assert not host.ready
     assert recorder.times("gated") == []
@@ -346,10 +366,7 @@ def test_readiness_and_gate_middleware_under_test_client(redis_url: str, queue_n
         assert client.get("/health").text == "hello"
         assert client.portal is not None
         client.portal.call(release.set)
-        deadline = time.monotonic() + 5
-        while client.get("/ready").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        eventually_sync(lambda: client.get("/ready").status_code == 200, what="ready")
         assert client.get("/").text == "hello"
 
 
@@ -397,11 +414,20 @@ async def test_shutdown_with_redis_gone_does_not_wait_out_the_grace(
     @host.distributed_cron("* * * * * *", name="outage")
     async def outage() -> None: ...
 
+    async def ran_a_tick() -> bool:
+        (status,) = await host.status()
+        if not status.history:
+            return False
+        info = await host.scheduler.get(status.history[0].run_id)
+        return info is not None and info.finished  # its outcome is stored
+
     async with host.run():
-        await asyncio.sleep(1.2)
+        await eventually(ran_a_tick, what="a first tick run and stored")
         restartable_redis.kill()
+        # Not a wait for anything: a few ticks meet the outage, as in production.
         await asyncio.sleep(2.5)
         stopping = time.monotonic()
+    # Far under the 60 s grace, which is what the shutdown used to wait out.
     assert time.monotonic() - stopping < 30
 
 

@@ -27,6 +27,7 @@ from hostedjobs.instrumentation import (
 )
 from hostedjobs.storage import Store
 from hostedjobs.testing import wait_for_job
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,8 +149,7 @@ async def test_runs_interrupted_by_shutdown_are_retried_or_cancelled(
 
     async with host.run():
         await host.scheduler.enqueue(Nap(seconds=60))
-        while sum(1 for e in log if e[1] == "start") < 2:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: sum(1 for e in log if e[1] == "start") >= 2, what="both runs")
     assert ("only", "end", "tests.instrumentation.nap", RunOutcome.RETRIED, None) in log
     assert ("only", "end", "forever", RunOutcome.CANCELLED, None) in log
 
@@ -219,7 +219,7 @@ def test_without_the_extras_nothing_is_imported_and_jobs_still_run(redis_url: st
     env["HOSTEDJOBS_REDIS_URL"] = redis_url
     env["PYTHONPATH"] = str(ROOT)
     result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "ok"

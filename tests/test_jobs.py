@@ -35,6 +35,7 @@ from hostedjobs.exceptions import (
 )
 from hostedjobs.serialization import dumps, loads
 from hostedjobs.testing import wait_for_job
+from tests.waiting import eventually
 
 
 @job_type("tests.jobs.greet")
@@ -68,6 +69,14 @@ class Outcome:
 @job_type("tests.jobs.fail-once")
 @dataclass
 class FailOnce:
+    key: str
+
+
+@job_type("tests.jobs.hold")
+@dataclass
+class Hold:
+    """Runs until the test releases it (make_host registers no handler for it)."""
+
     key: str
 
 
@@ -206,18 +215,19 @@ async def test_failed_job_is_retried_then_kept_as_failed(redis_url: str, queue_n
 
 async def test_retry_waits_for_the_backoff(redis_url: str, queue_name: str) -> None:
     """Retries are deferred by the policy's backoff, not run back to back."""
-    retry = RetryPolicy(max_tries=2, backoff=timedelta(milliseconds=400), jitter=0)
+    # Long enough that polling never misses the scheduled retry, even on a busy machine.
+    retry = RetryPolicy(max_tries=2, backoff=timedelta(milliseconds=1500), jitter=0)
     host, _ = make_host(redis_url, queue_name, retry=retry)
     async with host.run():
         job_id = await host.scheduler.enqueue(Flaky(failures=1, key="backoff"))
-        between = await wait_for_job(host, job_id, statuses={JobStatus.SCHEDULED}, timeout=5)
+        between = await wait_for_job(host, job_id, statuses={JobStatus.SCHEDULED}, timeout=60)
         assert between.error == "RuntimeError: failure 1"
         assert between.tries == 1
         info = await wait_for_job(host, job_id)
     assert info.status is JobStatus.SUCCEEDED
     assert info.started_at is not None
     assert info.enqueued_at is not None
-    assert info.started_at - info.enqueued_at >= timedelta(milliseconds=390)
+    assert info.started_at - info.enqueued_at >= timedelta(milliseconds=1490)
 
 
 async def test_timeout_fails_the_run_and_the_scope_sees_it(redis_url: str, queue_name: str) -> None:
@@ -226,7 +236,7 @@ async def test_timeout_fails_the_run_and_the_scope_sees_it(redis_url: str, queue
     Database.instances.clear()
     async with host.run():
         job_id = await host.scheduler.enqueue(Slow(seconds=30, key="timeout"))
-        info = await wait_for_job(host, job_id, timeout=15)
+        info = await wait_for_job(host, job_id, timeout=60)
     assert info.status is JobStatus.FAILED
     assert info.error == "TimeoutError: the run exceeded its timeout of 2s"
     (db,) = Database.instances
@@ -258,17 +268,18 @@ async def test_job_result_outcomes(
 async def test_scheduled_job_waits_for_its_delay(redis_url: str, queue_name: str) -> None:
     """A job scheduled with a delay is SCHEDULED until then, and starts after it."""
     host, mailer = make_host(redis_url, queue_name)
+    delay = timedelta(seconds=2)  # ample time to read the job before it is due
     async with host.run():
         before = datetime.now(UTC)
-        job_id = await host.scheduler.schedule(Greet(name="later"), delay=timedelta(seconds=0.6))
+        job_id = await host.scheduler.schedule(Greet(name="later"), delay=delay)
         info = await host.scheduler.get(job_id)
         assert info is not None
         assert info.status is JobStatus.SCHEDULED
         assert info.scheduled_for is not None
-        assert info.scheduled_for >= before + timedelta(seconds=0.55)
+        assert info.scheduled_for >= before + delay - timedelta(milliseconds=50)
         info = await wait_for_job(host, job_id)
     assert info.started_at is not None
-    assert info.started_at >= before + timedelta(seconds=0.6)
+    assert info.started_at >= before + delay
     assert mailer.sent == ["later"]
 
 
@@ -293,13 +304,16 @@ async def test_deleted_scheduled_job_never_runs_and_its_id_can_be_reused(
     """delete() removes a scheduled job for good; the id is free again afterwards."""
     host, mailer = make_host(redis_url, queue_name)
     async with host.run():
+        due = datetime.now(UTC) + timedelta(seconds=2)  # ample time to delete it first
         job_id = await host.scheduler.schedule(
-            Greet(name="never"), delay=timedelta(milliseconds=300), job_id="reused-id-" + queue_name
+            Greet(name="never"), at=due, job_id="reused-id-" + queue_name
         )
         assert await host.scheduler.delete(job_id) is True
         assert await host.scheduler.get(job_id) is None
         assert await host.scheduler.delete(job_id) is False
-        await asyncio.sleep(0.6)
+        # Past its time: were it still queued, the worker would take it from now on (and the
+        # id would still be taken).
+        await eventually(lambda: datetime.now(UTC) > due + timedelta(milliseconds=100))
         assert mailer.sent == []
         again = await host.scheduler.enqueue(Greet(name="again"), job_id=job_id)
         info = await wait_for_job(host, again)
@@ -312,7 +326,7 @@ async def test_delete_refuses_a_running_job(redis_url: str, queue_name: str) -> 
     """A running job cannot be deleted: delete() returns False and the job completes."""
     host, _ = make_host(redis_url, queue_name)
     async with host.run():
-        job_id = await host.scheduler.enqueue(Slow(seconds=0.3, key="running"))
+        job_id = await host.scheduler.enqueue(Slow(seconds=1.0, key="running"))
         await wait_for_job(host, job_id, statuses={JobStatus.RUNNING})
         assert await host.scheduler.delete(job_id) is False
         info = await wait_for_job(host, job_id)
@@ -452,7 +466,8 @@ async def test_web_only_host_enqueues_and_a_worker_host_runs(
     worker, mailer = make_host(redis_url, queue_name)
     async with web.run():
         job_id = await web.scheduler.enqueue(Greet(name="across"))
-        await asyncio.sleep(0.2)
+        # Negative check, so a window: nothing here runs it.
+        await asyncio.sleep(0.5)
         queued = await web.scheduler.get(job_id)
         assert queued is not None
         assert queued.status is JobStatus.QUEUED
@@ -480,9 +495,9 @@ async def test_shutdown_waits_for_running_jobs_within_the_grace(
     redis_url: str, queue_name: str
 ) -> None:
     """Leaving host.run() lets a short running job finish before returning."""
-    host, mailer = make_host(redis_url, queue_name, shutdown_grace=timedelta(seconds=5))
+    host, mailer = make_host(redis_url, queue_name, shutdown_grace=timedelta(seconds=60))
     async with host.run():
-        job_id = await host.scheduler.enqueue(Slow(seconds=0.3, key="drain"))
+        job_id = await host.scheduler.enqueue(Slow(seconds=1.0, key="drain"))
         await wait_for_job(host, job_id, statuses={JobStatus.RUNNING})
     assert mailer.sent[-1] == "end:drain"
     checker, _ = make_host(redis_url, queue_name, run_worker=False)
@@ -522,7 +537,7 @@ async def test_worker_survives_a_redis_restart(restartable_redis: Any, queue_nam
         await asyncio.sleep(4)
         restartable_redis.start()
         job_id = None
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while job_id is None:
             try:
                 job_id = await host.scheduler.enqueue(Greet(name="after"))
@@ -530,7 +545,7 @@ async def test_worker_survives_a_redis_restart(restartable_redis: Any, queue_nam
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.2)
-        info = await wait_for_job(host, job_id, timeout=20)
+        info = await wait_for_job(host, job_id, timeout=60)
     assert info.status is JobStatus.SUCCEEDED
     assert mailer.sent == ["before", "after"]
 
@@ -586,10 +601,7 @@ async def test_enqueue_many_queues_every_job_in_order(redis_url: str, queue_name
     async with host.run():
         ids = await host.scheduler.enqueue_many(Greet(name=name) for name in names)
         assert len(set(ids)) == len(ids) == len(names)
-        deadline = time.monotonic() + 60
-        while len(mailer.sent) < len(names):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        await eventually(lambda: len(mailer.sent) >= len(names), timeout=120, interval=0.05)
         for job_id, name in zip(ids[::100], names[::100], strict=True):
             info = await wait_for_job(host, job_id)
             assert info.status is JobStatus.SUCCEEDED
@@ -621,18 +633,25 @@ async def test_watch_yields_progress_in_order_and_ends_with_the_final_state(
 ) -> None:
     """watch() yields each progress step as it happens, then the finished state, then ends."""
     host = JobHost(redis_url=redis_url, queue_name=queue_name)
+    watched = {step: asyncio.Event() for step in range(1, 5)}
 
     @host.handler(Stepped)
     async def stepped(job: Stepped, ctx: JobContext) -> JobResult:
         for step in range(1, job.steps + 1):
-            await asyncio.sleep(0.05)
             await ctx.report_progress(100 * step / job.steps, f"step {step}")
-        await asyncio.sleep(0.05)
+            # The next step waits until the watcher saw this one: watch() reads the job's
+            # state when told of a change, so steps quicker than its reads would merge.
+            await asyncio.wait_for(watched[step].wait(), 60)
         return JobResult.success("all steps done")
 
     async with host.run():
-        job_id = await host.scheduler.schedule(Stepped(steps=4), delay=timedelta(seconds=0.2))
-        seen = [info async for info in host.scheduler.watch(job_id)]
+        # Due in 2 s: ample time for watch() to find it still scheduled.
+        job_id = await host.scheduler.schedule(Stepped(steps=4), delay=timedelta(seconds=2))
+        seen = []
+        async for info in host.scheduler.watch(job_id):
+            seen.append(info)
+            if info.progress_message:
+                watched[int(info.progress_message.removeprefix("step "))].set()
         assert [info async for info in host.scheduler.watch("unknown-job")] == []
     assert seen[0].status is JobStatus.SCHEDULED
     progress = [info.progress_message for info in seen if info.progress_message]
@@ -647,13 +666,19 @@ async def test_watch_yields_progress_in_order_and_ends_with_the_final_state(
 async def test_jobs_pages_through_each_state_from_indexes(redis_url: str, queue_name: str) -> None:
     """`jobs()` lists each state in pages and `counts()` agrees, for every state at once."""
     host, _ = make_host(redis_url, queue_name, concurrency=2)
+    release = asyncio.Event()
+
+    @host.handler(Hold)
+    async def hold(job: Hold) -> None:
+        await release.wait()
+
     async with host.run():
         done = [await host.scheduler.enqueue(Greet(name=f"n{i}")) for i in range(3)]
         failed = await host.scheduler.enqueue(Outcome(kind="failed"))
         cancelled = await host.scheduler.enqueue(Outcome(kind="cancelled"))
         for job_id in [*done, failed, cancelled]:
             await wait_for_job(host, job_id)
-        running = [await host.scheduler.enqueue(Slow(seconds=1.5, key=f"r{i}")) for i in range(2)]
+        running = [await host.scheduler.enqueue(Hold(key=f"r{i}")) for i in range(2)]
         for job_id in running:
             await wait_for_job(host, job_id, statuses={JobStatus.RUNNING})
         # Both slots are busy, so these wait in the queue.
@@ -691,6 +716,7 @@ async def test_jobs_pages_through_each_state_from_indexes(redis_url: str, queue_
         assert recent[JobStatus.SUCCEEDED] == 3
         with pytest.raises(ConfigurationError):
             await scheduler.jobs(JobStatus.QUEUED, limit=0)
+        release.set()
         for job_id in running + queued:
             await wait_for_job(host, job_id)
         assert (await scheduler.counts())[JobStatus.RUNNING] == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -17,6 +16,7 @@ from hostedjobs import JobContext, JobHost, JobResult, RetryPolicy, job_type
 from hostedjobs.metrics import PrometheusMetrics
 from hostedjobs.storage import Store, open_redis
 from hostedjobs.testing import wait_for_job
+from tests.waiting import eventually
 
 
 @job_type("tests.metrics.work")
@@ -91,26 +91,26 @@ async def test_cron_runs_record_their_lateness(redis_url: str, queue_name: str) 
         return sample(metrics, name, job=job, kind=kind)
 
     async with host.run():
-        for _ in range(400):
-            if (
+        await eventually(
+            lambda: (
                 count("hostedjobs_jobs_succeeded_total", "every-second", "cron") >= 1
                 and count("hostedjobs_jobs_cancelled_total", "cluster-second", "distributed_cron")
                 >= 1
-            ):
-                break
-            await asyncio.sleep(0.01)
+                and count("hostedjobs_jobs_failed_total", "loop", "continuous") >= 2
+            )
+        )
     lateness = "hostedjobs_cron_lateness_seconds_count"
     assert count(lateness, "every-second", "cron") >= 1
     assert count(lateness, "cluster-second", "distributed_cron") >= 1
     assert count(lateness, "loop", "continuous") == 0
-    # A per-process tick starts within a fraction of a second of its tick.
+    # A per-process tick starts before the next one (how early depends on the machine's load).
     assert (
         sample(
             metrics,
             "hostedjobs_cron_lateness_seconds_bucket",
             job="every-second",
             kind="cron",
-            le="0.5",
+            le="1.0",
         )
         >= 1
     )
@@ -127,10 +127,9 @@ async def test_manual_triggers_do_not_count_as_late(redis_url: str, queue_name: 
 
     async with host.run():
         await host.trigger("yearly")
-        for _ in range(200):
-            if sample(metrics, "hostedjobs_jobs_succeeded_total", job="yearly", kind="cron"):
-                break
-            await asyncio.sleep(0.01)
+        await eventually(
+            lambda: sample(metrics, "hostedjobs_jobs_succeeded_total", job="yearly", kind="cron")
+        )
     assert sample(metrics, "hostedjobs_jobs_started_total", job="yearly", kind="cron") == 1
     assert sample(metrics, "hostedjobs_cron_lateness_seconds_count", job="yearly", kind="cron") == 0
 

@@ -16,8 +16,10 @@ import pytest
 
 from hostedjobs import JobHost, JobStatus
 from hostedjobs.cli import main
+from hostedjobs.health import read_beats
 from hostedjobs.testing import wait_for_job
 from tests.servers import ROOT, free_port, request_json, subprocess_env
+from tests.waiting import eventually, eventually_sync
 from tests.worker_app import Note
 
 HOSTEDJOBS = str(Path(sys.executable).with_name("hostedjobs"))
@@ -48,7 +50,7 @@ async def test_worker_process_runs_queued_jobs_in_burst_mode(
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     lines = sorted(out.read_text().splitlines())
@@ -70,10 +72,11 @@ async def test_worker_process_drains_on_sigterm(
     try:
         enqueuer = JobHost(redis_url=redis_url, queue_name=queue_name, run_worker=False)
         async with enqueuer.run():
-            job_id = await enqueuer.scheduler.enqueue(Note(path=str(out), text="slow", pause=1.0))
-            await wait_for_job(enqueuer, job_id, statuses={JobStatus.RUNNING}, timeout=30)
+            job_id = await enqueuer.scheduler.enqueue(Note(path=str(out), text="slow", pause=2.0))
+            starts = out.with_name(out.name + ".starts")
+            await eventually(starts.exists, what="the job started")
             worker.send_signal(signal.SIGTERM)
-            assert worker.wait(timeout=30) == 0
+            assert worker.wait(timeout=60) == 0
             info = await enqueuer.scheduler.get(job_id)
         assert info is not None
         assert info.status is JobStatus.SUCCEEDED
@@ -105,7 +108,7 @@ def test_worker_command_reports_redis_down() -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=120,
     )
     assert result.returncode == 1
     assert "cannot reach Redis at redis://127.0.0.1:1/0" in result.stderr
@@ -115,21 +118,22 @@ def test_demo_under_uvicorn_runs_jobs_end_to_end(demo_server: str) -> None:
     """POST a sign-up: the welcome job runs at once, the reminder after its delay."""
     status, body = request_json(demo_server + "/signups", "POST", {"email": "ada@example.com"})
     assert status == 202
-    deadline = time.monotonic() + 30
-    while True:
+
+    def both_succeeded() -> tuple[Any, Any] | None:
         _, welcome = request_json(f"{demo_server}/jobs/{body['welcome_job']}")
         _, reminder = request_json(f"{demo_server}/jobs/{body['reminder_job']}")
-        if welcome["status"] == reminder["status"] == "succeeded":
-            break
-        assert time.monotonic() < deadline, (welcome, reminder)
-        time.sleep(0.05)
+        return (
+            (welcome, reminder) if welcome["status"] == reminder["status"] == "succeeded" else None
+        )
+
+    welcome, _ = eventually_sync(both_succeeded, what="the welcome and reminder jobs done")
     assert welcome["message"] == "welcome email sent to ada@example.com"
     assert welcome["progress"] == 50
     _, signups = request_json(demo_server + "/signups")
     assert signups[0]["emails"] == ["welcome", "reminder"]
     assert request_json(demo_server + "/signups", "POST", {"email": "nope"})[0] == 400
     assert request_json(demo_server + "/jobs/unknown")[0] == 404
-    with urllib.request.urlopen(demo_server + "/metrics", timeout=5) as response:
+    with urllib.request.urlopen(demo_server + "/metrics", timeout=30) as response:
         exposition = response.read().decode()
     assert 'hostedjobs_jobs_succeeded_total{job="welcome-email",kind="on_demand"} 1.0' in (
         exposition
@@ -138,14 +142,13 @@ def test_demo_under_uvicorn_runs_jobs_end_to_end(demo_server: str) -> None:
 
 def test_demo_hosted_jobs_show_in_status(demo_server: str) -> None:
     """The demo's hosted jobs are listed; the fast distributed job fires and can be run now."""
-    deadline = time.monotonic() + 30
-    while True:
+
+    def fast_report_ran() -> dict[str, Any] | None:
         _, jobs = request_json(demo_server + "/status")
         by_name = {job["name"]: job for job in jobs}
-        if by_name["fast-report"]["last_outcome"] == "succeeded":
-            break
-        assert time.monotonic() < deadline, by_name["fast-report"]
-        time.sleep(0.1)
+        return by_name if by_name["fast-report"]["last_outcome"] == "succeeded" else None
+
+    by_name = eventually_sync(fast_report_ran, what="a fast-report run")
     assert set(by_name) == {
         "sweep_outbox",
         "refresh-stats",
@@ -157,13 +160,12 @@ def test_demo_hosted_jobs_show_in_status(demo_server: str) -> None:
     assert by_name["refresh-stats"]["kind"] == "cron"
     status, _ = request_json(demo_server + "/status/nightly-report/run", "POST")
     assert status == 202
-    deadline = time.monotonic() + 30
-    while True:
-        _, reports = request_json(demo_server + "/reports")
-        if any(report["kind"] == "nightly" for report in reports):
-            break
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    eventually_sync(
+        lambda: any(
+            report["kind"] == "nightly" for report in request_json(demo_server + "/reports")[1]
+        ),
+        what="a nightly report",
+    )
     assert request_json(demo_server + "/status/nope/run", "POST")[0] == 404
 
 
@@ -194,22 +196,24 @@ def _serve_startup_app(tmp_path: Path, redis_url: str, queue_name: str, **env: s
 
 
 def _poll_until_served(base: str, server: Any) -> None:
-    deadline = time.monotonic() + 30
-    while True:
+    def served() -> bool:
         try:
             request_json(base + "/health")
-            return
         except OSError:
             assert server.poll() is None, server.stderr.read()
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+            return False
+        return True
+
+    eventually_sync(served, interval=0.02, what="the server answering")
 
 
 def test_uvicorn_serves_at_once_and_is_ready_only_after_startup_actions(
     tmp_path: Path, redis_url: str, queue_name: str
 ) -> None:
     """Liveness passes during the action; /ready and the gated job wait for it to end."""
-    server, base = _serve_startup_app(tmp_path, redis_url, queue_name, STARTUP_SECONDS="1.5")
+    server, base = _serve_startup_app(
+        tmp_path, redis_url, queue_name, STARTUP_SECONDS="0", STARTUP_UNTIL_RELEASED="1"
+    )
     try:
         _poll_until_served(base, server)
         assert request_json(base + "/health") == (200, {"status": "alive"})
@@ -217,21 +221,17 @@ def test_uvicorn_serves_at_once_and_is_ready_only_after_startup_actions(
         assert status == 503
         assert body == {"status": "starting", "startup": "running", "running_actions": ["migrate"]}
         assert not (tmp_path / "gated").exists()
-        deadline = time.monotonic() + 30
-        while request_json(base + "/ready")[0] != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        (tmp_path / "release").touch()  # the action ends
+        eventually_sync(lambda: request_json(base + "/ready")[0] == 200, interval=0.02)
         ready_at = time.time()
-        while not (tmp_path / "gated").exists():
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        eventually_sync((tmp_path / "gated").exists, interval=0.02, what="the gated job")
         migrated = float((tmp_path / "migrated").read_text())
         gated = float((tmp_path / "gated").read_text())
         assert migrated <= gated
         assert migrated <= ready_at
     finally:
         server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+        server.wait(timeout=60)
         assert server.stderr is not None
         server.stderr.close()
 
@@ -244,7 +244,7 @@ def test_failed_startup_action_under_uvicorn_exits_non_zero(
         tmp_path, redis_url, queue_name, STARTUP_FAIL="1", STARTUP_SECONDS="0.2"
     )
     try:
-        code = server.wait(timeout=30)
+        code = server.wait(timeout=120)
         assert server.stderr is not None
         log = server.stderr.read()
     finally:
@@ -265,10 +265,12 @@ def test_failed_startup_action_can_leave_the_server_up_and_not_ready(
     )
     try:
         _poll_until_served(base, server)
-        deadline = time.monotonic() + 30
-        while (body := request_json(base + "/ready")[1])["status"] != "failed":
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+
+        def failed() -> Any:
+            body = request_json(base + "/ready")[1]
+            return body if body["status"] == "failed" else None
+
+        body = eventually_sync(failed, interval=0.02, what="startup failed")
         assert body == {
             "status": "failed",
             "failed_action": "migrate",
@@ -277,7 +279,7 @@ def test_failed_startup_action_can_leave_the_server_up_and_not_ready(
         assert server.poll() is None
     finally:
         server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+        server.wait(timeout=60)
         assert server.stderr is not None
         server.stderr.close()
 
@@ -297,7 +299,7 @@ def test_worker_command_exits_1_when_a_startup_action_fails(
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
     )
     assert result.returncode == 1
     assert "startup action 'migrate' failed: RuntimeError: the database is not reachable" in (
@@ -349,7 +351,7 @@ def test_run_command_queues_a_distributed_job_and_waits_for_it(
         assert "distributed_cron" in capsys.readouterr().out
     finally:
         worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=30)
+        worker.wait(timeout=60)
 
 
 def _start_cron_worker(redis_url: str, queue_name: str) -> subprocess.Popen[bytes]:
@@ -367,31 +369,43 @@ async def test_a_crashed_workers_job_runs_again_on_another_worker(
 ) -> None:
     """A live worker keeps its job's lock; once it is SIGKILLed, another worker reruns the job."""
     out = tmp_path / "notes.txt"
+    starts = tmp_path / "notes.txt.starts"
     env = subprocess_env(
         HOSTEDJOBS_REDIS_URL=redis_url, WORKER_APP_QUEUE=queue_name, WORKER_APP_LOCK_TTL="2"
     )
     command = [HOSTEDJOBS, "worker", "tests.worker_app:host", "--log-level", "WARNING"]
-    first = subprocess.Popen(command, env=env, cwd=ROOT)
-    second: subprocess.Popen[bytes] | None = None
+    workers = [subprocess.Popen(command, env=env, cwd=ROOT) for _ in range(2)]
     try:
         enqueuer = JobHost(redis_url=redis_url, queue_name=queue_name, run_worker=False)
         async with enqueuer.run():
-            job_id = await enqueuer.scheduler.enqueue(Note(path=str(out), text="long", pause=5))
-            await wait_for_job(enqueuer, job_id, statuses={JobStatus.RUNNING}, timeout=30)
-            second = subprocess.Popen(command, env=env, cwd=ROOT)
-            await asyncio.sleep(3.5)  # beyond the 2 s lock: only renewal keeps it
-            starts = (tmp_path / "notes.txt.starts").read_text().splitlines()
-            assert starts == [f"long pid={first.pid} try=1"]
-            first.send_signal(signal.SIGKILL)
-            info = await wait_for_job(enqueuer, job_id, timeout=30)
+            await eventually(lambda: _beating(enqueuer, queue_name, 2), what="both workers beating")
+            # Long enough to outlast the window below; the rerun is quick.
+            note = Note(path=str(out), text="long", pause=60, pause_on_retry=0)
+            job_id = await enqueuer.scheduler.enqueue(note)
+            await eventually(
+                lambda: starts.exists() and starts.read_text().endswith("\n"),
+                what="the job started",
+            )
+            (line,) = starts.read_text().splitlines()
+            owner = next(w for w in workers if line == f"long pid={w.pid} try=1")
+            (other,) = (w for w in workers if w is not owner)
+            # Negative check, so a window: twice the 2 s lock, which only renewal keeps.
+            await asyncio.sleep(4)
+            assert starts.read_text().splitlines() == [line]
+            owner.send_signal(signal.SIGKILL)
+            info = await wait_for_job(enqueuer, job_id, timeout=60)
         assert info.status is JobStatus.SUCCEEDED
         assert info.tries == 2
-        assert out.read_text() == f"long pid={second.pid} try=2\n"
+        assert out.read_text() == f"long pid={other.pid} try=2\n"
     finally:
-        for process in (first, second):
-            if process is not None and process.poll() is None:
+        for process in workers:
+            if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-                process.wait(timeout=30)
+                process.wait(timeout=60)
+
+
+async def _beating(host: JobHost, queue_name: str, count: int) -> bool:
+    return len(await read_beats(host.scheduler.pool, queue_name)) >= count
 
 
 def test_health_command_flips_to_1_when_the_worker_is_gone(
@@ -410,23 +424,25 @@ def test_health_command_flips_to_1_when_the_worker_is_gone(
     command = [HOSTEDJOBS, "worker", "tests.worker_app:host", "--log-level", "WARNING"]
     killed = subprocess.Popen(command, env=env, cwd=ROOT)
     try:
-        deadline = time.monotonic() + 30
-        while main(["health", "tests.worker_app:host"]) != 0:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        eventually_sync(lambda: main(["health", "tests.worker_app:host"]) == 0, interval=0.2)
         assert f":{killed.pid}:" in capsys.readouterr().out
         killed.send_signal(signal.SIGKILL)
         killed.wait(timeout=10)
-        time.sleep(3.5)
-        assert main(["health", "tests.worker_app:host", "--max-age", "3"]) == 1
+        # Once its last heartbeat is older than 3 s.
+        eventually_sync(
+            lambda: main(["health", "tests.worker_app:host", "--max-age", "3"]) == 1,
+            interval=0.2,
+        )
         stopped = subprocess.Popen(command, env=env, cwd=ROOT)
         capsys.readouterr()
-        while f":{stopped.pid}:" not in capsys.readouterr().out:
+
+        def stopped_beats() -> bool:
             main(["health", "tests.worker_app:host", "--any", "--max-age", "3"])
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+            return f":{stopped.pid}:" in capsys.readouterr().out
+
+        eventually_sync(stopped_beats, interval=0.2, what="the second worker beating")
         stopped.send_signal(signal.SIGTERM)
-        assert stopped.wait(timeout=30) == 0
+        assert stopped.wait(timeout=60) == 0
         # A clean stop removes the heartbeat at once (the killed worker's is older than 3 s).
         assert main(["health", "tests.worker_app:host", "--max-age", "3"]) == 1
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,6 +23,7 @@ from hostedjobs import JobContext, JobHost, RetryPolicy, job_type
 from hostedjobs.serialization import loads
 from hostedjobs.testing import wait_for_job
 from hostedjobs.tracing import OpenTelemetryTracing
+from tests.waiting import eventually
 
 
 @job_type("tests.tracing.send")
@@ -204,10 +204,10 @@ async def test_hosted_runs_get_spans_and_a_triggered_distributed_run_joins_the_t
     async with host.run():
         with tracer.start_as_current_span("operator"):
             await host.trigger("yearly-report")
-        for _ in range(500):
-            if named(exporter, "run yearly-report") and named(exporter, "run refresh"):
-                break
-            await asyncio.sleep(0.01)
+        await eventually(
+            lambda: named(exporter, "run yearly-report") and named(exporter, "run refresh"),
+            what="both runs' spans",
+        )
     (refresh_run,) = named(exporter, "run refresh")
     assert refresh_run.kind is SpanKind.INTERNAL
     assert (refresh_run.attributes or {})["hostedjobs.job.kind"] == "continuous"

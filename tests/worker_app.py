@@ -26,12 +26,15 @@ class Note:
     path: str
     text: str
     pause: float = 0.0
+    pause_on_retry: float | None = None
+    """The pause of the second and later tries, if not ``pause``."""
 
 
 @host.handler(Note)
 async def write_note(job: Note, ctx: JobContext) -> None:
     with Path(job.path + ".starts").open("a") as file:
         file.write(f"{job.text} pid={os.getpid()} try={ctx.attempt}\n")
-    await asyncio.sleep(job.pause)
+    retry_pause = job.pause_on_retry if ctx.attempt > 1 else None
+    await asyncio.sleep(job.pause if retry_pause is None else retry_pause)
     with Path(job.path).open("a") as file:
         file.write(f"{job.text} pid={os.getpid()} try={ctx.attempt}\n")
