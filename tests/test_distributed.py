@@ -18,7 +18,6 @@ import pytest
 
 from hostedjobs import JobContext, JobHost, JobStatus
 from hostedjobs.cron import CronSchedule
-from hostedjobs.health import read_beats
 from hostedjobs.status import HostedJobStatus
 from hostedjobs.testing import SkewedClock
 from tests.waiting import eventually
@@ -56,7 +55,7 @@ def _cron_app_reader(redis_url: str, queue_name: str) -> JobHost:
 
 
 async def _workers_beating(host: JobHost, queue_name: str, count: int) -> bool:
-    return len(await read_beats(host.scheduler.pool, queue_name)) >= count
+    return len(await host.workers()) >= count
 
 
 async def _just_after_a_finished_run(reader: JobHost) -> HostedJobStatus | None:

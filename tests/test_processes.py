@@ -16,7 +16,6 @@ import pytest
 
 from hostedjobs import JobHost, JobStatus
 from hostedjobs.cli import main
-from hostedjobs.health import read_beats
 from hostedjobs.testing import wait_for_job
 from tests.servers import ROOT, free_port, request_json, subprocess_env
 from tests.waiting import eventually, eventually_sync
@@ -405,7 +404,7 @@ async def test_a_crashed_workers_job_runs_again_on_another_worker(
 
 
 async def _beating(host: JobHost, queue_name: str, count: int) -> bool:
-    return len(await read_beats(host.scheduler.pool, queue_name)) >= count
+    return len(await host.workers()) >= count
 
 
 def test_health_command_flips_to_1_when_the_worker_is_gone(
