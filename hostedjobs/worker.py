@@ -97,6 +97,7 @@ class Worker:
         self._clock_offset_ms: int | None = None
         self._wait: asyncio.Task[Peeked | None] | None = None
         self._aborting: set[str] = set()
+        self._functions: dict[str, QueuedFunction] = {}
         self._commits = OutcomeCommitter(store, index_max_age_s=keep_result_s)
         self._beat: asyncio.Task[None] | None = None
 
@@ -308,7 +309,10 @@ class Worker:
             base["et"] = record.get("et") or 0
             attempt = max(job.tries, int(record.get("t") or 0))
             base["t"] = attempt
-            function = self.functions(str(record["f"]))
+            name = str(record["f"])
+            function = self._functions.get(name)
+            if function is None:
+                function = self._functions[name] = self.functions(name)
             if attempt > function.max_tries:
                 raise JobFailedError(f"max {function.max_tries} tries exceeded")
         except Exception as exc:
@@ -323,7 +327,7 @@ class Worker:
             return self._finished(job.id, base, start_ms, report)
         if job.aborted:
             report = RunReport(Outcome.CANCELLED, message="cancelled before it started")
-            return self._finished(job.id, base, start_ms, report)
+            return self._finished(job.id, base, start_ms, report, aborted=True)
         run = QueuedRun(
             job_id=job.id,
             function=base["f"],
@@ -344,10 +348,16 @@ class Worker:
             self.retried += 1
             delay_ms = int((report.retry_in_s or 0) * 1000)
             return Requeued(job.id, _now_ms() + delay_ms, report.message)
-        return self._finished(job.id, base, start_ms, report)
+        return self._finished(job.id, base, start_ms, report, aborted=job.id in self._aborting)
 
     def _finished(
-        self, job_id: str, base: dict[str, Any], start_ms: int, report: RunReport
+        self,
+        job_id: str,
+        base: dict[str, Any],
+        start_ms: int,
+        report: RunReport,
+        *,
+        aborted: bool = False,
     ) -> Finished:
         outcome = report.outcome
         if outcome is Outcome.FAILED:
@@ -356,7 +366,7 @@ class Worker:
             self.completed += 1
         status = JobStatus.of(outcome)
         if self.keep_result_s <= 0:
-            return Finished(job_id, status, None, 0)
+            return Finished(job_id, status, None, 0, aborted)
         # arq's result layout (stock `Job.info()` reads it), plus the outcome, its message and
         # the error kept apart from the value, so no return value is mistaken for them.
         record = {
@@ -383,7 +393,7 @@ class Worker:
             record.update(s=False, o=Outcome.FAILED.value, m=f"PayloadError: {exc}")
             data = dumps({**record, "r": None})
             status = JobStatus.FAILED
-        return Finished(job_id, status, data, int(self.keep_result_s * 1000))
+        return Finished(job_id, status, data, int(self.keep_result_s * 1000), aborted)
 
     # -- timers: renewals, cancellations, heartbeats --------
 

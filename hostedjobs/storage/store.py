@@ -8,6 +8,7 @@ Scripts keep each operation atomic; reads that need no atomicity are pipelined.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -79,6 +80,8 @@ class Finished(NamedTuple):
     """The result record (None: none kept)."""
     keep_ms: int
     """How long the result is kept; -1 for ever."""
+    aborted: bool = False
+    """It was in arq's abort set (cancelled): its entry there goes."""
 
 
 class Requeued(NamedTuple):
@@ -181,7 +184,13 @@ class Store:
     # -- the worker's side ----------------------------------------------------------------------
 
     def _peek_args(self, limit: int, now_ms: int | None, clock_offset_ms: int) -> list[Any]:
-        return ["" if now_ms is None else now_ms, limit, clock_offset_ms, WAKE_TOKENS_KEPT]
+        return [
+            "" if now_ms is None else now_ms,
+            limit,
+            clock_offset_ms,
+            WAKE_TOKENS_KEPT,
+            random.random(),
+        ]
 
     @staticmethod
     def _peeked(reply: list[Any]) -> Peeked:
@@ -198,7 +207,8 @@ class Store:
         """Up to ``limit`` due job ids (not claimed), and when the next deferred one is due."""
         k = self.keys
         reply = await self._scripts["peek"].call(
-            [k.waiting, k.wake, k.claimed], self._peek_args(limit, now_ms, clock_offset_ms)
+            [k.waiting, k.wake, k.claimed, k.abort],
+            self._peek_args(limit, now_ms, clock_offset_ms),
         )
         return self._peeked(reply)
 
@@ -216,10 +226,11 @@ class Store:
             # an extra round trip. If Redis lost it, the direct peek loads it again.
             pipe.evalsha(
                 peek.sha,
-                3,
+                4,
                 k.waiting,
                 k.wake,
                 k.claimed,
+                k.abort,
                 *self._peek_args(limit, None, clock_offset_ms),
             )
             replies = await pipe.execute(raise_on_error=False)
@@ -251,7 +262,8 @@ class Store:
         claim = self._scripts["claim"]
         keys = [k.waiting, k.claimed, k.abort, k.tries, *(k.lock(job_id) for job_id in ids)]
         claim.check_keys(len(keys))
-        args: list[Any] = [now_ms, now_ms + lock_ms, limit, k.events, lookahead, *ids]
+        spread = random.random()
+        args: list[Any] = [now_ms, now_ms + lock_ms, limit, k.events, lookahead, spread, *ids]
         for attempt in range(2):
             # The records are read right behind the script: a claimed job's record cannot
             # change meanwhile, and reading them here keeps them out of the script.
@@ -292,8 +304,9 @@ class Store:
 
         Each job leaves the claimed set. A finished job's result is stored (and indexed under
         its status, the indexes trimmed to `FINISHED_KEPT` entries and ``max_age_ms``), its
-        record and try count removed; a requeued job is due again at its time (a failed try's
-        error kept in its meta hash, or a shutdown's try uncounted).
+        record and try count removed, and its abort request if it had one; a requeued job is
+        due again at its time (a failed try's error kept in its meta hash, or a shutdown's try
+        uncounted).
         Plain commands, not a script: nothing here depends on what Redis holds, and Redis
         runs them for a fraction of a script's cost per job.
         """
@@ -301,6 +314,7 @@ class Store:
         deleted: list[str] = []
         ids: list[str] = []
         finished: list[str] = []
+        aborted: list[str] = []
         indexed: dict[JobStatus, dict[str, int]] = {}
         requeued: dict[str, int] = {}
         uncounted: dict[str, str] = {}
@@ -311,6 +325,8 @@ class Store:
                 if isinstance(outcome, Finished):
                     finished.append(job_id)
                     deleted.append(k.job(job_id))
+                    if outcome.aborted:
+                        aborted.append(job_id)
                     if outcome.result and outcome.keep_ms:
                         keep_ms = outcome.keep_ms if outcome.keep_ms > 0 else None
                         pipe.set(k.result(job_id), outcome.result, px=keep_ms)
@@ -326,7 +342,8 @@ class Store:
             if finished:
                 pipe.delete(*deleted)
                 pipe.hdel(k.tries, *finished)
-                pipe.zrem(k.abort, *finished)
+                if aborted:
+                    pipe.zrem(k.abort, *aborted)
                 pipe.publish(k.events, "finished " + " ".join(finished))
             for status, members in indexed.items():
                 index = k.finished(status)

@@ -4,22 +4,25 @@
 -- counted and its start time kept beside the count. Its arq in-progress key is touched (set
 -- and removed), so a stock arq worker that was about to take it (it WATCHes that key) backs
 -- off. Batched commands only: nothing here costs a command per job. The caller reads the
--- claimed jobs' records in the same round trip. The reply ends with the ids due next, so a
--- busy worker's next claim needs no peek first.
+-- claimed jobs' records in the same round trip. The reply ends with ids due next, so a busy
+-- worker's next claim needs no peek first (from a window at a random place among the first
+-- due ones, as in peek.lua, so busy workers rarely pick the same ones).
 -- KEYS: queue, claimed, abort, tries, then per candidate: lock
--- ARGV: now_ms, lapse_ms, limit, events_channel, lookahead, then per candidate: id
+-- ARGV: now_ms, lapse_ms, limit, events_channel, lookahead, spread (0 to 1), then per
+--       candidate: id
 -- Returns {{position, score, tries, aborted (0/1)} flat for each claimed candidate (its
 -- position in the candidates, from 1), locked (how many stock arq workers held), {next due
 -- ids}}.
 local queue, claimed_set, abort, tries = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now, lapse, limit = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local ids = {}
-for i = 6, #ARGV do ids[i - 5] = ARGV[i] end
+for i = 7, #ARGV do ids[i - 6] = ARGV[i] end
 if #ids == 0 then return {{}, 0, {}} end
 local lock_keys = {}
 for n = 1, #ids do lock_keys[n] = KEYS[4 + n] end
 local scores = redis.call('ZMSCORE', queue, unpack(ids))
-local aborts = redis.call('ZMSCORE', abort, unpack(ids))
+local aborts = {}
+if redis.call('EXISTS', abort) == 1 then aborts = redis.call('ZMSCORE', abort, unpack(ids)) end
 local locks = redis.call('MGET', unpack(lock_keys))
 local counts = redis.call('HMGET', tries, unpack(ids))
 local reply, taken, touched, moved, counted = {}, {}, {}, {}, {}
@@ -59,7 +62,10 @@ if #taken > 0 then
   redis.call('PUBLISH', ARGV[4], 'running ' .. table.concat(taken, ' '))
 end
 local upcoming = {}
-if tonumber(ARGV[5]) > 0 then
-  upcoming = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))
+local lookahead = tonumber(ARGV[5])
+if lookahead > 0 then
+  local due_count = redis.call('ZCOUNT', queue, '-inf', now)
+  local offset = math.floor(tonumber(ARGV[6]) * math.max(0, math.min(due_count - lookahead, 8 * lookahead)))
+  upcoming = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'LIMIT', offset, lookahead)
 end
 return {reply, locked, upcoming}

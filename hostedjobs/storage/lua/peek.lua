@@ -1,12 +1,15 @@
 -- Finds due jobs for a claim to try, claiming nothing: the first half of a claim, which can
 -- ride behind a worker's blocking wait (the ids it finds are then claimed with their keys).
 -- First, jobs whose claim lapsed (their worker stopped renewing it: it crashed) go back to
--- the queue, due now. Keeps the wake list in step: a token for other workers while more
--- jobs are due, none once nothing is.
--- KEYS: queue, wake, claimed
+-- the queue, due now, and abort requests older than an hour (their job finished as they
+-- came) are dropped. The ids come from a window at a random place among the first due ones
+-- (`spread`, from the caller: 0 takes the oldest), so workers peeking at once rarely pick the
+-- same ones. Keeps the wake list in step: a token for other workers while more jobs are due,
+-- none once nothing is.
+-- KEYS: queue, wake, claimed, abort
 -- ARGV: now_ms ('' for Redis's clock minus clock_offset_ms: a peek sent behind a BLPOP runs
---       when the BLPOP returns), limit, clock_offset_ms, wake_kept
--- Returns {now_ms, {due ids, oldest first}, more_due (0/1), next_due_ms or '', redis_ms}.
+--       when the BLPOP returns), limit, clock_offset_ms, wake_kept, spread (0 to 1)
+-- Returns {now_ms, {due ids}, more_due (0/1), next_due_ms or '', redis_ms}.
 local clock = redis.call('TIME')
 local redis_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local now = ARGV[1]
@@ -21,12 +24,14 @@ if #lapsed > 0 then
   redis.call('ZADD', KEYS[1], unpack(members))
   redis.call('ZREM', KEYS[3], unpack(lapsed))
 end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', tonumber(now) - 3600000)
 local limit = tonumber(ARGV[2])
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit + 1)
+local due_count = redis.call('ZCOUNT', KEYS[1], '-inf', now)
+local offset = math.floor(tonumber(ARGV[5]) * math.max(0, math.min(due_count - limit, 8 * limit)))
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', offset, limit)
 local more = 0
-if #due > limit then
+if due_count > limit then
   more = 1
-  due[#due] = nil
   local kept = tonumber(ARGV[4])
   if redis.call('LPUSH', KEYS[2], '1') > kept then redis.call('LTRIM', KEYS[2], 0, kept - 1) end
 else
