@@ -74,7 +74,7 @@ async def _run_worker(host: JobHost, *, concurrency: int | None, burst: bool) ->
             stop.set()
         else:
             logger.warning("received a second signal: cancelling running jobs now")
-            host.shutdown_grace_s = 0
+            host.hurry_shutdown()
             stop.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM):

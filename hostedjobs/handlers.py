@@ -8,10 +8,13 @@ the job with a message saying what to deploy.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from .context import JobContext
 from .exceptions import ConfigurationError, UnknownJobTypeError
@@ -23,6 +26,8 @@ from .serialization import JobTypeInfo, decode_payload, registered_versions
 from .storage import Store
 
 __all__ = ["HandlerRegistration", "Handlers"]
+
+logger = logging.getLogger("hostedjobs.handlers")
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,14 +163,18 @@ class Handlers:
 
         async def progress(percent: float, message: str | None) -> None:
             assert self.store is not None, "the host is not connected"
-            await self.store.progress(
-                job_id,
-                {
-                    "progress": repr(percent),
-                    "progress_message": message or "",
-                    "at": repr(time.time()),
-                },
-            )
+            try:
+                await self.store.progress(
+                    job_id,
+                    {
+                        "progress": repr(percent),
+                        "progress_message": message or "",
+                        "at": repr(time.time()),
+                    },
+                )
+            except (RedisError, OSError) as exc:
+                # Progress is best effort: a Redis blip must not fail the work it describes.
+                logger.warning("job %s: could not store its progress: %r", job_id, exc)
 
         return JobContext(
             job_name=job_name,

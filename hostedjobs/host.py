@@ -34,6 +34,7 @@ from .runs import JobCallable, job_name_of
 from .scheduler import Scheduler
 from .scope import ScopeProvider, Services
 from .serialization import job_type_info
+from .shutdown import Grace
 from .starlette import health_response, readiness_response
 from .startup import StartupAction, StartupActions, StartupState
 from .status import HostedJobStatus
@@ -186,6 +187,7 @@ class JobHost:
         self._distributed = DistributedCron(self._runner)
         self._hosted = HostedServices(self._runner, self.clock, self._startup, self._distributed)
         self._supervisor: WorkerSupervisor | None = None
+        self._grace = Grace()
         self._running = False
         self._url = ""
 
@@ -591,6 +593,7 @@ class JobHost:
         if self._running:
             raise ConfigurationError("this JobHost is already running")
         self._running = True
+        self._grace = Grace()
         self._startup.reset()
         startup_task: asyncio.Task[bool] | None = None
         try:
@@ -623,7 +626,8 @@ class JobHost:
                             await startup_task
                     try:
                         await asyncio.gather(
-                            self._hosted.stop(self.shutdown_grace_s), self._stop_worker()
+                            self._hosted.stop(self.shutdown_grace_s, self._grace),
+                            self._stop_worker(),
                         )
                     finally:
                         await self.services.aclose()
@@ -665,9 +669,16 @@ class JobHost:
     async def _stop_worker(self) -> None:
         if self._supervisor is not None:
             try:
-                await self._supervisor.stop(self.shutdown_grace_s)
+                await self._supervisor.stop(self.shutdown_grace_s, self._grace)
             finally:
                 self._supervisor = None
+
+    def hurry_shutdown(self) -> None:
+        """Stop waiting for running jobs: those still going are cancelled now, and queued
+        ones go back to the queue unchanged (a shutdown is not a try). Call it during a
+        shutdown, as the ``hostedjobs worker`` command does on a second signal; before one,
+        it makes the next shutdown cancel at once."""
+        self._grace.hurry()
 
     async def wait_until_idle(self) -> None:
         """In burst mode, wait until the worker has emptied the queue and stopped."""

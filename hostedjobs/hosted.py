@@ -23,6 +23,7 @@ from .exceptions import ConfigurationError, UnknownJobError
 from .outcomes import JobKind, Outcome
 from .results import JobResult
 from .runner import Runner, RunReport
+from .shutdown import Grace
 from .startup import StartupActions
 from .status import HostedJobStatus, RunRecord, RunTracker
 
@@ -115,8 +116,9 @@ class HostedServices:
         if not task.cancelled() and (exc := task.exception()) is not None:
             logger.error("hosted job task %s crashed", task.get_name(), exc_info=exc)
 
-    async def stop(self, grace_s: float) -> None:
-        """Stop scheduling; let runs finish within ``grace_s``, then cancel them."""
+    async def stop(self, grace_s: float, grace: Grace | None = None) -> None:
+        """Stop scheduling; let runs finish within ``grace_s`` (or until ``grace`` is
+        hurried), then cancel them."""
         self._stopping.set()
         self._changed.set()
         # Scheduling (the tick loop, claims being retried) stops at once; runs get the grace.
@@ -127,7 +129,7 @@ class HostedServices:
             await asyncio.wait(scheduling, timeout=5)
         pending = [t for t in (*self._job_loops, *self._runs) if not t.done()]
         if pending:
-            _, late = await asyncio.wait(pending, timeout=grace_s)
+            late = await (grace or Grace()).wait(pending, grace_s)
             for task in late:
                 logger.warning(
                     "cancelling %s: it did not finish within the grace period", task.get_name()

@@ -170,7 +170,13 @@ class Runner:
                 error = TimeoutError(f"the run exceeded its timeout of {timeout_s:g}s")
             report = self._failed(ctx, error, started, retry)
         else:
-            report = self._returned(ctx, value, started)
+            if timeout_s is not None and deadline.expired():
+                # The code caught the cancellation its deadline sent, and went on: still a
+                # run over its time limit.
+                error = TimeoutError(f"the run exceeded its timeout of {timeout_s:g}s")
+                report = self._failed(ctx, error, started, retry)
+            else:
+                report = self._returned(ctx, value, started)
         if observer is not None:
             observer.end(report.outcome, report.error)
         return report

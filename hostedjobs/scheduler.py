@@ -18,6 +18,7 @@ from .exceptions import (
     ConfigurationError,
     HostNotRunningError,
     JobAlreadyExistsError,
+    PayloadDecodeError,
     PayloadError,
 )
 from .instrumentation import Instrumentation
@@ -193,6 +194,8 @@ class Scheduler:
         info = job_type_info(job)
         payload = encode_payload(job)
         store = self.store
+        if job_id is not None and (not isinstance(job_id, str) or not job_id):
+            raise ConfigurationError(f"job_id must be a non-empty string, got {job_id!r}")
         job_id = job_id or _new_id()
         instrumentation = self.instrumentation
         # Without instrumentation, a shared do-nothing block: no object per enqueue.
@@ -232,16 +235,25 @@ class Scheduler:
         """
         store = self.store
         for _ in range(3):
-            record = await store.record(job_id)
-            if record is None:
+            (job,) = await store.read_jobs([job_id])
+            record = job.record
+            if record is None or job.result is not None:
                 return False
             now_ms = int(time.time() * 1000)
             data: bytes | None = None
             if self.keep_result_s > 0:
-                stored = loads(record)
+                stored, _ = _readable(record)
+                # Its history stays: the tries it had, and the last one's error.
+                message = (
+                    "cancelled before it started"
+                    if not job.tries
+                    else f"cancelled before try {job.tries + 1}"
+                    + (f" (try {job.tries}: {job.meta['error']})" if "error" in job.meta else "")
+                )
                 data = dumps(
                     {
-                        **stored,
+                        **(stored or {}),
+                        "t": job.tries,
                         "s": True,
                         "r": None,
                         "st": None,
@@ -249,7 +261,7 @@ class Scheduler:
                         "q": self.queue_name,
                         "id": job_id,
                         "o": Outcome.CANCELLED.value,
-                        "m": "cancelled before it started",
+                        "m": message,
                     }
                 )
             done = await store.cancel(
@@ -283,9 +295,12 @@ class Scheduler:
             ttl_ms=_EXPIRES_EXTRA_MS,
         )
 
-    async def jobs(self, status: JobStatus, *, offset: int = 0, limit: int = 50) -> list[JobInfo]:
-        """A page of jobs in ``status``: queued and scheduled by due time, the others newest
-        first. Reads indexes only, never the keyspace.
+    async def jobs(
+        self, status: JobStatus | str, *, offset: int = 0, limit: int = 50
+    ) -> list[JobInfo]:
+        """A page of jobs in ``status`` (a `JobStatus` or its value, e.g. ``"failed"``):
+        queued and scheduled by due time, the others newest first. Reads indexes only, never
+        the keyspace.
 
         Running, succeeded, failed and cancelled jobs are listed from indexes that hostedjobs
         workers keep (jobs run by stock arq workers are not listed there); finished jobs stay
@@ -293,6 +308,7 @@ class Scheduler:
         """
         if offset < 0 or limit < 1:
             raise ConfigurationError("jobs() needs offset >= 0 and limit >= 1")
+        status = _status(status)
         store = self.store
         if status in _WAITING_STATES:
             ids = await store.waiting_ids(
@@ -355,6 +371,14 @@ class Scheduler:
         return [_job_info(job_id, job) for job_id, job in zip(job_ids, stored, strict=True)]
 
 
+def _status(status: JobStatus | str) -> JobStatus:
+    try:
+        return JobStatus(status)
+    except ValueError:
+        known = ", ".join(s.value for s in JobStatus)
+        raise ConfigurationError(f"unknown job status {status!r}; use one of: {known}") from None
+
+
 async def _next_event_about(pubsub: Any, job_id: str, timeout_s: float) -> None:
     """Wait until an event names ``job_id`` (events name several ids), or ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
@@ -376,9 +400,27 @@ def _outcome(record: dict[str, Any]) -> Outcome:
     return Outcome.SUCCEEDED if record.get("s") else Outcome.FAILED
 
 
+def _readable(raw: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
+    """A stored record as a dict, or why it cannot be read (not JSON, not a record)."""
+    if not raw:
+        return None, None
+    try:
+        record = loads(raw)
+    except PayloadDecodeError as exc:
+        return None, str(exc)
+    if not isinstance(record, dict):
+        return None, f"the stored record is a JSON {type(record).__name__}, not a job record"
+    return record, None
+
+
 def _job_info(job_id: str, job: StoredJob) -> JobInfo | None:
     raw_result = job.result
-    record = loads(raw_result) if raw_result else (loads(job.record) if job.record else None)
+    record, unreadable = _readable(raw_result or job.record)
+    if unreadable is not None:
+        # A record written by something else (or damaged): the job is shown, not hidden, and
+        # lists holding it still work; a worker fails it with the same message.
+        record = {"f": "<unreadable>", "s": False, "o": Outcome.FAILED.value, "m": unreadable}
+        raw_result = raw_result or b"unreadable"
     if record is None:
         return None
     job_type, version = _split_key(str(record.get("f", "")))

@@ -24,11 +24,12 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from .commits import OutcomeCommitter
-from .exceptions import JobFailedError, PayloadError
+from .exceptions import JobFailedError, PayloadDecodeError, PayloadError
 from .health import BEAT_INTERVAL_S, WorkerBeat, new_worker_id, remove_beat, write_beat
 from .outcomes import JobStatus, Outcome
 from .runner import QueuedFunction, QueuedRun, RunReport, error_text
 from .serialization import dumps, loads, result_record
+from .shutdown import Grace
 from .storage import Claimed, Finished, Peeked, Requeued, Store
 
 __all__ = ["LOCK_RENEW_S", "LOCK_TTL_S", "Worker", "WorkerSupervisor"]
@@ -305,6 +306,11 @@ class Worker:
             if not job.record:
                 raise JobFailedError("the job expired before a worker took it")
             record = loads(job.record)
+            if not isinstance(record, dict) or not isinstance(record.get("f"), str):
+                raise PayloadDecodeError(
+                    "the stored job is not a job record written by hostedjobs or arq (no "
+                    "function name); was it written to the queue's keys by something else?"
+                )
             base.update(f=record["f"], a=record.get("a") or [], k=record.get("k") or {})
             base["et"] = record.get("et") or 0
             attempt = max(job.tries, int(record.get("t") or 0))
@@ -461,7 +467,7 @@ class Worker:
         self._claim_due = True
         self._kick.set()
 
-    async def drain(self, grace_s: float) -> None:
+    async def drain(self, grace_s: float, grace: Grace | None = None) -> None:
         """Stop taking jobs, give runs ``grace_s`` seconds to end, then cancel the rest.
 
         Cancelled runs go back to the queue unchanged, without using up a try, so another
@@ -478,7 +484,7 @@ class Worker:
         running = [t for t in self.tasks.values() if not t.done()]
         if running:
             logger.info("waiting up to %.1fs for %d running job(s)", grace_s, len(running))
-            _, pending = await asyncio.wait(running, timeout=grace_s)
+            pending = await (grace or Grace()).wait(running, grace_s)
             for job_id, task in list(self.tasks.items()):
                 if task in pending:
                     logger.warning(
@@ -554,9 +560,9 @@ class WorkerSupervisor:
             else:
                 return
 
-    async def stop(self, grace_s: float) -> None:
+    async def stop(self, grace_s: float, grace: Grace | None = None) -> None:
         """Drain the worker (see `Worker.drain`) and end its loop."""
-        await self.worker.drain(grace_s)
+        await self.worker.drain(grace_s, grace)
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout=5)

@@ -39,6 +39,7 @@ LAYERS = {
     "startup": ENGINE,
     "hosted": ENGINE,
     "scheduler": ENGINE,
+    "shutdown": ENGINE,
     "host": FACADE,
     "starlette": FACADE,
     "dashboard": FACADE,
