@@ -16,6 +16,7 @@ import contextlib
 import functools
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -243,7 +244,9 @@ class Worker:
                 self._wait = asyncio.get_running_loop().create_task(
                     self.store.wait_then_peek(
                         self.worker_id,
-                        self.fallback_poll_s,
+                        # Jittered, so idle workers' polls do not fall into step with each
+                        # other (or with a schedule) and always hand one of them every job.
+                        self.fallback_poll_s * random.uniform(0.8, 1.0),
                         self._peek_limit(free),
                         self._clock_offset_ms,
                     )
