@@ -246,7 +246,7 @@ class Worker:
                         self.worker_id,
                         # Jittered, so idle workers' polls do not fall into step with each
                         # other (or with a schedule) and always hand one of them every job.
-                        self.fallback_poll_s * random.uniform(0.8, 1.0),
+                        self.fallback_poll_s * random.uniform(0.9, 1.1),
                         self._peek_limit(free),
                         self._clock_offset_ms,
                     )

@@ -207,8 +207,7 @@ class Store:
         """Up to ``limit`` due job ids (not claimed), and when the next deferred one is due."""
         k = self.keys
         reply = await self._scripts["peek"].call(
-            [k.waiting, k.wake, k.claimed, k.abort],
-            self._peek_args(limit, now_ms, clock_offset_ms),
+            [k.waiting, k.wake, k.claimed], self._peek_args(limit, now_ms, clock_offset_ms)
         )
         return self._peeked(reply)
 
@@ -226,11 +225,10 @@ class Store:
             # an extra round trip. If Redis lost it, the direct peek loads it again.
             pipe.evalsha(
                 peek.sha,
-                4,
+                3,
                 k.waiting,
                 k.wake,
                 k.claimed,
-                k.abort,
                 *self._peek_args(limit, None, clock_offset_ms),
             )
             replies = await pipe.execute(raise_on_error=False)

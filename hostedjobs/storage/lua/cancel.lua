@@ -1,5 +1,6 @@
 -- Cancels a job: a running one is flagged in arq's abort set (its worker cancels the run and
--- stores it cancelled); a queued or deferred one, if it is still the record the caller read,
+-- stores it cancelled; requests older than an hour, whose job finished as they came, are
+-- dropped then); a queued or deferred one, if it is still the record the caller read,
 -- leaves the queue and is stored cancelled at once.
 -- KEYS: queue, job, lock, tries, meta, result, cancelled, abort, claimed
 -- ARGV: id, record, result_data, result_ms (-1: for ever, 0: not kept), now_ms,
@@ -7,6 +8,7 @@
 -- Returns 2 if the running job was asked to stop, 1 if the queued job was cancelled, 0 if
 -- the job is unknown, finished, or changed meanwhile.
 if redis.call('ZSCORE', KEYS[9], ARGV[1]) or redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', tonumber(ARGV[5]) - 3600000)
   redis.call('ZADD', KEYS[8], ARGV[5], ARGV[1])
   return 2
 end

@@ -1,12 +1,11 @@
 -- Finds due jobs for a claim to try, claiming nothing: the first half of a claim, which can
 -- ride behind a worker's blocking wait (the ids it finds are then claimed with their keys).
 -- First, jobs whose claim lapsed (their worker stopped renewing it: it crashed) go back to
--- the queue, due now, and abort requests older than an hour (their job finished as they
--- came) are dropped. The ids come from a window at a random place among the first due ones
--- (`spread`, from the caller: 0 takes the oldest), so workers peeking at once rarely pick the
--- same ones. Keeps the wake list in step: a token for other workers while more jobs are due,
--- none once nothing is.
--- KEYS: queue, wake, claimed, abort
+-- the queue, due now. When more jobs are due than the limit, the ids come from a window at a
+-- random place among the first due ones (`spread`, from the caller), so workers peeking at
+-- once rarely pick the same ones. Keeps the wake list in step: a token for other workers
+-- while more jobs are due, none once nothing is. An idle peek runs four commands.
+-- KEYS: queue, wake, claimed
 -- ARGV: now_ms ('' for Redis's clock minus clock_offset_ms: a peek sent behind a BLPOP runs
 --       when the BLPOP returns), limit, clock_offset_ms, wake_kept, spread (0 to 1)
 -- Returns {now_ms, {due ids}, more_due (0/1), next_due_ms or '', redis_ms}.
@@ -24,14 +23,14 @@ if #lapsed > 0 then
   redis.call('ZADD', KEYS[1], unpack(members))
   redis.call('ZREM', KEYS[3], unpack(lapsed))
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', tonumber(now) - 3600000)
 local limit = tonumber(ARGV[2])
-local due_count = redis.call('ZCOUNT', KEYS[1], '-inf', now)
-local offset = math.floor(tonumber(ARGV[5]) * math.max(0, math.min(due_count - limit, 8 * limit)))
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', offset, limit)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit + 1)
 local more = 0
-if due_count > limit then
+if #due > limit then
   more = 1
+  local due_count = redis.call('ZCOUNT', KEYS[1], '-inf', now)
+  local offset = math.floor(tonumber(ARGV[5]) * math.min(due_count - limit, 8 * limit))
+  due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', offset, limit)
   local kept = tonumber(ARGV[4])
   if redis.call('LPUSH', KEYS[2], '1') > kept then redis.call('LTRIM', KEYS[2], 0, kept - 1) end
 else
