@@ -12,10 +12,7 @@ import time
 
 from .storage import Finished, Requeued, Store
 
-__all__ = ["KEEP_FOREVER", "OutcomeCommitter"]
-
-KEEP_FOREVER = -1
-"""``keep_ms`` for a result that never expires."""
+__all__ = ["OutcomeCommitter"]
 
 _BATCH = 500
 """Outcomes per script call at most: each call holds Redis for a bounded time."""

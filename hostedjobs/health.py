@@ -23,7 +23,6 @@ __all__ = [
     "WorkerBeat",
     "new_worker_id",
     "read_beats",
-    "remove_beat",
     "write_beat",
 ]
 
@@ -69,11 +68,6 @@ async def write_beat(store: Store, beat: WorkerBeat) -> None:
         ttl_ms=int(BEAT_TTL_S * 1000),
         index_kept_ms=_INDEX_KEPT_S * 1000,
     )
-
-
-async def remove_beat(store: Store, worker_id: str) -> None:
-    """Forget a worker that stopped cleanly, so probes see it gone at once."""
-    await store.remove_beat(worker_id)
 
 
 async def read_beats(store: Store, *, max_age_s: float = BEAT_TTL_S) -> list[WorkerBeat]:

@@ -30,6 +30,7 @@ from .serialization import (
     job_record,
     job_type_info,
     loads,
+    read_record,
 )
 from .storage import Store, StoredJob
 
@@ -401,16 +402,13 @@ def _outcome(record: dict[str, Any]) -> Outcome:
 
 
 def _readable(raw: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
-    """A stored record as a dict, or why it cannot be read (not JSON, not a record)."""
+    """A stored record, or why it cannot be read (`read_record`)."""
     if not raw:
         return None, None
     try:
-        record = loads(raw)
+        return read_record(raw), None
     except PayloadDecodeError as exc:
         return None, str(exc)
-    if not isinstance(record, dict):
-        return None, f"the stored record is a JSON {type(record).__name__}, not a job record"
-    return record, None
 
 
 def _job_info(job_id: str, job: StoredJob) -> JobInfo | None:

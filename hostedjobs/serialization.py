@@ -27,6 +27,7 @@ __all__ = [
     "loads",
     "lookup_job_type",
     "queued_record",
+    "read_record",
     "registered_versions",
     "result_record",
 ]
@@ -1050,6 +1051,18 @@ def loads(data: bytes) -> Any:
             f"the stored job data is not JSON written by hostedjobs ({exc}); was it enqueued "
             f"by another client or serializer?"
         ) from None
+
+
+def read_record(data: bytes) -> dict[str, Any]:
+    """A stored job or result record (`loads`), checked to be one: a JSON object naming its
+    function. Raises `PayloadDecodeError` saying what it is instead."""
+    record = loads(data)
+    if not isinstance(record, dict) or not isinstance(record.get("f"), str):
+        raise PayloadDecodeError(
+            "the stored job is not a record written by hostedjobs or arq (a JSON object "
+            "naming its function); was it written to the queue's keys by something else?"
+        )
+    return record
 
 
 def error_message(value: Any) -> str | None:

@@ -25,11 +25,11 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from .commits import OutcomeCommitter
-from .exceptions import JobFailedError, PayloadDecodeError, PayloadError
-from .health import BEAT_INTERVAL_S, WorkerBeat, new_worker_id, remove_beat, write_beat
+from .exceptions import JobFailedError, PayloadError
+from .health import BEAT_INTERVAL_S, WorkerBeat, new_worker_id, write_beat
 from .outcomes import JobStatus, Outcome
 from .runner import QueuedFunction, QueuedRun, RunReport, error_text
-from .serialization import dumps, loads, result_record
+from .serialization import dumps, read_record, result_record
 from .shutdown import Grace
 from .storage import Claimed, Finished, Peeked, Requeued, Store
 
@@ -308,12 +308,7 @@ class Worker:
         try:
             if not job.record:
                 raise JobFailedError("the job expired before a worker took it")
-            record = loads(job.record)
-            if not isinstance(record, dict) or not isinstance(record.get("f"), str):
-                raise PayloadDecodeError(
-                    "the stored job is not a job record written by hostedjobs or arq (no "
-                    "function name); was it written to the queue's keys by something else?"
-                )
+            record = read_record(job.record)
             base.update(f=record["f"], a=record.get("a") or [], k=record.get("k") or {})
             base["et"] = record.get("et") or 0
             attempt = max(job.tries, int(record.get("t") or 0))
@@ -506,7 +501,7 @@ class Worker:
             # A heartbeat written after the removal would bring the worker back to life.
             await asyncio.wait({self._beat}, timeout=5)
         with contextlib.suppress(RedisError, OSError):
-            await remove_beat(self.store, self.worker_id)
+            await self.store.remove_beat(self.worker_id)
 
 
 class WorkerSupervisor:

@@ -87,6 +87,7 @@ def test_public_surface_is_pinned() -> None:
         "loads",
         "lookup_job_type",
         "queued_record",
+        "read_record",
         "registered_versions",
         "result_record",
     ]

@@ -62,7 +62,8 @@ async def _exercise(store: Store) -> None:
     (given_back,) = await store.read_jobs([third])
     assert given_back.tries == 0
     assert await store.delete(second)
-    record = await store.record(third)
+    (stored,) = await store.read_jobs([third])
+    record = stored.record
     assert record is not None
     assert (
         await store.cancel(

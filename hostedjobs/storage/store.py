@@ -33,8 +33,6 @@ __all__ = [
 TRIES_TTL_S = 88_400
 """arq's lifetime of a job's try counter."""
 
-_FINISHED_CODES = {JobStatus.SUCCEEDED: "S", JobStatus.FAILED: "X", JobStatus.CANCELLED: "C"}
-
 _ENQUEUE_BATCH = 500
 _BATCHES_IN_FLIGHT = 4
 """Jobs per script call in `Store.enqueue_many`: large enough to amortise the round trip,
@@ -441,11 +439,6 @@ class Store:
         value: bytes | None = await self.redis.get(self.keys.result(job_id))
         return value
 
-    async def record(self, job_id: str) -> bytes | None:
-        """A queued or running job's stored record."""
-        value: bytes | None = await self.redis.get(self.keys.job(job_id))
-        return value
-
     async def read_jobs(self, ids: Sequence[str]) -> list[StoredJob]:
         """Everything stored about each job, in one round trip."""
         if not ids:
@@ -698,10 +691,6 @@ class Store:
         """The newest tick (ms) any process fired for ``name``."""
         raw = await self.redis.get(self.keys.cron(name).last_tick)
         return None if raw is None else int(raw)
-
-    async def set_last_fired_tick(self, name: str, tick_ms: int) -> None:
-        """Record ``tick_ms`` as the newest fired tick (tests and tools)."""
-        await self.redis.set(self.keys.cron(name).last_tick, tick_ms)
 
     async def cron_status(
         self, name: str, history_length: int
