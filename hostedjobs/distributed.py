@@ -6,8 +6,9 @@ still agree on the key), records it as the last fired tick, and enqueues a queue
 id is derived from the tick: two processes can never both win, and a process dying between
 claim and enqueue cannot lose the tick. Any worker runs the job; while it runs it holds a
 lease renewed by a heartbeat, which is how the next tick knows the previous run is alive (a
-crashed run's lease lapses within seconds). A crashed worker's run stays in the queue and
-runs again once its lock lapses.
+crashed run's lease lapses within seconds). A crashed worker's run goes back to the queue
+once the worker's lease lapses and runs again; with ``overlap="skip"`` it is never skipped
+for a newer run's lease (it waits its turn), and only a run that is alive holds a tick back.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ never retried: the next tick is the retry)."""
 _FUNCTION_PREFIX = "hostedjobs.cron:"
 _STILL_RUNNING = "the previous run was still running"
 _STILL_QUEUED = "the previous run was still queued: is a worker running?"
+_WAITING = "tried again after a crash; waiting for the running run to end"
 
 
 class Fired:
@@ -182,7 +184,12 @@ class DistributedCron:
             scheduled_at=scheduled_at.isoformat(),
             started_at=ctx.started_at.isoformat(),
             running_entry=json.dumps(started.to_json()),
+            retry=run.attempt > 1 and not manual,
         )
+        if began == 2:
+            return RunReport(
+                Outcome.RETRIED, message=_WAITING, retry_in_s=HEARTBEAT_S, counted=False
+            )
         if not began:
             record = RunRecord(
                 run.job_id,

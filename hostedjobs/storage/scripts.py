@@ -8,18 +8,23 @@ Every script starts with comment lines naming its keys and arguments::
 A KEYS line ending in ``then per ...`` takes a variable number of keys after the fixed ones.
 `Script.call` checks the number of keys it is given against the header, so a call can never
 pass a key as an argument by mistake.
+
+A script that must run when Redis is out of memory (it frees what jobs hold: claim, commit,
+recover) starts with Redis 7's ``#!lua flags=allow-oom``. Redis 6.2 knows no flags: there the
+line is dropped and those scripts are refused while Redis is full, as every script is.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, ResponseError
 
 __all__ = ["Script", "script"]
 
@@ -51,17 +56,23 @@ def source(name: str) -> ScriptSource:
     return ScriptSource(name, text, fixed, variable)
 
 
+def _sha(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+_FLAGS_LINE = re.compile(r"^#!lua.*$", re.MULTILINE)
+
+
 @dataclass(slots=True)
 class Script:
-    """A script registered on one client: ``await script.call(keys, args)``."""
+    """A script for one client: ``await script.call(keys, args)``."""
 
     source: ScriptSource
-    _registered: AsyncScript = field(repr=False)
-
-    @property
-    def sha(self) -> str:
-        """The script's SHA1, for EVALSHA in a pipeline."""
-        return str(self._registered.sha)
+    client: Redis
+    text: str
+    """What Redis runs: the source, without its flags line on a Redis older than 7."""
+    sha: str
+    """The SHA1 of `text`, for EVALSHA in a pipeline."""
 
     def check_keys(self, count: int) -> None:
         """Refuse a call whose number of keys does not match the script's header."""
@@ -72,15 +83,33 @@ class Script:
 
     async def load(self) -> None:
         """Load the script into Redis (after Redis lost its scripts)."""
-        await self._registered.registered_client.script_load(self.source.text)
+        try:
+            await self.client.script_load(self.text)
+        except ResponseError as exc:
+            if not (self.text.startswith("#!") and "compiling" in str(exc)):
+                raise
+            # Redis < 7 reads the flags line as Lua; a comment keeps the line numbers.
+            self.text = _FLAGS_LINE.sub("-- (flags need Redis 7)", self.text, count=1)
+            self.sha = _sha(self.text)
+            await self.client.script_load(self.text)
 
     async def call(self, keys: list[str], args: list[Any], client: Redis | None = None) -> Any:
         """Run the script (EVALSHA, loading it first if Redis does not have it)."""
         self.check_keys(len(keys))
-        return await self._registered(keys=keys, args=args, client=client)
+        target = self.client if client is None else client
+        try:
+            return await _evalsha(target, self.sha, keys, args)
+        except NoScriptError:
+            await self.load()
+            return await _evalsha(target, self.sha, keys, args)
+
+
+async def _evalsha(client: Redis, sha: str, keys: list[str], args: list[Any]) -> Any:
+    # redis-py types EVALSHA's reply as ``Awaitable[str] | str`` for both clients.
+    return await client.evalsha(sha, len(keys), *keys, *args)  # type: ignore[misc]
 
 
 def script(client: Redis, name: str) -> Script:
-    """The script ``name`` registered on ``client``."""
+    """The script ``name`` for ``client``."""
     found = source(name)
-    return Script(found, client.register_script(found.text))
+    return Script(found, client, found.text, _sha(found.text))

@@ -24,6 +24,7 @@ from .scripts import Script, script
 __all__ = [
     "Claimed",
     "Finished",
+    "LeaseLostError",
     "Peeked",
     "Requeued",
     "Store",
@@ -43,6 +44,14 @@ _LIST_SCAN_CAP = 20_000
 """How many ids one page of scheduled jobs looks at, at most, past running ones."""
 
 
+class LeaseLostError(Exception):
+    """The worker's lease lapsed and its jobs were given back: it must take a new lease."""
+
+    def __init__(self, worker_id: str) -> None:
+        super().__init__(f"worker {worker_id} holds no lease")
+        self.worker_id = worker_id
+
+
 class Peeked(NamedTuple):
     """What a peek saw: due ids to try to claim, and when the next job comes due."""
 
@@ -53,10 +62,12 @@ class Peeked(NamedTuple):
     next_due_ms: int | None
     redis_ms: int
     """Redis's clock when the peek ran."""
+    lapsed: list[str]
+    """Workers whose lease lapsed: their jobs are for `Store.recover` to give back."""
 
 
 class Claimed(NamedTuple):
-    """A job a worker has claimed: it holds the lock and must commit an outcome."""
+    """A job a worker has claimed: it holds it while its lease lives, and commits its outcome."""
 
     id: str
     score_ms: int
@@ -129,6 +140,9 @@ class Store:
                 "cancel",
                 "retry",
                 "fire",
+                "worker_lease",
+                "recover",
+                "commit",
                 "start_run",
                 "renew_lease",
                 "release_lease",
@@ -192,20 +206,21 @@ class Store:
 
     @staticmethod
     def _peeked(reply: list[Any]) -> Peeked:
-        now, ids, more, later, redis_ms = reply
+        now, ids, more, later, redis_ms, lapsed = reply
         return Peeked(
             int(now),
             [i.decode() for i in ids],
             bool(more),
             int(float(later)) if later else None,
             int(redis_ms),
+            [w.decode() for w in lapsed],
         )
 
     async def peek(self, limit: int, *, now_ms: int, clock_offset_ms: int = 0) -> Peeked:
         """Up to ``limit`` due job ids (not claimed), and when the next deferred one is due."""
         k = self.keys
         reply = await self._scripts["peek"].call(
-            [k.waiting, k.wake, k.claimed], self._peek_args(limit, now_ms, clock_offset_ms)
+            [k.waiting, k.wake, k.leases], self._peek_args(limit, now_ms, clock_offset_ms)
         )
         return self._peeked(reply)
 
@@ -226,7 +241,7 @@ class Store:
                 3,
                 k.waiting,
                 k.wake,
-                k.claimed,
+                k.leases,
                 *self._peek_args(limit, None, clock_offset_ms),
             )
             replies = await pipe.execute(raise_on_error=False)
@@ -248,18 +263,28 @@ class Store:
             await pipe.execute()
 
     async def claim(
-        self, ids: Sequence[str], *, now_ms: int, limit: int, lock_ms: int, lookahead: int = 0
+        self, ids: Sequence[str], *, worker_id: str, now_ms: int, limit: int, lookahead: int = 0
     ) -> tuple[list[Claimed], int, list[str]]:
-        """Claim up to ``limit`` of ``ids`` that are still due and not run by a stock arq
-        worker, for ``lock_ms`` unless renewed. Returns them (with their records, read in
-        the same round trip), how many were locked by stock arq workers, and up to
-        ``lookahead`` ids due next (to claim without a peek)."""
+        """Claim for ``worker_id`` up to ``limit`` of ``ids`` that are still due and not run by
+        a stock arq worker; they are the worker's while its lease lives (`lease_worker`).
+        Returns them (with their records, read in the same round trip), how many were locked
+        by stock arq workers, and up to ``lookahead`` ids due next (to claim without a peek).
+
+        Raises `LeaseLostError` if the worker holds no lease (nothing is claimed)."""
         k = self.keys
         claim = self._scripts["claim"]
-        keys = [k.waiting, k.claimed, k.abort, k.tries, *(k.lock(job_id) for job_id in ids)]
+        keys = [
+            k.waiting,
+            k.claimed,
+            k.abort,
+            k.tries,
+            k.leases,
+            k.claims(worker_id),
+            *(k.lock(job_id) for job_id in ids),
+        ]
         claim.check_keys(len(keys))
         spread = random.random()
-        args: list[Any] = [now_ms, now_ms + lock_ms, limit, k.events, lookahead, spread, *ids]
+        args: list[Any] = [now_ms, worker_id, limit, k.events, lookahead, spread, *ids]
         for attempt in range(2):
             # The records are read right behind the script: a claimed job's record cannot
             # change meanwhile, and reading them here keeps them out of the script.
@@ -275,7 +300,9 @@ class Store:
             if isinstance(records, Exception):
                 raise records
             break
-        taken, locked, upcoming = reply
+        taken, locked, upcoming, leased = reply
+        if not leased:
+            raise LeaseLostError(worker_id)
         claimed = [
             Claimed(
                 ids[int(taken[i]) - 1],
@@ -288,73 +315,80 @@ class Store:
         ]
         return claimed, int(locked), [i.decode() for i in upcoming]
 
-    async def renew(self, ids: Sequence[str], *, lapse_ms: int) -> None:
-        """Extend the claims of running jobs to ``lapse_ms`` (those still claimed)."""
-        if ids:
-            await self.redis.zadd(self.keys.claimed, dict.fromkeys(ids, lapse_ms), xx=True)
+    async def lease_worker(self, worker_id: str, *, lease_ms: int, take: bool = False) -> bool:
+        """Renew ``worker_id``'s lease for ``lease_ms`` (by Redis's clock), or take a new one
+        (``take``). False if the lease had lapsed and its jobs were given back (`recover`):
+        the worker then holds none of the jobs it claimed before."""
+        return bool(
+            await self._scripts["worker_lease"].call(
+                [self.keys.leases], [worker_id, lease_ms, 1 if take else 0]
+            )
+        )
+
+    async def recover(self, worker_ids: Sequence[str], *, now_ms: int) -> int:
+        """Give back to the queue, due at ``now_ms``, the jobs of those of ``worker_ids``
+        whose lease has lapsed (checked again here). Returns how many jobs went back."""
+        k = self.keys
+        if not worker_ids:
+            return 0
+        return int(
+            await self._scripts["recover"].call(
+                [k.waiting, k.claimed, k.leases, k.wake, *(k.claims(w) for w in worker_ids)],
+                [now_ms, WAKE_TOKENS_KEPT, k.events, *worker_ids],
+            )
+        )
 
     async def commit(
-        self, outcomes: Sequence[Finished | Requeued], *, now_ms: int, max_age_ms: int
-    ) -> None:
-        """Store a batch of outcomes in one atomic step (a MULTI/EXEC transaction).
+        self,
+        outcomes: Sequence[Finished | Requeued],
+        *,
+        worker_id: str,
+        now_ms: int,
+        max_age_ms: int,
+    ) -> list[str]:
+        """Store a batch of ``worker_id``'s outcomes in one atomic step (commit.lua).
 
-        Each job leaves the claimed set. A finished job's result is stored (and indexed under
-        its status, the indexes trimmed to `FINISHED_KEPT` entries and ``max_age_ms``), its
-        record and try count removed, and its abort request if it had one; a requeued job is
-        due again at its time (a failed try's error kept in its meta hash, or a shutdown's try
-        uncounted).
-        Plain commands, not a script: nothing here depends on what Redis holds, and Redis
-        runs them for a fraction of a script's cost per job.
+        Only jobs the worker still holds are committed: if its lease lapsed, its jobs went
+        back to the queue and their outcomes here would double them. Each job leaves the
+        claimed set. A finished job's result is stored (and indexed under its status, the
+        indexes trimmed to `FINISHED_KEPT` entries and ``max_age_ms``), its record and try
+        count removed, and its abort request if it had one; a requeued job is due again at
+        its time (a failed try's error kept in its meta hash, or a shutdown's try uncounted).
+        Runs when Redis is out of memory too (finishing jobs frees memory). Returns the ids
+        not committed because the worker no longer held them.
         """
         k = self.keys
-        deleted: list[str] = []
-        ids: list[str] = []
-        finished: list[str] = []
-        aborted: list[str] = []
-        indexed: dict[JobStatus, dict[str, int]] = {}
-        requeued: dict[str, int] = {}
-        uncounted: dict[str, str] = {}
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for outcome in outcomes:
-                job_id = outcome.job_id
-                ids.append(job_id)
-                if isinstance(outcome, Finished):
-                    finished.append(job_id)
-                    deleted.append(k.job(job_id))
-                    if outcome.aborted:
-                        aborted.append(job_id)
-                    if outcome.result and outcome.keep_ms:
-                        keep_ms = outcome.keep_ms if outcome.keep_ms > 0 else None
-                        pipe.set(k.result(job_id), outcome.result, px=keep_ms)
-                        indexed.setdefault(outcome.status, {})[job_id] = now_ms
-                    continue
-                requeued[job_id] = outcome.due_ms
-                if not outcome.counted:
-                    uncounted[job_id] = f"{outcome.tries - 1} 0"
-                elif outcome.error:
-                    pipe.hset(k.meta(job_id), "error", outcome.error)
-                    pipe.expire(k.meta(job_id), self.meta_ttl_s)
-            pipe.zrem(k.claimed, *ids)
-            if finished:
-                pipe.delete(*deleted)
-                pipe.hdel(k.tries, *finished)
-                if aborted:
-                    pipe.zrem(k.abort, *aborted)
-                pipe.publish(k.events, "finished " + " ".join(finished))
-            for status, members in indexed.items():
-                index = k.finished(status)
-                pipe.zadd(index, members)
-                pipe.zremrangebyrank(index, 0, -FINISHED_KEPT - 1)
-                if max_age_ms > 0:
-                    pipe.zremrangebyscore(index, "-inf", now_ms - max_age_ms)
-            if uncounted:
-                pipe.hset(k.tries, mapping=uncounted)
-            if requeued:
-                pipe.zadd(k.waiting, requeued)
-                pipe.lpush(k.wake, b"1")
-                pipe.ltrim(k.wake, 0, WAKE_TOKENS_KEPT - 1)
-                pipe.publish(k.events, "requeued " + " ".join(requeued))
-            await pipe.execute()
+        keys = [
+            k.claimed,
+            k.tries,
+            k.abort,
+            k.waiting,
+            k.wake,
+            k.claims(worker_id),
+            k.finished(JobStatus.SUCCEEDED),
+            k.finished(JobStatus.FAILED),
+            k.finished(JobStatus.CANCELLED),
+        ]
+        args: list[Any] = [
+            now_ms,
+            max_age_ms,
+            FINISHED_KEPT,
+            WAKE_TOKENS_KEPT,
+            k.events,
+            self.meta_ttl_s,
+        ]
+        for outcome in outcomes:
+            job_id = outcome.job_id
+            keys += (k.job(job_id), k.result(job_id), k.meta(job_id))
+            if isinstance(outcome, Finished):
+                keep_ms = 0 if not outcome.result else max(outcome.keep_ms, -1)
+                extra = outcome.status.value + ("!" if outcome.aborted else "")
+                args += (job_id, "f", keep_ms, outcome.result or b"", extra)
+            else:
+                extra = "" if outcome.counted else f"{outcome.tries - 1} 0"
+                args += (job_id, "r", outcome.due_ms, outcome.error or "", extra)
+        dropped = await self._scripts["commit"].call(keys, args)
+        return [i.decode() for i in dropped]
 
     async def aborted(self, ids: Sequence[str]) -> list[str]:
         """Which of ``ids`` are in arq's abort set (asked to stop)."""
@@ -568,12 +602,17 @@ class Store:
             pipe.zremrangebyscore(k.workers, "-inf", now_ms - index_kept_ms)
             await pipe.execute()
 
-    async def remove_beat(self, worker_id: str) -> None:
-        """Forget a worker that stopped cleanly."""
+    async def remove_beat(self, worker_id: str, *, release: bool) -> None:
+        """Forget a worker that stopped cleanly: its heartbeat, and with ``release`` its lease
+        and claims (only once it has committed or given back every job it claimed; otherwise
+        the lease lapses and other workers give its jobs back)."""
         k = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.delete(k.worker(worker_id))
             pipe.zrem(k.workers, worker_id)
+            if release:
+                pipe.zrem(k.leases, worker_id)
+                pipe.delete(k.claims(worker_id))
             await pipe.execute()
 
     async def read_beats(self, *, since_ms: int) -> list[bytes]:
@@ -620,6 +659,7 @@ class Store:
                     k.result(run_id),
                     k.waiting,
                     k.wake,
+                    k.tries,
                 ],
                 [
                     tick_ms,
@@ -649,8 +689,11 @@ class Store:
         scheduled_at: str,
         started_at: str,
         running_entry: str,
-    ) -> bool:
-        """Take a distributed run's lease and record its start; False if it is skipped."""
+        retry: bool = False,
+    ) -> int:
+        """Take a distributed run's lease and record its start: 1 if it may go ahead, 0 if
+        it is skipped (another run holds the lease), 2 if it must wait (a ``retry`` after a
+        crash, while another run holds the lease)."""
         c = self.keys.cron(name)
         began = await self._scripts["start_run"].call(
             [c.lease, c.state],
@@ -661,9 +704,10 @@ class Store:
                 scheduled_at,
                 started_at,
                 running_entry,
+                "1" if retry else "0",
             ],
         )
-        return bool(began)
+        return int(began)
 
     async def renew_lease(self, name: str, run_id: str, *, lease_ms: int) -> bool:
         """Extend a run's lease; False if it lapsed (another run may have started)."""

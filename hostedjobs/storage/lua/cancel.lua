@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Cancels a job: a running one is flagged in arq's abort set (its worker cancels the run and
 -- stores it cancelled; requests older than an hour, whose job finished as they came, are
 -- dropped then); a queued or deferred one, if it is still the record the caller read,
@@ -13,7 +14,9 @@ if redis.call('ZSCORE', KEYS[9], ARGV[1]) or redis.call('EXISTS', KEYS[3]) == 1 
   return 2
 end
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('PUBLISH', ARGV[6], 'finished ' .. ARGV[1])
+redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2], KEYS[5])
 redis.call('HDEL', KEYS[4], ARGV[1])
 local ms = tonumber(ARGV[4])
@@ -26,5 +29,4 @@ if ms ~= 0 then
   redis.call('ZADD', KEYS[7], ARGV[5], ARGV[1])
   redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -tonumber(ARGV[7]) - 1)
 end
-redis.call('PUBLISH', ARGV[6], 'finished ' .. ARGV[1])
 return 1

@@ -1,25 +1,28 @@
+#!lua flags=allow-oom
 -- Claims jobs a peek found, each by exactly one worker: a job still due, and not locked by a
--- stock arq worker, moves from the queue to the claimed set, scored by when its claim lapses
--- unless renewed (then a peek puts it back in the queue: its worker crashed), with its try
--- counted and its start time kept beside the count. Its arq in-progress key is touched (set
+-- stock arq worker, moves from the queue to the claimed set (scored by the claim's time) and
+-- to the worker's own claims, held while the worker's lease lives (worker_lease.lua), with
+-- its try counted and its start time kept beside the count. A worker without a live lease
+-- claims nothing. Its arq in-progress key is touched (set
 -- and removed), so a stock arq worker that was about to take it (it WATCHes that key) backs
 -- off. Batched commands only: nothing here costs a command per job. The caller reads the
 -- claimed jobs' records in the same round trip. The reply ends with ids due next, so a busy
 -- worker's next claim needs no peek first (from a window at a random place among the first
 -- due ones, as in peek.lua, so busy workers rarely pick the same ones).
--- KEYS: queue, claimed, abort, tries, then per candidate: lock
--- ARGV: now_ms, lapse_ms, limit, events_channel, lookahead, spread (0 to 1), then per
+-- KEYS: queue, claimed, abort, tries, leases, claims, then per candidate: lock
+-- ARGV: now_ms, worker_id, limit, events_channel, lookahead, spread (0 to 1), then per
 --       candidate: id
 -- Returns {{position, score, tries, aborted (0/1)} flat for each claimed candidate (its
 -- position in the candidates, from 1), locked (how many stock arq workers held), {next due
--- ids}}.
+-- ids}, leased (0: the worker's lease is gone, nothing claimed)}.
 local queue, claimed_set, abort, tries = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local now, lapse, limit = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local now, limit = tonumber(ARGV[1]), tonumber(ARGV[3])
+if not redis.call('ZSCORE', KEYS[5], ARGV[2]) then return {{}, 0, {}, 0} end
 local ids = {}
 for i = 7, #ARGV do ids[i - 6] = ARGV[i] end
-if #ids == 0 then return {{}, 0, {}} end
+if #ids == 0 then return {{}, 0, {}, 1} end
 local lock_keys = {}
-for n = 1, #ids do lock_keys[n] = KEYS[4 + n] end
+for n = 1, #ids do lock_keys[n] = KEYS[6 + n] end
 local scores = redis.call('ZMSCORE', queue, unpack(ids))
 local aborts = {}
 if redis.call('EXISTS', abort) == 1 then aborts = redis.call('ZMSCORE', abort, unpack(ids)) end
@@ -40,7 +43,7 @@ for n = 1, #ids do
       taken[t] = ids[n]
       touched[2 * t - 1] = lock_keys[n]
       touched[2 * t] = '1'
-      moved[2 * t - 1] = lapse
+      moved[2 * t - 1] = ARGV[1]
       moved[2 * t] = ids[n]
       counted[2 * t - 1] = ids[n]
       counted[2 * t] = count .. ' ' .. ARGV[1]
@@ -52,14 +55,16 @@ for n = 1, #ids do
   end
 end
 if #taken > 0 then
+  -- First, while nothing is written: a failure here (an ACL without pub/sub) writes nothing.
+  redis.call('PUBLISH', ARGV[4], 'running ' .. table.concat(taken, ' '))
   redis.call('MSET', unpack(touched))
   local lock_taken = {}
   for t = 1, #taken do lock_taken[t] = touched[2 * t - 1] end
   redis.call('DEL', unpack(lock_taken))
   redis.call('ZREM', queue, unpack(taken))
   redis.call('ZADD', claimed_set, unpack(moved))
+  redis.call('SADD', KEYS[6], unpack(taken))
   redis.call('HSET', tries, unpack(counted))
-  redis.call('PUBLISH', ARGV[4], 'running ' .. table.concat(taken, ' '))
 end
 local upcoming = {}
 local lookahead = tonumber(ARGV[5])
@@ -68,4 +73,4 @@ if lookahead > 0 then
   local offset = math.floor(tonumber(ARGV[6]) * math.max(0, math.min(due_count - lookahead, 8 * lookahead)))
   upcoming = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'LIMIT', offset, lookahead)
 end
-return {reply, locked, upcoming}
+return {reply, locked, upcoming, 1}

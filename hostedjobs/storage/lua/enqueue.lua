@@ -1,3 +1,4 @@
+#!lua
 -- Adds one job unless its id is taken (queued, running, or finished with a kept result), and
 -- wakes a worker, in one atomic step.
 -- KEYS: job, result, queue, wake

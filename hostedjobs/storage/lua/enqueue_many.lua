@@ -1,3 +1,4 @@
+#!lua
 -- Adds a batch of jobs (each unless its id is taken) and wakes a worker.
 -- KEYS: queue, wake, then per job: job, result
 -- ARGV: score_ms, ttl_ms, wake_kept, then per job: id, record

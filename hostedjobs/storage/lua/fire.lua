@@ -1,7 +1,10 @@
+#!lua
 -- Fires one tick of a distributed cron job: claims (job, tick) for exactly one process,
 -- records it as the last fired tick, and, unless the previous run is alive (its lease) or
--- still waiting in the queue, enqueues the run under an id derived from the tick.
--- KEYS: claim, last_tick, lease, pending, state, history, job, result, queue, wake
+-- still waiting in the queue for its first try (no worker took it), enqueues the run under
+-- an id derived from the tick. A previous run waiting to be tried again (its worker crashed)
+-- does not hold the tick back: the two never overlap, the later to start waits its turn.
+-- KEYS: claim, last_tick, lease, pending, state, history, job, result, queue, wake, tries
 -- ARGV: tick_ms, claim_ttl_ms, owner, run_id, record, record_ttl_ms, skip_if_running (0/1),
 --       skipped_entry, next_run, wake_kept, history_length, skipped_while_queued_entry, now_ms
 -- Returns 0 claimed elsewhere, 1 enqueued, 2 skipped (running), 3 already enqueued,
@@ -17,7 +20,9 @@ if ARGV[7] == '1' then
     local pending = redis.call('GET', KEYS[4])
     if pending then
       local score = redis.call('ZSCORE', KEYS[9], pending)
-      if score and tonumber(score) <= tonumber(ARGV[13]) then busy = 4 end
+      if score and tonumber(score) <= tonumber(ARGV[13]) and redis.call('HEXISTS', KEYS[11], pending) == 0 then
+        busy = 4
+      end
     end
   end
   if busy > 0 then

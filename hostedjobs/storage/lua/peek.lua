@@ -1,28 +1,20 @@
+#!lua flags=allow-oom
 -- Finds due jobs for a claim to try, claiming nothing: the first half of a claim, which can
 -- ride behind a worker's blocking wait (the ids it finds are then claimed with their keys).
--- First, jobs whose claim lapsed (their worker stopped renewing it: it crashed) go back to
--- the queue, due now. When more jobs are due than the limit, the ids come from a window at a
--- random place among the first due ones (`spread`, from the caller), so workers peeking at
--- once rarely pick the same ones. Keeps the wake list in step: a token for other workers
--- while more jobs are due, none once nothing is. An idle peek runs four commands.
--- KEYS: queue, wake, claimed
+-- It also names workers whose lease lapsed (they stopped renewing it: they crashed), for the
+-- caller to recover their jobs (recover.lua). When more jobs are due than the limit, the ids
+-- come from a window at a random place among the first due ones (`spread`, from the caller),
+-- so workers peeking at once rarely pick the same ones. Keeps the wake list in step: a token for other workers
+-- while more jobs are due, none once nothing is. An idle peek runs five commands.
+-- KEYS: queue, wake, leases
 -- ARGV: now_ms ('' for Redis's clock minus clock_offset_ms: a peek sent behind a BLPOP runs
 --       when the BLPOP returns), limit, clock_offset_ms, wake_kept, spread (0 to 1)
--- Returns {now_ms, {due ids}, more_due (0/1), next_due_ms or '', redis_ms}.
+-- Returns {now_ms, {due ids}, more_due (0/1), next_due_ms or '', redis_ms, {lapsed workers}}.
 local clock = redis.call('TIME')
 local redis_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local now = ARGV[1]
 if now == '' then now = string.format('%d', redis_ms - tonumber(ARGV[3])) end
-local lapsed = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 100)
-if #lapsed > 0 then
-  local members = {}
-  for i = 1, #lapsed do
-    members[2 * i - 1] = now
-    members[2 * i] = lapsed[i]
-  end
-  redis.call('ZADD', KEYS[1], unpack(members))
-  redis.call('ZREM', KEYS[3], unpack(lapsed))
-end
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', redis_ms, 'LIMIT', 0, 8)
 local limit = tonumber(ARGV[2])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit + 1)
 local more = 0
@@ -37,4 +29,4 @@ else
   redis.call('DEL', KEYS[2])
 end
 local later = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-return {now, due, more, later[2] or '', redis_ms}
+return {now, due, more, later[2] or '', redis_ms, lapsed}

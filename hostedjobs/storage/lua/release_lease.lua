@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Releases a lease its owner still holds.
 -- KEYS: lease
 -- ARGV: owner

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Extends a lease its owner still holds.
 -- KEYS: lease
 -- ARGV: owner, lease_ms

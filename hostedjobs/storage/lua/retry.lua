@@ -1,3 +1,4 @@
+#!lua
 -- Puts a failed job back in the queue under its id, if its result is still the failed one the
 -- caller read (so two clicks on "retry" queue it once), with a fresh try count.
 -- KEYS: result, job, queue, wake, tries, meta, failed
@@ -5,6 +6,7 @@
 -- Returns 1 if queued again, else 0.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('PUBLISH', ARGV[7], 'requeued ' .. ARGV[5])
 redis.call('DEL', KEYS[1], KEYS[6])
 redis.call('HDEL', KEYS[5], ARGV[5])
 redis.call('ZREM', KEYS[7], ARGV[5])
@@ -12,5 +14,4 @@ redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
 local kept = tonumber(ARGV[6])
 if redis.call('LPUSH', KEYS[4], '1') > kept then redis.call('LTRIM', KEYS[4], 0, kept - 1) end
-redis.call('PUBLISH', ARGV[7], 'requeued ' .. ARGV[5])
 return 1

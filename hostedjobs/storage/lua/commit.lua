@@ -1,0 +1,97 @@
+#!lua flags=allow-oom
+-- Stores a batch of one worker's outcomes, only for the jobs the worker still holds (in its
+-- claims: a worker that lost its lease has had them taken back and run elsewhere, so its
+-- outcome would double them). Each job leaves the claimed set and the worker's claims. A
+-- finished job's result is stored (and indexed under its status, the indexes trimmed to
+-- finished_kept entries and max_age_ms), its record and try count removed, and its abort
+-- request if it had one; a requeued job is due again at its time (a failed try's error kept
+-- in its meta hash, or a shutdown's try uncounted). Allowed when Redis is out of memory:
+-- finishing jobs frees what they hold.
+-- KEYS: claimed, tries, abort, queue, wake, claims, succeeded, failed, cancelled, then per outcome: job, result, meta
+-- ARGV: now_ms, max_age_ms, finished_kept, wake_kept, events_channel, meta_ttl_s, then per
+--       outcome: id, kind ('f' finished, 'r' requeued), ms (f: result kept ms, -1 for ever,
+--       0 not kept; r: due), data (f: result; r: the try's error, or ''), extra (f: status,
+--       with '!' after it if it was aborted; r: '' if the try counts, else the tries field)
+-- Returns the ids not committed because the worker no longer held them.
+local fixed_argv, fixed_keys, per_argv = 6, 9, 5
+local n = (#ARGV - fixed_argv) / per_argv
+local ids = {}
+for i = 1, n do ids[i] = ARGV[fixed_argv + (i - 1) * per_argv + 1] end
+if n == 0 then return {} end
+local held = redis.call('SMISMEMBER', KEYS[6], unpack(ids))
+local indexes = {succeeded = KEYS[7], failed = KEYS[8], cancelled = KEYS[9]}
+local dropped, kept, finished, records, aborted, requeued, due = {}, {}, {}, {}, {}, {}, {}
+local results, errors, uncounted = {}, {}, {}
+for i = 1, n do
+  local a = fixed_argv + (i - 1) * per_argv
+  local id, kind, ms, data, extra = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local k = fixed_keys + (i - 1) * 3
+  if held[i] ~= 1 then
+    dropped[#dropped + 1] = id
+  elseif kind == 'f' then
+    kept[#kept + 1] = id
+    finished[#finished + 1] = id
+    records[#records + 1] = KEYS[k + 1]
+    local status = extra
+    if string.sub(extra, -1) == '!' then
+      status = string.sub(extra, 1, -2)
+      aborted[#aborted + 1] = id
+    end
+    if not indexes[status] then return redis.error_reply('unknown status ' .. status) end
+    if data ~= '' and ms ~= '0' then
+      results[#results + 1] = {KEYS[k + 2], data, ms, indexes[status], id}
+    end
+  else
+    kept[#kept + 1] = id
+    requeued[#requeued + 1] = id
+    due[#due + 1] = ms
+    due[#due + 1] = id
+    if extra ~= '' then
+      uncounted[#uncounted + 1] = id
+      uncounted[#uncounted + 1] = extra
+    elseif data ~= '' then
+      errors[#errors + 1] = {KEYS[k + 3], data}
+    end
+  end
+end
+if #kept == 0 then return dropped end
+-- Pub/sub first, while nothing is written: an ACL without it fails the batch cleanly.
+if #finished > 0 then redis.call('PUBLISH', ARGV[5], 'finished ' .. table.concat(finished, ' ')) end
+if #requeued > 0 then redis.call('PUBLISH', ARGV[5], 'requeued ' .. table.concat(requeued, ' ')) end
+redis.call('ZREM', KEYS[1], unpack(kept))
+redis.call('SREM', KEYS[6], unpack(kept))
+local now = tonumber(ARGV[1])
+local touched = {}
+for _, r in ipairs(results) do
+  if r[3] == '-1' then
+    redis.call('SET', r[1], r[2])
+  else
+    redis.call('SET', r[1], r[2], 'PX', r[3])
+  end
+  local members = touched[r[4]] or {}
+  members[#members + 1] = now
+  members[#members + 1] = r[5]
+  touched[r[4]] = members
+end
+for _, e in ipairs(errors) do
+  redis.call('HSET', e[1], 'error', e[2])
+  redis.call('EXPIRE', e[1], ARGV[6])
+end
+if #finished > 0 then
+  redis.call('DEL', unpack(records))
+  redis.call('HDEL', KEYS[2], unpack(finished))
+  if #aborted > 0 then redis.call('ZREM', KEYS[3], unpack(aborted)) end
+end
+local max_age = tonumber(ARGV[2])
+for index, members in pairs(touched) do
+  redis.call('ZADD', index, unpack(members))
+  redis.call('ZREMRANGEBYRANK', index, 0, -tonumber(ARGV[3]) - 1)
+  if max_age > 0 then redis.call('ZREMRANGEBYSCORE', index, '-inf', now - max_age) end
+end
+if #uncounted > 0 then redis.call('HSET', KEYS[2], unpack(uncounted)) end
+if #requeued > 0 then
+  redis.call('ZADD', KEYS[4], unpack(due))
+  local tokens = tonumber(ARGV[4])
+  if redis.call('LPUSH', KEYS[5], '1') > tokens then redis.call('LTRIM', KEYS[5], 0, tokens - 1) end
+end
+return dropped
