@@ -2,8 +2,9 @@
 
 Each registered job type is queued under the name ``"<type>@<version>"``; a worker asks
 `Handlers.function` for that name and gets a `QueuedFunction` that decodes the payload and
-runs the handler through the one run path (`Runner`). Unknown names get a function that fails
-the job with a message saying what to deploy.
+runs the handler through the one run path (`Runner`), or None for a name it has no handler
+for (the worker parks such jobs for a worker that has one; `Handlers.unknown_message` says
+what to deploy).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from .context import JobContext
-from .exceptions import ConfigurationError, UnknownJobTypeError
-from .outcomes import JobKind, Outcome
+from .exceptions import ConfigurationError
+from .outcomes import JobKind
 from .retries import RetryPolicy
-from .runner import QueuedFunction, QueuedRun, Runner, RunReport, error_text
+from .runner import QueuedFunction, QueuedRun, Runner, RunReport
 from .runs import JobCallable
 from .serialization import JobTypeInfo, decode_payload, registered_versions
 from .storage import Store
@@ -80,24 +81,6 @@ class _HandlerFunction:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _MissingFunction:
-    handlers: Handlers
-    message: str
-    max_tries: int = 1
-
-    async def run(self, run: QueuedRun) -> RunReport:
-        error = UnknownJobTypeError(self.message)
-        instrumentation = self.handlers.runner.instrumentation
-        if instrumentation is not None:
-            ctx = self.handlers.context(run.function, run)
-            observer = instrumentation.run_started(
-                JobKind.ON_DEMAND, ctx, run.kwargs.get("traceparent")
-            )
-            observer.end(Outcome.FAILED, error)
-        return RunReport(Outcome.FAILED, message=error_text(error), error=error)
-
-
 class Handlers:
     """The handlers of one host, by job type and version."""
 
@@ -129,11 +112,8 @@ class Handlers:
         registration = self._registrations.get(name)
         return None if registration is None else _HandlerFunction(self, registration)
 
-    def missing(self, name: str) -> QueuedFunction:
-        """What fails a job queued under ``name``, which this process cannot run."""
-        return _MissingFunction(self, self._unknown_type_message(name))
-
-    def _unknown_type_message(self, name: str) -> str:
+    def unknown_message(self, name: str) -> str:
+        """Why this process cannot run jobs queued under ``name``, and what to deploy."""
         known = ", ".join(sorted(self._registrations)) or "none"
         if name.startswith("hostedjobs.cron:"):
             return (

@@ -12,7 +12,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .storage import Store
@@ -52,6 +52,8 @@ class WorkerBeat:
     completed: int
     failed: int
     retried: int
+    functions: tuple[str, ...] = ()
+    """The job functions the worker can run (``"type@version"``, distributed cron jobs)."""
 
     @property
     def age_s(self) -> float:
@@ -75,7 +77,11 @@ async def read_beats(store: Store, *, max_age_s: float = BEAT_TTL_S) -> list[Wor
     newest first."""
     raw = await store.read_beats(since_ms=int((time.time() - max_age_s) * 1000))
     beats: list[WorkerBeat] = []
+    known = {f.name for f in fields(WorkerBeat)}
     for item in raw:
         data: dict[str, Any] = json.loads(item)
+        # Beats of other hostedjobs versions may lack fields or carry new ones.
+        data = {key: value for key, value in data.items() if key in known}
+        data["functions"] = tuple(data.get("functions") or ())
         beats.append(WorkerBeat(**data))
     return [beat for beat in beats if beat.age_s <= max_age_s]

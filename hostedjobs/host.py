@@ -20,7 +20,7 @@ from starlette.responses import Response
 from .clock import Clock, SystemClock
 from .cron import CronSchedule
 from .definitions import HostedJob, Misfire, Overlap
-from .distributed import DistributedCron, job_name
+from .distributed import DistributedCron, function_name, job_name
 from .exceptions import ConfigurationError, HostNotRunningError, StartupActionError
 from .handlers import HandlerRegistration, Handlers
 from .health import BEAT_TTL_S, WorkerBeat, read_beats
@@ -599,6 +599,7 @@ class JobHost:
         try:
             async with self._connected() as store:
                 try:
+                    await self._check_queue_is_ours()
                     if self.run_worker:
                         self._start_worker(store, concurrency or self.concurrency, burst)
                     self._hosted.start()
@@ -648,6 +649,8 @@ class JobHost:
         worker = Worker(
             store,
             self._queued_function,
+            unknown=self._handlers.unknown_message,
+            roster=self._roster(),
             concurrency=concurrency,
             keep_result_s=self.keep_result_s,
             fallback_poll_s=self.fallback_poll_s,
@@ -657,14 +660,44 @@ class JobHost:
         self._supervisor = WorkerSupervisor(worker)
         self._supervisor.start()
 
-    def _queued_function(self, name: str) -> QueuedFunction:
-        """What runs the jobs queued under ``name``: a handler, a distributed job, or a
-        function that fails them with a message saying what is missing."""
+    def _roster(self) -> list[str]:
+        """The queued function names this host runs: handlers and distributed cron jobs."""
+        crons = (function_name(name) for name in self._distributed.jobs)
+        return sorted([*self._handlers.registrations, *crons])
+
+    async def _check_queue_is_ours(self) -> None:
+        """Refuse to start on a queue that another application's workers use.
+
+        Two applications on one queue take each other's jobs (parked, not run, but never
+        right) and share distributed cron names; versions of one application (a rolling
+        deploy) share most of their job types. So a live worker whose job types and
+        distributed cron jobs have nothing in common with this host's is another application.
+        """
+        mine = set(self._roster())
+        if not mine:
+            return
+        try:
+            beats = await self.workers()
+        except (RedisError, OSError) as exc:
+            logger.debug("could not read the queue's workers: %r", exc)
+            return
+        for beat in beats:
+            if beat.functions and not mine.intersection(beat.functions):
+                raise ConfigurationError(
+                    f"queue {self.queue_name!r} is already used by another application: worker "
+                    f"{beat.worker_id} runs {', '.join(beat.functions)} and none of this "
+                    f"application's {', '.join(sorted(mine))}. Give each application its own "
+                    "queue: JobHost(queue_name=...)"
+                )
+
+    def _queued_function(self, name: str) -> QueuedFunction | None:
+        """What runs the jobs queued under ``name``: a handler or a distributed job; None if
+        this process has no code for it (the worker parks such jobs for one that has)."""
         function = self._handlers.function(name)
         if function is None:
             cron = job_name(name)
             function = None if cron is None else self._distributed.function(cron)
-        return function if function is not None else self._handlers.missing(name)
+        return function
 
     async def _stop_worker(self) -> None:
         if self._supervisor is not None:

@@ -69,7 +69,8 @@ class JobInfo:
     result: Any
     """What the handler returned (JSON), for a succeeded job."""
     message: str | None
-    """The message of a `JobResult`, if the handler returned one."""
+    """The message of a `JobResult`, if the handler returned one; for a queued job no worker
+    here can run, why it waits."""
     error: str | None
     """``"ExcType: message"`` of a failed job, or of the last failed try of a retried one."""
     progress: float | None
@@ -438,6 +439,10 @@ def _job_info(job_id: str, job: StoredJob) -> JobInfo | None:
         status = JobStatus.RUNNING
     elif job.score_ms is not None:
         status = JobStatus.SCHEDULED if job.score_ms > time.time() * 1000 else JobStatus.QUEUED
+    elif "parked" in job.meta:
+        # Set aside by a worker with no code for it, for one that has (Store.park).
+        status = JobStatus.QUEUED
+        message = "waiting for a worker that can run it: " + job.meta.get("parked_reason", "")
     else:
         return None
     args = record.get("a") or [None]

@@ -24,8 +24,8 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from redis.exceptions import RedisError
 
@@ -64,21 +64,30 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class _Parked(NamedTuple):
+    """A claimed job this worker has no code for."""
+
+    function: str
+
+
 class Worker:
     """Claims and runs queued jobs of one queue, ``concurrency`` at a time.
 
     Enqueuers push a token on the queue's wake list; an idle worker blocks on it, with a
     fallback poll every ``fallback_poll_s`` seconds (for jobs enqueued by stock arq clients),
     and a timer to the earliest deferred job so scheduled jobs and retries start on time.
-    ``functions`` maps a queued job's function name to what runs it (and answers unknown
-    names with something that fails the job clearly).
+    ``functions`` maps a queued job's function name to what runs it, or to None if this
+    worker has no code for it: such a job is parked for a worker that has (`Store.park`),
+    with ``unknown(name)`` as the reason, and taken back by any worker that can run it.
     """
 
     def __init__(
         self,
         store: Store,
-        functions: Callable[[str], QueuedFunction],
+        functions: Callable[[str], QueuedFunction | None],
         *,
+        unknown: Callable[[str], str] = lambda name: f"no code for {name!r} here",
+        roster: Sequence[str] = (),
         concurrency: int,
         keep_result_s: float,
         fallback_poll_s: float = 1.0,
@@ -86,6 +95,9 @@ class Worker:
     ) -> None:
         self.store = store
         self.functions = functions
+        self.unknown = unknown
+        self.roster = tuple(roster)
+        """The function names this worker runs, shown in its heartbeat."""
         self.concurrency = concurrency
         self.keep_result_s = keep_result_s
         self.fallback_poll_s = fallback_poll_s
@@ -107,7 +119,8 @@ class Worker:
         self._clock_offset_ms: int | None = None
         self._wait: asyncio.Task[Peeked | None] | None = None
         self._aborting: set[str] = set()
-        self._functions: dict[str, QueuedFunction] = {}
+        self._functions: dict[str, QueuedFunction | None] = {}
+        self._parked_warned: set[str] = set()
         self._commits = OutcomeCommitter(
             store, self.worker_id, index_max_age_s=keep_result_s, on_error=self._redis_failed
         )
@@ -167,6 +180,17 @@ class Worker:
     async def _take_lease(self) -> None:
         await self.store.lease_worker(self.worker_id, lease_ms=int(LEASE_TTL_S * 1000), take=True)
         self._leased = True
+
+    def _function(self, name: str) -> QueuedFunction | None:
+        if name not in self._functions:
+            self._functions[name] = self.functions(name)
+        return self._functions[name]
+
+    async def _unpark(self, parked: list[str]) -> None:
+        """Take back to the queue the parked jobs this worker can run."""
+        runnable = [name for name in parked if self._function(name) is not None]
+        if runnable and (moved := await self.store.unpark(runnable)):
+            logger.info("%d parked job(s) of %s back in the queue", moved, ", ".join(runnable))
 
     def _lease_lost(self) -> None:
         """Other workers took this worker's jobs back (its lease lapsed: it lost Redis, or
@@ -358,6 +382,7 @@ class Worker:
 
     async def _execute(self, job: Claimed) -> None:
         """One try of one claimed job; its outcome is group-committed."""
+        outcome: Finished | Requeued | _Parked
         try:
             outcome = await self._run(job)
         except asyncio.CancelledError:
@@ -366,7 +391,9 @@ class Worker:
             outcome = Requeued(job.id, job.score_ms, counted=False, tries=job.tries)
         finally:
             self._release_slot()
-        if not await self._commits.commit(outcome):
+        if isinstance(outcome, _Parked):
+            await self._park(job, outcome.function)
+        elif not await self._commits.commit(outcome):
             logger.warning(
                 "job %s: outcome not stored: this worker had lost the job (its lease lapsed) "
                 "and it runs again elsewhere",
@@ -374,7 +401,31 @@ class Worker:
                 extra={"run_id": job.id},
             )
 
-    async def _run(self, job: Claimed) -> Finished | Requeued:
+    async def _park(self, job: Claimed, function: str) -> None:
+        reason = self.unknown(function)
+        if function not in self._parked_warned:
+            self._parked_warned.add(function)
+            logger.warning(
+                "job %s is for %r, which this worker cannot run: parked for a worker that can. %s",
+                job.id,
+                function,
+                reason,
+                extra={"run_id": job.id},
+            )
+        try:
+            await self.store.park(
+                job.id,
+                worker_id=self.worker_id,
+                function=function,
+                due_ms=job.score_ms,
+                tries=job.tries,
+                reason=reason,
+            )
+        except (RedisError, OSError) as exc:
+            self._redis_failed(exc)
+            logger.warning("job %s: could not park it (%s); the lease gives it back", job.id, exc)
+
+    async def _run(self, job: Claimed) -> Finished | Requeued | _Parked:
         start_ms = _now_ms()
         base: dict[str, Any] = {"t": job.tries, "f": "<unknown>", "a": [], "k": {}, "et": 0}
         try:
@@ -386,9 +437,9 @@ class Worker:
             attempt = max(job.tries, int(record.get("t") or 0))
             base["t"] = attempt
             name = str(record["f"])
-            function = self._functions.get(name)
+            function = self._function(name)
             if function is None:
-                function = self._functions[name] = self.functions(name)
+                return _Parked(name)
             if attempt > function.max_tries:
                 raise JobFailedError(f"max {function.max_tries} tries exceeded")
         except Exception as exc:
@@ -496,12 +547,14 @@ class Worker:
                     await self._cancel_aborted()
                 if self._leased and now - renewed_at >= LEASE_RENEW_S:
                     renewed_at = now
-                    held = await self.store.lease_worker(
+                    held, parked = await self.store.lease_worker(
                         self.worker_id, lease_ms=int(LEASE_TTL_S * 1000)
                     )
                     if not held and self._leased:
                         self._lease_lost()
                         self._kick.set()
+                    if parked and self.taking_jobs and not self._stopping:
+                        await self._unpark(parked)
             except (RedisError, OSError) as exc:
                 self._redis_failed(exc)
                 renewed_at = 0.0  # try again at the next tick: the lease matters most
@@ -530,6 +583,7 @@ class Worker:
                     completed=self.completed,
                     failed=self.failed,
                     retried=self.retried,
+                    functions=self.roster,
                 ),
             )
         except (RedisError, OSError) as exc:

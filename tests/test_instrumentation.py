@@ -38,10 +38,10 @@ class Nap:
     seconds: float = 0.0
 
 
-@job_type("tests.instrumentation.nobody")
+@job_type("tests.instrumentation.broken")
 @dataclass
-class Nobody:
-    """No host here registers a handler for it."""
+class Broken:
+    """Its handler raises."""
 
 
 class Events(Instrumentation):
@@ -106,10 +106,14 @@ async def test_events_reach_every_instrumentation_in_order(redis_url: str, queue
     async def nap(job: Nap) -> None:
         await asyncio.sleep(job.seconds)
 
+    @host.handler(Broken, retry=RetryPolicy(max_tries=1))
+    async def broken(job: Broken) -> None:
+        raise ValueError("broken")
+
     async with host.run():
         await wait_for_job(host, await host.scheduler.enqueue(Nap()))
-        unknown = await host.scheduler.enqueue(Nobody())
-        assert (await wait_for_job(host, unknown)).status == "failed"
+        failing = await host.scheduler.enqueue(Broken())
+        assert (await wait_for_job(host, failing)).status == "failed"
     nap_events = [e for e in log if "tests.instrumentation.nap" in e]
     assert nap_events == [
         ("first", "enqueue", "tests.instrumentation.nap", 1),
@@ -121,7 +125,7 @@ async def test_events_reach_every_instrumentation_in_order(redis_url: str, queue
         ("second", "end", "tests.instrumentation.nap", RunOutcome.SUCCEEDED, None),
         ("first", "end", "tests.instrumentation.nap", RunOutcome.SUCCEEDED, None),
     ]
-    failed = ("end", "tests.instrumentation.nobody@1", RunOutcome.FAILED, "UnknownJobTypeError")
+    failed = ("end", "tests.instrumentation.broken", RunOutcome.FAILED, "ValueError")
     assert ("first", *failed) in log
     assert log[0] == ("first", "attach", True)
     assert log[-2:] == [("first", "attach", False), ("second", "attach", False)]

@@ -241,7 +241,7 @@ async def test_no_script_writes_before_failing(
             await admin.enqueue(
                 f"j{n}", b'{"f":"t@1","a":[],"k":{},"et":1}', due_ms=now, ttl_ms=60_000
             )
-        assert await admin.lease_worker("w", lease_ms=60_000, take=True)
+        assert (await admin.lease_worker("w", lease_ms=60_000, take=True))[0]
         await admin.claim(["j2"], worker_id="w", now_ms=_now(), limit=1)
         record = await admin.redis.get(admin.keys.job("j1"))
         assert record is not None
@@ -278,7 +278,7 @@ async def test_a_worker_whose_lease_lapsed_commits_nothing(redis_url: str, queue
     store = Store(Redis.from_url(redis_url), queue_name)
     try:
         await store.enqueue("a", b'{"f":"t@1"}', due_ms=_now(), ttl_ms=60_000)
-        assert await store.lease_worker("dead", lease_ms=1, take=True)
+        assert (await store.lease_worker("dead", lease_ms=1, take=True))[0]
         await store.claim(["a"], worker_id="dead", now_ms=_now(), limit=1)
 
         async def recovered() -> bool:
@@ -294,10 +294,10 @@ async def test_a_worker_whose_lease_lapsed_commits_nothing(redis_url: str, queue
         )
         assert dropped == ["a"]
         assert await store.result("a") is None
-        assert not await store.lease_worker("dead", lease_ms=60_000)
+        assert not (await store.lease_worker("dead", lease_ms=60_000))[0]
         with pytest.raises(LeaseLostError):
             await store.claim(["a"], worker_id="dead", now_ms=_now(), limit=1)
-        assert await store.lease_worker("alive", lease_ms=60_000, take=True)
+        assert (await store.lease_worker("alive", lease_ms=60_000, take=True))[0]
         (again,), _, _ = await store.claim(["a"], worker_id="alive", now_ms=_now(), limit=1)
         assert again.tries == 2
     finally:
@@ -348,7 +348,7 @@ async def test_a_crashed_distributed_runs_retry_is_not_skipped(
             )
 
         assert await fire(tick) == 1
-        assert await store.lease_worker("crashed", lease_ms=1, take=True)
+        assert (await store.lease_worker("crashed", lease_ms=1, take=True))[0]
         await store.claim([run], worker_id="crashed", now_ms=_now(), limit=1)
         assert await start(run, retry=False) == 1
         # The worker dies; its lease lapses and its run goes back to the queue, due now.

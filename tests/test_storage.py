@@ -45,11 +45,11 @@ async def _exercise(store: Store) -> None:
     )
     peeked = await store.peek(10, now_ms=_now())
     assert sorted(peeked.ids) == [a, b, c, d]
-    assert await store.lease_worker("w", lease_ms=60_000, take=True)
+    assert (await store.lease_worker("w", lease_ms=60_000, take=True))[0]
     claimed, locked, _ = await store.claim(peeked.ids[:3], worker_id="w", now_ms=_now(), limit=3)
     assert (len(claimed), locked) == (3, 0)
     assert all(job.tries == 1 and job.record for job in claimed)
-    assert await store.lease_worker("w", lease_ms=60_000)
+    assert (await store.lease_worker("w", lease_ms=60_000))[0]
     await store.progress(claimed[0].id, {"progress": "50"})
     first, second, third = (job.id for job in claimed)
     await store.commit(

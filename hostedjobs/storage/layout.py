@@ -144,6 +144,16 @@ class KeyLayout:
         return f"{self._own}:claims:{worker_id}"
 
     @property
+    def parked_functions(self) -> str:
+        """A set of the function names that have parked jobs (see `parked`)."""
+        return f"{self._own}:parked"
+
+    def parked(self, function: str) -> str:
+        """A zset of jobs set aside for a worker that can run ``function`` (the workers that
+        claimed them could not), scored by when each was due (ms)."""
+        return f"{self._own}:parked:{function}"
+
+    @property
     def tries(self) -> str:
         """A hash: job id -> ``"<tries started> <last start, ms>"``, while the job lives."""
         return f"{self._own}:tries"

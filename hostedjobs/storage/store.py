@@ -142,6 +142,8 @@ class Store:
                 "fire",
                 "worker_lease",
                 "recover",
+                "park",
+                "unpark",
                 "commit",
                 "start_run",
                 "renew_lease",
@@ -315,15 +317,64 @@ class Store:
         ]
         return claimed, int(locked), [i.decode() for i in upcoming]
 
-    async def lease_worker(self, worker_id: str, *, lease_ms: int, take: bool = False) -> bool:
+    async def lease_worker(
+        self, worker_id: str, *, lease_ms: int, take: bool = False
+    ) -> tuple[bool, list[str]]:
         """Renew ``worker_id``'s lease for ``lease_ms`` (by Redis's clock), or take a new one
-        (``take``). False if the lease had lapsed and its jobs were given back (`recover`):
-        the worker then holds none of the jobs it claimed before."""
-        return bool(
-            await self._scripts["worker_lease"].call(
-                [self.keys.leases], [worker_id, lease_ms, 1 if take else 0]
+        (``take``). Returns whether the worker holds it (False if it had lapsed and its jobs
+        were given back by `recover`: the worker then holds none of the jobs it claimed
+        before), and the functions that have parked jobs (`park`)."""
+        k = self.keys
+        held, parked = await self._scripts["worker_lease"].call(
+            [k.leases, k.parked_functions], [worker_id, lease_ms, 1 if take else 0]
+        )
+        return bool(held), sorted(f.decode() for f in parked)
+
+    async def park(
+        self, job_id: str, *, worker_id: str, function: str, due_ms: int, tries: int, reason: str
+    ) -> bool:
+        """Set aside a job ``worker_id`` claimed but cannot run (no code for ``function``)
+        for a worker that can, its try uncounted and ``reason`` in its meta hash. False if
+        the worker no longer held the job."""
+        k = self.keys
+        parked = await self._scripts["park"].call(
+            [
+                k.claimed,
+                k.tries,
+                k.claims(worker_id),
+                k.parked_functions,
+                k.parked(function),
+                k.meta(job_id),
+            ],
+            [job_id, function, due_ms, f"{tries - 1} 0", reason, self.meta_ttl_s],
+        )
+        return bool(parked)
+
+    async def unpark(self, functions: Sequence[str], *, limit: int = 1000) -> int:
+        """Move up to ``limit`` parked jobs of each of ``functions`` back to the queue at
+        their due times; returns how many moved."""
+        if not functions:
+            return 0
+        k = self.keys
+        return int(
+            await self._scripts["unpark"].call(
+                [k.waiting, k.parked_functions, k.wake, *(k.parked(f) for f in functions)],
+                [limit, WAKE_TOKENS_KEPT, *functions],
             )
         )
+
+    async def parked_counts(self) -> dict[str, int]:
+        """How many jobs are parked, by function."""
+        k = self.keys
+        members: set[bytes] = await self.redis.smembers(k.parked_functions)  # type: ignore[misc]
+        functions = sorted(f.decode() for f in members)
+        if not functions:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for function in functions:
+                pipe.zcard(k.parked(function))
+            sizes = await pipe.execute()
+        return {f: int(n) for f, n in zip(functions, sizes, strict=True) if n}
 
     async def recover(self, worker_ids: Sequence[str], *, now_ms: int) -> int:
         """Give back to the queue, due at ``now_ms``, the jobs of those of ``worker_ids``
@@ -506,7 +557,8 @@ class Store:
         return jobs
 
     async def waiting_ids(self, *, due: bool, now_ms: int, offset: int, limit: int) -> list[str]:
-        """A page of ids waiting in the queue: due now (``due``) or later, soonest first.
+        """A page of ids waiting in the queue: due now (``due``) or later, soonest first;
+        after the due ones, the parked ones (`park`), by function.
 
         Jobs that hostedjobs workers run have left the queue (see ``lua/claim.lua``); those
         stock arq workers run are skipped by their locks: a bounded walk in pages, never a
@@ -541,6 +593,18 @@ class Store:
             if len(page) < _LIST_PAGE:
                 break
             start += _LIST_PAGE
+        if due and len(found) < limit:
+            for function, size in (await self.parked_counts()).items():
+                if skip >= size:
+                    skip -= size
+                    continue
+                ids = await self.redis.zrange(
+                    k.parked(function), skip, skip + limit - len(found) - 1
+                )
+                skip = 0
+                found += (i.decode() for i in ids)
+                if len(found) >= limit:
+                    break
         return found
 
     async def indexed_ids(self, status: JobStatus, *, offset: int, limit: int) -> list[str]:
@@ -561,8 +625,9 @@ class Store:
             for status in finished:
                 pipe.zcount(k.finished(status), low, "+inf")
             due, later, running, *done = await pipe.execute()
+        parked = sum((await self.parked_counts()).values())
         counts = {
-            JobStatus.QUEUED: int(due),
+            JobStatus.QUEUED: int(due) + parked,
             JobStatus.SCHEDULED: int(later),
             JobStatus.RUNNING: int(running),
         }
