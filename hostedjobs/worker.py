@@ -56,6 +56,8 @@ ABORT_CHECK_S = 0.5
 """How often a worker with running jobs looks for ones asked to stop (arq's abort set)."""
 _CLAIM_BATCH = 500
 """Jobs one claim takes at most: it holds Redis for a bounded time (and Lua's stack)."""
+_STALL_S = 2.0
+"""A reply this much later than expected means Redis or the loop stalled (see `_recover`)."""
 _SKIP_CAP = 4000
 """How many due ids one peek looks at, at most, past ones locked by stock arq workers."""
 
@@ -177,6 +179,12 @@ class Worker:
     def _redis_failed(self, exc: BaseException) -> None:
         self._redis_ok_since = time.monotonic()
 
+    def _answered(self, sent: float, expected_s: float = 0.0) -> None:
+        """Note a reply that took much longer than ``expected_s``: Redis (or this loop) was
+        stalled, so other workers' leases may have lapsed without their fault."""
+        if time.monotonic() - sent > expected_s + _STALL_S:
+            self._redis_ok_since = time.monotonic()
+
     async def _take_lease(self) -> None:
         await self.store.lease_worker(self.worker_id, lease_ms=int(LEASE_TTL_S * 1000), take=True)
         self._leased = True
@@ -208,8 +216,8 @@ class Worker:
 
     async def _recover(self, lapsed: list[str]) -> None:
         """Give back the jobs of workers whose lease lapsed: unless this worker itself lost
-        Redis within the last lease, when everyone's lease may have lapsed during the outage
-        and their owners are about to renew them."""
+        Redis, or saw it (or its own loop) stall, within the last lease: then everyone's
+        lease may have lapsed during the outage, and their owners are about to renew them."""
         lapsed = [w for w in lapsed if w != self.worker_id]
         if not lapsed or time.monotonic() - self._redis_ok_since < LEASE_TTL_S:
             return
@@ -247,8 +255,9 @@ class Worker:
                 ids, self._upcoming = self._upcoming, []
                 await self._claim(ids, _now_ms(), more=False)
                 return
-            sent_ms = _now_ms()
+            sent_ms, sent = _now_ms(), time.monotonic()
             peeked = await self.store.peek(self._peek_limit(free), now_ms=sent_ms)
+            self._answered(sent)
             # Redis's clock against ours, for peeks that ride behind a BLPOP (their "now" is
             # Redis's clock minus this); the error is half this round trip.
             self._clock_offset_ms = peeked.redis_ms - (sent_ms + _now_ms()) // 2
@@ -331,14 +340,11 @@ class Worker:
                     self._claim_due = True  # a peek can ride a BLPOP once the clocks are known
                     return
                 # Burst workers only sleep: their loop must be able to end with nothing out.
+                # Jittered, so idle workers' polls do not fall into step with each other (or
+                # with a schedule) and always hand one of them every job.
                 self._wait = asyncio.get_running_loop().create_task(
-                    self.store.wait_then_peek(
-                        self.worker_id,
-                        # Jittered, so idle workers' polls do not fall into step with each
-                        # other (or with a schedule) and always hand one of them every job.
-                        self.fallback_poll_s * random.uniform(0.9, 1.1),
-                        self._peek_limit(free),
-                        self._clock_offset_ms,
+                    self._wait_then_peek(
+                        self.fallback_poll_s * random.uniform(0.9, 1.1), self._peek_limit(free)
                     )
                 )
             if self._wait is not None:
@@ -362,6 +368,15 @@ class Worker:
                 await self._peeked(peeked)
         elif self._wait is None and free > 0:
             self._claim_due = True  # a burst worker's poll
+
+    async def _wait_then_peek(self, block_s: float, limit: int) -> Peeked | None:
+        sent = time.monotonic()
+        assert self._clock_offset_ms is not None
+        peeked = await self.store.wait_then_peek(
+            self.worker_id, block_s, limit, self._clock_offset_ms
+        )
+        self._answered(sent, block_s)
+        return peeked
 
     async def _sleep_unless_kicked(self, delay: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -550,6 +565,7 @@ class Worker:
                     held, parked = await self.store.lease_worker(
                         self.worker_id, lease_ms=int(LEASE_TTL_S * 1000)
                     )
+                    self._answered(now)
                     if not held and self._leased:
                         self._lease_lost()
                         self._kick.set()

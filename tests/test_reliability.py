@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -130,12 +131,14 @@ def _ledger_host(url: str, queue_name: str) -> JobHost:
     return host
 
 
+@pytest.mark.parametrize("fault", ["killed", "frozen"])
 async def test_jobs_that_finish_during_an_outage_run_once(
-    restartable_redis: RestartableRedis, queue_name: str, tmp_path: Path
+    restartable_redis: RestartableRedis, queue_name: str, tmp_path: Path, fault: str
 ) -> None:
-    """Two workers run 12 jobs; Redis is killed while they run and stays down longer than a
-    lease; the jobs finish meanwhile. Once Redis is back every job ends succeeded after
-    exactly one run (before: the outcomes were lost and the jobs ran again)."""
+    """Two workers run 12 jobs; Redis is killed (or frozen by SIGSTOP) while they run and
+    stays away longer than a lease; the jobs finish meanwhile. Once Redis is back every job
+    ends succeeded after exactly one run (before: the outcomes were lost and the jobs ran
+    again; a frozen Redis made every lease look lapsed to the first worker to peek)."""
     ledger = tmp_path / "ledger.txt"
     ledger.touch()
     hosts = [_ledger_host(restartable_redis.url, queue_name) for _ in range(2)]
@@ -146,10 +149,17 @@ async def test_jobs_that_finish_during_an_outage_run_once(
         await eventually(
             lambda: len(ledger.read_text().splitlines()) == 12, what="every job started"
         )
-        restartable_redis.kill()
-        down_s = LEASE_TTL_S + 4
-        await asyncio.sleep(down_s)  # the fault's own duration, not an assertion's wait
-        restartable_redis.start()
+        pid = restartable_redis.pid
+        assert pid is not None
+        if fault == "killed":
+            restartable_redis.kill()
+        else:
+            os.kill(pid, signal.SIGSTOP)
+        await asyncio.sleep(LEASE_TTL_S + 4)  # the fault's own duration, not a wait to assert
+        if fault == "killed":
+            restartable_redis.start()
+        else:
+            os.kill(pid, signal.SIGCONT)
         for job_id in ids:
             info = await _wait_finished(hosts[1], job_id, timeout=120)
             assert info.status is JobStatus.SUCCEEDED, info
