@@ -40,13 +40,16 @@ class OutcomeCommitter:
         *,
         index_max_age_s: float,
         on_error: Callable[[BaseException], None] | None = None,
+        lease_held: Callable[[], bool] = lambda: False,
     ) -> None:
         """``index_max_age_s``: how long finished jobs stay in the state indexes (0: no
-        limit). ``on_error`` hears every failed attempt (the worker's view of Redis)."""
+        limit). ``on_error`` hears every failed attempt (the worker's view of Redis).
+        ``lease_held`` says whether the worker's lease surely lives (see `Store.commit`)."""
         self._store = store
         self._worker_id = worker_id
         self._max_age_ms = int(index_max_age_s * 1000)
         self._on_error = on_error
+        self._lease_held = lease_held
         self._pending: list[tuple[Finished | Requeued, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.batches = 0
@@ -77,6 +80,7 @@ class OutcomeCommitter:
                     worker_id=self._worker_id,
                     now_ms=int(time.time() * 1000),
                     max_age_ms=self._max_age_ms,
+                    held=self._lease_held(),
                 )
             except (RedisError, OSError) as exc:
                 failures += 1

@@ -124,8 +124,14 @@ class Worker:
         self._functions: dict[str, QueuedFunction | None] = {}
         self._parked_warned: set[str] = set()
         self._commits = OutcomeCommitter(
-            store, self.worker_id, index_max_age_s=keep_result_s, on_error=self._redis_failed
+            store,
+            self.worker_id,
+            index_max_age_s=keep_result_s,
+            on_error=self._redis_failed,
+            lease_held=lambda: time.monotonic() < self._lease_sure_until,
         )
+        self._lease_sure_until = 0.0
+        """Until when this worker's lease surely lives (by its own clock)."""
         self._beat: asyncio.Task[None] | None = None
         self._leased = False
         self._redis_ok_since = time.monotonic()
@@ -186,8 +192,14 @@ class Worker:
             self._redis_ok_since = time.monotonic()
 
     async def _take_lease(self) -> None:
+        sent = time.monotonic()
         await self.store.lease_worker(self.worker_id, lease_ms=int(LEASE_TTL_S * 1000), take=True)
+        self._leased_at(sent)
         self._leased = True
+
+    def _leased_at(self, sent: float) -> None:
+        # The lease was renewed after ``sent``; a margin for the commit's own trip to Redis.
+        self._lease_sure_until = sent + LEASE_TTL_S - _STALL_S
 
     def _function(self, name: str) -> QueuedFunction | None:
         if name not in self._functions:
@@ -205,6 +217,7 @@ class Worker:
         its loop was blocked, for longer than the lease). They run elsewhere now, so the
         runs here are cancelled and their outcomes would be refused."""
         self._leased = False
+        self._lease_sure_until = 0.0
         if self.tasks:
             logger.error(
                 "this worker's lease lapsed and its %d running job(s) went back to the queue; "
@@ -566,7 +579,9 @@ class Worker:
                         self.worker_id, lease_ms=int(LEASE_TTL_S * 1000)
                     )
                     self._answered(now)
-                    if not held and self._leased:
+                    if held:
+                        self._leased_at(now)
+                    elif self._leased:
                         self._lease_lost()
                         self._kick.set()
                     if parked and self.taking_jobs and not self._stopping:
