@@ -44,7 +44,16 @@ _WILDCARD_HOUR = re.compile(r"^(\*|0-23)(/\d+)?$")
 _RANDOM_OR_HASHED = re.compile(r"^[hr](\(|/|$)", re.IGNORECASE)
 # Quartz's and Cronos's "last Friday of the month", 5L or FRIL; croniter spells it L5.
 _LAST_WEEKDAY = re.compile(r"^([0-7]|sun|mon|tue|wed|thu|fri|sat)l$", re.IGNORECASE)
+# A range, maybe with a step: croniter reads one whose ends are equal ("9-9") as the whole field.
+_RANGE = re.compile(r"^([a-z0-9]+)-([a-z0-9]+)(/\d+)?$", re.IGNORECASE)
 _WEEKDAY_NUMBERS = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
+_MONTH_NUMBERS = {
+    name: number
+    for number, name in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
+    )
+}
+_MONTH, _WEEKDAY = 3, 4  # field indexes in the 5-field form
 # How far the calendar walk looks: every satisfiable expression fires within ~40 years.
 _MAX_YEARS = 100
 # Wider than any DST shift (at most 2 h), so a transition this close is always seen.
@@ -88,13 +97,27 @@ def _ints(values: Sequence[object]) -> frozenset[int] | None:
     return frozenset(v for v in values if isinstance(v, int))
 
 
-def _last_weekday(item: str) -> str:
-    """``5L`` and ``FRIL`` (the last Friday of the month) as croniter spells them: ``L5``."""
-    found = _LAST_WEEKDAY.match(item)
-    if found is None:
-        return item
-    day = found.group(1).lower()
-    return f"L{_WEEKDAY_NUMBERS.get(day, day)}"
+def _value(text: str, names: dict[str, int]) -> int | None:
+    return int(text) if text.isdigit() else names.get(text.lower())
+
+
+def _normalize(item: str, index: int) -> str:
+    """One item of field ``index`` (5-field numbering) as croniter reads it the cron way.
+
+    ``9-9`` and ``9-9/2`` become ``9`` (croniter would read the whole field, as cron does
+    not), and so does ``7-0`` in the day of week (cronie reads Sunday); ``5L`` and ``FRIL``,
+    the last Friday of the month, become croniter's ``L5``.
+    """
+    names = {_MONTH: _MONTH_NUMBERS, _WEEKDAY: _WEEKDAY_NUMBERS}.get(index, {})
+    found = _RANGE.match(item)
+    if found is not None:
+        low, high = _value(found.group(1), names), _value(found.group(2), names)
+        if low is not None and (low == high or (index == _WEEKDAY and (low, high) == (7, 0))):
+            return found.group(1)
+    found = _LAST_WEEKDAY.match(item) if index == _WEEKDAY else None
+    if found is not None:
+        return f"L{_value(found.group(1), _WEEKDAY_NUMBERS)}"
+    return item
 
 
 def _probe(item: str, index: int) -> croniter:
@@ -406,7 +429,10 @@ class CronSchedule:
                     " are not supported, since every process must compute the same ticks"
                 )
         shift = len(parts) - 5  # the seconds field, if any, comes first
-        parts[4 + shift] = ",".join(_last_weekday(item) for item in parts[4 + shift].split(","))
+        parts = [
+            ",".join(_normalize(item, index - shift) for item in part.split(","))
+            for index, part in enumerate(parts)
+        ]
         try:
             cron = croniter(" ".join(parts), _PROBE_START, second_at_beginning=shift == 1)
             days = _Days(parts[2 + shift], parts[4 + shift])
