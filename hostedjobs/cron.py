@@ -53,7 +53,8 @@ _MONTH_NUMBERS = {
         ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
     )
 }
-_MONTH, _WEEKDAY = 3, 4  # field indexes in the 5-field form
+_LAST_DAY = {"l": 31}  # as a range's end ("31-L"), as croniter reads it
+_DAY, _MONTH, _WEEKDAY = 2, 3, 4  # field indexes in the 5-field form
 # How far the calendar walk looks: every satisfiable expression fires within ~40 years.
 _MAX_YEARS = 100
 # Wider than any DST shift (at most 2 h), so a transition this close is always seen.
@@ -104,11 +105,11 @@ def _value(text: str, names: dict[str, int]) -> int | None:
 def _normalize(item: str, index: int) -> str:
     """One item of field ``index`` (5-field numbering) as croniter reads it the cron way.
 
-    ``9-9`` and ``9-9/2`` become ``9`` (croniter would read the whole field, as cron does
-    not), and so does ``7-0`` in the day of week (cronie reads Sunday); ``5L`` and ``FRIL``,
-    the last Friday of the month, become croniter's ``L5``.
+    ``9-9``, ``9-9/2`` and ``31-L`` become one value (croniter would read the whole field,
+    as cron does not), and so does ``7-0`` in the day of week (cronie reads Sunday).
+    ``5L`` and ``FRIL``, the last Friday of the month, become croniter's ``L5``.
     """
-    names = {_MONTH: _MONTH_NUMBERS, _WEEKDAY: _WEEKDAY_NUMBERS}.get(index, {})
+    names = {_DAY: _LAST_DAY, _MONTH: _MONTH_NUMBERS, _WEEKDAY: _WEEKDAY_NUMBERS}.get(index, {})
     found = _RANGE.match(item)
     if found is not None:
         low, high = _value(found.group(1), names), _value(found.group(2), names)
