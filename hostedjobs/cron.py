@@ -218,7 +218,7 @@ class _Fields:
         self.months = frozenset(months if months is not None else range(1, 13))
         self.first_time: _Time = (self.hours[0], self.minutes[0], self.seconds[0])
         self.last_time: _Time = (self.hours[-1], self.minutes[-1], self.seconds[-1])
-        self._matching_days = days.in_month
+        self.days = days
 
     # -- times of day ----------------------------------------------------------------------
 
@@ -265,7 +265,7 @@ class _Fields:
         limit = year + _MAX_YEARS
         while year <= limit and year <= 9999:
             if month in self.months:
-                days = self._matching_days(year, month)
+                days = self.days.in_month(year, month)
                 for d in days[bisect_left(days, day) :]:
                     if d == day and clock is not None:
                         found = self._time_at_or_after(*clock)
@@ -286,7 +286,7 @@ class _Fields:
         limit = year - _MAX_YEARS
         while year >= limit and year >= 1:
             if month in self.months:
-                days = self._matching_days(year, month)
+                days = self.days.in_month(year, month)
                 for d in reversed(days[: bisect_right(days, day)]):
                     if d == day and clock is not None:
                         found = self._time_at_or_before(*clock)
