@@ -3,14 +3,14 @@
 croniter parses and validates the expression; the tick search itself is a small calendar walk
 over croniter's expanded fields (a fresh croniter costs ~200 µs, a tick here ~10 µs), done on
 naive local wall times and then mapped to real instants with the DST rules documented on
-`CronSchedule`.
+`CronSchedule`. How the two day fields combine is decided here, not by croniter (see `_Days`).
 """
 
 from __future__ import annotations
 
 import re
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -42,6 +42,19 @@ _UTC_NAMES = frozenset(
 _WILDCARD_HOUR = re.compile(r"^(\*|0-23)(/\d+)?$")
 # croniter's random (R) and hashed (H) values: they differ between processes.
 _RANDOM_OR_HASHED = re.compile(r"^[hr](\(|/|$)", re.IGNORECASE)
+# Quartz's and Cronos's "last Friday of the month", 5L or FRIL; croniter spells it L5.
+_LAST_WEEKDAY = re.compile(r"^([0-7]|sun|mon|tue|wed|thu|fri|sat)l$", re.IGNORECASE)
+# A range, maybe with a step: croniter reads one whose ends are equal ("9-9") as the whole field.
+_RANGE = re.compile(r"^([a-z0-9]+)-([a-z0-9]+)(/\d+)?$", re.IGNORECASE)
+_WEEKDAY_NUMBERS = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
+_MONTH_NUMBERS = {
+    name: number
+    for number, name in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
+    )
+}
+_LAST_DAY = {"l": 31}  # as a range's end ("31-L"), as croniter reads it
+_DAY, _MONTH, _WEEKDAY = 2, 3, 4  # field indexes in the 5-field form
 # How far the calendar walk looks: every satisfiable expression fires within ~40 years.
 _MAX_YEARS = 100
 # Wider than any DST shift (at most 2 h), so a transition this close is always seen.
@@ -50,6 +63,7 @@ _ONE_SECOND = timedelta(seconds=1)
 _ZERO = timedelta(0)
 _DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _ALL_DAYS = {n: tuple(range(1, n + 1)) for n in (28, 29, 30, 31)}
+_PROBE_START = datetime(2000, 1, 1)
 
 _Time = tuple[int, int, int]
 
@@ -84,10 +98,117 @@ def _ints(values: Sequence[object]) -> frozenset[int] | None:
     return frozenset(v for v in values if isinstance(v, int))
 
 
+def _value(text: str, names: dict[str, int]) -> int | None:
+    return int(text) if text.isdigit() else names.get(text.lower())
+
+
+def _normalize(item: str, index: int) -> str:
+    """One item of field ``index`` (5-field numbering) as croniter reads it the cron way.
+
+    ``9-9``, ``9-9/2`` and ``31-L`` become one value (croniter would read the whole field,
+    as cron does not), and so does ``7-0`` in the day of week (cronie reads Sunday).
+    ``5L`` and ``FRIL``, the last Friday of the month, become croniter's ``L5``.
+    """
+    names = {_DAY: _LAST_DAY, _MONTH: _MONTH_NUMBERS, _WEEKDAY: _WEEKDAY_NUMBERS}.get(index, {})
+    found = _RANGE.match(item)
+    if found is not None:
+        low, high = _value(found.group(1), names), _value(found.group(2), names)
+        if low is not None and (low == high or (index == _WEEKDAY and (low, high) == (7, 0))):
+            return found.group(1)
+    found = _LAST_WEEKDAY.match(item) if index == _WEEKDAY else None
+    if found is not None:
+        return f"L{_value(found.group(1), _WEEKDAY_NUMBERS)}"
+    return item
+
+
+def _probe(item: str, index: int) -> croniter:
+    """croniter's reading of one item of a day field, alone in an otherwise open expression."""
+    fields = ["0", "0", "*", "*", "*"]
+    fields[index] = item
+    return croniter(" ".join(fields), _PROBE_START)
+
+
+class _Days:
+    """The two day fields of an expression, and the days of a month on which it fires.
+
+    Each field is the union of its comma-separated items. The fields combine as in Vixie cron
+    and cronie: when either field's text begins with ``*`` (``*``, ``*/2``, ``*,5``; also
+    Quartz's ``?``), a day must match both; when both are restricted, matching either one is
+    enough. ``L``, ``W``, ``#`` and ``dL`` items are restrictions like any other. croniter
+    reads each item (its ranges, steps, names and validation); the combination is done here,
+    because croniter both intersects ``#`` and ``W`` with the other field and unions ``*/2``.
+    """
+
+    def __init__(self, day_of_month: str, day_of_week: str) -> None:
+        plain: set[int] = set()
+        nearest: set[int] = set()
+        self.last = False
+        for item in day_of_month.split(","):
+            probe = _probe(item, 2)
+            if probe.nearest_weekday:
+                nearest.update(int(d) for d in probe.nearest_weekday)
+                continue
+            for value in probe.expanded[2]:
+                if value == "*":
+                    plain.update(range(1, 32))
+                elif value == "l":
+                    self.last = True
+                else:
+                    plain.add(int(value))
+        weekdays: set[int] = set()
+        nth: set[tuple[int, int]] = set()
+        for item in day_of_week.split(","):
+            probe = _probe(item, 4)
+            if not probe.nth_weekday_of_month:
+                values = probe.expanded[4]
+                weekdays.update(range(7) if "*" in values else (int(v) for v in values))
+                continue
+            for key, which in probe.nth_weekday_of_month.items():
+                for weekday in range(7) if str(key) == "*" else (int(key),):
+                    # n counts from the first (1..5); -1 is the last one ("L5", "5L").
+                    nth.update((weekday, -1 if n == "l" else int(n)) for n in which)
+        self.plain = frozenset(plain)
+        self.nearest = frozenset(nearest)
+        self.weekdays = frozenset(weekdays)
+        self.nth = tuple(sorted(nth))
+        self.both = day_of_month.startswith(("*", "?")) or day_of_week.startswith(("*", "?"))
+        all_by_month = len(self.plain) == 31
+        all_by_week = len(self.weekdays) == 7
+        self.every_day = (all_by_month and all_by_week) or (
+            not self.both and (all_by_month or all_by_week)
+        )
+        self._cache: dict[tuple[int, int], tuple[int, ...]] = {}
+
+    def in_month(self, year: int, month: int) -> tuple[int, ...]:
+        """The days of ``month`` (1..31, ascending) that match."""
+        length = _days_in_month(year, month)
+        if self.every_day:
+            return _ALL_DAYS[length]
+        cached = self._cache.get((year, month))
+        if cached is not None:
+            return cached
+        by_month = {d for d in self.plain if d <= length}
+        if self.last:
+            by_month.add(length)
+        by_month.update(_nearest_weekday(year, month, d) for d in self.nearest)
+        first = _cron_weekday(year, month, 1)
+        by_week = {d for d in range(1, length + 1) if (first + d - 1) % 7 in self.weekdays}
+        for weekday, n in self.nth:
+            same = range(1 + (weekday - first) % 7, length + 1, 7)
+            if n <= len(same):
+                by_week.add(same[n - 1] if n > 0 else same[-1])
+        chosen = by_month & by_week if self.both else by_month | by_week
+        result = tuple(sorted(chosen))
+        if len(self._cache) > 512:
+            self._cache.clear()
+        self._cache[(year, month)] = result
+        return result
+
+
 class _Fields:
     """The expanded fields of one expression, and the naive wall-clock search over them."""
 
-    def __init__(self, cron: croniter) -> None:
+    def __init__(self, cron: croniter, days: _Days) -> None:
         expanded: list[Sequence[object]] = list(cron.expanded)
         seconds = _ints(expanded[5]) if len(expanded) > 5 else frozenset({0})
         minutes, hours, months = _ints(expanded[0]), _ints(expanded[1]), _ints(expanded[3])
@@ -97,69 +218,7 @@ class _Fields:
         self.months = frozenset(months if months is not None else range(1, 13))
         self.first_time: _Time = (self.hours[0], self.minutes[0], self.seconds[0])
         self.last_time: _Time = (self.hours[-1], self.minutes[-1], self.seconds[-1])
-
-        dom, dow = expanded[2], expanded[4]
-        self.dom = _ints(dom)
-        self.dom_last = "l" in dom
-        self.dow = _ints(dow)
-        self.nearest = frozenset(int(d) for d in cron.nearest_weekday)
-        nth: dict[int, set[int | str]] = {}
-        for key, value in cron.nth_weekday_of_month.items():
-            for weekday in range(7) if str(key) == "*" else (int(key),):
-                nth.setdefault(weekday, set()).update(value)
-        self.nth = nth
-        # croniter ORs day-of-month and day-of-week when both are restricted.
-        self.union = "*" not in dom and "*" not in dow
-        self.every_day = not self.nearest and not nth and self.dom is None and self.dow is None
-        self._day_cache: dict[tuple[int, int], tuple[int, ...]] = {}
-
-    # -- days -------------------------------------------------------------------------------
-
-    def _matching_days(self, year: int, month: int) -> tuple[int, ...]:
-        days = _days_in_month(year, month)
-        if self.every_day:
-            return _ALL_DAYS[days]
-        cached = self._day_cache.get((year, month))
-        if cached is not None:
-            return cached
-        nearest = {_nearest_weekday(year, month, d) for d in self.nearest}
-        nth_days: set[int] = set()
-        first_weekday = _cron_weekday(year, month, 1)
-        for weekday, which in self.nth.items():
-            same = range(1 + (weekday - first_weekday) % 7, days + 1, 7)
-            for n in which:
-                if n == "l":
-                    nth_days.add(same[-1])
-                elif isinstance(n, int) and n <= len(same):
-                    nth_days.add(same[n - 1])
-
-        def dom_side(day: int) -> bool:
-            if self.nearest:
-                return day in nearest
-            return self.dom is None or day in self.dom or (self.dom_last and day == days)
-
-        def dow_side(day: int) -> bool:
-            if self.nth:
-                return day in nth_days
-            return self.dow is None or (first_weekday + day - 1) % 7 in self.dow
-
-        match: Callable[[int], bool]
-        if self.union:
-            # As croniter: (day-of-month side AND any nth rule) OR (any W rule AND weekday side).
-            def match(day: int) -> bool:
-                left = dom_side(day) and (not self.nth or day in nth_days)
-                right = (not self.nearest or day in nearest) and dow_side(day)
-                return left or right
-        else:
-
-            def match(day: int) -> bool:
-                return dom_side(day) and dow_side(day)
-
-        result = tuple(d for d in range(1, days + 1) if match(d))
-        if len(self._day_cache) > 512:
-            self._day_cache.clear()
-        self._day_cache[(year, month)] = result
-        return result
+        self.days = days
 
     # -- times of day ----------------------------------------------------------------------
 
@@ -206,7 +265,7 @@ class _Fields:
         limit = year + _MAX_YEARS
         while year <= limit and year <= 9999:
             if month in self.months:
-                days = self._matching_days(year, month)
+                days = self.days.in_month(year, month)
                 for d in days[bisect_left(days, day) :]:
                     if d == day and clock is not None:
                         found = self._time_at_or_after(*clock)
@@ -227,7 +286,7 @@ class _Fields:
         limit = year - _MAX_YEARS
         while year >= limit and year >= 1:
             if month in self.months:
-                days = self._matching_days(year, month)
+                days = self.days.in_month(year, month)
                 for d in reversed(days[: bisect_right(days, day)]):
                     if d == day and clock is not None:
                         found = self._time_at_or_before(*clock)
@@ -295,8 +354,13 @@ class CronSchedule:
     ``*/10 * * * * *`` is every 10 seconds); and the aliases ``@yearly``/``@annually``,
     ``@monthly``, ``@weekly``, ``@daily``/``@midnight``, ``@hourly``. Within the fields,
     everything croniter accepts works: ranges, lists, steps, ``MON``/``JAN`` names, ``L``,
-    ``W`` and ``#``. Random and hashed values (``R``, ``H``) are refused: every process of a
-    cluster must compute the same ticks.
+    ``W`` and ``#``, plus ``5L``/``FRIL`` for the last Friday. Random and hashed values
+    (``R``, ``H``) are refused: every process of a cluster must compute the same ticks.
+
+    Days, as in Vixie cron and cronie: each day field matches a day when any of its items
+    does. If either day field begins with ``*`` (``*``, ``*/2``; or is ``?``), a day must
+    match both fields; otherwise matching either is enough, whatever the items are (``L``,
+    ``W``, ``#`` included): ``0 0 8 * 5#3`` fires on the 8th and on third Fridays.
 
     Daylight-saving time (ticks are local wall times of ``timezone``):
 
@@ -365,18 +429,19 @@ class CronSchedule:
                     f"invalid cron expression {expression!r}: random (R) and hashed (H) values"
                     " are not supported, since every process must compute the same ticks"
                 )
+        shift = len(parts) - 5  # the seconds field, if any, comes first
+        parts = [
+            ",".join(_normalize(item, index - shift) for item in part.split(","))
+            for index, part in enumerate(parts)
+        ]
         try:
-            cron = croniter(
-                " ".join(parts),
-                datetime(2000, 1, 1),
-                second_at_beginning=len(parts) == 6,
-            )
+            cron = croniter(" ".join(parts), _PROBE_START, second_at_beginning=shift == 1)
+            days = _Days(parts[2 + shift], parts[4 + shift])
         except (CroniterError, ValueError, TypeError, KeyError) as exc:
             raise ConfigurationError(
                 f"invalid cron expression {expression!r}: {exc}; {_EXPECTED}"
             ) from exc
-        hour_field = parts[2] if len(parts) == 6 else parts[1]
-        return _Fields(cron), bool(_WILDCARD_HOUR.match(hour_field))
+        return _Fields(cron, days), bool(_WILDCARD_HOUR.match(parts[1 + shift]))
 
     @classmethod
     def parse(cls, expression: str, timezone: str = "UTC") -> CronSchedule:

@@ -252,6 +252,32 @@ def test_day_of_month_or_day_of_week() -> None:
     ]
 
 
+def test_a_range_with_equal_ends_is_that_one_value() -> None:
+    """``9-9`` is 9, as in cron: croniter alone reads such a range as the whole field."""
+    start = utc(2026, 1, 1)  # a Thursday
+    assert CronSchedule.parse("0 9-9 * * *").ticks(start, 2) == [
+        utc(2026, 1, 1, 9),
+        utc(2026, 1, 2, 9),
+    ]
+    assert CronSchedule.parse("5-5/2 * * * *").ticks(start, 2) == [
+        utc(2026, 1, 1, 0, 5),
+        utc(2026, 1, 1, 1, 5),
+    ]
+    assert CronSchedule.parse("0 0 1 mar-MAR *").next_tick(start) == utc(2026, 3, 1)
+    assert CronSchedule.parse("0 0 3-3 * *").ticks(start, 2) == [
+        utc(2026, 1, 3),
+        utc(2026, 2, 3),
+    ]
+    assert CronSchedule.parse("0 0 31-L * *").ticks(start, 2) == [  # from the 31st to the last
+        utc(2026, 1, 31),
+        utc(2026, 3, 31),
+    ]
+    # Day of week: 7 is Sunday, so "7-0" and "sun-sun" are Sunday and "0-7" is every day.
+    for sunday in ("7-0", "sun-SUN", "7-7/2"):
+        assert CronSchedule.parse(f"0 0 * * {sunday}").next_tick(start) == utc(2026, 1, 4)
+    assert CronSchedule.parse("0 0 * * 0-7").next_tick(start) == utc(2026, 1, 2)
+
+
 def test_leap_day() -> None:
     """29 February fires only in leap years."""
     assert CronSchedule.parse("0 0 29 2 *").ticks(utc(2026, 1, 1), 2) == [
@@ -261,7 +287,10 @@ def test_leap_day() -> None:
 
 
 def test_matches_croniter_in_utc() -> None:
-    """In UTC the ticks agree with croniter's for a spread of expressions and instants."""
+    """In UTC the ticks agree with croniter's where croniter reads cron's rules.
+
+    tests/test_cron_days.py has the day-field forms where it does not.
+    """
     rng = random.Random(20260329)
     expressions = [
         "*/5 * * * *",
