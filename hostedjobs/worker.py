@@ -25,7 +25,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from .commits import OutcomeCommitter
-from .exceptions import JobFailedError, PayloadError
+from .exceptions import JobFailedError, PayloadDecodeError, PayloadError
 from .health import BEAT_INTERVAL_S, WorkerBeat, new_worker_id, write_beat
 from .outcomes import JobStatus, Outcome
 from .runner import QueuedFunction, QueuedRun, RunReport, error_text
@@ -306,6 +306,8 @@ class Worker:
         start_ms = _now_ms()
         base: dict[str, Any] = {"t": job.tries, "f": "<unknown>", "a": [], "k": {}, "et": 0}
         try:
+            if job.unreadable:
+                raise PayloadDecodeError(job.unreadable)
             if not job.record:
                 raise JobFailedError("the job expired before a worker took it")
             record = read_record(job.record)
