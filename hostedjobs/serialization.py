@@ -110,6 +110,11 @@ def job_type(name: str, version: int = 1) -> Callable[[type[T]], type[T]]:
             f"job type name {name!r} is invalid: use a non-empty name of letters, digits and "
             f"'.', '_', ':', '-' (no '@', which separates the version on the wire)"
         )
+    if len(name) > _LONGEST_NAME - 12:  # room for "@" and the version
+        raise ConfigurationError(
+            f"job type name {name[:40]!r}... is {len(name)} characters long: use at most "
+            f"{_LONGEST_NAME - 12}"
+        )
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ConfigurationError(
             f"job type {name!r} has version {version!r}: the version must be an int >= 1"
@@ -1061,6 +1066,8 @@ def loads(data: bytes) -> Any:
 _LAST_MS = 253_402_300_799_999
 """9999-12-31T23:59:59.999Z, the last instant a datetime holds, in ms since the epoch."""
 _MOST_TRIES = 2**31 - 1
+_LONGEST_NAME = 1000
+"""Characters in a stored function name at most (``name@version`` of a job type included)."""
 _NOT_OURS = "was it written to the queue's keys by something other than hostedjobs or arq?"
 
 
@@ -1105,9 +1112,9 @@ def _is_ms(value: Any) -> bool:
 _RECORD_FIELDS: tuple[tuple[str, str, bool, Callable[[Any], bool]], ...] = (
     (
         "f",
-        "the function or job type it calls, a non-empty string",
+        f"the function or job type it calls, a string of 1 to {_LONGEST_NAME} characters",
         True,
-        lambda v: type(v) is str and v != "",
+        lambda v: type(v) is str and 0 < len(v) <= _LONGEST_NAME,
     ),
     ("a", "the call's arguments, a list", True, lambda v: type(v) is list),
     ("k", "the call's keyword arguments, an object", True, lambda v: type(v) is dict),
