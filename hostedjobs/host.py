@@ -632,6 +632,8 @@ class JobHost:
                         )
                     finally:
                         forced.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await forced
                         await self.services.aclose()
         finally:
             self._running = False

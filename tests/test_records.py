@@ -61,11 +61,11 @@ def _string(raw: bytes) -> Planter:
 
 
 async def _hash(pool: aioredis.Redis, key: str) -> None:
-    await pool.hset(key, mapping={"f": "tests.records.echo@1"})
+    await pool.hset(key, mapping={"f": "tests.records.echo@1"})  # type: ignore[misc]
 
 
 async def _list(pool: aioredis.Redis, key: str) -> None:
-    await pool.rpush(key, b"{}")
+    await pool.rpush(key, b"{}")  # type: ignore[misc]
 
 
 async def _zset(pool: aioredis.Redis, key: str) -> None:
@@ -163,7 +163,7 @@ async def plant(
     for name, planter in planters.items():
         await planter(pool, f"arq:job:{ids[name]}")
     await pool.zadd(queue_name, dict.fromkeys(ids.values(), due_ms))
-    await pool.lpush(f"{queue_name}:wake", b"1")
+    await pool.lpush(f"{queue_name}:wake", b"1")  # type: ignore[misc]
     return ids
 
 

@@ -36,10 +36,11 @@ app = Starlette(lifespan=host.lifespan)
 
 
 if _STARTUP_MARKER:
+    marker = Path(_STARTUP_MARKER)
 
     @host.startup_action()
     async def migrate() -> None:
-        Path(_STARTUP_MARKER).write_text("started")
+        marker.write_text("started")
         await asyncio.sleep(3600)
 
 
