@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from .clock import LAST_MS
 from .context import JobContext
 from .definitions import HostedJob
 from .exceptions import PayloadDecodeError
@@ -72,10 +73,6 @@ def job_name(function: str) -> str | None:
     return function[len(_FUNCTION_PREFIX) :] if function.startswith(_FUNCTION_PREFIX) else None
 
 
-_LAST_MS = 253_402_300_799_999
-"""9999-12-31T23:59:59.999Z in ms since the epoch."""
-
-
 @dataclass(frozen=True, slots=True)
 class _RunFunction:
     """What a worker runs for one distributed job's queued runs."""
@@ -86,7 +83,7 @@ class _RunFunction:
 
     async def run(self, run: QueuedRun) -> RunReport:
         tick = run.args[0] if run.args else run.due_ms
-        if type(tick) is not int or not 0 <= tick <= _LAST_MS:
+        if type(tick) is not int or not 0 <= tick <= LAST_MS:
             # fire.lua and trigger write [tick, manual]; anything else came from elsewhere.
             error = PayloadDecodeError(
                 f"the queued run of {self.job.name!r} has the tick {tick!r:.40} as its first "

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from .clock import LAST_MS
 from .exceptions import (
     ConfigurationError,
     HostNotRunningError,
@@ -85,12 +86,8 @@ def _new_id() -> str:
     return os.urandom(16).hex()
 
 
-_LAST_MS = 253_402_300_799_999
-"""9999-12-31T23:59:59.999Z in ms since the epoch: later (and NaN) scores show no time."""
-
-
 def _ms_to_datetime(ms: float | int | None) -> datetime | None:
-    if ms is None or not 0 <= ms <= _LAST_MS:
+    if ms is None or not 0 <= ms <= LAST_MS:  # NaN too
         return None
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 

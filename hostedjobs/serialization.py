@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Literal, TypeVar, Union, cast
 
+from .clock import LAST_MS
 from .exceptions import ConfigurationError, PayloadDecodeError, PayloadError
 
 T = TypeVar("T")
@@ -1063,8 +1064,6 @@ def loads(data: bytes) -> Any:
         ) from None
 
 
-_LAST_MS = 253_402_300_799_999
-"""9999-12-31T23:59:59.999Z, the last instant a datetime holds, in ms since the epoch."""
 _MOST_TRIES = 2**31 - 1
 _LONGEST_NAME = 1000
 """Characters in a stored function name at most (``name@version`` of a job type included)."""
@@ -1105,7 +1104,7 @@ def _json_kind(value: Any) -> str:
 
 
 def _is_ms(value: Any) -> bool:
-    return type(value) in (int, float) and 0 <= value <= _LAST_MS
+    return type(value) in (int, float) and 0 <= value <= LAST_MS
 
 
 # (field, what it holds, required, check): one table, so every reader agrees on the fields.
