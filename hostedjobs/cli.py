@@ -14,6 +14,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -59,18 +60,45 @@ def load_host(target: str) -> JobHost:
     return value
 
 
-async def _run_worker(host: JobHost, *, concurrency: int | None, burst: bool) -> None:
+_THREADS_WAIT_S = 2.0
+"""How long a stopped worker process waits for threads still running code of runs it
+cancelled (``asyncio.to_thread``) before it exits without them."""
+
+
+async def _run_worker(host: JobHost, *, concurrency: int | None, burst: bool) -> bool:
+    """Run the host until a signal (or, in burst mode, an empty queue); True if threads of
+    cancelled runs are still busy, so the caller must exit without waiting for them."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals_seen = 0
+    started = False
+
+    async def serve() -> None:
+        nonlocal started
+        async with host.run(concurrency=concurrency, burst=burst):
+            started = True
+            if burst:
+                idle = asyncio.create_task(host.wait_until_idle())
+                stopped = asyncio.create_task(stop.wait())
+                await asyncio.wait({idle, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                idle.cancel()
+                stopped.cancel()
+            else:
+                await stop.wait()
+
+    serving = loop.create_task(serve())
 
     def on_signal(signum: int) -> None:
         nonlocal signals_seen
         signals_seen += 1
-        if signals_seen == 1:
-            logger.info(
-                "received %s: finishing running jobs, then exiting", signal.Signals(signum).name
-            )
+        name = signal.Signals(signum).name
+        if not started:
+            # Still starting (a blocking startup action, say): nothing runs yet that a grace
+            # would protect, and the start would not look at the signal until it is done.
+            logger.info("received %s while starting: stopping now", name)
+            serving.cancel()
+        elif signals_seen == 1:
+            logger.info("received %s: finishing running jobs, then exiting", name)
             stop.set()
         else:
             logger.warning("received a second signal: cancelling running jobs now")
@@ -80,21 +108,27 @@ async def _run_worker(host: JobHost, *, concurrency: int | None, burst: bool) ->
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        async with host.run(concurrency=concurrency, burst=burst):
-            if burst:
-                idle = asyncio.create_task(host.wait_until_idle())
-                stopped = asyncio.create_task(stop.wait())
-                await asyncio.wait({idle, stopped}, return_when=asyncio.FIRST_COMPLETED)
-                idle.cancel()
-                stopped.cancel()
-            else:
-                await stop.wait()
+        await serving
+    except asyncio.CancelledError:
+        if not serving.cancelled() or signals_seen == 0:
+            raise  # this task itself was cancelled, not the start
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     failed = host.failed_startup_action
     if failed is not None:
         raise _StartupFailed(f"startup action {failed[0]!r} failed: {failed[1]}")
+    # A cancelled run's thread (asyncio.to_thread) goes on; the interpreter would wait for it
+    # at exit, however long it takes, and the job is back in the queue already.
+    executor = loop.create_task(loop.shutdown_default_executor())
+    await asyncio.wait({executor}, timeout=_THREADS_WAIT_S)
+    if executor.done():
+        return False
+    logger.warning(
+        "exiting without waiting for threads still running code of cancelled jobs "
+        "(asyncio.to_thread); those jobs are back in the queue"
+    )
+    return True
 
 
 class _StartupFailed(Exception):
@@ -299,7 +333,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error("--concurrency must be >= 1")
             host.run_worker = True
             with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
-                runner.run(_run_worker(host, concurrency=args.concurrency, burst=args.burst))
+                if runner.run(_run_worker(host, concurrency=args.concurrency, burst=args.burst)):
+                    # Closing the runner would wait for the busy threads: leave without them.
+                    logging.shutdown()
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(0)
         elif args.command == "status":
             asyncio.run(_status(host, args.json))
         elif args.command == "health":

@@ -5,7 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Protocol
 
-__all__ = ["Clock", "SystemClock"]
+__all__ = ["LAST_MS", "Clock", "SystemClock"]
+
+LAST_MS = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z, the last instant a datetime holds, in ms since the epoch: a
+stored time past it (or below 0) is not one."""
 
 
 class Clock(Protocol):

@@ -22,10 +22,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from .clock import LAST_MS
 from .context import JobContext
 from .definitions import HostedJob
+from .exceptions import PayloadDecodeError
 from .outcomes import JobKind, Outcome
-from .runner import QueuedRun, Runner, RunReport
+from .runner import QueuedRun, Runner, RunReport, error_text
 from .serialization import queued_record
 from .status import HISTORY_LENGTH, HostedJobStatus, RunRecord
 from .storage import Store
@@ -82,9 +84,17 @@ class _RunFunction:
     max_tries: int = MAX_TRIES
 
     async def run(self, run: QueuedRun) -> RunReport:
-        tick_ms = int(run.args[0]) if run.args else run.due_ms
+        tick = run.args[0] if run.args else run.due_ms
+        if type(tick) is not int or not 0 <= tick <= LAST_MS:
+            # fire.lua and trigger write [tick, manual]; anything else came from elsewhere.
+            error = PayloadDecodeError(
+                f"the queued run of {self.job.name!r} has the tick {tick!r:.40} as its first "
+                "argument, not a time in ms since the epoch; was it written to the queue by "
+                "something other than hostedjobs?"
+            )
+            return RunReport(Outcome.FAILED, message=error_text(error), error=error)
         manual = bool(run.args[1]) if len(run.args) > 1 else False
-        return await self.cron.run(self.job, run, tick_ms, manual)
+        return await self.cron.run(self.job, run, tick, manual)
 
 
 class DistributedCron:

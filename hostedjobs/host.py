@@ -35,7 +35,7 @@ from .scheduler import Scheduler
 from .scope import ScopeProvider, Services
 from .serialization import job_type_info
 from .shutdown import Grace
-from .starlette import health_response, readiness_response
+from .starlette import health_response, readiness_response, server_forcing_exit
 from .startup import StartupAction, StartupActions, StartupState
 from .status import HostedJobStatus
 from .storage import Store, open_redis, redacted, resolve_redis_url
@@ -625,12 +625,16 @@ class JobHost:
                         startup_task.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await startup_task
+                    forced = asyncio.get_running_loop().create_task(self._hurry_if_forced())
                     try:
                         await asyncio.gather(
                             self._hosted.stop(self.shutdown_grace_s, self._grace),
                             self._stop_worker(),
                         )
                     finally:
+                        forced.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await forced
                         await self.services.aclose()
         finally:
             self._running = False
@@ -712,6 +716,15 @@ class JobHost:
         shutdown, as the ``hostedjobs worker`` command does on a second signal; before one,
         it makes the next shutdown cancel at once."""
         self._grace.hurry()
+
+    async def _hurry_if_forced(self) -> None:
+        """During a shutdown: the server's force quit (uvicorn: a second Ctrl-C) ends the
+        grace, as a second signal does for ``hostedjobs worker``."""
+        # Polled: the flag is the server's, set from its signal handler, with no event to wait on.
+        while not server_forcing_exit():  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        logger.warning("the server is forcing its exit: cancelling running jobs now")
+        self.hurry_shutdown()
 
     async def wait_until_idle(self) -> None:
         """In burst mode, wait until the worker has emptied the queue and stopped."""

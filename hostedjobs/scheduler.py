@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from .clock import LAST_MS
 from .exceptions import (
     ConfigurationError,
     HostNotRunningError,
@@ -29,7 +30,6 @@ from .serialization import (
     error_message,
     job_record,
     job_type_info,
-    loads,
     read_record,
 )
 from .storage import Store, StoredJob
@@ -88,7 +88,9 @@ def _new_id() -> str:
 
 
 def _ms_to_datetime(ms: float | int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
+    if ms is None or not 0 <= ms <= LAST_MS:  # NaN too
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 def _split_key(function_name: str) -> tuple[str, int | None]:
@@ -239,12 +241,13 @@ class Scheduler:
         for _ in range(3):
             (job,) = await store.read_jobs([job_id])
             record = job.record
-            if record is None or job.result is not None:
+            if record is None or job.result is not None or job.unreadable_result:
                 return False
             now_ms = int(time.time() * 1000)
             data: bytes | None = None
             if self.keep_result_s > 0:
-                stored, _ = _readable(record)
+                # An unreadable record is cancelled all the same, as a job of no known type.
+                stored = _readable(record)[0] or {"f": _UNREADABLE, "a": [], "k": {}, "et": 0}
                 # Its history stays: the tries it had, and the last one's error.
                 message = (
                     "cancelled before it started"
@@ -254,7 +257,7 @@ class Scheduler:
                 )
                 data = dumps(
                     {
-                        **(stored or {}),
+                        **stored,
                         "t": job.tries,
                         "s": True,
                         "r": None,
@@ -281,13 +284,12 @@ class Scheduler:
         kept (a job that succeeded, is queued or running, or is unknown is left alone).
         """
         store = self.store
-        raw = await store.result(job_id)
-        if raw is None:
-            return False
-        record = loads(raw)
-        if _outcome(record) is not Outcome.FAILED or not isinstance(record.get("f"), str):
-            return False
-        args = record.get("a") or [None]
+        (job,) = await store.read_jobs([job_id])
+        raw = job.result
+        record = _readable(raw)[0]
+        if raw is None or record is None or _outcome(record) is not Outcome.FAILED:
+            return False  # unknown, not failed, or its result unreadable: nothing to run again
+        args = record["a"] or [None]
         now_ms = int(time.time() * 1000)
         return await store.retry(
             job_id,
@@ -402,9 +404,13 @@ def _outcome(record: dict[str, Any]) -> Outcome:
     return Outcome.SUCCEEDED if record.get("s") else Outcome.FAILED
 
 
+_UNREADABLE = "<unreadable>"
+"""The job type shown for a job whose stored record cannot be read."""
+
+
 def _readable(raw: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
     """A stored record, or why it cannot be read (`read_record`)."""
-    if not raw:
+    if raw is None:
         return None, None
     try:
         return read_record(raw), None
@@ -412,21 +418,39 @@ def _readable(raw: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
         return None, str(exc)
 
 
+def _progress(value: str | None) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except ValueError:  # written by something else: no progress to show
+        return None
+
+
 def _job_info(job_id: str, job: StoredJob) -> JobInfo | None:
-    raw_result = job.result
-    record, unreadable = _readable(raw_result or job.record)
+    """What `Scheduler.get` shows; None if the job is unknown (or expired).
+
+    A record that cannot be read (written by something else, or damaged) does not hide the
+    job, nor break the lists holding it: the job is shown where it is (queued, scheduled,
+    running) with the job type ``<unreadable>`` and an error saying what is wrong, which is
+    the error a worker fails it with; an unreadable result reads as failed.
+    """
+    finished = job.result is not None or job.unreadable_result is not None
+    if finished:
+        record, unreadable = _readable(job.result)
+        unreadable = job.unreadable_result or unreadable
+    else:
+        record, unreadable = _readable(job.record)
+        unreadable = job.unreadable_record or unreadable
     if unreadable is not None:
-        # A record written by something else (or damaged): the job is shown, not hidden, and
-        # lists holding it still work; a worker fails it with the same message.
-        record = {"f": "<unreadable>", "s": False, "o": Outcome.FAILED.value, "m": unreadable}
-        raw_result = raw_result or b"unreadable"
+        record = {"f": _UNREADABLE, "a": [], "k": {}, "et": 0}
+        if finished:
+            record.update(s=False, o=Outcome.FAILED.value, m=unreadable)
     if record is None:
         return None
-    job_type, version = _split_key(str(record.get("f", "")))
+    job_type, version = _split_key(record["f"])
     value = record.get("r")
     message: str | None = None
-    error = job.meta.get("error")
-    if raw_result:
+    error = unreadable or job.meta.get("error")
+    if finished:
         outcome = _outcome(record)
         status = JobStatus.of(outcome)
         stored_message = record.get("m")
@@ -434,7 +458,7 @@ def _job_info(job_id: str, job: StoredJob) -> JobInfo | None:
             error = stored_message if "o" in record else (error_message(value) or repr(value))
             value = None
         else:
-            message = stored_message if isinstance(stored_message, str) else None
+            message = stored_message
     elif job.locked:
         status = JobStatus.RUNNING
     elif job.score_ms is not None:
@@ -445,16 +469,15 @@ def _job_info(job_id: str, job: StoredJob) -> JobInfo | None:
         message = "waiting for a worker that can run it: " + job.meta.get("parked_reason", "")
     else:
         return None
-    args = record.get("a") or [None]
-    progress = job.meta.get("progress")
+    args = record["a"] or [None]
     return JobInfo(
         id=job_id,
         status=status,
         job_type=job_type,
         version=version,
-        tries=int(record.get("t") or 0) if raw_result else job.tries,
+        tries=(record.get("t") or 0) if finished else job.tries,
         payload=args[0],
-        enqueued_at=_ms_to_datetime(record.get("et")),
+        enqueued_at=_ms_to_datetime(record["et"] or None),
         # A running job's score is its lock's lapse time (see the worker's claim), not a due time.
         scheduled_for=_ms_to_datetime(job.score_ms) if status in _WAITING_STATES else None,
         started_at=_ms_to_datetime(
@@ -464,6 +487,6 @@ def _job_info(job_id: str, job: StoredJob) -> JobInfo | None:
         result=value,
         message=message,
         error=error,
-        progress=float(progress) if progress is not None else None,
+        progress=_progress(job.meta.get("progress")),
         progress_message=job.meta.get("progress_message"),
     )

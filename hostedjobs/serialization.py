@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Literal, TypeVar, Union, cast
 
+from .clock import LAST_MS
 from .exceptions import ConfigurationError, PayloadDecodeError, PayloadError
 
 T = TypeVar("T")
@@ -109,6 +110,11 @@ def job_type(name: str, version: int = 1) -> Callable[[type[T]], type[T]]:
         raise ConfigurationError(
             f"job type name {name!r} is invalid: use a non-empty name of letters, digits and "
             f"'.', '_', ':', '-' (no '@', which separates the version on the wire)"
+        )
+    if len(name) > _LONGEST_NAME - 12:  # room for "@" and the version
+        raise ConfigurationError(
+            f"job type name {name[:40]!r}... is {len(name)} characters long: use at most "
+            f"{_LONGEST_NAME - 12}"
         )
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ConfigurationError(
@@ -1051,18 +1057,112 @@ def loads(data: bytes) -> Any:
             f"the stored job data is not JSON written by hostedjobs ({exc}); was it enqueued "
             f"by another client or serializer?"
         ) from None
+    except RecursionError:
+        raise PayloadDecodeError(
+            "the stored job data is JSON nested too deeply to read; hostedjobs never writes "
+            "such data: was it enqueued by another client?"
+        ) from None
+
+
+_MOST_TRIES = 2**31 - 1
+_LONGEST_NAME = 1000
+"""Characters in a stored function name at most (``name@version`` of a job type included)."""
+_NOT_OURS = "was it written to the queue's keys by something other than hostedjobs or arq?"
 
 
 def read_record(data: bytes) -> dict[str, Any]:
-    """A stored job or result record (`loads`), checked to be one: a JSON object naming its
-    function. Raises `PayloadDecodeError` saying what it is instead."""
+    """A stored job or result record (`loads`), checked field by field to be one.
+
+    A job record is arq's: ``f`` (the function or ``"name@version"``, a non-empty str),
+    ``a`` (the call's arguments, a list), ``k`` (its keyword arguments, an object), ``et``
+    (enqueue time, ms since the epoch) and ``t`` (tries, a whole number, or null). A result
+    record adds ``s`` (bool), ``st`` and ``ft`` (start and finish, ms or null), ``o`` and ``m``
+    (outcome and message, str or null), ``q`` and ``id`` (str) and ``r`` (any JSON); each is
+    checked when present. Whoever reads the record can then use its fields as they are.
+    Raises `PayloadDecodeError` naming the first thing that is wrong, for data that is not
+    JSON (a pickle, bytes, an empty string) and for JSON that is no such record.
+    """
+    if not data:
+        raise PayloadDecodeError(f"the stored job record is empty; {_NOT_OURS}")
     record = loads(data)
-    if not isinstance(record, dict) or not isinstance(record.get("f"), str):
-        raise PayloadDecodeError(
-            "the stored job is not a record written by hostedjobs or arq (a JSON object "
-            "naming its function); was it written to the queue's keys by something else?"
-        )
-    return record
+    problem = _record_problem(record)
+    if problem is not None:
+        raise PayloadDecodeError(f"the stored job record {problem}; {_NOT_OURS}")
+    return cast("dict[str, Any]", record)
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+def _is_ms(value: Any) -> bool:
+    return type(value) in (int, float) and 0 <= value <= LAST_MS
+
+
+# (field, what it holds, required, check): one table, so every reader agrees on the fields.
+_RECORD_FIELDS: tuple[tuple[str, str, bool, Callable[[Any], bool]], ...] = (
+    (
+        "f",
+        f"the function or job type it calls, a string of 1 to {_LONGEST_NAME} characters",
+        True,
+        lambda v: type(v) is str and 0 < len(v) <= _LONGEST_NAME,
+    ),
+    ("a", "the call's arguments, a list", True, lambda v: type(v) is list),
+    ("k", "the call's keyword arguments, an object", True, lambda v: type(v) is dict),
+    ("et", "when it was enqueued, in ms since the epoch", True, _is_ms),
+    (
+        "t",
+        "tries started, a whole number from 0, or null",
+        False,
+        lambda v: v is None or (type(v) is int and 0 <= v <= _MOST_TRIES),
+    ),
+    ("s", "whether it succeeded, true or false", False, lambda v: type(v) is bool),
+    (
+        "st",
+        "when its last try started, in ms since the epoch, or null",
+        False,
+        lambda v: v is None or _is_ms(v),
+    ),
+    (
+        "ft",
+        "when it finished, in ms since the epoch, or null",
+        False,
+        lambda v: v is None or _is_ms(v),
+    ),
+    ("o", "how it ended, a string or null", False, lambda v: v is None or type(v) is str),
+    ("m", "its message or error, a string or null", False, lambda v: v is None or type(v) is str),
+    ("q", "its queue, a string", False, lambda v: type(v) is str),
+    ("id", "its id, a string", False, lambda v: type(v) is str),
+)
+
+
+def _record_problem(record: Any) -> str | None:
+    """What is wrong with a decoded record, as the end of "the stored job record ...", or None."""
+    if type(record) is not dict:
+        return f"is {_json_kind(record)}, not a JSON object"
+    for name, holds, required, check in _RECORD_FIELDS:
+        if name not in record:
+            if required:
+                return f"has no {name!r} ({holds})"
+            continue
+        value = record[name]
+        if not check(value):
+            shown = f"{value!r:.80}" if isinstance(value, str) else _json_kind(value)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                shown = f"{value!r:.40}"
+            return f"has {name!r} = {shown}, but it must be {holds}"
+    traceparent = record["k"].get("traceparent")
+    if traceparent is not None and type(traceparent) is not str:
+        return f"has a traceparent of {_json_kind(traceparent)}, but it must be a string"
+    return None
 
 
 def error_message(value: Any) -> str | None:

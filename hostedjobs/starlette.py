@@ -1,7 +1,9 @@
-"""Starlette glue: the readiness answer, and a middleware that holds requests until ready."""
+"""Starlette glue: the readiness answer, a middleware that holds requests until ready, and
+what the ASGI server says about its own shutdown."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Collection
 from typing import Any, Protocol
 
@@ -16,6 +18,7 @@ __all__ = [
     "StartupGateMiddleware",
     "health_response",
     "readiness_response",
+    "server_forcing_exit",
 ]
 
 RETRY_AFTER_S = 5
@@ -78,3 +81,15 @@ class StartupGateMiddleware:
             await self.app(scope, receive, send)
             return
         await readiness_response(self.host)(scope, receive, send)
+
+
+def server_forcing_exit() -> bool:
+    """True once the ASGI server serving this process was told to quit without waiting.
+
+    uvicorn sets ``force_exit`` on its `Server` when a second SIGINT (Ctrl-C) arrives during
+    its shutdown; hostedjobs installs no signal handler inside a server, so it reads the flag
+    from the SIGINT handler uvicorn installed (a bound method of that server). False under
+    any other server, and in a ``hostedjobs worker`` process.
+    """
+    server = getattr(signal.getsignal(signal.SIGINT), "__self__", None)
+    return getattr(server, "force_exit", False) is True

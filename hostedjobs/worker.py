@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 from redis.exceptions import RedisError
 
 from .commits import OutcomeCommitter
-from .exceptions import JobFailedError, PayloadError
+from .exceptions import JobFailedError, PayloadDecodeError, PayloadError
 from .health import BEAT_INTERVAL_S, WorkerBeat, new_worker_id, write_beat
 from .outcomes import JobStatus, Outcome
 from .runner import QueuedFunction, QueuedRun, RunReport, error_text
@@ -202,9 +202,12 @@ class Worker:
         self._lease_sure_until = sent + LEASE_TTL_S - _STALL_S
 
     def _function(self, name: str) -> QueuedFunction | None:
-        if name not in self._functions:
-            self._functions[name] = self.functions(name)
-        return self._functions[name]
+        found = self._functions.get(name)
+        if found is None:
+            found = self.functions(name)
+            if found is not None:  # only known names: unknown ones could be any number
+                self._functions[name] = found
+        return found
 
     async def _unpark(self, parked: list[str]) -> None:
         """Take back to the queue the parked jobs this worker can run."""
@@ -457,6 +460,8 @@ class Worker:
         start_ms = _now_ms()
         base: dict[str, Any] = {"t": job.tries, "f": "<unknown>", "a": [], "k": {}, "et": 0}
         try:
+            if job.unreadable:
+                raise PayloadDecodeError(job.unreadable)
             if not job.record:
                 raise JobFailedError("the job expired before a worker took it")
             record = read_record(job.record)

@@ -107,7 +107,9 @@ def create_dashboard(
             html = "".join(page.blocks["main"](page.new_context(values)))
         else:
             html = page.render(values)
-        response = HTMLResponse(html, headers=SECURITY_HEADERS)
+        # Stored JSON may hold a lone surrogate (no UTF-8 has one): shown as its escape.
+        body = html.encode("utf-8", errors="backslashreplace")
+        response = HTMLResponse(body, headers=SECURITY_HEADERS)
         guard.set_cookie(request, response)
         return response
 

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import ExecAbortError, NoScriptError, OutOfMemoryError
+from redis.exceptions import ExecAbortError, NoScriptError, OutOfMemoryError, ResponseError
 
 from ..outcomes import JobStatus
 from .layout import FINISHED_KEPT, WAKE_TOKENS_KEPT, CronKeys, KeyLayout
@@ -78,6 +78,9 @@ class Claimed(NamedTuple):
     """Tries started, this one included."""
     aborted: bool
     """Cancelled (arq's abort set) before it started."""
+    unreadable: str | None = None
+    """Why the record could not be read as a string (its key holds another Redis type, or
+    an empty string); ``record`` is then empty."""
 
 
 class Finished(NamedTuple):
@@ -117,6 +120,11 @@ class StoredJob:
     tries: int
     meta: dict[str, str]
     running_since_ms: float | None
+    unreadable_record: str | None = None
+    """Set (and ``record`` None) when the job's key holds another Redis type than a string,
+    or an empty string."""
+    unreadable_result: str | None = None
+    """The same for the result's key."""
 
 
 class Store:
@@ -315,6 +323,20 @@ class Store:
             )
             for i in range(0, len(taken), 4)
         ]
+        # MGET answers nil for a key of another type, as for a missing one: tell them apart
+        # (rare: an expired job, or a key written by something else), so the job fails
+        # saying what is wrong instead of "expired".
+        missing = [n for n, job in enumerate(claimed) if not job.record]
+        if missing:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for n in missing:
+                    pipe.type(k.job(claimed[n].id))
+                types = await pipe.execute()
+            for n, kind in zip(missing, types, strict=True):
+                found = kind.decode() if isinstance(kind, bytes) else str(kind)
+                if found != "none":
+                    why = _unreadable(k.job(claimed[n].id), found)
+                    claimed[n] = claimed[n]._replace(unreadable=why)
         return claimed, int(locked), [i.decode() for i in upcoming]
 
     async def lease_worker(
@@ -620,20 +642,36 @@ class Store:
                 pipe.hget(k.tries, job_id)
                 pipe.hgetall(k.meta(job_id))
                 pipe.zscore(k.claimed, job_id)
-            replies = await pipe.execute()
+            # A job's own keys may hold another type (written by something else): that job
+            # reads as unreadable, the others as usual.
+            replies = await pipe.execute(raise_on_error=False)
         jobs = []
-        for i in range(len(ids)):
+        for i, job_id in enumerate(ids):
             record, result, locked, score, tries, meta, claimed = replies[i * 7 : i * 7 + 7]
-            count, _, started = (tries or b"0 0").decode().partition(" ")
+            for reply in (locked, score, tries, claimed):
+                if isinstance(reply, Exception):
+                    raise reply
+            wrong_record = _wrong_type(record, k.job(job_id))
+            wrong_result = _wrong_type(result, k.result(job_id))
+            count, _, started = (tries or b"0 0").decode(errors="replace").partition(" ")
             jobs.append(
                 StoredJob(
-                    record,
-                    result,
+                    None if wrong_record else record,
+                    None if wrong_result else result,
                     bool(locked) or claimed is not None,
                     score,
-                    int(count),
-                    {key.decode(): value.decode() for key, value in meta.items()},
-                    float(started) if claimed is not None and started not in ("", "0") else None,
+                    int(count) if count.isdigit() else 0,
+                    {}
+                    if isinstance(meta, Exception)
+                    else {
+                        key.decode(errors="replace"): value.decode(errors="replace")
+                        for key, value in meta.items()
+                    },
+                    float(started)
+                    if claimed is not None and started.isdigit() and started != "0"
+                    else None,
+                    wrong_record,
+                    wrong_result,
                 )
             )
         return jobs
@@ -895,3 +933,30 @@ class Store:
             raw_state, history, running = await pipe.execute()
         state = {key.decode(): value.decode() for key, value in raw_state.items()}
         return state, list(history), bool(running)
+
+
+def _unreadable(key: str, found: str | None) -> str:
+    """Why the job record in ``key`` cannot be read: it holds a ``found`` (a Redis type), or
+    another type than a string (None)."""
+    if found == "string":
+        held = "an empty string"
+    elif found is None:
+        held = "a value of another Redis type"
+    else:
+        held = f"a Redis {found}"
+    return (
+        f"{key} holds {held}, not the string arq stores a record in; was it written by "
+        "something other than hostedjobs or arq?"
+    )
+
+
+def _wrong_type(reply: object, key: str) -> str | None:
+    """Why the reply to a GET of ``key`` is no record: an empty string, or (the GET failed)
+    another type than a string."""
+    if reply == b"":
+        return _unreadable(key, "string")
+    if not isinstance(reply, Exception):
+        return None
+    if isinstance(reply, ResponseError) and "WRONGTYPE" in str(reply):
+        return _unreadable(key, None)
+    raise reply

@@ -38,7 +38,8 @@ for n = 1, #ids do
       locked = locked + 1
     else
       local count = 1
-      if counts[n] then count = tonumber(string.match(counts[n], '^%d+')) + 1 end
+      -- A damaged entry (not written here) counts as no try, rather than failing the claim.
+      if counts[n] then count = (tonumber(string.match(counts[n], '^%d+')) or 0) + 1 end
       local t = #taken + 1
       taken[t] = ids[n]
       touched[2 * t - 1] = lock_keys[n]
