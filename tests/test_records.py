@@ -31,6 +31,7 @@ from hostedjobs.dashboard import PAGE_SIZE
 from hostedjobs.exceptions import PayloadDecodeError
 from hostedjobs.serialization import read_record
 from hostedjobs.testing import wait_for_job
+from tests.waiting import eventually
 
 
 @job_type("tests.records.echo")
@@ -127,15 +128,19 @@ MALFORMED: dict[str, Planter] = {
 }
 """Every malformed shape of a stored record we could think of, by name."""
 
-# Records that are well-formed but hold what no handler can take: each still fails clearly.
-ODD_BUT_WELL_FORMED: dict[str, Planter] = {
+# Records for functions no worker here has: parked, shown queued, for a worker that has one.
+NO_WORKER_FOR: dict[str, Planter] = {
     "unknown-function": _string(_record(f="tests.records.nobody@1")),
     "no-version": _string(_record(f="tests.records.echo")),
+    "distributed-run-of-no-job-here": _string(_record(f="hostedjobs:cron:nightly", a=["x"])),
+}
+
+# Records that are well-formed but hold what no handler can take: each still fails clearly.
+ODD_BUT_WELL_FORMED: dict[str, Planter] = {
     "no-arguments": _string(_record(a=[])),
     "argument-not-an-object": _string(_record(a=[5])),
     "argument-with-wrong-field": _string(_record(a=[{"text": 5}])),
     "huge-payload": _string(_record(a=[{"text": 7, "pad": "y" * 5_000_000}])),
-    "distributed-run-with-bad-tick": _string(_record(f="hostedjobs:cron:nightly", a=["x"])),
 }
 
 
@@ -268,6 +273,7 @@ async def test_the_worker_fails_each_malformed_record_clearly_and_goes_on(
             {**MALFORMED, **ODD_BUT_WELL_FORMED},
             due_ms=int(time.time() * 1000),
         )
+        waiting = await plant(pool, queue_name, NO_WORKER_FOR, due_ms=int(time.time() * 1000))
         after = await wait_for_job(host, await host.scheduler.enqueue(Echo(text="after")))
         assert after.status is JobStatus.SUCCEEDED and after.result == "after"
         # JSON may carry a lone surrogate, which is no UTF-8: the job runs, its page renders.
@@ -294,6 +300,13 @@ async def test_the_worker_fails_each_malformed_record_clearly_and_goes_on(
             )
             assert info.tries == 1, name
         assert "hash" in (await host.scheduler.get(ids["hash"])).error  # type: ignore[union-attr,operator]
+        for name, job_id in waiting.items():
+
+            async def parked(job_id: str = job_id) -> bool:
+                info = await host.scheduler.get(job_id)
+                return info is not None and (info.message or "").startswith("waiting for")
+
+            await eventually(parked, what=f"{name} parked")
         assert await pool.zcard(f"hostedjobs:{queue_name}:claimed") == 0
     assert "could not record its outcome" not in caplog.text
     for bad in ("AttributeError", "KeyError", "TypeError", "ValueError", "RecursionError"):
