@@ -522,7 +522,7 @@ async def run(options: Options) -> list[str]:
             return lines
         finally:
             await client.aclose()
-            await asyncio.to_thread(server.stop)
+            await asyncio.to_thread(server.shutdown)
 
 
 def _counts(text: str) -> list[int]:

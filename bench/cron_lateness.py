@@ -104,11 +104,16 @@ SYSTEMS: dict[str, Runner] = {
 async def measure(seconds: float) -> dict[str, list[float]]:
     """Run every system for ``seconds`` on one private Redis; lateness samples in ms."""
     results: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory() as folder, EmbeddedRedis(folder, persistent=False) as redis:
-        for name, runner in SYSTEMS.items():
-            samples = await runner(redis.url, seconds)
-            # The first tick can be caught mid-start-up; it says nothing about steady state.
-            results[name] = samples[1:]
+    with tempfile.TemporaryDirectory() as folder:
+        redis = EmbeddedRedis(folder, persistent=False)
+        redis.start()
+        try:
+            for name, runner in SYSTEMS.items():
+                samples = await runner(redis.url, seconds)
+                # The first tick can be caught mid-start-up; it says nothing about steady state.
+                results[name] = samples[1:]
+        finally:
+            redis.shutdown()
     return results
 
 

@@ -1199,7 +1199,7 @@ async def run(config: Config, json_path: Path | None) -> list[str]:
             finally:
                 await client.aclose()
         finally:
-            await asyncio.to_thread(server.stop)
+            await asyncio.to_thread(server.shutdown)
     kept = tuple(systems)
     lines = [
         *header(str(info["redis_version"]), config, dropped),

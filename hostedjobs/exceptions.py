@@ -16,7 +16,8 @@ friends keep working, and each message says how to fix the problem::
     ├── JobFailedError (RuntimeError)           a run that returned ``JobResult.failed``
     ├── RedisUnavailableError (ConnectionError) Redis could not be reached
     └── RedisServerNotFoundError (FileNotFoundError)
-                                                no ``redis-server`` for the embedded default
+                                                no server binary (or extra) for the embedded
+                                                default
 """
 
 from __future__ import annotations
@@ -87,4 +88,5 @@ class RedisUnavailableError(HostedJobsError, ConnectionError):
 
 
 class RedisServerNotFoundError(HostedJobsError, FileNotFoundError):
-    """No ``redis-server`` binary was found for the embedded default."""
+    """The embedded default cannot run: no server binary was found, or the ``embedded`` extra
+    is not installed."""

@@ -21,7 +21,12 @@ from .clock import Clock, SystemClock
 from .cron import CronSchedule
 from .definitions import HostedJob, Misfire, Overlap
 from .distributed import DistributedCron, function_name, job_name
-from .exceptions import ConfigurationError, HostNotRunningError, StartupActionError
+from .exceptions import (
+    ConfigurationError,
+    HostedJobsError,
+    HostNotRunningError,
+    StartupActionError,
+)
 from .handlers import HandlerRegistration, Handlers
 from .health import BEAT_TTL_S, WorkerBeat, read_beats
 from .hosted import HostedServices
@@ -56,6 +61,32 @@ J = TypeVar("J")
 Seconds = timedelta | float | int
 
 DATA_DIR_ENV = "HOSTEDJOBS_DATA_DIR"
+EMBEDDED_CHECK_S = 2.0
+"""How often a host on the embedded server checks that it still runs."""
+
+
+async def _watch_embedded(embedded: EmbeddedRedis) -> None:
+    """Start the embedded server again if it stopped under us (its keeper was killed):
+    every process using it does this, so they never wait for a newcomer to do it."""
+    while True:
+        await asyncio.sleep(EMBEDDED_CHECK_S)
+        if embedded.running:  # a lock test, no Redis command
+            continue
+        url = embedded.url
+        try:
+            restarted = await asyncio.to_thread(embedded.start)
+        except (HostedJobsError, OSError) as exc:
+            logger.warning("the embedded server stopped and could not be started again: %s", exc)
+            continue
+        if restarted == url:
+            logger.warning("the embedded server had stopped; it runs again at %s", url)
+        else:
+            logger.error(
+                "the embedded server had stopped and runs again at %s, not %s (its port was "
+                "taken): restart this process",
+                restarted,
+                url,
+            )
 
 
 def _seconds(name: str, value: Seconds, *, positive: bool = False) -> float:
@@ -530,13 +561,20 @@ class JobHost:
     @contextlib.asynccontextmanager
     async def _connected(self) -> AsyncIterator[Store]:
         embedded: EmbeddedRedis | None = None
+        watcher: asyncio.Task[None] | None = None
         try:
             url = resolve_redis_url(self.redis_url)
             if url is None:
                 embedded = EmbeddedRedis(self.data_dir)
                 url = await asyncio.to_thread(embedded.start)
                 logger.info(
-                    "using the embedded redis-server at %s (data in %s)", url, self.data_dir
+                    "%s the embedded server at %s (data in %s)",
+                    "started" if embedded.launched else "joined",
+                    url,
+                    self.data_dir,
+                )
+                watcher = asyncio.get_running_loop().create_task(
+                    _watch_embedded(embedded), name="hostedjobs:embedded"
                 )
             store = Store(
                 await open_redis(url),
@@ -559,6 +597,10 @@ class JobHost:
                 self._distributed.store = None
                 await store.close()
         finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
 

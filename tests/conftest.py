@@ -30,9 +30,12 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             env.setenv("HOSTEDJOBS_REDIS_URL", url)
             yield url
             return
-        with EmbeddedRedis(tmp_path_factory.mktemp("redis"), persistent=False) as server:
-            env.setenv("HOSTEDJOBS_REDIS_URL", server.url)
+        server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persistent=False)
+        env.setenv("HOSTEDJOBS_REDIS_URL", server.start())
+        try:
             yield server.url
+        finally:
+            server.shutdown()  # now, not after the idle timeout
 
 
 @pytest.fixture
@@ -123,6 +126,6 @@ def restartable_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rest
 
 @pytest.fixture
 def demo_server(tmp_path: Path) -> Iterator[str]:
-    """The demo app under a real uvicorn on the embedded redis-server; yields its base URL."""
+    """The demo app under a real uvicorn on the embedded server; yields its base URL."""
     with serve_demo(tmp_path) as base:
         yield base

@@ -49,7 +49,7 @@ def request_json(url: str, method: str = "GET", body: Any = None) -> tuple[int, 
 
 @contextlib.contextmanager
 def serve_demo(tmp_path: Path, *, failing_jobs: bool = False, **env: str) -> Iterator[str]:
-    """The demo app under a real uvicorn, on the embedded redis-server (no Redis URL set).
+    """The demo app under a real uvicorn, on the embedded server (no Redis URL set).
 
     Yields its base URL; stops it with SIGTERM and checks it shut down cleanly, with no
     traceback in its log unless ``failing_jobs`` (a failed job logs its own).
@@ -61,6 +61,8 @@ def serve_demo(tmp_path: Path, *, failing_jobs: bool = False, **env: str) -> Ite
             **{
                 "PORT": str(port),
                 "HOSTEDJOBS_DATA_DIR": str(tmp_path / "data"),
+                # The embedded server stops soon after the demo, not a minute later.
+                "HOSTEDJOBS_EMBEDDED_IDLE_TIMEOUT": "1",
                 "DEMO_DB": str(tmp_path / "demo.sqlite3"),
                 "REMINDER_DELAY": "0.5",
                 "DEMO_FAST_CRON": "* * * * * *",

