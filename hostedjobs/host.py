@@ -142,8 +142,9 @@ class JobHost:
 
     Args:
         services: where jobs' and handlers' dependencies come from; a scope is opened per run.
-        redis_url: ``redis://host:port/db``; default ``$HOSTEDJOBS_REDIS_URL``, else an embedded
-            private ``redis-server`` (development and demos) with its data in ``data_dir``.
+        redis_url: ``redis://host:port/db``; default ``$HOSTEDJOBS_REDIS_URL``, else the
+            embedded server (development and demos; `EmbeddedRedis`), shared by the processes
+            with the same ``data_dir`` and stopped a minute after the last one has gone.
         queue_name: the arq queue; apps sharing a Redis need different names.
         run_worker: run queued jobs in this process; False for web processes that only
             enqueue (they still take part in distributed cron ticks).
@@ -153,7 +154,7 @@ class JobHost:
         keep_result: how long finished on-demand jobs stay visible to ``scheduler.get``.
         shutdown_grace: how long shutdown waits for running jobs before cancelling them.
         fallback_poll: how often an idle worker looks at the queue without being woken.
-        data_dir: the embedded Redis's folder (default ``$HOSTEDJOBS_DATA_DIR`` or
+        data_dir: the embedded server's folder (default ``$HOSTEDJOBS_DATA_DIR`` or
             ``.hostedjobs``).
         startup_mode: ``"background"`` (default): the app serves at once (liveness passes)
             while startup actions run, and readiness answers 503 until they succeed;
