@@ -12,6 +12,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,6 +22,7 @@ from typing import IO, Any, Protocol
 import pytest
 import redis
 
+import hostedjobs.host
 from hostedjobs import JobHost, JobStatus
 from hostedjobs.exceptions import (
     ConfigurationError,
@@ -31,7 +33,7 @@ from hostedjobs.storage import embedded, keeper
 from hostedjobs.storage.embedded import EmbeddedRedis, find_redis_server
 from hostedjobs.testing import wait_for_job
 from tests.servers import ROOT, free_port, request_json, subprocess_env
-from tests.waiting import eventually_sync
+from tests.waiting import eventually, eventually_sync
 from tests.worker_app import Note
 
 HOSTEDJOBS = str(Path(sys.executable).with_name("hostedjobs"))
@@ -400,6 +402,33 @@ def test_start_starts_a_new_keeper_when_the_keeper_was_killed(data_dir: Path) ->
     server.stop()
 
 
+async def test_a_host_starts_the_embedded_server_again_when_its_keeper_dies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A host on the embedded default notices within seconds that the server's keeper died,
+    says so while it cannot start a new one, and carries on once it has."""
+    monkeypatch.delenv("HOSTEDJOBS_REDIS_URL", raising=False)
+    monkeypatch.setattr(hostedjobs.host, "EMBEDDED_CHECK_S", 0.1)
+    data_dir = tmp_path / "data"
+    host = JobHost(data_dir=data_dir, queue_name="again", run_worker=False)
+    try:
+        async with host.run():
+            record = _record(data_dir)
+            broken = _script(tmp_path / "broken-redis", 'echo "FATAL: no" >&2\nexit 1')
+            monkeypatch.setenv("HOSTEDJOBS_REDIS_SERVER", str(broken))
+            os.kill(record["keeper_pid"], signal.SIGKILL)
+            await eventually(
+                lambda: "could not be started again" in caplog.text, what=lambda: caplog.text
+            )
+            monkeypatch.delenv("HOSTEDJOBS_REDIS_SERVER")
+            await eventually(lambda: "runs again at" in caplog.text, what=lambda: caplog.text)
+            assert _record(data_dir)["port"] == record["port"]
+            job_id = await host.scheduler.enqueue(Note(path=str(tmp_path / "n.txt"), text="x"))
+            assert await host.scheduler.get(job_id) is not None
+    finally:
+        EmbeddedRedis(data_dir).shutdown()
+
+
 # -- stale state and start-up failures -------------------------------------------------------
 
 
@@ -451,6 +480,39 @@ def test_leftover_server_of_the_folder_is_replaced(data_dir: Path) -> None:
     finally:
         leftover.kill()
         leftover.wait()
+
+
+def test_keeper_restarts_its_server_and_stops_once_unused(tmp_path: Path) -> None:
+    """Keeper.run (here in a thread of ours): a server that dies is started again on its
+    port; once no process holds the users' lock and no client is connected for idle_timeout,
+    the server stops and run() returns."""
+    folder = keeper.Folder(tmp_path)
+    runner = keeper.Keeper(
+        folder, binary=find_redis_server(), persistent=False, idle_timeout=0.5, startup_timeout=30
+    )
+    lease = folder.join()
+    thread = threading.Thread(target=runner.run, name="keeper")
+    thread.start()
+    try:
+        record = eventually_sync(folder.read_record, what="the server's record")
+        url = f"redis://127.0.0.1:{record.port}/0"
+        assert folder.keeper_pid() == os.getpid()
+        os.kill(record.pid, signal.SIGKILL)
+        eventually_sync(
+            lambda: (folder.read_record() or record).pid != record.pid and _answers(url),
+            what="the server started again",
+        )
+        client = _client(url)
+        client.ping()
+        os.close(lease)  # the connected client still uses it
+        client.close()
+        thread.join(60)
+        assert not thread.is_alive()
+        assert folder.keeper_pid() is None
+        assert not _answers(url)
+    finally:
+        if thread.is_alive():
+            runner._stop_server()
 
 
 def test_server_start_retries_on_a_port_taken_meanwhile(
