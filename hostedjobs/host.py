@@ -73,8 +73,15 @@ async def _watch_embedded(embedded: EmbeddedRedis) -> None:
         if embedded.running:  # a lock test, no Redis command
             continue
         url = embedded.url
+        starting = asyncio.ensure_future(asyncio.to_thread(embedded.start))
         try:
-            restarted = await asyncio.to_thread(embedded.start)
+            restarted = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # Let the start finish, so that the host's stop() comes after it, not before.
+            await asyncio.wait([starting])
+            if not starting.cancelled():
+                starting.exception()  # seen: nobody is left to log it
+            raise
         except (HostedJobsError, OSError) as exc:
             logger.warning("the embedded server stopped and could not be started again: %s", exc)
             continue
