@@ -720,9 +720,11 @@ async def test_worker_carries_on_when_the_web_process_that_started_the_server_is
         assert scheduled is not None
         assert scheduled.status is JobStatus.SCHEDULED
     assert f"after pid={worker.pid}" in out.read_text()
-    # The very server the web process started: it was never down.
+    # The very server the web process started, never told to stop (it used to be, by the
+    # kernel, as the web process died: the jobs above could slip in while it shut down).
     assert _alive(record["pid"])
     assert _record(fleet.data_dir)["pid"] == record["pid"]
+    assert "Received SIGTERM" not in (fleet.data_dir / "redis.log").read_text()
 
     newcomer = EmbeddedRedis(fleet.data_dir)
     assert newcomer.start() == url
