@@ -14,7 +14,7 @@ friends keep working, and each message says how to fix the problem::
     ├── HostNotRunningError (RuntimeError)      the host was used outside ``host.run()``
     ├── StartupActionError (RuntimeError)       a startup action failed (blocking mode)
     ├── JobFailedError (RuntimeError)           a run that returned ``JobResult.failed``
-    ├── RedisUnavailableError (ConnectionError) Redis could not be reached
+    ├── RedisUnavailableError (ConnectionError) Redis could not be reached or did not answer
     └── RedisServerNotFoundError (FileNotFoundError)
                                                 no server binary (or extra) for the embedded
                                                 default
@@ -84,7 +84,9 @@ class JobFailedError(HostedJobsError, RuntimeError):
 
 
 class RedisUnavailableError(HostedJobsError, ConnectionError):
-    """Redis could not be reached at start-up."""
+    """A Redis call failed: no connection (refused, unknown host, TLS, authentication), no
+    answer within the timeout, or an error reply (out of memory, read-only, forbidden by
+    the ACL). The message names the server and the cause, never the password."""
 
 
 class RedisServerNotFoundError(HostedJobsError, FileNotFoundError):

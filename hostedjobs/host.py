@@ -44,6 +44,7 @@ from .starlette import health_response, readiness_response, server_forcing_exit
 from .startup import StartupAction, StartupActions, StartupState
 from .status import HostedJobStatus
 from .storage import Store, open_redis, redacted, resolve_redis_url
+from .storage.connection import DEFAULT_TIMEOUT_S
 from .storage.embedded import EmbeddedRedis
 from .worker import Worker, WorkerSupervisor
 
@@ -94,6 +95,10 @@ async def _watch_embedded(embedded: EmbeddedRedis) -> None:
                 restarted,
                 url,
             )
+
+HEALTH_REDIS_TIMEOUT_S = 2.0
+"""How long the health report waits for Redis's answer (at most ``redis_timeout``), so a
+probe gets a prompt 503 from a frozen Redis rather than no answer."""
 
 
 def _seconds(name: str, value: Seconds, *, positive: bool = False) -> float:
@@ -168,6 +173,9 @@ class JobHost:
             ``"blocking"``: the lifespan startup waits for them and fails if one fails.
         on_startup_failure: ``"exit"`` (default): a failed action stops the process with a
             non-zero status; ``"stay"``: keep serving, not ready, gated jobs never start.
+        redis_timeout: the longest one Redis call may wait (connection set-up included)
+            before it fails with `RedisUnavailableError`; a blocking wait gets its block time
+            on top. A refused or dropped connection is retried within that time.
         clock: the wall clock for schedules (tests inject a skewed or fixed one).
         instrumentation: metrics and tracing, e.g.
             ``[hostedjobs.metrics.PrometheusMetrics(), hostedjobs.tracing.OpenTelemetryTracing()]``
@@ -190,6 +198,7 @@ class JobHost:
         data_dir: str | os.PathLike[str] | None = None,
         startup_mode: Literal["background", "blocking"] = "background",
         on_startup_failure: Literal["exit", "stay"] = "exit",
+        redis_timeout: Seconds = DEFAULT_TIMEOUT_S,
         clock: Clock | None = None,
         instrumentation: Iterable[Instrumentation] = (),
     ) -> None:
@@ -210,6 +219,7 @@ class JobHost:
         self.keep_result_s = _seconds("keep_result", keep_result)
         self.shutdown_grace_s = _seconds("shutdown_grace", shutdown_grace)
         self.fallback_poll_s = _seconds("fallback_poll", fallback_poll, positive=True)
+        self.redis_timeout_s = _seconds("redis_timeout", redis_timeout, positive=True)
         self.data_dir = Path(data_dir or os.environ.get(DATA_DIR_ENV) or ".hostedjobs")
         self.startup_mode = startup_mode
         self.on_startup_failure = on_startup_failure
@@ -229,6 +239,7 @@ class JobHost:
         self._grace = Grace()
         self._running = False
         self._url = ""
+        self._target = ""
 
     def _check_not_running(self) -> None:
         if self._running:
@@ -584,12 +595,10 @@ class JobHost:
                 watcher = asyncio.get_running_loop().create_task(
                     _watch_embedded(embedded), name="hostedjobs:embedded"
                 )
-            store = Store(
-                await open_redis(url),
-                self.queue_name,
-                meta_ttl_s=int(self.keep_result_s) + 86_400,
-            )
+            client = await open_redis(url, timeout_s=self.redis_timeout_s)
+            store = Store(client, self.queue_name, meta_ttl_s=int(self.keep_result_s) + 86_400)
             self._url = url
+            self._target = client.target
             self._scheduler._attach(store)
             self._handlers.store = store
             self._distributed.store = store
@@ -800,8 +809,13 @@ class JobHost:
         redis_ok = False
         if self._running and self._scheduler._store is not None:
             started = time.perf_counter()
+            wait_s = min(self.redis_timeout_s, HEALTH_REDIS_TIMEOUT_S)
             try:
-                await self._scheduler.store.ping()
+                async with asyncio.timeout(wait_s):
+                    await self._scheduler.store.ping()
+            except TimeoutError:
+                error = f"Redis at {self._target} did not answer within {wait_s:g}s"
+                report["redis"] = {"ok": False, "error": error}
             except (RedisError, OSError) as exc:
                 report["redis"] = {"ok": False, "error": str(exc)}
             else:

@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-from typing import Any
+import socket
+import ssl
 
-import hiredis
-from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.asyncio import ConnectionPool
+from redis.asyncio.connection import SSLConnection
+from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import ConfigurationError, RedisUnavailableError
+from .client import RedisClient, bounded_client, connection_class, retry_policy
 
-__all__ = ["REDIS_URL_ENV", "open_redis", "redacted", "resolve_redis_url"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "REDIS_URL_ENV",
+    "open_redis",
+    "redacted",
+    "resolve_redis_url",
+]
 
 REDIS_URL_ENV = "HOSTEDJOBS_REDIS_URL"
 """The environment variable consulted when no ``redis_url`` is given."""
+
+DEFAULT_TIMEOUT_S = 5.0
+"""How long one Redis call may wait by default (``JobHost(redis_timeout=...)``)."""
 
 
 def resolve_redis_url(redis_url: str | None) -> str | None:
@@ -43,58 +52,120 @@ def redacted(url: str) -> str:
     return f"{scheme}{sep}{user}:***@{location}"
 
 
-class _HiredisPacking:
-    """Packs commands with hiredis (C) rather than redis-py's Python packer, which was most
-    of a busy worker's client-side CPU (a commit packs a command per finished job)."""
+async def open_redis(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> RedisClient:
+    """A client with a connection pool on ``url``, checked with a PING.
 
-    def pack_command(self, *args: Any) -> list[bytes]:
-        command = args[0]
-        if isinstance(command, str):
-            args = (*command.encode().split(), *args[1:])
-        elif b" " in command:
-            args = (*command.split(), *args[1:])
-        try:
-            return [hiredis.pack_command(args)]
-        except TypeError:
-            # A value hiredis does not pack (a bool, say): redis-py's packer says what is wrong.
-            packed: list[bytes] = super().pack_command(*args)  # type: ignore[misc]
-            return packed
+    Every call on it waits at most ``timeout_s`` seconds (connection set-up included; a
+    blocking command its block time on top) and fails with `RedisUnavailableError`; a
+    refused or dropped connection is retried within the call, so a Redis restart of a
+    second or two is invisible. The URL's ``socket_timeout`` and ``socket_connect_timeout``
+    query parameters, if given, override ``timeout_s`` for what they name.
 
-
-_PACKING: dict[type[AbstractConnection], type[AbstractConnection]] = {}
-
-
-def _packing_with_hiredis(cls: type[AbstractConnection]) -> type[AbstractConnection]:
-    if cls not in _PACKING:
-        _PACKING[cls] = type(f"Hiredis{cls.__name__}", (_HiredisPacking, cls), {})
-    return _PACKING[cls]
-
-
-async def open_redis(url: str) -> Redis:
-    """A client with a connection pool on ``url`` that rides out short outages.
-
-    Commands are retried a few times with backoff on connection errors, so a Redis restart
-    of a second or two is invisible to runs finishing meanwhile. Raises
-    `RedisUnavailableError` if Redis does not answer now.
+    Raises `RedisUnavailableError` if Redis does not answer the PING, saying why and how to
+    fix it (a missing or wrong password, TLS on one side only, nothing listening, an
+    unknown host, no answer in time), and `ConfigurationError` for a malformed URL option.
     """
-    connections = ConnectionPool.from_url(
-        url,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=5),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
-        socket_connect_timeout=5,
-        socket_keepalive=True,
-        health_check_interval=30,
-    )
-    # The URL picks the connection class (TCP, TLS, Unix socket); each packs with hiredis.
-    connections.connection_class = _packing_with_hiredis(connections.connection_class)
-    pool = Redis(connection_pool=connections)
     try:
-        await pool.ping()
-    except (RedisError, OSError) as exc:
-        await pool.aclose(close_connection_pool=True)
-        raise RedisUnavailableError(
-            f"cannot reach Redis at {redacted(url)} ({exc}); start Redis there, or set "
-            f"{REDIS_URL_ENV} / JobHost(redis_url=...) to one that runs, or leave both unset "
-            "to use the embedded redis-server"
-        ) from exc
-    return pool
+        connections = ConnectionPool.from_url(
+            url,
+            retry=retry_policy(),
+            retry_on_error=[RedisConnectionError, OSError],
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            socket_keepalive=True,
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"invalid Redis URL {redacted(url)!r}: {exc}") from exc
+    # No health_check_interval: redis-py runs the first check inside a new connection's own
+    # hand-shake, and retried there a failing hand-shake (a missing password) recursed, a
+    # retry loop per level, without ever failing. A stale connection fails its command,
+    # which is then retried on a fresh one.
+    connections.connection_class = connection_class(connections.connection_class)
+    client = bounded_client(connections)
+    try:
+        await client.ping()
+    except RedisUnavailableError as exc:
+        await client.aclose(close_connection_pool=True)
+        hint = await _hint(connections, exc.__cause__)
+        raise RedisUnavailableError(f"cannot connect to {exc}; {hint}") from exc.__cause__
+    return client
+
+
+async def _hint(pool: ConnectionPool, cause: BaseException | None) -> str:
+    """How to fix a failed first PING, from its cause (and, where the cause is ambiguous, a
+    look at whether the port speaks TLS)."""
+    text = str(cause)
+    if isinstance(cause, AuthenticationError):
+        if "without any password configured" in text or "no password is set" in text:
+            return "the URL gives a password but this Redis has none: remove it from the URL"
+        if "required" in text.lower():
+            return (
+                "this Redis requires a password (requirepass or ACL): put it in the URL, "
+                "redis://:PASSWORD@host:port/db or redis://USER:PASSWORD@host:port/db"
+            )
+        return (
+            "the user name or password in the URL is wrong, or the user is disabled "
+            "(special characters in a password must be %-encoded in a URL)"
+        )
+    inner = cause.__cause__ or cause.__context__ if cause is not None else None
+    if isinstance(inner, ssl.SSLCertVerificationError):
+        return (
+            "the server's TLS certificate is not trusted: give its CA with "
+            "?ssl_ca_certs=/path/to/ca.pem in the URL"
+        )
+    if isinstance(inner, ConnectionRefusedError):
+        return (
+            f"nothing listens there: start Redis, or set {REDIS_URL_ENV} / "
+            "JobHost(redis_url=...) to one that runs, or leave both unset to use the embedded "
+            "redis-server"
+        )
+    if isinstance(inner, socket.gaierror):
+        return "the host name does not resolve: check the host in the URL"
+    kwargs = pool.connection_kwargs
+    host, port = kwargs.get("host"), kwargs.get("port")
+    if host and port:
+        if not issubclass(pool.connection_class, SSLConnection):
+            if await _speaks_tls(host, port):
+                return "this port speaks TLS: use rediss:// instead of redis://"
+        elif not await _speaks_tls(host, port) and await _speaks_plain_redis(host, port):
+            return "this port serves plain Redis, not TLS: use redis:// instead of rediss://"
+    return (
+        "check that Redis listens there and answers (redis-cli -u URL ping); "
+        "JobHost(redis_timeout=...) sets how long a call may wait"
+    )
+
+
+_PROBE_S = 2.0
+
+
+async def _speaks_tls(host: str, port: int) -> bool:
+    """True if a TLS handshake with ``host:port`` gets an answer (certificate unchecked)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        async with asyncio.timeout(_PROBE_S):
+            _, writer = await asyncio.open_connection(host, port, ssl=context)
+    except (OSError, TimeoutError):  # ssl.SSLError included
+        return False
+    writer.close()
+    with contextlib.suppress(OSError, TimeoutError):
+        async with asyncio.timeout(_PROBE_S):
+            await writer.wait_closed()
+    return True
+
+
+async def _speaks_plain_redis(host: str, port: int) -> bool:
+    """True if ``host:port`` answers an inline PING as Redis does (PONG, or an error)."""
+    try:
+        async with asyncio.timeout(_PROBE_S):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(b"PING\r\n")
+                await writer.drain()
+                reply = await reader.readline()
+            finally:
+                writer.close()
+    except (OSError, TimeoutError):
+        return False
+    return reply.startswith((b"+", b"-"))

@@ -1,0 +1,331 @@
+"""The Redis client every part of hostedjobs talks through: bounded, and failing clearly.
+
+Three rules, kept here so no caller needs a ``try`` of its own:
+
+- **Every call is bounded.** A command, pipeline or pub/sub read fails after the client's
+  timeout (connection set-up included); a blocking command (``BLPOP``) gets its block time
+  on top, on the socket and on the call.
+- **Only what a reconnect can cure is retried**: a refused, reset or closed connection (a
+  Redis restart), a few times with backoff within the call. A timeout is not retried (a
+  frozen or overloaded server would only be asked again), nor is a failed authentication or
+  TLS handshake (asking again cannot fix a password).
+- **Every failure is a `RedisUnavailableError`** (a builtin ``ConnectionError``) whose
+  message names the server (host:port/db or socket path, never the password) and the
+  cause. Only ``NOSCRIPT`` passes through untranslated: redis-py and the store load the
+  script and call again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import math
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import hiredis
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.client import Pipeline, PubSub
+from redis.asyncio.connection import AbstractConnection, SSLConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    NoPermissionError,
+    NoScriptError,
+    RedisError,
+)
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..exceptions import RedisUnavailableError
+
+__all__ = ["RedisClient", "bounded_client", "connection_class", "retry_policy", "unavailable"]
+
+T = TypeVar("T")
+
+_RETRIES = 5
+"""Reconnections one call may try (0.1 + 0.2 + 0.4 + 0.8 + 1 s of backoff): a restart of
+a second or two is invisible, a server that stays down fails the call within seconds."""
+
+_BLOCKING = frozenset(
+    name
+    for command in ("BLPOP", "BRPOP", "BZPOPMIN", "BZPOPMAX", "BLMOVE", "BRPOPLPUSH")
+    for name in (command, command.encode())
+)
+"""Blocking commands whose last argument is how long they block, in seconds (0: for ever)."""
+
+
+def block_seconds(args: tuple[Any, ...]) -> float:
+    """How long the command ``args`` may block the connection: 0 for an ordinary command,
+    ``math.inf`` for a blocking one told to wait for ever."""
+    if args[0] not in _BLOCKING:
+        return 0.0
+    block = float(args[-1])
+    return block if block > 0 else math.inf
+
+
+@dataclass(slots=True)
+class _Call:
+    """One bounded call in progress (a context variable: nested retries share it)."""
+
+    deadline: float | None
+    """The loop time it must end by (None: no bound)."""
+    retries_left: int = _RETRIES
+    last_error: BaseException | None = None
+
+
+_CALL: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
+    "hostedjobs_redis_call", default=None
+)
+
+
+def _transient(error: BaseException) -> bool:
+    """True if reconnecting may cure ``error`` (a restart), False if it cannot (a timeout, a
+    refused password, a failed TLS handshake)."""
+    if isinstance(
+        error, AuthenticationError | AuthorizationError | RedisTimeoutError | TimeoutError
+    ):
+        return False
+    # redis-py raises its own ConnectionError in place of the OSError it caught.
+    inner = error.__cause__ or error.__context__
+    return not isinstance(error, ssl.SSLError) and not isinstance(
+        inner, ssl.SSLError | TimeoutError
+    )
+
+
+class _Retry(Retry):
+    """redis-py's retry loop, for transient errors only, within the call's retry budget."""
+
+    async def call_with_retry(
+        self, do: Callable[[], Awaitable[T]], fail: Callable[[RedisError], Any]
+    ) -> T:
+        self._backoff.reset()  # type: ignore[no-untyped-call]
+        call = _CALL.get()
+        failures = 0
+        while True:
+            try:
+                return await do()
+            except self._supported_errors as error:
+                failures += 1
+                await fail(error)
+                backoff = self._backoff.compute(failures)
+                if call is None:
+                    retry = failures <= self._retries
+                else:
+                    call.last_error = error
+                    call.retries_left -= 1
+                    # A retry the deadline would cut short: the real error says more.
+                    retry = call.retries_left >= 0 and (
+                        call.deadline is None
+                        or asyncio.get_running_loop().time() + backoff < call.deadline
+                    )
+                if not retry or not _transient(error):
+                    raise
+                await asyncio.sleep(backoff)
+
+
+def retry_policy() -> Retry:
+    """What the connection pool retries with (see the module docstring)."""
+    return _Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=_RETRIES)
+
+
+class _BoundedConnection(AbstractConnection):
+    """Packs commands with hiredis and gives blocking commands a longer socket timeout.
+
+    hiredis (C) packs rather than redis-py's Python packer, which was most of a busy worker's
+    client-side CPU (a commit packs a command per finished job). A ``BLPOP`` that blocks for
+    up to 10 s must not be cut short by a 5 s socket timeout: the read of its reply waits
+    the block time on top.
+    """
+
+    _block_s: float = 0.0
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        command = args[0]
+        if command in _BLOCKING:
+            self._block_s = max(self._block_s, block_seconds(args))
+        if isinstance(command, str):
+            args = (*command.encode().split(), *args[1:])
+        elif b" " in command:
+            args = (*command.split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:
+            # A value hiredis does not pack (a bool, say): redis-py's packer says what is wrong.
+            return super().pack_command(*args)
+
+    async def read_response(
+        self,
+        disable_decoding: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 (redis-py's signature)
+        *,
+        disconnect_on_error: bool = True,
+        push_request: bool | None = False,
+    ) -> Any:
+        read = super().read_response(
+            disable_decoding,
+            timeout,
+            disconnect_on_error=disconnect_on_error,
+            push_request=push_request,
+        )
+        block, self._block_s = self._block_s, 0.0
+        if not block:
+            return await read
+        # The reply to a blocking command is the next one read.
+        saved = self.socket_timeout
+        self.socket_timeout = None if saved is None or math.isinf(block) else saved + block
+        try:
+            return await read
+        finally:
+            self.socket_timeout = saved
+
+    async def disconnect(self, nowait: bool = False) -> None:
+        self._block_s = 0.0
+        await super().disconnect(nowait)
+
+
+_CLASSES: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+
+
+def connection_class(cls: type[AbstractConnection]) -> type[AbstractConnection]:
+    """``cls`` (TCP, TLS or Unix socket, as the URL picks) with hostedjobs' packing and
+    blocking-command timeouts."""
+    if cls not in _CLASSES:
+        _CLASSES[cls] = type(f"Bounded{cls.__name__}", (_BoundedConnection, cls), {})
+    return _CLASSES[cls]
+
+
+@dataclass(frozen=True, slots=True)
+class _Bounds:
+    """Where a client points and how long one call may take."""
+
+    target: str
+    """host:port/db or the socket path, for messages (never the password)."""
+    timeout_s: float | None
+
+    @classmethod
+    def of(cls, pool: ConnectionPool) -> _Bounds:
+        kwargs = pool.connection_kwargs
+        db = int(kwargs.get("db") or 0)
+        if kwargs.get("path"):
+            target = str(kwargs["path"]) + (f" (db {db})" if db else "")
+        else:
+            target = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{db}"
+            if issubclass(pool.connection_class, SSLConnection):
+                target += " (TLS)"
+        timeouts = [kwargs.get("socket_timeout"), kwargs.get("socket_connect_timeout")]
+        known = [float(t) for t in timeouts if t is not None]
+        return cls(target, max(known) if len(known) == len(timeouts) else None)
+
+    def limit(self, block_s: float) -> float | None:
+        """The deadline of a call that blocks ``block_s`` seconds."""
+        if self.timeout_s is None or math.isinf(block_s):
+            return None
+        return self.timeout_s + block_s
+
+
+def unavailable(
+    error: BaseException, target: str, timeout_s: float | None
+) -> RedisUnavailableError:
+    """The `RedisUnavailableError` to raise for ``error``, naming ``target`` and the cause."""
+    return RedisUnavailableError(f"Redis at {target}: {_cause(error, timeout_s)}")
+
+
+def _cause(error: BaseException, timeout_s: float | None) -> str:
+    inner = error.__cause__ or error.__context__
+    if isinstance(error, RedisTimeoutError | TimeoutError):
+        cause = "no answer" + (f" within {timeout_s:g}s" if timeout_s is not None else "")
+        call = _CALL.get()
+        last = None if call is None else call.last_error
+        if last is not None and last is not error and not isinstance(last, type(error)):
+            cause += f" (last error: {_cause(last, timeout_s)})"
+        return cause
+    if isinstance(error, AuthenticationError):
+        return f"authentication failed ({_text(error)})"
+    if isinstance(error, NoPermissionError):
+        return f"the user's ACL forbids it ({_text(error)})"
+    if isinstance(error, ConnectionRefusedError) or isinstance(inner, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, socket.gaierror) or isinstance(inner, socket.gaierror):
+        return f"the host name does not resolve ({_text(error)})"
+    return _text(error)
+
+
+def _text(error: BaseException) -> str:
+    return str(error).strip().rstrip(".") or type(error).__name__
+
+
+async def _bounded(bounds: _Bounds, block_s: float, call: Awaitable[T]) -> T:
+    """Await ``call`` within the bounds, raising `RedisUnavailableError` if it fails."""
+    limit = bounds.limit(block_s)
+    deadline = None if limit is None else asyncio.get_running_loop().time() + limit
+    token = _CALL.set(_Call(deadline))
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await call
+    except NoScriptError:
+        raise
+    except (RedisError, OSError) as error:
+        raise unavailable(error, bounds.target, bounds.timeout_s) from error
+    finally:
+        _CALL.reset(token)
+
+
+class RedisClient(Redis):
+    """A redis-py client whose every call is bounded and fails with `RedisUnavailableError`.
+
+    Make one with `bounded_client`; its pipelines and pub/sub objects follow the same rules.
+    """
+
+    _bounds = _Bounds("Redis", None)
+
+    @property
+    def target(self) -> str:
+        """host:port/db (or the socket path) of the server, for messages."""
+        return self._bounds.target
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        call = super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        return await _bounded(self._bounds, block_seconds(args), call)
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        pipe = _Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+        pipe._bounds = self._bounds
+        return pipe
+
+    def pubsub(self, **kwargs: Any) -> PubSub:
+        pubsub = _PubSub(self.connection_pool, **kwargs)
+        pubsub._bounds = self._bounds
+        return pubsub
+
+
+class _Pipeline(Pipeline):
+    _bounds = _Bounds("Redis", None)
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        block = max((block_seconds(args) for args, _ in self.command_stack), default=0.0)
+        return await _bounded(self._bounds, block, super().execute(raise_on_error))
+
+
+class _PubSub(PubSub):
+    _bounds = _Bounds("Redis", None)
+
+    async def execute_command(self, *args: Any) -> Any:
+        return await _bounded(self._bounds, 0.0, super().execute_command(*args))
+
+    async def parse_response(self, block: bool = True, timeout: float = 0) -> Any:  # noqa: ASYNC109
+        # Waiting for a message is bounded by the caller's timeout (none: for ever).
+        wait = math.inf if block else timeout
+        return await _bounded(self._bounds, wait, super().parse_response(block, timeout))
+
+
+def bounded_client(pool: ConnectionPool) -> RedisClient:
+    """A `RedisClient` on ``pool``; each call is bounded by the longer of the pool's socket
+    and connect timeouts (no bound if either is unset)."""
+    client = RedisClient(connection_pool=pool)
+    client._bounds = _Bounds.of(pool)
+    return client

@@ -1,0 +1,170 @@
+"""Private redis-servers that a test configures as it needs: a password, TLS, an eviction
+policy, a replica, cluster mode, ACL users; and that it can freeze (SIGSTOP) and thaw.
+
+Each listens on 127.0.0.1 on ports of its own and persists nothing, so it never touches the
+session's Redis or one on 6379.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import redis
+
+from hostedjobs.storage.embedded import find_redis_server
+from tests.servers import free_port
+
+
+def make_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (``openssl``), in ``folder``."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a TLS certificate")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    # fmt: off
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+            "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out", str(cert),
+            "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True, capture_output=True,
+    )
+    # fmt: on
+    return cert, key
+
+
+class RedisServer:
+    """One redis-server child process with ``options`` on its command line.
+
+    With ``password`` it requires it (``requirepass``); with ``tls`` it also listens for TLS
+    on `tls_port` (a certificate made in ``data_dir``; `url` stays the plain port's).
+    """
+
+    def __init__(
+        self, data_dir: Path, *options: str, password: str | None = None, tls: bool = False
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.password = password
+        self.tls_port: int | None = None
+        self.certificate: Path | None = None
+        # fmt: off
+        self.command = [
+            find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--daemonize", "no", "--dir", str(data_dir), "--logfile", str(data_dir / "redis.log"),
+            "--save", "", "--appendonly", "no", *options,
+        ]
+        # fmt: on
+        if password is not None:
+            self.command += ["--requirepass", password]
+        if tls:
+            self.certificate, key = make_certificate(data_dir)
+            self.tls_port = free_port()
+            # fmt: off
+            self.command += [
+                "--tls-port", str(self.tls_port), "--tls-cert-file", str(self.certificate),
+                "--tls-key-file", str(key), "--tls-ca-cert-file", str(self.certificate),
+                "--tls-auth-clients", "no",
+            ]
+            # fmt: on
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The plain port's URL, without the password."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def admin(self) -> redis.Redis:
+        """A (synchronous) client with the server's password; close it after use."""
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            password=self.password,
+            socket_timeout=30,
+            socket_connect_timeout=30,
+        )
+
+    def info(self, section: str) -> dict[str, Any]:
+        """``INFO section``, as the admin reads it."""
+        admin = self.admin()
+        try:
+            return cast(dict[str, Any], admin.info(section))
+        finally:
+            admin.close()
+
+    def start(self) -> RedisServer:
+        """Start the server and wait until it answers."""
+        self._process = subprocess.Popen(
+            self.command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while self._process.poll() is None and time.monotonic() < deadline:
+            client = self.admin()
+            try:
+                if client.ping():
+                    return self
+            except (redis.RedisError, OSError):
+                time.sleep(0.05)
+            finally:
+                client.close()
+        self.stop()
+        log = self.data_dir / "redis.log"
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        if "TLS" in tail and "not" in tail.lower():
+            pytest.skip(f"this redis-server was built without TLS:\n{tail}")
+        raise RuntimeError(f"redis-server {self.command} did not start:\n{tail}")
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): it accepts connections but answers nothing."""
+        assert self._process is not None
+        os.kill(self._process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Thaw a frozen server (SIGCONT)."""
+        assert self._process is not None
+        os.kill(self._process.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        """Stop the server (thawed first, so that it can)."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGCONT)
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def redis_server(
+    tmp_path_factory: pytest.TempPathFactory,
+    *options: str,
+    password: str | None = None,
+    tls: bool = False,
+) -> Iterator[RedisServer]:
+    """A started `RedisServer`, stopped when the block ends."""
+    server = RedisServer(
+        tmp_path_factory.mktemp("redis-server"), *options, password=password, tls=tls
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
