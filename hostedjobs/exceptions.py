@@ -5,6 +5,7 @@ friends keep working, and each message says how to fix the problem::
 
     HostedJobsError
     ├── ConfigurationError (ValueError)         bad registration or option, found at set-up
+    │   └── RedisConfigurationError             a Redis server that would lose or refuse jobs
     ├── PayloadError (TypeError)                a job payload that cannot be written as JSON
     ├── PayloadDecodeError (ValueError)         a stored payload that does not fit its job type
     ├── JobAlreadyExistsError (ValueError)      an explicit job id that is already taken
@@ -31,6 +32,7 @@ __all__ = [
     "JobFailedError",
     "PayloadDecodeError",
     "PayloadError",
+    "RedisConfigurationError",
     "RedisServerNotFoundError",
     "RedisUnavailableError",
     "StartupActionError",
@@ -45,6 +47,12 @@ class HostedJobsError(Exception):
 
 class ConfigurationError(HostedJobsError, ValueError):
     """A registration or option is invalid; raised at set-up, before anything runs."""
+
+
+class RedisConfigurationError(ConfigurationError):
+    """The Redis server is set up so that it would lose jobs silently or refuse them half-way
+    (an eviction policy, a replica, cluster mode, too old a version, a missing ACL
+    permission); raised at start-up, listing each problem and its fix."""
 
 
 class PayloadError(HostedJobsError, TypeError):

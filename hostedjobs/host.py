@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from redis.exceptions import RedisError
 from starlette.requests import Request
@@ -46,6 +46,7 @@ from .status import HostedJobStatus
 from .storage import Store, open_redis, redacted, resolve_redis_url
 from .storage.connection import DEFAULT_TIMEOUT_S
 from .storage.embedded import EmbeddedRedis
+from .storage.preflight import RISKS, Risk, check_server
 from .worker import Worker, WorkerSupervisor
 
 if TYPE_CHECKING:
@@ -125,6 +126,18 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         )
 
 
+def _risks(accepted: Iterable[str]) -> frozenset[Risk]:
+    if isinstance(accepted, str):
+        accepted = [accepted]
+    chosen = frozenset(accepted)
+    unknown = chosen.difference(RISKS)
+    if unknown:
+        raise ConfigurationError(
+            f"accept_risks takes {', '.join(map(repr, RISKS))}, got {sorted(unknown)!r}"
+        )
+    return cast(frozenset[Risk], chosen)
+
+
 def _stop_process(failed_action: str) -> None:
     """Ask the server to shut down gracefully, so that the process exits non-zero.
 
@@ -176,6 +189,10 @@ class JobHost:
         redis_timeout: the longest one Redis call may wait (connection set-up included)
             before it fails with `RedisUnavailableError`; a blocking wait gets its block time
             on top. A refused or dropped connection is retried within that time.
+        accept_risks: Redis settings to start with anyway: ``"eviction"`` (a maxmemory-policy
+            other than noeviction, which can delete queued jobs) and ``"persistence"`` (a
+            server that persists nothing, otherwise warned about). Without it, the host
+            refuses to start on an evicting Redis (`RedisConfigurationError`).
         clock: the wall clock for schedules (tests inject a skewed or fixed one).
         instrumentation: metrics and tracing, e.g.
             ``[hostedjobs.metrics.PrometheusMetrics(), hostedjobs.tracing.OpenTelemetryTracing()]``
@@ -199,6 +216,7 @@ class JobHost:
         startup_mode: Literal["background", "blocking"] = "background",
         on_startup_failure: Literal["exit", "stay"] = "exit",
         redis_timeout: Seconds = DEFAULT_TIMEOUT_S,
+        accept_risks: Iterable[Risk] = (),
         clock: Clock | None = None,
         instrumentation: Iterable[Instrumentation] = (),
     ) -> None:
@@ -220,6 +238,7 @@ class JobHost:
         self.shutdown_grace_s = _seconds("shutdown_grace", shutdown_grace)
         self.fallback_poll_s = _seconds("fallback_poll", fallback_poll, positive=True)
         self.redis_timeout_s = _seconds("redis_timeout", redis_timeout, positive=True)
+        self.accept_risks = _risks(accept_risks)
         self.data_dir = Path(data_dir or os.environ.get(DATA_DIR_ENV) or ".hostedjobs")
         self.startup_mode = startup_mode
         self.on_startup_failure = on_startup_failure
@@ -597,6 +616,11 @@ class JobHost:
                 )
             client = await open_redis(url, timeout_s=self.redis_timeout_s)
             store = Store(client, self.queue_name, meta_ttl_s=int(self.keep_result_s) + 86_400)
+            try:
+                await check_server(client, store.keys, accept=self.accept_risks)
+            except BaseException:
+                await store.close()
+                raise
             self._url = url
             self._target = client.target
             self._scheduler._attach(store)

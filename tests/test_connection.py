@@ -34,7 +34,7 @@ class Note:
 
 
 def make_host(url: str, **options: Any) -> JobHost:
-    host = JobHost(redis_url=url, queue_name="faults", **options)
+    host = JobHost(redis_url=url, queue_name="faults", accept_risks={"persistence"}, **options)
 
     @host.handler(Note)
     async def note(job: Note, ctx: JobContext) -> str:

@@ -77,8 +77,13 @@ class KeyLayout:
     hash_tag: bool = False
 
     @property
-    def _own(self) -> str:
+    def namespace(self) -> str:
+        """What every key hostedjobs adds for the queue starts with (then a colon)."""
         return f"{{hostedjobs:{self.queue}}}" if self.hash_tag else f"hostedjobs:{self.queue}"
+
+    @property
+    def _own(self) -> str:
+        return self.namespace
 
     def _arq(self, prefix: str, job_id: str) -> str:
         return (
