@@ -132,6 +132,23 @@ async def test_a_dead_redis_raises_no_redis_py_exception(server: RedisServer) ->
         assert (await wait_for_job(host, again)).result == "again"
 
 
+async def test_an_error_reply_is_a_redis_unavailable_error(server: RedisServer) -> None:
+    """An error reply (here a full Redis's OOM) reaches the caller as a
+    `RedisUnavailableError` naming the server and quoting the reply."""
+    host = make_host(server.url)
+    async with host.run():
+        admin = server.admin()
+        try:
+            admin.config_set("maxmemory", 1)
+            with pytest.raises(
+                RedisUnavailableError, match=f"{server.port}/0: Redis is out of memory"
+            ):
+                await within_deadline(host.scheduler.enqueue(Note("full")))
+        finally:
+            admin.config_set("maxmemory", 0)
+            admin.close()
+
+
 async def test_a_missing_password_fails_the_start_at_once(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:

@@ -110,7 +110,7 @@ def test_worker_command_reports_redis_down() -> None:
         timeout=120,
     )
     assert result.returncode == 1
-    assert "cannot reach Redis at redis://127.0.0.1:1/0" in result.stderr
+    assert "cannot connect to Redis at 127.0.0.1:1/0: connection refused" in result.stderr
 
 
 def test_demo_under_uvicorn_runs_jobs_end_to_end(demo_server: str) -> None:

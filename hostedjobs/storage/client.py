@@ -4,15 +4,17 @@ Three rules, kept here so no caller needs a ``try`` of its own:
 
 - **Every call is bounded.** A command, pipeline or pub/sub read fails after the client's
   timeout (connection set-up included); a blocking command (``BLPOP``) gets its block time
-  on top, on the socket and on the call.
+  on top.
 - **Only what a reconnect can cure is retried**: a refused, reset or closed connection (a
   Redis restart), a few times with backoff within the call. A timeout is not retried (a
   frozen or overloaded server would only be asked again), nor is a failed authentication or
   TLS handshake (asking again cannot fix a password).
 - **Every failure is a `RedisUnavailableError`** (a builtin ``ConnectionError``) whose
   message names the server (host:port/db or socket path, never the password) and the
-  cause. Only ``NOSCRIPT`` passes through untranslated: redis-py and the store load the
-  script and call again.
+  cause. An error reply (``OOM``, ``READONLY``, ``NOPERM``...) is raised as one that is
+  also an instance of redis-py's class for that reply, so storage code still tells replies
+  apart (``except OutOfMemoryError``). Only ``NOSCRIPT`` passes through as it is: the
+  store loads the script and calls again.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ from redis.exceptions import (
     AuthorizationError,
     NoPermissionError,
     NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
     RedisError,
+    ResponseError,
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -133,21 +138,12 @@ def retry_policy() -> Retry:
     return _Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=_RETRIES)
 
 
-class _BoundedConnection(AbstractConnection):
-    """Packs commands with hiredis and gives blocking commands a longer socket timeout.
-
-    hiredis (C) packs rather than redis-py's Python packer, which was most of a busy worker's
-    client-side CPU (a commit packs a command per finished job). A ``BLPOP`` that blocks for
-    up to 10 s must not be cut short by a 5 s socket timeout: the read of its reply waits
-    the block time on top.
-    """
-
-    _block_s: float = 0.0
+class _HiredisPacking(AbstractConnection):
+    """Packs commands with hiredis (C) rather than redis-py's Python packer, which was most
+    of a busy worker's client-side CPU (a commit packs a command per finished job)."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
         command = args[0]
-        if command in _BLOCKING:
-            self._block_s = max(self._block_s, block_seconds(args))
         if isinstance(command, str):
             args = (*command.encode().split(), *args[1:])
         elif b" " in command:
@@ -158,44 +154,14 @@ class _BoundedConnection(AbstractConnection):
             # A value hiredis does not pack (a bool, say): redis-py's packer says what is wrong.
             return super().pack_command(*args)
 
-    async def read_response(
-        self,
-        disable_decoding: bool = False,
-        timeout: float | None = None,  # noqa: ASYNC109 (redis-py's signature)
-        *,
-        disconnect_on_error: bool = True,
-        push_request: bool | None = False,
-    ) -> Any:
-        read = super().read_response(
-            disable_decoding,
-            timeout,
-            disconnect_on_error=disconnect_on_error,
-            push_request=push_request,
-        )
-        block, self._block_s = self._block_s, 0.0
-        if not block:
-            return await read
-        # The reply to a blocking command is the next one read.
-        saved = self.socket_timeout
-        self.socket_timeout = None if saved is None or math.isinf(block) else saved + block
-        try:
-            return await read
-        finally:
-            self.socket_timeout = saved
-
-    async def disconnect(self, nowait: bool = False) -> None:
-        self._block_s = 0.0
-        await super().disconnect(nowait)
-
 
 _CLASSES: dict[type[AbstractConnection], type[AbstractConnection]] = {}
 
 
 def connection_class(cls: type[AbstractConnection]) -> type[AbstractConnection]:
-    """``cls`` (TCP, TLS or Unix socket, as the URL picks) with hostedjobs' packing and
-    blocking-command timeouts."""
+    """``cls`` (TCP, TLS or Unix socket, as the URL picks) packing with hiredis."""
     if cls not in _CLASSES:
-        _CLASSES[cls] = type(f"Bounded{cls.__name__}", (_BoundedConnection, cls), {})
+        _CLASSES[cls] = type(f"Hiredis{cls.__name__}", (_HiredisPacking, cls), {})
     return _CLASSES[cls]
 
 
@@ -208,7 +174,7 @@ class _Bounds:
     timeout_s: float | None
 
     @classmethod
-    def of(cls, pool: ConnectionPool) -> _Bounds:
+    def of(cls, pool: ConnectionPool, timeout_s: float | None) -> _Bounds:
         kwargs = pool.connection_kwargs
         db = int(kwargs.get("db") or 0)
         if kwargs.get("path"):
@@ -217,9 +183,7 @@ class _Bounds:
             target = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{db}"
             if issubclass(pool.connection_class, SSLConnection):
                 target += " (TLS)"
-        timeouts = [kwargs.get("socket_timeout"), kwargs.get("socket_connect_timeout")]
-        known = [float(t) for t in timeouts if t is not None]
-        return cls(target, max(known) if len(known) == len(timeouts) else None)
+        return cls(target, timeout_s)
 
     def limit(self, block_s: float) -> float | None:
         """The deadline of a call that blocks ``block_s`` seconds."""
@@ -248,11 +212,32 @@ def _cause(error: BaseException, timeout_s: float | None) -> str:
         return f"authentication failed ({_text(error)})"
     if isinstance(error, NoPermissionError):
         return f"the user's ACL forbids it ({_text(error)})"
+    if isinstance(error, OutOfMemoryError):
+        return f"Redis is out of memory ({_text(error)})"
+    if isinstance(error, ReadOnlyError):
+        return f"it is a read-only replica ({_text(error)})"
     if isinstance(error, ConnectionRefusedError) or isinstance(inner, ConnectionRefusedError):
         return "connection refused"
     if isinstance(error, socket.gaierror) or isinstance(inner, socket.gaierror):
         return f"the host name does not resolve ({_text(error)})"
     return _text(error)
+
+
+_REPLY_ERRORS: dict[type[ResponseError], type[RedisUnavailableError]] = {}
+
+
+def _reply_error(error: ResponseError, target: str) -> RedisUnavailableError:
+    """``error`` (an error reply: OOM, READONLY, NOPERM...) as a `RedisUnavailableError`
+    that is also an instance of redis-py's class for it, so storage code can still tell
+    replies apart (``except OutOfMemoryError``) while callers above see one error."""
+    kind = type(error)
+    if kind not in _REPLY_ERRORS:
+        _REPLY_ERRORS[kind] = type(
+            RedisUnavailableError.__name__,
+            (RedisUnavailableError, kind),
+            {"__module__": RedisUnavailableError.__module__},
+        )
+    return _REPLY_ERRORS[kind](f"Redis at {target}: {_cause(error, None)}")
 
 
 def _text(error: BaseException) -> str:
@@ -269,6 +254,8 @@ async def _bounded(bounds: _Bounds, block_s: float, call: Awaitable[T]) -> T:
             return await call
     except NoScriptError:
         raise
+    except ResponseError as error:
+        raise _reply_error(error, bounds.target) from error
     except (RedisError, OSError) as error:
         raise unavailable(error, bounds.target, bounds.timeout_s) from error
     finally:
@@ -323,9 +310,9 @@ class _PubSub(PubSub):
         return await _bounded(self._bounds, wait, super().parse_response(block, timeout))
 
 
-def bounded_client(pool: ConnectionPool) -> RedisClient:
-    """A `RedisClient` on ``pool``; each call is bounded by the longer of the pool's socket
-    and connect timeouts (no bound if either is unset)."""
+def bounded_client(pool: ConnectionPool, timeout_s: float | None) -> RedisClient:
+    """A `RedisClient` on ``pool`` whose every call ends within ``timeout_s`` seconds (plus
+    a blocking command's block time; None: no bound)."""
     client = RedisClient(connection_pool=pool)
-    client._bounds = _Bounds.of(pool)
+    client._bounds = _Bounds.of(pool, timeout_s)
     return client

@@ -58,8 +58,7 @@ async def open_redis(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Redis
     Every call on it waits at most ``timeout_s`` seconds (connection set-up included; a
     blocking command its block time on top) and fails with `RedisUnavailableError`; a
     refused or dropped connection is retried within the call, so a Redis restart of a
-    second or two is invisible. The URL's ``socket_timeout`` and ``socket_connect_timeout``
-    query parameters, if given, override ``timeout_s`` for what they name.
+    second or two is invisible.
 
     Raises `RedisUnavailableError` if Redis does not answer the PING, saying why and how to
     fix it (a missing or wrong password, TLS on one side only, nothing listening, an
@@ -70,18 +69,20 @@ async def open_redis(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Redis
             url,
             retry=retry_policy(),
             retry_on_error=[RedisConnectionError, OSError],
-            socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             socket_keepalive=True,
         )
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(f"invalid Redis URL {redacted(url)!r}: {exc}") from exc
+    # No socket_timeout: each call's own deadline bounds its reads and writes. redis-py
+    # bounds a write with asyncio.wait_for, which on Python 3.11 can swallow a cancellation
+    # (a worker's upkeep task, cancelled at shutdown, then never ended).
     # No health_check_interval: redis-py runs the first check inside a new connection's own
     # hand-shake, and retried there a failing hand-shake (a missing password) recursed, a
     # retry loop per level, without ever failing. A stale connection fails its command,
     # which is then retried on a fresh one.
     connections.connection_class = connection_class(connections.connection_class)
-    client = bounded_client(connections)
+    client = bounded_client(connections, timeout_s)
     try:
         await client.ping()
     except RedisUnavailableError as exc:

@@ -26,8 +26,6 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
-from ..exceptions import RedisUnavailableError
-
 __all__ = ["Script", "script"]
 
 _HEADER = re.compile(r"^-- (KEYS|ARGV): (.*)$", re.MULTILINE)
@@ -87,10 +85,8 @@ class Script:
         """Load the script into Redis (after Redis lost its scripts)."""
         try:
             await self.client.script_load(self.text)
-        except (ResponseError, RedisUnavailableError) as exc:
-            # hostedjobs' client raises Redis's error reply as the cause of its own error.
-            reply = exc.__cause__ if isinstance(exc, RedisUnavailableError) else exc
-            if not (self.text.startswith("#!") and "compiling" in str(reply)):
+        except ResponseError as exc:
+            if not (self.text.startswith("#!") and "compiling" in str(exc)):
                 raise
             # Redis < 7 reads the flags line as Lua; a comment keeps the line numbers.
             self.text = _FLAGS_LINE.sub("-- (flags need Redis 7)", self.text, count=1)
