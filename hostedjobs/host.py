@@ -97,6 +97,7 @@ async def _watch_embedded(embedded: EmbeddedRedis) -> None:
                 url,
             )
 
+
 HEALTH_REDIS_TIMEOUT_S = 2.0
 """How long the health report waits for Redis's answer (at most ``redis_timeout``), so a
 probe gets a prompt 503 from a frozen Redis rather than no answer."""

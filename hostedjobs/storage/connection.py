@@ -71,6 +71,10 @@ async def open_redis(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Redis
             retry_on_error=[RedisConnectionError, OSError],
             socket_connect_timeout=timeout_s,
             socket_keepalive=True,
+            # No CLIENT SETINFO on each new connection: an ACL user without it (a least-
+            # privilege one; Redis < 7.2 cannot even grant it) logs a refusal every time.
+            lib_name=None,
+            lib_version=None,
         )
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(f"invalid Redis URL {redacted(url)!r}: {exc}") from exc
