@@ -827,8 +827,9 @@ class JobHost:
     async def health_report(self) -> dict[str, Any]:
         """What a health endpoint shows: Redis, this process's worker and scheduler, startup.
 
-        ``healthy`` is False when Redis does not answer, the worker loop (if this process
-        runs one) is gone or stuck, the cron scheduler died, or a startup action failed.
+        ``healthy`` is False when Redis does not answer (within `HEALTH_REDIS_TIMEOUT_S`,
+        2 s, or ``redis_timeout`` if shorter), the worker loop (if this process runs one) is
+        gone or stuck, the cron scheduler died, or a startup action failed.
         """
         report: dict[str, Any] = {"startup": str(self.startup_state)}
         redis_ok = False
