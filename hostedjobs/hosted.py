@@ -141,7 +141,8 @@ class HostedServices:
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless stopping; False if the host is stopping."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=max(seconds, 0))
+            async with asyncio.timeout(max(seconds, 0)):  # wait_for can swallow a cancel (3.11)
+                await self._stopping.wait()
         return not self._stopping.is_set()
 
     async def _gate(self, job: HostedJob) -> bool:
@@ -295,7 +296,8 @@ class HostedServices:
             if delay > _SPIN_S:
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), timeout=delay - _SPIN_S)
+                    async with asyncio.timeout(delay - _SPIN_S):
+                        await self._changed.wait()
                 continue
             if delay > 0:
                 await asyncio.sleep(0)

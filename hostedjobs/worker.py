@@ -395,8 +395,10 @@ class Worker:
         return peeked
 
     async def _sleep_unless_kicked(self, delay: float) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._kick.wait(), delay)
+            async with asyncio.timeout(delay):
+                await self._kick.wait()
         self._kick.clear()
 
     def _forget_wait(self) -> None:
