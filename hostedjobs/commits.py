@@ -80,7 +80,9 @@ class OutcomeCommitter:
                     worker_id=self._worker_id,
                     now_ms=int(time.time() * 1000),
                     max_age_ms=self._max_age_ms,
-                    held=self._lease_held(),
+                    # After a failure the last call may have run without its reply reaching
+                    # us: only the checking script is safe to send again.
+                    held=self._lease_held() and failures == 0,
                 )
             except (RedisError, OSError) as exc:
                 failures += 1

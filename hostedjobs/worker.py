@@ -134,6 +134,7 @@ class Worker:
         """Until when this worker's lease surely lives (by its own clock)."""
         self._beat: asyncio.Task[None] | None = None
         self._leased = False
+        self._claims_in_doubt = False
         self._redis_ok_since = time.monotonic()
         self._maintenance: asyncio.Task[None] | None = None
 
@@ -155,6 +156,8 @@ class Worker:
                         return
                     if not self._leased:
                         await self._take_lease()
+                    if self._claims_in_doubt:
+                        await self._release_lost_claims()
                     await self._step()
                 except (RedisError, OSError) as exc:
                     self._redis_failed(exc)
@@ -181,6 +184,19 @@ class Worker:
             maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await maintenance
+
+    async def _release_lost_claims(self) -> None:
+        """Give back the jobs this worker holds in Redis but does not run: a claim whose reply
+        never came (it timed out, but Redis ran it) would otherwise hold them for as long as
+        this worker lives. Runs between turns of the loop, so no claim is in flight."""
+        held = await self.store.claims(self.worker_id)
+        lost = sorted(held - self.tasks.keys())
+        if lost and (released := await self.store.release(self.worker_id, lost, now_ms=_now_ms())):
+            logger.warning(
+                "%d job(s) claimed by a call whose reply was lost went back to the queue",
+                released,
+            )
+        self._claims_in_doubt = False
 
     def _redis_failed(self, exc: BaseException) -> None:
         self._redis_ok_since = time.monotonic()
@@ -294,6 +310,9 @@ class Worker:
             self._claim_due = self._claim_due or (more and free > 0)
             return
         limit = min(free, _CLAIM_BATCH)
+        # Set until the reply is read: a claim whose reply is lost (a timeout after Redis ran
+        # it) leaves jobs this worker holds but does not run (see _release_lost_claims).
+        self._claims_in_doubt = True
         try:
             claimed, locked, self._upcoming = await self.store.claim(
                 ids,
@@ -303,9 +322,11 @@ class Worker:
                 lookahead=min(self.concurrency, _CLAIM_BATCH),
             )
         except LeaseLostError:
+            self._claims_in_doubt = False
             self._lease_lost()
             self._claim_due = True
             return
+        self._claims_in_doubt = False
         self._skip_hint = locked
         for job in claimed:
             self._start(job)

@@ -152,6 +152,7 @@ class Store:
                 "recover",
                 "park",
                 "unpark",
+                "release",
                 "commit",
                 "start_run",
                 "renew_lease",
@@ -397,6 +398,25 @@ class Store:
                 pipe.zcard(k.parked(function))
             sizes = await pipe.execute()
         return {f: int(n) for f, n in zip(functions, sizes, strict=True) if n}
+
+    async def claims(self, worker_id: str) -> set[str]:
+        """The ids of the jobs ``worker_id`` holds (claimed, outcome not committed)."""
+        members: set[bytes] = await self.redis.smembers(self.keys.claims(worker_id))  # type: ignore[misc]
+        return {m.decode() for m in members}
+
+    async def release(self, worker_id: str, ids: Sequence[str], *, now_ms: int) -> int:
+        """Give back to the queue, due at ``now_ms`` and with their try uncounted, those of
+        ``ids`` that ``worker_id`` holds but does not run (a claim whose reply was lost).
+        Returns how many went back."""
+        if not ids:
+            return 0
+        k = self.keys
+        return int(
+            await self._scripts["release"].call(
+                [k.waiting, k.claimed, k.tries, k.claims(worker_id), k.wake],
+                [now_ms, WAKE_TOKENS_KEPT, *ids],
+            )
+        )
 
     async def recover(self, worker_ids: Sequence[str], *, now_ms: int) -> int:
         """Give back to the queue, due at ``now_ms``, the jobs of those of ``worker_ids``
