@@ -136,6 +136,7 @@ class Worker:
         self._leased = False
         self._claims_in_doubt = False
         self._redis_ok_since = time.monotonic()
+        self._lease_renewed_at = 0.0
         self._maintenance: asyncio.Task[None] | None = None
 
     # -- the loop --------
@@ -216,6 +217,7 @@ class Worker:
     def _leased_at(self, sent: float) -> None:
         # The lease was renewed after ``sent``; a margin for the commit's own trip to Redis.
         self._lease_sure_until = sent + LEASE_TTL_S - _STALL_S
+        self._lease_renewed_at = time.monotonic()
 
     def _function(self, name: str) -> QueuedFunction | None:
         found = self._functions.get(name)
@@ -251,7 +253,11 @@ class Worker:
         Redis, or saw it (or its own loop) stall, within the last lease: then everyone's
         lease may have lapsed during the outage, and their owners are about to renew them."""
         lapsed = [w for w in lapsed if w != self.worker_id]
-        if not lapsed or time.monotonic() - self._redis_ok_since < LEASE_TTL_S:
+        now = time.monotonic()
+        # Also only while this worker's own renewals go through: a reply read at a thaw may
+        # come before the (late) reply of a renewal stuck in the same freeze.
+        renewing = now - self._lease_renewed_at < LEASE_RENEW_S + _STALL_S
+        if not lapsed or not renewing or now - self._redis_ok_since < LEASE_TTL_S:
             return
         recovered = await self.store.recover(lapsed, now_ms=_now_ms())
         if recovered:
