@@ -38,10 +38,10 @@ from tests.chaos.processes import Cluster, Worker, lift_maxmemory, set_maxmemory
 
 __all__ = ["SCENARIOS", "Scenario", "cron_expressions", "run_scenario", "zones"]
 
-SETTLE_S = {False: 40.0, True: 150.0}
-"""How long after its last fault a scenario waits for the system to settle (short, long).
-The short window is four times the recovery target (10 s) and, on a loaded machine, still
-generous; the long one outlasts a crashed worker's 60 s claim, so the long run measures what
+SETTLE_S = {False: 30.0, True: 150.0}
+"""How long after its load and faults a scenario waits for the system to settle (short,
+long). The short window is three times the recovery target (10 s), generous on a loaded
+machine; the long one outlasts a crashed worker's 60 s claim, so the long run measures what
 the engine does however slow it is."""
 RECOVERY_BOUND_S = 30.0
 """A crashed or stopped run must start again within this (the target is 10 s; the margin is
@@ -334,13 +334,15 @@ async def _ended_ticks(cluster: Cluster, count: int, timeout_s: float = 60.0) ->
 
 async def _between_runs(cluster: Cluster) -> None:
     """Wait for a moment when no tick runs and the next is ≥ 0.3 s from firing anywhere."""
-    while True:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
         ledger = cluster.ledger.refresh()
         ended = [r.tick for rs in ledger.runs.values() for r in rs if r.end and r.tick]
         # The most advanced replica fires the next tick at tick + 1 - 0.45 s, real time.
         if ended and not ledger.open_runs() and time.time() < max(ended) + 0.25:
             return
         await asyncio.sleep(0.01)
+    raise AssertionError("no pause between two runs within 60s")
 
 
 async def _rerun(cluster: Cluster, crashed: list[Run], timeout_s: float) -> None:
