@@ -172,12 +172,18 @@ class Cluster:
         worker.process.kill()
         worker.process.wait()
 
-    async def sigterm(self, worker: Worker, *, timeout_s: float = 60.0) -> int | None:
-        """Stop a worker gracefully, as a deploy would; returns its exit code (None if it
-        did not exit within ``timeout_s``)."""
+    async def sigterm(
+        self, worker: Worker, *, twice: bool = False, timeout_s: float = 60.0
+    ) -> int | None:
+        """Stop a worker gracefully, as a deploy would (``twice``: a second SIGTERM right
+        after the first, which cuts the grace short); returns its exit code (None if it did
+        not exit within ``timeout_s``)."""
         worker.faulted = True
         self.fault("sigterm", worker.pid)
         worker.process.terminate()
+        if twice:
+            await asyncio.sleep(0.1)
+            worker.process.terminate()
         return await _exit_code(worker.process, timeout_s)
 
     def redis_kill(self) -> None:

@@ -168,20 +168,28 @@ async def _settle(cluster: Cluster, host: JobHost, window_s: float) -> list[str]
 
 
 async def _check_outcomes(cluster: Cluster, host: JobHost, findings: Findings) -> None:
-    """Every accepted job that ran to its end must read succeeded in Redis."""
+    """Every accepted job that ran to its end must read succeeded in Redis, with as many
+    tries as its last run's try number (a given-back try is not counted)."""
     ledger = cluster.ledger.refresh()
     ran = [job for job in ledger.accepted if ledger.completed(job)]
-    wrong = []
+    wrong, miscounted = [], []
     for start in range(0, len(ran), 200):
         chunk = ran[start : start + 200]
         infos = await asyncio.gather(*(host.scheduler.get(job) for job in chunk))
         for job, info in zip(chunk, infos, strict=True):
+            last = [run for run in ledger.runs[job] if run.end is not None][-1]
             if info is None or info.status is not JobStatus.SUCCEEDED:
                 wrong.append(f"{job}: {'unknown' if info is None else info.status.value}")
+            elif info.tries != last.attempt:
+                miscounted.append(f"{job}: {info.tries} tries, its last run try {last.attempt}")
     if wrong:
         findings.problems.append(
             f"{len(wrong)} job(s) ran to their end but Redis does not read them succeeded: "
             + ", ".join(wrong[:5])
+        )
+    if miscounted:
+        findings.problems.append(
+            f"{len(miscounted)} job(s) read with the wrong tries: " + ", ".join(miscounted[:5])
         )
 
 
@@ -288,23 +296,29 @@ async def redis_full(cluster: Cluster, host: JobHost, long: bool, found: Finding
 
 
 async def sigterm_under_load(cluster: Cluster, host: JobHost, long: bool, found: Findings) -> None:
-    """Workers SIGTERMed while busy with jobs longer than their 1 s shutdown grace (a rolling
-    deploy): each must exit 0 and give its running jobs back uncounted, to run elsewhere."""
-    # About 17 of 24 slots busy: a given-back run waits for its give-back, not for a slot.
+    """Workers SIGTERMed while busy (a rolling deploy): a stream of short jobs keeps their
+    claims going, and longer ones outlast the 1 s shutdown grace; every other stop sends a
+    second SIGTERM, which cuts the grace short. Each worker must exit 0 and give its running
+    jobs back uncounted, to run at once elsewhere."""
+    # About 24 of 48 slots busy: a given-back run waits for its give-back, not for a slot.
     for _ in range(3):
-        await cluster.start_worker(concurrency=8, CHAOS_GRACE="1")
-    jobs = _jobs(600 if long else 60, 2.0, 5.0)
-    producer = asyncio.create_task(_produce(cluster, host, jobs, rate=5))
-    await asyncio.sleep(3)
-    for _ in range(10 if long else 2):
+        await cluster.start_worker(concurrency=16, CHAOS_GRACE="1")
+    draw = random.Random(SEED)
+    jobs = [
+        Work(pause=round(draw.uniform(2.0, 5.0) if draw.random() < 0.1 else 0.05, 3))
+        for _ in range(4000 if long else 400)
+    ]
+    producer = asyncio.create_task(_produce(cluster, host, jobs, rate=60, callers=6))
+    await asyncio.sleep(2)
+    for stop in range(10 if long else 2):
         worker = await _busy_worker(cluster, at_least_s=0.2)
-        code = await cluster.sigterm(worker)
+        code = await cluster.sigterm(worker, twice=stop % 2 == 1)
         if code != 0:
             found.problems.append(
                 f"worker {worker.pid} exited {code} after SIGTERM:\n{worker.log_tail()}"
             )
-        await cluster.start_worker(concurrency=8, CHAOS_GRACE="1")
-        await asyncio.sleep(2 if long else 1)
+        await cluster.start_worker(concurrency=16, CHAOS_GRACE="1")
+        await asyncio.sleep(3 if long else 1)
     await producer
     found.problems += await _settle(cluster, host, SETTLE_S[long])
     await _check_outcomes(cluster, host, found)
@@ -592,17 +606,25 @@ async def planted_records(cluster: Cluster, host: JobHost, long: bool, found: Fi
     await producer
     found.problems += await _settle(cluster, host, SETTLE_S[long])
     await _check_outcomes(cluster, host, found)
+    stuck, unreadable, unexplained = [], [], []
     for number, record in enumerate(planted):
-        what = f"planted record {record!r:.70}"
+        what = f"{record!r:.70}"
         try:
             info = await host.scheduler.get(f"planted-{number}")
         except Exception as exc:
-            found.problems.append(f"scheduler.get raised {type(exc).__name__}: {exc} for {what}")
+            unreadable.append(f"{type(exc).__name__}: {exc} for {what}")
             continue
         if info is not None and not info.finished:
-            found.problems.append(f"{what} is still {info.status.value}")
+            stuck.append(f"{what} ({info.status.value})")
         elif info is not None and info.status is JobStatus.FAILED and not info.error:
-            found.problems.append(f"{what} failed without saying why")
+            unexplained.append(what)
+    for found_here, text in [
+        (stuck, "planted record(s) never finished"),
+        (unreadable, "planted record(s) made scheduler.get raise"),
+        (unexplained, "planted record(s) failed without saying why"),
+    ]:
+        if found_here:
+            found.problems.append(f"{len(found_here)} {text}: {'; '.join(found_here[:3])}")
 
 
 # -- running ---------------------------------------------------------------------------------
