@@ -72,8 +72,8 @@ class Scenario:
     body: Body
     what: str
     fails_on_main: str = ""
-    """The faults this scenario shows on the engine as found (main at a470965), if any: its
-    short-mode test is an expected failure until they are fixed."""
+    """The faults this scenario shows on main (b63bc84), if any: its short-mode test is an
+    expected failure until they are fixed."""
     persistent: bool = False
     ticks: bool = False
     """Count distributed ticks instead of on-demand jobs."""
@@ -267,7 +267,7 @@ async def redis_freeze(cluster: Cluster, host: JobHost, long: bool, found: Findi
 
 async def redis_full(cluster: Cluster, host: JobHost, long: bool, found: Findings) -> None:
     """Redis at its maxmemory with noeviction: enqueues are refused once it is full; workers
-    started then must still drain the queue (which frees the memory)."""
+    started then must still drain the queue."""
     set_maxmemory(cluster.redis, (8 if long else 2) * 1024 * 1024)
     filler = "x" * 2048
     refusals_in_a_row = number = 0
@@ -290,8 +290,13 @@ async def redis_full(cluster: Cluster, host: JobHost, long: bool, found: Finding
     if starts:
         found.notes.append(f"first run {min(starts) - workers_at:.1f}s after the workers started")
     await _check_outcomes(cluster, host, found)
-    if not unsettled and not await _enqueue(cluster, host, "after-drain", Work()):
-        found.problems.append("enqueue still refused after the queue drained")
+    if not unsettled:
+        # Not a guarantee: results (kept `keep_result`, a day by default) hold each job's
+        # payload, so a drained queue need not free the memory its jobs took.
+        accepted = await _enqueue(cluster, host, "after-drain", Work())
+        found.notes.append(
+            f"an enqueue after the drain was {'accepted' if accepted else 'refused'}"
+        )
     lift_maxmemory(cluster.redis)
 
 
@@ -636,28 +641,26 @@ SCENARIOS = {
             "worker_sigkill",
             worker_sigkill,
             "workers SIGKILLed mid-run under load",
-            fails_on_main="issue 10 fault 1: a crashed worker's jobs run again only ~60 s later",
             recovery_bound=True,
         ),
         Scenario(
             "redis_kill",
             redis_kill,
             "Redis SIGKILLed under load, restarted from its AOF",
-            fails_on_main="issue 10 fault 2: jobs that finished during the outage stay "
-            "running, and run again once their claim lapses",
             persistent=True,
         ),
         Scenario(
             "redis_freeze",
             redis_freeze,
             "Redis SIGSTOPped under load",
-            fails_on_main="issue 10 fault 3: calls hang while Redis is frozen",
+            fails_on_main="issue 10 fault 3: calls block for the whole freeze; and a freeze "
+            "longer than a worker lease (8 s) makes jobs that finished during it run again at "
+            "the thaw",
         ),
         Scenario(
             "redis_full",
             redis_full,
             "Redis full (maxmemory, noeviction)",
-            fails_on_main="issue 10 fault 5: a full Redis cannot drain its queue",
         ),
         Scenario(
             "sigterm_under_load",
@@ -675,8 +678,6 @@ SCENARIOS = {
             "cron_crash_skip",
             cron_crash_skip,
             'distributed cron (overlap="skip"), replica SIGKILLed mid-run',
-            fails_on_main="issue 10 faults 1 and 8: the crashed tick's retry waits for the "
-            "60 s claim, then is skipped",
             ticks=True,
             recovery_bound=True,
         ),
@@ -685,9 +686,6 @@ SCENARIOS = {
             "planted_records",
             planted_records,
             "malformed records planted in the queue",
-            fails_on_main="malformed records (not in issue 10's list): a record whose "
-            "'k' or 'et' has the wrong type stays running forever (its outcome cannot be "
-            "stored), and scheduler.get raises TypeError on it",
         ),
     ]
 }
