@@ -14,6 +14,7 @@ any distributed tick run twice.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 import json
@@ -87,7 +88,7 @@ class Ledger:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.runs: dict[str, list[Run]] = defaultdict(list)
-        """Runs by job id (a distributed cron run's job id names its tick), in start order."""
+        """Runs by job id (a distributed cron run's job id names its tick), by start time."""
         self.accepted: dict[str, dict[str, Any]] = {}
         self.refused: dict[str, dict[str, Any]] = {}
         self.faults: list[Fault] = []
@@ -114,7 +115,8 @@ class Ledger:
         if event == "start":
             run = Run(record["job"], record["try"], record["pid"], record["t"])
             run.tick = record.get("tick")
-            self.runs[run.job].append(run)
+            # Files are read one after another: keep each job's runs in start order.
+            bisect.insort(self.runs[run.job], run, key=lambda r: r.start)
             self._open[(run.job, run.attempt, run.pid)] = run
         elif event == "end":
             ended = self._open.pop((record["job"], record["try"], record["pid"]), None)

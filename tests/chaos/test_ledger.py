@@ -29,9 +29,9 @@ def test_a_rerun_after_a_kill_is_explained_and_timed(tmp_path: Path) -> None:
     ledger = _ledger(
         tmp_path,
         {"e": "accepted", "job": "a", "t": 0.0},
-        *_run("a", 1, 10, 1.0, None),
+        *_run("a", 2, 11, 5.5, 6.0),  # files are read in any order
         {"e": "fault", "kind": "sigkill", "target": 10, "t": 2.0},
-        *_run("a", 2, 11, 5.5, 6.0),
+        *_run("a", 1, 10, 1.0, None),
     )
     report = analyse(ledger, "kill")
     assert (report.accepted, report.ran, report.lost, report.unexplained) == (1, 1, [], [])
