@@ -38,7 +38,7 @@ HOGS ?=
 test-loaded: install
 	$(BIN)/python -m tests.loaded $(if $(HOGS),--hogs $(HOGS)) -q $(PYTEST_ARGS)
 
-# The chaos suite's long mode (about 20 minutes): prints the table of docs/reliability.md.
+# The chaos suite's long mode (about 15 minutes): prints the table of docs/reliability.md.
 # Its short mode runs in `make pytest` (tests/chaos/test_chaos.py).
 chaos: install
 	$(BIN)/python -m tests.chaos --long

@@ -35,7 +35,7 @@ async def _run_all(names: list[str], directory: Path, long: bool) -> list[Report
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__)
-    parser.add_argument("--long", action="store_true", help="the long mode (about 20 minutes)")
+    parser.add_argument("--long", action="store_true", help="the long mode (about 15 minutes)")
     parser.add_argument("scenarios", nargs="*", help=f"default: all ({', '.join(SCENARIOS)})")
     args = parser.parse_args(argv)
     unknown = [name for name in args.scenarios if name not in SCENARIOS]
