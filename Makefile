@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: install demo test test-loaded lint typecheck pytest bench clean
+.PHONY: install demo test test-loaded lint typecheck pytest bench chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ test: lint typecheck pytest
 HOGS ?=
 test-loaded: install
 	$(BIN)/python -m tests.loaded $(if $(HOGS),--hogs $(HOGS)) -q $(PYTEST_ARGS)
+
+# The chaos suite's long mode (about 15 minutes): prints the table of docs/reliability.md.
+# Its short mode runs in `make pytest` (tests/chaos/test_chaos.py).
+chaos: install
+	$(BIN)/python -m tests.chaos --long
 
 bench: install
 	$(BIN)/python -m bench.engine --json bench/.peers/last.json
