@@ -653,9 +653,6 @@ SCENARIOS = {
             "redis_freeze",
             redis_freeze,
             "Redis SIGSTOPped under load",
-            fails_on_main="issue 10 fault 3: calls block for the whole freeze; and a freeze "
-            "longer than a worker lease (8 s) makes jobs that finished during it run again at "
-            "the thaw",
         ),
         Scenario(
             "redis_full",
