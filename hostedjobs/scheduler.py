@@ -136,8 +136,11 @@ class Scheduler:
         """Queue ``job`` (an instance of a ``@job_type`` dataclass) to run as soon as possible.
 
         Returns the job id. Raises `PayloadError` (a TypeError) naming the field if the job
-        holds a value that cannot be stored as JSON, and `JobAlreadyExistsError` if an
-        explicit ``job_id`` is already taken.
+        holds a value that cannot be stored as JSON, `JobAlreadyExistsError` if an explicit
+        ``job_id`` is already taken, and `RedisUnavailableError` if Redis does not answer
+        within the host's ``redis_timeout``. Then the job may have been stored all the same
+        (Redis ran the call, its answer was lost): to retry safely, pass your own ``job_id``
+        and enqueue again; `JobAlreadyExistsError` then means the first call was stored.
         """
         return await self._add(job, job_id, due_ms=None)
 
