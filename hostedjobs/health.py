@@ -8,6 +8,7 @@ expiry, plus a sorted-set index so readers never scan the keyspace.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -31,6 +32,8 @@ BEAT_INTERVAL_S = 2.0
 BEAT_TTL_S = 10.0
 """A heartbeat older than this means the worker is gone (or its loop is stuck)."""
 _INDEX_KEPT_S = 600
+
+logger = logging.getLogger("hostedjobs.health")
 
 
 def new_worker_id() -> str:
@@ -79,9 +82,20 @@ async def read_beats(store: Store, *, max_age_s: float = BEAT_TTL_S) -> list[Wor
     beats: list[WorkerBeat] = []
     known = {f.name for f in fields(WorkerBeat)}
     for item in raw:
-        data: dict[str, Any] = json.loads(item)
-        # Beats of other hostedjobs versions may lack fields or carry new ones.
-        data = {key: value for key, value in data.items() if key in known}
-        data["functions"] = tuple(data.get("functions") or ())
-        beats.append(WorkerBeat(**data))
+        # Beats of other hostedjobs versions may lack fields or carry new ones; one not
+        # written by hostedjobs at all is skipped, not a reason to fail every reader.
+        try:
+            data: dict[str, Any] = json.loads(item)
+            data = {key: value for key, value in data.items() if key in known}
+            functions = data.get("functions") or ()
+            data["functions"] = (
+                tuple(str(f) for f in functions) if isinstance(functions, list) else ()
+            )
+            beat = WorkerBeat(**data)
+            if isinstance(beat.beat_at, bool) or not isinstance(beat.beat_at, int | float):
+                raise TypeError(f"beat_at is {beat.beat_at!r}, not a time")
+        except (ValueError, TypeError, AttributeError) as exc:
+            logger.warning("skipped a worker heartbeat hostedjobs cannot read: %s", exc)
+            continue
+        beats.append(beat)
     return [beat for beat in beats if beat.age_s <= max_age_s]

@@ -455,8 +455,9 @@ class Worker:
             await self._park(job, outcome.function)
         elif not await self._commits.commit(outcome):
             logger.warning(
-                "job %s: outcome not stored: this worker had lost the job (its lease lapsed) "
-                "and it runs again elsewhere",
+                "job %s: outcome not stored by this worker: it no longer held the job (its "
+                "lease lapsed and the job runs again elsewhere, or an earlier attempt whose "
+                "answer was lost stored it)",
                 job.id,
                 extra={"run_id": job.id},
             )
@@ -703,12 +704,14 @@ class Worker:
         if self._beat is not None:
             # A heartbeat written after the removal would bring the worker back to life.
             await asyncio.wait({self._beat}, timeout=5)
+        done = not self.tasks and not self._commits.pending
         with contextlib.suppress(RedisError, OSError):
+            if done and self._leased:
+                # Claims whose answer was lost would go with the lease: give them back first.
+                await self._release_lost_claims()
             # The lease goes only if every job was committed or given back; otherwise it
             # lapses and other workers give back what was not stored.
-            await self.store.remove_beat(
-                self.worker_id, release=not self.tasks and not self._commits.pending
-            )
+            await self.store.remove_beat(self.worker_id, release=done)
 
 
 class WorkerSupervisor:

@@ -191,6 +191,9 @@ async def test_a_full_redis_still_drains_its_queue(
         admin.config_set("maxmemory", used)
         with pytest.raises(Exception, match=r"(?i)memory"):
             await producer.scheduler.enqueue(Blob("y" * 20_000))
+        # Reads still answer (Redis refuses MULTI when full, even of reads).
+        first = await producer.scheduler.get(ids[0])
+        assert first is not None and first.status is JobStatus.QUEUED
     ran: list[str] = []
     worker = JobHost(redis_url=restartable_redis.url, queue_name=queue_name, concurrency=50)
 
@@ -199,6 +202,8 @@ async def test_a_full_redis_still_drains_its_queue(
         ran.append(ctx.run_id)
 
     async with worker.run():
+        # A draining worker beats (its probes must not see it dead).
+        await eventually(lambda: _beating(worker, 1), what="the worker's heartbeat", timeout=60)
         await eventually(lambda: len(set(ran)) == len(ids), what="every job ran", timeout=120)
 
         async def all_stored() -> bool:
@@ -380,3 +385,70 @@ async def test_a_crashed_distributed_runs_retry_is_not_skipped(
         assert await start(run, retry=True) == 2
     finally:
         await store.close()
+
+
+# -- inputs found by a newcomer trying the fixes ----------------------------------------------
+
+
+async def test_infinite_scores_and_foreign_heartbeats_do_not_stop_workers(
+    redis_url: str, queue_name: str
+) -> None:
+    """``ZADD <queue> +inf x`` (or ``-inf``) crashed the worker loop with OverflowError and
+    stranded a claimed batch; a heartbeat not written by hostedjobs made every worker's
+    start (and ``hostedjobs health``) fail. Now the odd entries are read as far-off or past
+    times and unreadable heartbeats are skipped."""
+    planter = sync_redis.Redis.from_url(redis_url)
+    planter.zadd(queue_name, {"later": float("inf"), "earlier": float("-inf")})
+    workers_key = f"hostedjobs:{queue_name}:workers"
+    planter.zadd(workers_key, {"stranger": _now()})
+    planter.set(f"hostedjobs:{queue_name}:worker:stranger", b'{"functions": 5}', px=60_000)
+    planter.close()
+    host = _ledger_host(redis_url, queue_name)
+    ledger_path = f"{os.getcwd()}/.ledger-{queue_name}"
+    try:
+        async with host.run():
+            job_id = await host.scheduler.enqueue(Step(ledger_path, pause=0))
+            info = await _wait_finished(host, job_id, timeout=60)
+            assert info.status is JobStatus.SUCCEEDED
+            assert [beat.worker_id for beat in await host.workers()] != []
+            assert host._supervisor is not None and host._supervisor.restarts == 0
+    finally:
+        if os.path.exists(ledger_path):
+            os.remove(ledger_path)
+
+
+async def test_a_unix_socket_url_connects(tmp_path: Path, queue_name: str) -> None:
+    """``unix:///path/redis.sock`` (documented) failed with a TypeError (a TCP-only option)."""
+    socket_path = tmp_path / "redis.sock"
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            "0",
+            "--unixsocket",
+            str(socket_path),
+            "--save",
+            "",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await eventually(socket_path.exists, what="the socket")
+        host = JobHost(
+            redis_url=f"unix://{socket_path}",
+            queue_name=queue_name,
+            accept_risks={"persistence"},
+        )
+
+        @host.handler(Blob)
+        async def blob(job: Blob) -> None: ...
+
+        async with host.run():
+            info = await _wait_finished(host, await host.scheduler.enqueue(Blob("x")), timeout=60)
+            assert info.status is JobStatus.SUCCEEDED
+    finally:
+        server.terminate()
+        server.wait(30)

@@ -70,7 +70,8 @@ async def open_redis(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Redis
             retry=retry_policy(),
             retry_on_error=[RedisConnectionError, OSError],
             socket_connect_timeout=timeout_s,
-            socket_keepalive=True,
+            # TCP only: redis-py's Unix socket connection takes no keepalive option.
+            **({} if url.startswith("unix://") else {"socket_keepalive": True}),
             # No CLIENT SETINFO on each new connection: an ACL user without it (a least-
             # privilege one; Redis < 7.2 cannot even grant it) logs a refusal every time.
             lib_name=None,

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ExecAbortError, NoScriptError, OutOfMemoryError, ResponseError
 
+from ..clock import LAST_MS
 from ..outcomes import JobStatus
 from .layout import FINISHED_KEPT, WAKE_TOKENS_KEPT, CronKeys, KeyLayout
 from .scripts import Script, script
@@ -42,6 +43,12 @@ small enough not to hold Redis for long; a few calls in flight overlap packing a
 _LIST_PAGE = 200
 _LIST_SCAN_CAP = 20_000
 """How many ids one page of scheduled jobs looks at, at most, past running ones."""
+
+
+def _score_ms(raw: bytes | str | float) -> int:
+    """A zset score as ms, ``inf`` and ``-inf`` (written by something else) clamped to the
+    times hostedjobs can name."""
+    return int(min(max(float(raw), 0.0), float(LAST_MS)))
 
 
 class LeaseLostError(Exception):
@@ -153,6 +160,7 @@ class Store:
                 "park",
                 "unpark",
                 "release",
+                "beat",
                 "commit",
                 "start_run",
                 "renew_lease",
@@ -222,7 +230,7 @@ class Store:
             int(now),
             [i.decode() for i in ids],
             bool(more),
-            int(float(later)) if later else None,
+            _score_ms(later) if later else None,
             int(redis_ms),
             [w.decode() for w in lapsed],
         )
@@ -317,7 +325,7 @@ class Store:
         claimed = [
             Claimed(
                 ids[int(taken[i]) - 1],
-                int(float(taken[i + 1])),
+                _score_ms(taken[i + 1]),
                 records[int(taken[i]) - 1] or b"",
                 int(taken[i + 2]),
                 bool(taken[i + 3]),
@@ -653,18 +661,11 @@ class Store:
         if not ids:
             return []
         k = self.keys
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for job_id in ids:
-                pipe.get(k.job(job_id))
-                pipe.get(k.result(job_id))
-                pipe.exists(k.lock(job_id))
-                pipe.zscore(k.waiting, job_id)
-                pipe.hget(k.tries, job_id)
-                pipe.hgetall(k.meta(job_id))
-                pipe.zscore(k.claimed, job_id)
-            # A job's own keys may hold another type (written by something else): that job
-            # reads as unreadable, the others as usual.
-            replies = await pipe.execute(raise_on_error=False)
+        try:
+            replies = await self._read_jobs(ids, transaction=True)
+        except OutOfMemoryError:
+            # Redis refuses even reads inside MULTI when it is full: read them one by one.
+            replies = await self._read_jobs(ids, transaction=False)
         jobs = []
         for i, job_id in enumerate(ids):
             record, result, locked, score, tries, meta, claimed = replies[i * 7 : i * 7 + 7]
@@ -679,7 +680,7 @@ class Store:
                     None if wrong_record else record,
                     None if wrong_result else result,
                     bool(locked) or claimed is not None,
-                    score,
+                    None if score is None else float(_score_ms(score)),
                     int(count) if count.isdigit() else 0,
                     {}
                     if isinstance(meta, Exception)
@@ -695,6 +696,24 @@ class Store:
                 )
             )
         return jobs
+
+    async def _read_jobs(self, ids: Sequence[str], *, transaction: bool) -> list[Any]:
+        k = self.keys
+        async with self.redis.pipeline(transaction=transaction) as pipe:
+            for job_id in ids:
+                pipe.get(k.job(job_id))
+                pipe.get(k.result(job_id))
+                pipe.exists(k.lock(job_id))
+                pipe.zscore(k.waiting, job_id)
+                pipe.hget(k.tries, job_id)
+                pipe.hgetall(k.meta(job_id))
+                pipe.zscore(k.claimed, job_id)
+            # A job's own keys may hold another type (written by something else): that job
+            # reads as unreadable, the others as usual.
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        if transaction and replies and isinstance(replies[0], OutOfMemoryError):
+            raise replies[0]
+        return replies
 
     async def waiting_ids(self, *, due: bool, now_ms: int, offset: int, limit: int) -> list[str]:
         """A page of ids waiting in the queue: due now (``due``) or later, soonest first;
@@ -799,13 +818,12 @@ class Store:
     async def write_beat(
         self, worker_id: str, beat: str, *, now_ms: int, ttl_ms: int, index_kept_ms: int
     ) -> None:
-        """Store a worker's heartbeat (expiring after ``ttl_ms``) and index it by time."""
+        """Store a worker's heartbeat (expiring after ``ttl_ms``) and index it by time; also
+        when Redis is out of memory (beat.lua)."""
         k = self.keys
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(k.worker(worker_id), beat, px=ttl_ms)
-            pipe.zadd(k.workers, {worker_id: now_ms})
-            pipe.zremrangebyscore(k.workers, "-inf", now_ms - index_kept_ms)
-            await pipe.execute()
+        await self._scripts["beat"].call(
+            [k.worker(worker_id), k.workers], [worker_id, beat, now_ms, ttl_ms, index_kept_ms]
+        )
 
     async def remove_beat(self, worker_id: str, *, release: bool) -> None:
         """Forget a worker that stopped cleanly: its heartbeat, and with ``release`` its lease
