@@ -21,6 +21,7 @@ from .clock import Clock, SystemClock
 from .cron import CronSchedule
 from .definitions import HostedJob, Misfire, Overlap
 from .distributed import DistributedCron, function_name, job_name
+from .durations import Seconds, seconds
 from .exceptions import (
     ConfigurationError,
     HostedJobsError,
@@ -60,7 +61,6 @@ logger = logging.getLogger("hostedjobs")
 
 H = TypeVar("H")
 J = TypeVar("J")
-Seconds = timedelta | float | int
 
 DATA_DIR_ENV = "HOSTEDJOBS_DATA_DIR"
 EMBEDDED_CHECK_S = 2.0
@@ -104,16 +104,7 @@ probe gets a prompt 503 from a frozen Redis rather than no answer."""
 
 
 def _seconds(name: str, value: Seconds, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, timedelta | float | int):
-        raise ConfigurationError(
-            f"{name} must be a timedelta or a number of seconds, got {value!r}"
-        )
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds < 0 or (positive and seconds == 0):
-        raise ConfigurationError(
-            f"{name} must be {'positive' if positive else '>= 0'}, got {value!r}"
-        )
-    return seconds
+    return seconds(name, value, positive=positive)
 
 
 def _optional_seconds(name: str, value: Seconds | None) -> float | None:

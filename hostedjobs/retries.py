@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass
 from datetime import timedelta
 
+from .durations import Seconds, as_timedelta, seconds
 from .exceptions import ConfigurationError
 
 __all__ = ["RetryPolicy"]
@@ -17,12 +18,13 @@ class RetryPolicy:
 
     The delay before try ``n + 1`` is ``backoff * 2 ** (n - 1)``, capped at ``max_backoff``,
     then scaled by a random factor in ``[1 - jitter, 1]`` so that a burst of failures does not
-    come back as a burst of retries.
+    come back as a burst of retries. ``backoff`` and ``max_backoff`` take a `timedelta` or
+    seconds, and are kept as timedeltas.
     """
 
     max_tries: int = 5
-    backoff: timedelta = timedelta(seconds=1)
-    max_backoff: timedelta = timedelta(minutes=5)
+    backoff: Seconds = timedelta(seconds=1)
+    max_backoff: Seconds = timedelta(minutes=5)
     jitter: float = 0.5
 
     def __post_init__(self) -> None:
@@ -30,13 +32,15 @@ class RetryPolicy:
             raise ConfigurationError(f"max_tries must be an int >= 1, got {self.max_tries!r}")
         if self.max_tries < 1:
             raise ConfigurationError(f"max_tries must be >= 1, got {self.max_tries}")
-        if self.backoff < timedelta(0) or self.max_backoff < timedelta(0):
-            raise ConfigurationError("backoff and max_backoff must not be negative")
+        # Frozen: normalised in place, once.
+        object.__setattr__(self, "backoff", as_timedelta("backoff", self.backoff))
+        object.__setattr__(self, "max_backoff", as_timedelta("max_backoff", self.max_backoff))
         if not 0 <= self.jitter <= 1:
             raise ConfigurationError(f"jitter must be between 0 and 1, got {self.jitter!r}")
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed try number ``attempt`` (1-based)."""
         exponent = min(max(attempt - 1, 0), 62)
-        base = min(self.backoff.total_seconds() * 2**exponent, self.max_backoff.total_seconds())
+        cap = seconds("max_backoff", self.max_backoff)
+        base = min(seconds("backoff", self.backoff) * 2**exponent, cap)
         return float(base) * random.uniform(1 - self.jitter, 1)

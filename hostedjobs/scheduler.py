@@ -11,10 +11,11 @@ import os
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .clock import LAST_MS
+from .durations import Seconds, seconds
 from .exceptions import (
     ConfigurationError,
     HostNotRunningError,
@@ -174,10 +175,11 @@ class Scheduler:
         job: object,
         *,
         at: datetime | None = None,
-        delay: timedelta | None = None,
+        delay: Seconds | None = None,
         job_id: str | None = None,
     ) -> str:
-        """Queue ``job`` to run at an aware datetime ``at``, or after ``delay``.
+        """Queue ``job`` to run at an aware datetime ``at``, or after ``delay`` (a `timedelta`
+        or seconds).
 
         A time in the past runs at once. Returns the job id.
         """
@@ -192,9 +194,7 @@ class Scheduler:
             due_ms = int(at.timestamp() * 1000)
         else:
             assert delay is not None
-            if delay < timedelta(0):
-                raise ConfigurationError(f"schedule(delay={delay!r}) must not be negative")
-            due_ms = int(time.time() * 1000 + delay.total_seconds() * 1000)
+            due_ms = int(time.time() * 1000 + seconds("schedule(delay=...)", delay) * 1000)
         return await self._add(job, job_id, due_ms=due_ms)
 
     async def _add(self, job: object, job_id: str | None, *, due_ms: int | None) -> str:
@@ -331,13 +331,13 @@ class Scheduler:
         # jobs that are in the state asked for.
         return [info for info in infos if info is not None and info.status is status]
 
-    async def counts(self, *, since: timedelta | None = None) -> dict[JobStatus, int]:
+    async def counts(self, *, since: Seconds | None = None) -> dict[JobStatus, int]:
         """How many jobs are in each state, from the same indexes as `jobs`.
 
         With ``since``, finished states count only jobs that finished within that period.
         """
         now_ms = int(time.time() * 1000)
-        since_ms = None if since is None else now_ms - int(since.total_seconds() * 1000)
+        since_ms = None if since is None else now_ms - int(seconds("since", since) * 1000)
         return await self.store.counts(now_ms=now_ms, since_ms=since_ms)
 
     async def watch(self, job_id: str, *, recheck_every: float = 5.0) -> AsyncIterator[JobInfo]:

@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from hostedjobs import JobContext, JobHost, JobStatus, RetryPolicy, job_type
+from hostedjobs.durations import seconds
 from hostedjobs.exceptions import ConfigurationError
 from hostedjobs.handlers import Handlers
 from hostedjobs.outcomes import Outcome
@@ -155,3 +156,31 @@ async def test_progress_is_best_effort(caplog: pytest.LogCaptureFixture) -> None
         await ctx.report_progress(50)
     assert "could not store its progress" in caplog.text
     await store.close()
+
+
+async def test_durations_take_seconds_everywhere(redis_url: str, queue_name: str) -> None:
+    """``RetryPolicy(backoff=2)`` and ``schedule(job, delay=60)`` raised TypeError (an int
+    compared with a timedelta), though the docs say durations take either; now one parser
+    reads every duration, and refuses what is not one by name."""
+    policy = RetryPolicy(backoff=2, max_backoff=60.0)
+    assert policy.backoff == timedelta(seconds=2)
+    assert policy.max_backoff == timedelta(minutes=1)
+    assert 1.0 <= policy.delay(1) <= 2.0
+    for bad in (-1, True, "5", float("nan"), float("inf")):
+        with pytest.raises(ConfigurationError, match="backoff"):
+            RetryPolicy(backoff=bad)  # type: ignore[arg-type]
+    assert seconds("x", timedelta(milliseconds=1500)) == 1.5
+    host = JobHost(redis_url=redis_url, queue_name=queue_name, run_worker=False)
+    async with host.run():
+        job_id = await host.scheduler.schedule(_Later(), delay=60)
+        info = await host.scheduler.get(job_id)
+        assert info is not None and info.status is JobStatus.SCHEDULED
+        with pytest.raises(ConfigurationError, match="delay"):
+            await host.scheduler.schedule(_Later(), delay=-1)
+        assert (await host.scheduler.counts(since=3600))[JobStatus.SCHEDULED] == 1
+
+
+@job_type("tests.edges.later")
+@dataclass
+class _Later:
+    pass

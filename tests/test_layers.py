@@ -18,6 +18,7 @@ VOCABULARY, STORAGE, RUNNING, ENGINE, FACADE = range(5)
 LAYERS = {
     "exceptions": VOCABULARY,
     "clock": VOCABULARY,
+    "durations": VOCABULARY,
     "outcomes": VOCABULARY,
     "results": VOCABULARY,
     "context": VOCABULARY,
