@@ -58,7 +58,7 @@ class RedisServer:
         binary: str | None = None,
     ) -> None:
         self.data_dir = data_dir
-        self.port = free_port()
+        self.port = free_port(cluster="--cluster-enabled" in options)
         self.password = password
         self.tls_port: int | None = None
         self.certificate: Path | None = None

@@ -27,12 +27,22 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def free_port(*, cluster: bool = False) -> int:
+    """A TCP port free on loopback right now. With ``cluster``, one a cluster node can use:
+    at most 55535, with the port 10000 above it (its cluster bus) free too."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if not cluster:
+            return port
+        if port <= 55535:
+            with socket.socket() as bus:
+                try:
+                    bus.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
 
 
 def request_json(url: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
