@@ -117,6 +117,7 @@ class Worker:
         self._next_due_ms: int | None = None
         self._skip_hint = 0
         self._upcoming: list[str] = []
+        self._unparked: list[str] = []
         self._peeked_at = 0.0
         self._clock_offset_ms: int | None = None
         self._wait: asyncio.Task[Peeked | None] | None = None
@@ -228,10 +229,15 @@ class Worker:
         return found
 
     async def _unpark(self, parked: list[str]) -> None:
-        """Take back to the queue the parked jobs this worker can run."""
+        """Take back as many parked jobs this worker can run as it has free slots, and claim
+        them next (before a peek, which could find them for a worker without their code)."""
         runnable = [name for name in parked if self._function(name) is not None]
-        if runnable and (moved := await self.store.unpark(runnable)):
-            logger.info("%d parked job(s) of %s back in the queue", moved, ", ".join(runnable))
+        free = self._free_slots() - len(self._unparked)
+        if runnable and (moved := await self.store.unpark(runnable, limit=free)):
+            logger.info("%d parked job(s) of %s taken back", len(moved), ", ".join(runnable))
+            self._unparked.extend(moved)
+            self._claim_due = True
+            self._kick.set()
 
     def _lease_lost(self) -> None:
         """Other workers took this worker's jobs back (its lease lapsed: it lost Redis, or
@@ -287,6 +293,10 @@ class Worker:
         # already looks for the worker.
         if free > 0 and (self._claim_due or (kicked and self._wait is None)):
             self._claim_due = False
+            if self._unparked:
+                ids, self._unparked = self._unparked, []
+                await self._claim(ids, _now_ms(), more=True)
+                return
             if self._upcoming and time.monotonic() - self._peeked_at < self.fallback_poll_s:
                 # The last claim saw these due next: claim them without a peek. (A peek at
                 # least every fallback period still returns lapsed claims to the queue.)

@@ -90,9 +90,11 @@ async def test_an_idle_worker_does_not_poll_redis(restartable_redis: Any, queue_
             seconds = time.monotonic() - began
     finally:
         await client.aclose()
-    # Per second: one blocking wait and one claim script (whose few inner calls Redis counts
-    # too), against about a hundred polls a second for arq at poll_delay=0.01.
-    assert (after - before) / seconds <= 10, (after - before, seconds)
+    # Redis counts a script's inner calls too. Per second: one blocking wait that ends in a
+    # peek (six calls); every 2 s a lease renewal and a heartbeat (five each): about 12 a
+    # second (11.5 measured with MONITOR), against about a hundred polls a second for arq at
+    # poll_delay=0.01.
+    assert (after - before) / seconds <= 16, (after - before, seconds)
 
 
 @job_type("tests.engine.hold")

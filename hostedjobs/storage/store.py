@@ -381,18 +381,17 @@ class Store:
         )
         return bool(parked)
 
-    async def unpark(self, functions: Sequence[str], *, limit: int = 1000) -> int:
-        """Move up to ``limit`` parked jobs of each of ``functions`` back to the queue at
-        their due times; returns how many moved."""
-        if not functions:
-            return 0
+    async def unpark(self, functions: Sequence[str], *, limit: int) -> list[str]:
+        """Move up to ``limit`` parked jobs of ``functions`` back to the queue at their due
+        times, waking no worker: the caller claims them next. Returns their ids."""
+        if not functions or limit <= 0:
+            return []
         k = self.keys
-        return int(
-            await self._scripts["unpark"].call(
-                [k.waiting, k.parked_functions, k.wake, *(k.parked(f) for f in functions)],
-                [limit, WAKE_TOKENS_KEPT, *functions],
-            )
+        moved = await self._scripts["unpark"].call(
+            [k.waiting, k.parked_functions, *(k.parked(f) for f in functions)],
+            [limit, *functions],
         )
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in moved]
 
     async def parked_counts(self) -> dict[str, int]:
         """How many jobs are parked, by function."""
