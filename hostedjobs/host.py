@@ -32,6 +32,7 @@ from .handlers import HandlerRegistration, Handlers
 from .health import BEAT_TTL_S, WorkerBeat, read_beats
 from .hosted import HostedServices
 from .instrumentation import Instrumentation, combine
+from .logs import visible
 from .outcomes import JobKind
 from .results import JobResult
 from .retries import RetryPolicy
@@ -672,21 +673,23 @@ class JobHost:
         self._startup.reset()
         startup_task: asyncio.Task[bool] | None = None
         try:
-            async with self._connected() as store:
+            async with contextlib.AsyncExitStack() as stack:
+                stack.enter_context(visible())
+                store = await stack.enter_async_context(self._connected())
                 try:
                     await self._check_queue_is_ours()
                     if self.run_worker:
                         self._start_worker(store, concurrency or self.concurrency, burst)
                     self._hosted.start()
                     logger.info(
-                        "hostedjobs started on %s, queue %r: %d handler(s), %d hosted job(s), "
-                        "%d startup action(s), %s",
+                        "hostedjobs started on %s, queue %r, %s: %d job type(s), "
+                        "%d startup action(s), hosted jobs: %s",
                         redacted(self._url),
                         self.queue_name,
-                        len(self._handlers.registrations),
-                        len(self._hosted.jobs),
-                        len(self._startup.actions),
                         "running a worker" if self.run_worker else "no worker (enqueue only)",
+                        len(self._handlers.registrations),
+                        len(self._startup.actions),
+                        ", ".join(sorted(self.hosted_jobs)) or "none",
                     )
                     startup_task = asyncio.get_running_loop().create_task(
                         self._run_startup_actions(), name="hostedjobs:startup"

@@ -19,6 +19,7 @@ LAYERS = {
     "exceptions": VOCABULARY,
     "clock": VOCABULARY,
     "durations": VOCABULARY,
+    "logs": VOCABULARY,
     "outcomes": VOCABULARY,
     "results": VOCABULARY,
     "context": VOCABULARY,

@@ -1,17 +1,24 @@
-"""Log records about runs carry structured fields, and successful runs stay out of INFO."""
+"""Log records about runs carry structured fields, successful runs stay out of INFO, and
+under a plain uvicorn hostedjobs' INFO records show."""
 
 from __future__ import annotations
 
 import logging
+import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hostedjobs import JobContext, JobHost, RetryPolicy, job_type
 from hostedjobs.testing import wait_for_job
-from tests.waiting import eventually
+from tests.servers import ROOT, free_port, subprocess_env
+from tests.waiting import eventually, eventually_sync
 
 
 @job_type("tests.logging.task")
@@ -122,3 +129,55 @@ async def test_hosted_failures_and_unrunnable_jobs_carry_fields(
 
 def _named(caplog: pytest.LogCaptureFixture, job_name: str) -> list[logging.LogRecord]:
     return [r for r in caplog.records if getattr(r, "job_name", None) == job_name]
+
+
+def _serve_logging_app(tmp_path: Path, redis_url: str, queue_name: str, *args: str) -> Any:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.logging_app:app",
+            "--port",
+            str(free_port()),
+            *args,
+        ],
+        env=subprocess_env(
+            HOSTEDJOBS_REDIS_URL=redis_url, LOGGING_APP_QUEUE=queue_name, OUT_DIR=str(tmp_path)
+        ),
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _stop(server: Any) -> str:
+    server.send_signal(signal.SIGINT)
+    _, stderr = server.communicate(timeout=60)
+    return str(stderr)
+
+
+def test_under_plain_uvicorn_the_start_line_and_run_logs_show(
+    tmp_path: Path, redis_url: str, queue_name: str
+) -> None:
+    """Under ``uvicorn app:app`` with no logging configured, hostedjobs' INFO records showed
+    nowhere (Python's last resort prints WARNING and up): now they go to uvicorn's handlers."""
+    server = _serve_logging_app(tmp_path, redis_url, queue_name)
+    try:
+        eventually_sync(lambda: (tmp_path / "welcomed").exists(), what="the job run")
+    finally:
+        stderr = _stop(server)
+    assert f"INFO:     hostedjobs started on {redis_url}, queue {queue_name!r}" in stderr, stderr
+    assert "running a worker" in stderr and "hosted jobs: sign_up" in stderr, stderr
+    assert "welcomed ada@example.com" in stderr, stderr
+
+
+def test_uvicorns_log_level_applies_to_hostedjobs_too(
+    tmp_path: Path, redis_url: str, queue_name: str
+) -> None:
+    server = _serve_logging_app(tmp_path, redis_url, queue_name, "--log-level", "warning")
+    try:
+        eventually_sync(lambda: (tmp_path / "welcomed").exists(), what="the job run")
+    finally:
+        stderr = _stop(server)
+    assert "hostedjobs started" not in stderr and "welcomed" not in stderr, stderr
