@@ -744,7 +744,11 @@ class JobHost:
                     startup_task = asyncio.get_running_loop().create_task(
                         self._run_startup_actions(), name="hostedjobs:startup"
                     )
-                    if self.startup_mode == "blocking" and not await asyncio.shield(startup_task):
+                    # Eager mode with no startup actions: taking jobs before the test body runs.
+                    blocking = self.startup_mode == "blocking" or (
+                        store is None and not self._startup.actions
+                    )
+                    if blocking and not await asyncio.shield(startup_task):
                         name, error = self.failed_startup_action or ("?", "")
                         raise StartupActionError(f"startup action {name!r} failed: {error}")
                     yield self
