@@ -961,8 +961,11 @@ class JobHost:
 
     async def workers(self, *, max_age: Seconds = BEAT_TTL_S) -> list[WorkerBeat]:
         """The worker processes of this queue (on every host) whose heartbeat is at most
-        ``max_age`` old, newest first; each says its host, pid, running and finished counts."""
-        return await read_beats(self.scheduler.store, max_age_s=_seconds("max_age", max_age))
+        ``max_age`` old, newest first; each says its host, pid, running and finished counts.
+        Empty in eager mode."""
+        if self._eager is not None:
+            return []  # eager mode: jobs run in the caller, with no worker process
+        return await read_beats(self._scheduler.store, max_age_s=_seconds("max_age", max_age))
 
     async def run_once(self, name: str) -> JobResult:
         """Run the continuous or per-process cron job ``name`` once in this process, now, and
