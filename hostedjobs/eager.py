@@ -28,7 +28,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from .clock import Clock
 from .durations import Seconds, seconds
-from .exceptions import ConfigurationError, JobAlreadyExistsError, PayloadError
+from .exceptions import (
+    ConfigurationError,
+    HostNotRunningError,
+    JobAlreadyExistsError,
+    PayloadError,
+)
 from .outcomes import JobStatus, Outcome
 from .runner import QueuedFunction, QueuedRun, RunReport, error_text
 from .scheduler import JobInfo, Scheduler, _job_info, _new_id, _readable
@@ -134,7 +139,10 @@ class EagerScheduler(Scheduler):
 
     def _check_running(self) -> None:
         if not self.running:
-            super().store  # noqa: B018 - raises the Redis-backed scheduler's HostNotRunningError
+            raise HostNotRunningError(
+                "the job host is not running: start it inside eager(host), with the app's "
+                "lifespan (`with TestClient(app):`) or `async with host.run():`"
+            )
 
     # -- enqueue -------------------------------------------------------------------------------
 

@@ -365,7 +365,7 @@ async def test_a_delayed_job_runs_only_once_the_clock_reaches_it() -> None:
             assert log == []
             assert [i.id for i in await host.scheduler.jobs("scheduled")] == [job_id, at_id]
 
-            jobs.clock.advance(60)  # type: ignore[attr-defined]
+            jobs.clock.advance(60)
             info = await host.scheduler.get(job_id)
             assert info is not None and info.status is JobStatus.QUEUED  # due, not yet run
             assert await run_due(host) == 1
@@ -603,3 +603,23 @@ def test_the_dashboard_reads_an_eager_host() -> None:
             response = client.get(path)
             assert response.status_code == 200, path
         assert "hello dash" in client.get(f"/admin/jobs/{job_id}").text
+
+
+async def test_results_follow_keep_result_and_counts_since() -> None:
+    """keep_result=0 keeps no result, as in Redis; counts(since=...) counts by the clock."""
+    log: list[Any] = []
+    host = _host(log, keep_result=0)
+    with eager(host):
+        async with host.run():
+            job_id = await host.scheduler.enqueue(Greet("gone"))
+            assert ("greet", "gone", 1, False) in log
+            assert await host.scheduler.get(job_id) is None
+    host = _host([])
+    with eager(host, clock=FrozenClock(MONDAY_9)) as jobs:
+        async with host.run():
+            await host.scheduler.enqueue(Greet("old"))
+            jobs.clock.advance(timedelta(hours=2))
+            await host.scheduler.enqueue(Greet("new"))
+            recent = await host.scheduler.counts(since=timedelta(hours=1))
+            assert recent[JobStatus.SUCCEEDED] == 1
+            assert (await host.scheduler.counts())[JobStatus.SUCCEEDED] == 2

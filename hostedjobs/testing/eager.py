@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any, Generic, TypeVar, overload
 
 from ..clock import Clock
 from ..durations import Seconds
@@ -15,11 +16,13 @@ from .clocks import FrozenClock
 
 __all__ = ["EagerJobs", "eager", "run_due"]
 
+C = TypeVar("C", bound=Clock)
 
-class EagerJobs:
+
+class EagerJobs(Generic[C]):
     """A host in eager mode, as `eager` hands it over: its clock, and running what is due."""
 
-    def __init__(self, host: JobHost, clock: Clock, scheduler: EagerScheduler) -> None:
+    def __init__(self, host: JobHost, clock: C, scheduler: EagerScheduler) -> None:
         self.host = host
         self.clock = clock
         """The host's clock while in eager mode (a `FrozenClock` unless another was given)."""
@@ -54,8 +57,17 @@ class EagerJobs:
         return await self.run_due()
 
 
-@contextlib.contextmanager
-def eager(host: JobHost, *, clock: Clock | None = None) -> Iterator[EagerJobs]:
+@overload
+def eager(host: JobHost) -> contextlib.AbstractContextManager[EagerJobs[FrozenClock]]: ...
+
+
+@overload
+def eager(host: JobHost, *, clock: C) -> contextlib.AbstractContextManager[EagerJobs[C]]: ...
+
+
+def eager(
+    host: JobHost, *, clock: Clock | None = None
+) -> contextlib.AbstractContextManager[EagerJobs[Any]]:
     """Put ``host`` in eager mode for the block: for unit tests, no Redis at all.
 
     While it is in eager mode, starting the host (the app's lifespan under ``TestClient``,
@@ -69,11 +81,15 @@ def eager(host: JobHost, *, clock: Clock | None = None) -> Iterator[EagerJobs]:
     Enter it before the host starts (`ConfigurationError` otherwise); on exit the host goes
     back to Redis and its own clock.
     """
+    return _eager(host, FrozenClock() if clock is None else clock)
+
+
+@contextlib.contextmanager
+def _eager(host: JobHost, clock: C) -> Iterator[EagerJobs[C]]:
     previous = host.clock
-    chosen: Clock = FrozenClock() if clock is None else clock
-    scheduler = host._enter_eager(chosen)
+    scheduler = host._enter_eager(clock)
     try:
-        yield EagerJobs(host, chosen, scheduler)
+        yield EagerJobs(host, clock, scheduler)
     finally:
         host._leave_eager(previous)
 

@@ -43,7 +43,9 @@ def frozen_clock() -> FrozenClock:
 
 
 @pytest.fixture
-def eager_jobs(hostedjobs_host: JobHost, frozen_clock: FrozenClock) -> Iterator[EagerJobs]:
+def eager_jobs(
+    hostedjobs_host: JobHost, frozen_clock: FrozenClock
+) -> Iterator[EagerJobs[FrozenClock]]:
     """``hostedjobs_host`` in eager mode on ``frozen_clock`` for the test: start the app
     (``with TestClient(app):``) or ``async with host.run():`` inside the test."""
     with eager(hostedjobs_host, clock=frozen_clock) as jobs:
