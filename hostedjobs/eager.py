@@ -32,6 +32,7 @@ from .exceptions import (
     ConfigurationError,
     HostNotRunningError,
     JobAlreadyExistsError,
+    JobFailedError,
     PayloadError,
 )
 from .outcomes import JobStatus, Outcome
@@ -244,6 +245,15 @@ class EagerScheduler(Scheduler):
         token = _IN_RUN.set(True)
         try:
             while True:
+                if job.cancelling:  # asked between two tries
+                    report = RunReport(
+                        Outcome.CANCELLED, message=f"cancelled before try {job.tries + 1}"
+                    )
+                    break
+                if job.tries >= function.max_tries:
+                    error = JobFailedError(f"max {function.max_tries} tries exceeded")
+                    report = RunReport(Outcome.FAILED, message=error_text(error), error=error)
+                    break
                 job.tries += 1
                 base["t"] = job.tries
                 start_ms = self._now_ms()
