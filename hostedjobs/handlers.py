@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
@@ -24,11 +24,17 @@ from .retries import RetryPolicy
 from .runner import QueuedFunction, QueuedRun, Runner, RunReport
 from .runs import JobCallable
 from .serialization import JobTypeInfo, decode_payload, registered_versions
-from .storage import Store
 
-__all__ = ["HandlerRegistration", "Handlers"]
+__all__ = ["HandlerRegistration", "Handlers", "ProgressStore"]
 
 logger = logging.getLogger("hostedjobs.handlers")
+
+
+class ProgressStore(Protocol):
+    """Where runs' progress goes: the host's `Store`, or an in-process scheduler's jobs."""
+
+    async def progress(self, job_id: str, values: dict[str, str]) -> None:
+        """Store a running job's progress fields (``progress``, ``progress_message``, ``at``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +92,7 @@ class Handlers:
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
-        self.store: Store | None = None
+        self.store: ProgressStore | None = None
         self._registrations: dict[str, HandlerRegistration] = {}
         self.cron_names: list[str] = []
         """Distributed cron jobs of this process, for the unknown-job message."""

@@ -22,6 +22,7 @@ from .cron import CronSchedule
 from .definitions import HostedJob, Misfire, Overlap
 from .distributed import DistributedCron, function_name, job_name
 from .durations import Seconds, seconds
+from .eager import EagerScheduler
 from .exceptions import (
     ConfigurationError,
     HostedJobsError,
@@ -250,6 +251,8 @@ class JobHost:
         self._supervisor: WorkerSupervisor | None = None
         self._grace = Grace()
         self._running = False
+        self._eager: EagerScheduler | None = None
+        """Set in eager mode (`hostedjobs.testing.eager`): jobs run in this process, no Redis."""
         self._url = ""
         self._target = ""
 
@@ -560,7 +563,7 @@ class JobHost:
     @property
     def scheduler(self) -> Scheduler:
         """Enqueue, schedule, delete and inspect on-demand jobs (while the host runs)."""
-        return self._scheduler
+        return self._scheduler if self._eager is None else self._eager
 
     @property
     def running(self) -> bool:
@@ -639,6 +642,55 @@ class JobHost:
                 await asyncio.to_thread(embedded.stop)
 
     @contextlib.asynccontextmanager
+    async def _in_process(self) -> AsyncIterator[Store | None]:
+        """Eager mode's stand-in for `_connected`: jobs go to the in-process scheduler."""
+        assert self._eager is not None
+        self._url = "in-process (eager mode, no Redis)"
+        self._eager.running = True
+        self._handlers.store = self._eager
+        try:
+            yield None
+        finally:
+            self._eager.running = self._eager.taking_jobs = False
+            self._handlers.store = None
+
+    def _enter_eager(self, clock: Clock) -> EagerScheduler:
+        """Run jobs in this process from now on, with no Redis (see `hostedjobs.testing`)."""
+        if self._running:
+            raise ConfigurationError(
+                "the host is already running: enter eager mode before it starts (before the "
+                "app's lifespan, TestClient(app), or host.run())"
+            )
+        if self._eager is not None:
+            raise ConfigurationError("this JobHost is already in eager mode")
+        self._eager = EagerScheduler(
+            self.queue_name, self._queued_function, self._handlers.unknown_message, clock
+        )
+        self._eager.keep_result_s = self.keep_result_s
+        self._eager.instrumentation = self.instrumentation
+        self.clock = self._hosted.clock = clock
+        return self._eager
+
+    def _leave_eager(self, clock: Clock) -> None:
+        """Back to Redis, with ``clock`` (the one before eager mode)."""
+        if self._running:
+            raise ConfigurationError("stop the host (leave its lifespan) before leaving eager mode")
+        self._eager = None
+        self.clock = self._hosted.clock = clock
+
+    async def _run_due(self) -> int:
+        """Eager mode: run the cron ticks and on-demand jobs due by the clock."""
+        if self._eager is None or not self._running:
+            raise ConfigurationError(
+                "run_due needs a host running in eager mode: `with hostedjobs.testing.eager(host):`"
+                " around the app's lifespan (TestClient(app)) or `async with host.run():`"
+            )
+        ran = await self._hosted.run_due(
+            startup_succeeded=self.ready, before_tick=self._eager.run_due
+        )
+        return ran + await self._eager.run_due()
+
+    @contextlib.asynccontextmanager
     async def connected(self) -> AsyncIterator[JobHost]:
         """Connect to Redis only: no startup actions, hosted jobs or worker.
 
@@ -649,7 +701,7 @@ class JobHost:
             raise ConfigurationError("this JobHost is already running")
         self._running = True
         try:
-            async with self._connected():
+            async with self._connected() if self._eager is None else self._in_process():
                 yield self
         finally:
             self._running = False
@@ -675,16 +727,19 @@ class JobHost:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 stack.enter_context(visible())
-                store = await stack.enter_async_context(self._connected())
+                store = await stack.enter_async_context(
+                    self._connected() if self._eager is None else self._in_process()
+                )
                 try:
-                    await self._check_queue_is_ours()
-                    if self.run_worker:
-                        self._start_worker(store, concurrency or self.concurrency, burst)
-                    self._hosted.start()
+                    if store is not None:
+                        await self._check_queue_is_ours()
+                        if self.run_worker:
+                            self._start_worker(store, concurrency or self.concurrency, burst)
+                    self._hosted.start(loops=store is not None)
                     logger.info(
                         "hostedjobs started on %s, queue %r, %s: %d job type(s), "
                         "%d startup action(s), hosted jobs: %s",
-                        redacted(self._url),
+                        "no Redis (eager mode)" if store is None else redacted(self._url),
                         self.queue_name,
                         "running a worker" if self.run_worker else "no worker (enqueue only)",
                         len(self._handlers.registrations),
@@ -694,7 +749,11 @@ class JobHost:
                     startup_task = asyncio.get_running_loop().create_task(
                         self._run_startup_actions(), name="hostedjobs:startup"
                     )
-                    if self.startup_mode == "blocking" and not await asyncio.shield(startup_task):
+                    # Eager mode with no startup actions: taking jobs before the test body runs.
+                    blocking = self.startup_mode == "blocking" or (
+                        store is None and not self._startup.actions
+                    )
+                    if blocking and not await asyncio.shield(startup_task):
                         name, error = self.failed_startup_action or ("?", "")
                         raise StartupActionError(f"startup action {name!r} failed: {error}")
                     yield self
@@ -722,6 +781,9 @@ class JobHost:
         if succeeded:
             if self._supervisor is not None:
                 self._supervisor.worker.resume_taking_jobs()
+            if self._eager is not None:
+                self._eager.taking_jobs = True
+                await self._eager.run_due()
         elif self.startup_mode == "background" and self.on_startup_failure == "exit":
             _stop_process(str(self._startup.failed_action))
         return succeeded
@@ -827,7 +889,10 @@ class JobHost:
         """
         report: dict[str, Any] = {"startup": str(self.startup_state)}
         redis_ok = False
-        if self._running and self._scheduler._store is not None:
+        if self._running and self._eager is not None:
+            redis_ok = True
+            report["redis"] = {"ok": True, "eager": "jobs run in this process, without Redis"}
+        elif self._running and self._scheduler._store is not None:
             started = time.perf_counter()
             wait_s = min(self.redis_timeout_s, HEALTH_REDIS_TIMEOUT_S)
             try:
@@ -845,7 +910,7 @@ class JobHost:
         else:
             report["redis"] = {"ok": False, "error": "the host is not running"}
         worker_ok = True
-        if self.run_worker:
+        if self.run_worker and self._eager is None:
             supervisor = self._supervisor
             worker_ok = supervisor is not None and supervisor.alive
             report["worker"] = {"alive": worker_ok}
@@ -901,7 +966,10 @@ class JobHost:
 
     async def workers(self, *, max_age: Seconds = BEAT_TTL_S) -> list[WorkerBeat]:
         """The worker processes of this queue (on every host) whose heartbeat is at most
-        ``max_age`` old, newest first; each says its host, pid, running and finished counts."""
+        ``max_age`` old, newest first; each says its host, pid, running and finished counts.
+        Empty in eager mode."""
+        if self._eager is not None:
+            return []  # eager mode: jobs run in the caller, with no worker process
         return await read_beats(self._scheduler.store, max_age_s=_seconds("max_age", max_age))
 
     async def run_once(self, name: str) -> JobResult:

@@ -13,6 +13,7 @@ import heapq
 import itertools
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from .clock import Clock
@@ -34,6 +35,8 @@ logger = logging.getLogger("hostedjobs.hosted")
 _SPIN_S = 0.002
 """The loop's timers fire up to a millisecond late (epoll rounds its timeout up), so the
 scheduler wakes this much before a tick and yields to the loop until the tick is due."""
+MAX_DUE_TICKS = 10_000
+"""`HostedServices.run_due` runs at most this many ticks of one job in one call."""
 
 
 class HostedServices:
@@ -74,13 +77,23 @@ class HostedServices:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start every job's loop (gated ones wait for the startup actions)."""
+    def start(self, *, loops: bool = True) -> None:
+        """Start every job's loop (gated ones wait for the startup actions).
+
+        With ``loops=False`` nothing starts on its own: cron ticks run when `run_due` finds
+        them due by the clock (eager mode, for tests).
+        """
         self._stopping = asyncio.Event()
         self._changed = asyncio.Event()
         self._heap = []
         self._cron_task = None
         self._trackers = {name: RunTracker() for name in self.jobs}
+        if not loops:
+            now = self.clock.now()
+            for job in self.jobs.values():
+                if job.schedule is not None:
+                    self._trackers[job.name].next_run = job.schedule.next_tick(now)
+            return
         for job in self.jobs.values():
             if job.kind is JobKind.CONTINUOUS:
                 for instance in range(job.instance_count):
@@ -214,11 +227,55 @@ class HostedServices:
     async def trigger(self, name: str) -> str:
         """Run a hosted job now; returns the run id (for distributed cron, the queued job's)."""
         job = self._job(name)
-        if job.kind is JobKind.DISTRIBUTED_CRON:
+        if job.kind is JobKind.DISTRIBUTED_CRON and self.distributed.store is not None:
             return await self.distributed.trigger(job)
         if name not in self._trackers:
             self._trackers[name] = RunTracker()
         return self._start_run(job, self.clock.now(), manual=True)
+
+    async def run_due(
+        self,
+        *,
+        startup_succeeded: bool,
+        before_tick: Callable[[datetime], Awaitable[int]] | None = None,
+    ) -> int:
+        """Without loops (`start(loops=False)`): run, here and in tick order, every cron and
+        distributed cron tick that the clock has passed since the last call; returns how
+        many ran. Gated jobs skip the ticks that pass before the startup actions succeed.
+        ``before_tick(tick)`` runs first what else was due by then (on-demand jobs).
+
+        Raises `ConfigurationError`, running nothing, if one job has more than `MAX_DUE_TICKS`
+        ticks due (the clock was moved too far for its schedule).
+        """
+        now = self.clock.now()
+        due: list[tuple[datetime, int, HostedJob, datetime]] = []
+        for job in self.jobs.values():
+            tracker = self._trackers.get(job.name)
+            if job.schedule is None or tracker is None or tracker.next_run is None:
+                continue
+            if job.wait_for_startup and not startup_succeeded:
+                tracker.next_run = job.schedule.next_tick(now)
+                continue
+            tick = tracker.next_run
+            ticks = 0
+            while tick <= now:
+                ticks += 1
+                if ticks > MAX_DUE_TICKS:
+                    raise ConfigurationError(
+                        f"{job.name} has more than {MAX_DUE_TICKS} ticks due between "
+                        f"{tracker.next_run} and {now}: move the clock in smaller steps"
+                    )
+                following = job.schedule.next_tick(tick)
+                due.append((tick, next(self._sequence), job, following))
+                tick = following
+        due.sort(key=lambda item: item[:2])
+        ran = len(due)
+        for tick, _, job, following in due:
+            if before_tick is not None:
+                ran += await before_tick(tick)
+            self._trackers[job.name].next_run = following
+            await self._run(job, self._begin(job, tick, manual=False))
+        return ran
 
     # -- continuous ---------------------------------------------------------------------------
 

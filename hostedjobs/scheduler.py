@@ -117,6 +117,10 @@ class Scheduler:
     def _attach(self, store: Store | None) -> None:
         self._store = store
 
+    def _now_ms(self) -> int:
+        """The time a ``delay`` counts from, in ms since the epoch."""
+        return int(time.time() * 1000)
+
     @property
     def store(self) -> Store:
         """The host's storage (raises `HostNotRunningError` before the host runs)."""
@@ -194,7 +198,7 @@ class Scheduler:
             due_ms = int(at.timestamp() * 1000)
         else:
             assert delay is not None
-            due_ms = int(time.time() * 1000 + seconds("schedule(delay=...)", delay) * 1000)
+            due_ms = self._now_ms() + int(seconds("schedule(delay=...)", delay) * 1000)
         return await self._add(job, job_id, due_ms=due_ms)
 
     async def _add(self, job: object, job_id: str | None, *, due_ms: int | None) -> str:

@@ -38,7 +38,7 @@ from .serialization import dumps, read_record, result_record
 from .shutdown import Grace
 from .storage import Claimed, Finished, LeaseLostError, Peeked, Requeued, Store
 
-__all__ = ["LEASE_RENEW_S", "LEASE_TTL_S", "Worker", "WorkerSupervisor"]
+__all__ = ["LEASE_RENEW_S", "LEASE_TTL_S", "Worker", "WorkerSupervisor", "finished_record"]
 
 logger = logging.getLogger("hostedjobs.worker")
 
@@ -64,6 +64,50 @@ _SKIP_CAP = 4000
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def finished_record(
+    job_id: str,
+    base: dict[str, Any],
+    start_ms: int,
+    report: RunReport,
+    *,
+    queue: str,
+    finished_ms: int,
+) -> tuple[JobStatus, bytes]:
+    """The stored result of a finished job, and the status it ends in.
+
+    ``base`` is the job's record (``f``, ``a``, ``k``, ``et`` and ``t``, the tries).
+    """
+    outcome = report.outcome
+    status = JobStatus.of(outcome)
+    # arq's result layout (stock `Job.info()` reads it), plus the outcome, its message and
+    # the error kept apart from the value, so no return value is mistaken for them.
+    record = {
+        **base,
+        "s": outcome is not Outcome.FAILED,
+        "st": start_ms,
+        "ft": finished_ms,
+        "q": queue,
+        "id": job_id,
+        "o": outcome.value,
+        "m": report.message,
+    }
+    value: Any = report.value
+    if outcome is Outcome.FAILED:
+        error = report.error or JobFailedError(report.message or "the job reported failure")
+        record["m"] = error_text(error)
+        value = error
+    try:
+        data = result_record(record, value)
+    except PayloadError as exc:
+        logger.warning(
+            "job %s: its result cannot be stored: %s", job_id, exc, extra={"run_id": job_id}
+        )
+        record.update(s=False, o=Outcome.FAILED.value, m=f"PayloadError: {exc}")
+        data = dumps({**record, "r": None})
+        status = JobStatus.FAILED
+    return status, data
 
 
 class _Parked(NamedTuple):
@@ -565,40 +609,15 @@ class Worker:
         *,
         aborted: bool = False,
     ) -> Finished:
-        outcome = report.outcome
-        if outcome is Outcome.FAILED:
+        if report.outcome is Outcome.FAILED:
             self.failed += 1
         else:
             self.completed += 1
-        status = JobStatus.of(outcome)
         if self.keep_result_s <= 0:
-            return Finished(job_id, status, None, 0, aborted)
-        # arq's result layout (stock `Job.info()` reads it), plus the outcome, its message and
-        # the error kept apart from the value, so no return value is mistaken for them.
-        record = {
-            **base,
-            "s": outcome is not Outcome.FAILED,
-            "st": start_ms,
-            "ft": _now_ms(),
-            "q": self.store.keys.queue,
-            "id": job_id,
-            "o": outcome.value,
-            "m": report.message,
-        }
-        value: Any = report.value
-        if outcome is Outcome.FAILED:
-            error = report.error or JobFailedError(report.message or "the job reported failure")
-            record["m"] = error_text(error)
-            value = error
-        try:
-            data = result_record(record, value)
-        except PayloadError as exc:
-            logger.warning(
-                "job %s: its result cannot be stored: %s", job_id, exc, extra={"run_id": job_id}
-            )
-            record.update(s=False, o=Outcome.FAILED.value, m=f"PayloadError: {exc}")
-            data = dumps({**record, "r": None})
-            status = JobStatus.FAILED
+            return Finished(job_id, JobStatus.of(report.outcome), None, 0, aborted)
+        status, data = finished_record(
+            job_id, base, start_ms, report, queue=self.store.keys.queue, finished_ms=_now_ms()
+        )
         return Finished(job_id, status, data, int(self.keep_result_s * 1000), aborted)
 
     # -- timers: renewals, cancellations, heartbeats --------

@@ -20,6 +20,8 @@ import redis
 from hostedjobs.storage.embedded import EmbeddedRedis, find_redis_server
 from tests.servers import serve_demo
 
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -41,6 +41,7 @@ LAYERS = {
     "startup": ENGINE,
     "hosted": ENGINE,
     "scheduler": ENGINE,
+    "eager": ENGINE,
     "shutdown": ENGINE,
     "host": FACADE,
     "starlette": FACADE,

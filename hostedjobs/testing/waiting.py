@@ -1,30 +1,14 @@
-"""Helpers for testing code that uses hostedjobs (and for hostedjobs' own tests)."""
+"""Waiting for an on-demand job to reach a state."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime, timedelta
 
-from .host import JobHost
-from .scheduler import JobInfo, JobStatus
+from ..host import JobHost
+from ..scheduler import JobInfo, JobStatus
 
-__all__ = ["SkewedClock", "wait_for_job"]
-
-
-class SkewedClock:
-    """A clock that runs ``offset`` ahead of (or, if negative, behind) the machine's.
-
-    ``JobHost(clock=SkewedClock(timedelta(seconds=-0.4)))`` simulates a replica whose clock
-    is off, to check that schedules still run once per tick across the cluster.
-    """
-
-    def __init__(self, offset: timedelta) -> None:
-        self.offset = offset
-
-    def now(self) -> datetime:
-        """The machine's time plus the offset."""
-        return datetime.now(UTC) + self.offset
+__all__ = ["wait_for_job"]
 
 
 async def wait_for_job(

@@ -1,0 +1,442 @@
+"""`EagerScheduler`: on-demand jobs kept and run in this process, for tests (no Redis).
+
+It is a `Scheduler` whose jobs live in a dict instead of Redis. A job is stored in the same
+form as in Redis (the payload encoded, the record written as JSON bytes) and run at once
+through the same `QueuedFunction` a worker would call, which decodes the payload and runs
+the handler through the `Runner`: scope, ``Inject``, `JobContext`, timeout, retries. Its
+result is recorded as a worker records it, and read back by the same code as `Scheduler.get`.
+
+Differences from the engine, on purpose: a due job runs inside the ``enqueue`` call that made
+it due (a job enqueued by a running job runs after it, in the same call); a retry runs at
+once, without its backoff; a scheduled job runs when `run_due` finds it due by the clock
+(tests move a frozen clock); results are kept until the scheduler is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import dataclasses
+import itertools
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from .clock import Clock
+from .durations import Seconds, seconds
+from .exceptions import (
+    ConfigurationError,
+    HostNotRunningError,
+    JobAlreadyExistsError,
+    JobFailedError,
+    PayloadError,
+)
+from .outcomes import JobStatus, Outcome
+from .runner import QueuedFunction, QueuedRun, RunReport, error_text
+from .scheduler import JobInfo, Scheduler, _job_info, _new_id, _readable
+from .scheduler import _status as _parse_status
+from .serialization import encode_payload, job_record, job_type_info, read_record
+from .storage import KeyLayout, Store, StoredJob
+from .worker import finished_record
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = ["EagerScheduler"]
+
+logger = logging.getLogger("hostedjobs.eager")
+
+_WAITING = (JobStatus.QUEUED, JobStatus.SCHEDULED)
+_FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+_UNTRACED: contextlib.nullcontext[None] = contextlib.nullcontext()
+_IN_RUN: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "hostedjobs_eager_run", default=False
+)
+"""True inside an eager run: a job it enqueues waits for the run to end (the outer call
+runs it), as a queued job would, instead of running inside it."""
+
+
+@dataclass(slots=True)
+class _Job:
+    """One job as Redis would hold it: its record, due time, tries, meta and result."""
+
+    record: bytes
+    sequence: int
+    due_ms: int | None
+    """When it is due; None while it runs and once it has finished."""
+    tries: int = 0
+    meta: dict[str, str] = field(default_factory=dict)
+    result: bytes | None = None
+    running_since_ms: int | None = None
+    task: asyncio.Task[RunReport] | None = None
+    cancelling: bool = False
+
+    def stored(self) -> StoredJob:
+        return StoredJob(
+            record=self.record,
+            result=self.result,
+            locked=self.running_since_ms is not None,
+            score_ms=self.due_ms,
+            tries=self.tries,
+            meta=dict(self.meta),
+            running_since_ms=self.running_since_ms,
+        )
+
+
+class EagerScheduler(Scheduler):
+    """A `Scheduler` that keeps jobs in this process and runs each one as soon as it is due.
+
+    The host uses it in eager mode (`hostedjobs.testing.eager`); nothing here touches Redis.
+    ``functions`` maps a queued name (``"type@version"``) to what runs it, as for a worker;
+    ``unknown`` says why a name has none; ``clock`` tells when scheduled jobs are due.
+    """
+
+    def __init__(
+        self,
+        queue_name: str,
+        functions: Callable[[str], QueuedFunction | None],
+        unknown: Callable[[str], str],
+        clock: Clock,
+    ) -> None:
+        super().__init__(queue_name)
+        self.clock = clock
+        self._functions = functions
+        self._unknown = unknown
+        self._queue_key = KeyLayout(queue_name).queue
+        self._jobs: dict[str, _Job] = {}
+        self._sequence = itertools.count()
+        self._lock = threading.Lock()  # a test may read from another thread (TestClient)
+        self.running = False
+        """Set while the host runs: before and after, every method raises
+        `HostNotRunningError`, as the Redis-backed scheduler does."""
+        self.taking_jobs = False
+        """Set once the startup actions have succeeded: jobs wait until then, as they wait
+        for a worker that has not started taking jobs."""
+
+    # -- no Redis ------------------------------------------------------------------------------
+
+    def _no_redis(self) -> NoReturn:
+        raise ConfigurationError(
+            "this host runs in eager mode (hostedjobs.testing.eager): its jobs are kept in this "
+            "process and there is no Redis to reach; read them with scheduler.get, jobs and counts"
+        )
+
+    @property
+    def store(self) -> Store:
+        """Raises `ConfigurationError`: eager mode has no Redis."""
+        self._no_redis()
+
+    @property
+    def pool(self) -> Redis:
+        """Raises `ConfigurationError`: eager mode has no Redis."""
+        self._no_redis()
+
+    def _now_ms(self) -> int:
+        return int(self.clock.now().timestamp() * 1000)
+
+    def _check_running(self) -> None:
+        if not self.running:
+            raise HostNotRunningError(
+                "the job host is not running: start it inside eager(host), with the app's "
+                "lifespan (`with TestClient(app):`) or `async with host.run():`"
+            )
+
+    # -- enqueue -------------------------------------------------------------------------------
+
+    async def _add(self, job: object, job_id: str | None, *, due_ms: int | None) -> str:
+        info = job_type_info(job)
+        payload = encode_payload(job)
+        self._check_running()
+        if job_id is not None and (not isinstance(job_id, str) or not job_id):
+            raise ConfigurationError(f"job_id must be a non-empty string, got {job_id!r}")
+        job_id = job_id or _new_id()
+        instrumentation = self.instrumentation
+        with (
+            _UNTRACED if instrumentation is None else instrumentation.enqueue(info.name, job_id)
+        ) as trace:
+            now_ms = self._now_ms()
+            record = job_record(info.key, payload, now_ms, trace)
+            if not self._store_job(job_id, record, max(due_ms or now_ms, now_ms)):
+                raise JobAlreadyExistsError(
+                    f"a job with id {job_id!r} already exists (queued, running or with a kept "
+                    "result); use another id, or delete the queued one first"
+                )
+        await self.run_due()
+        return job_id
+
+    async def _enqueue_many(self, jobs: Iterable[object], trace: str | None) -> list[str]:
+        now_ms = self._now_ms()
+        prepared: list[tuple[str, bytes]] = []
+        for index, job in enumerate(jobs):
+            try:
+                info = job_type_info(job)
+                payload = encode_payload(job)
+            except PayloadError as exc:
+                raise PayloadError(f"jobs[{index}]: {exc}") from exc
+            prepared.append((_new_id(), job_record(info.key, payload, now_ms, trace)))
+        self._check_running()
+        for job_id, record in prepared:
+            self._store_job(job_id, record, now_ms)
+        await self.run_due()
+        return [job_id for job_id, _ in prepared]
+
+    def _store_job(self, job_id: str, record: bytes, due_ms: int) -> bool:
+        with self._lock:
+            if job_id in self._jobs:
+                return False
+            self._jobs[job_id] = _Job(record, next(self._sequence), due_ms)
+            return True
+
+    # -- running -------------------------------------------------------------------------------
+
+    async def run_due(self, until: datetime | None = None) -> int:
+        """Run every job due by the clock (or by ``until``, if earlier), oldest due first,
+        until none is; returns how many ran. Inside a run it does nothing: the outer call
+        runs what the run enqueued. Before the startup actions succeed, nothing runs."""
+        self._check_running()
+        if _IN_RUN.get() or not self.taking_jobs:
+            return 0
+        ran = 0
+        while (taken := self._take_due(until)) is not None:
+            await self._run(*taken)
+            ran += 1
+        return ran
+
+    def _take_due(self, until: datetime | None) -> tuple[str, _Job] | None:
+        now_ms = self._now_ms()
+        by_ms = now_ms if until is None else min(now_ms, int(until.timestamp() * 1000))
+        with self._lock:
+            due = [
+                (job.due_ms, job.sequence, job_id, job)
+                for job_id, job in self._jobs.items()
+                if job.due_ms is not None and job.due_ms <= by_ms and "parked" not in job.meta
+            ]
+            if not due:
+                return None
+            _, _, job_id, job = min(due, key=lambda item: item[:2])
+            job.running_since_ms = now_ms
+            return job_id, job
+
+    async def _run(self, job_id: str, job: _Job) -> None:
+        due_ms = job.due_ms or self._now_ms()
+        job.due_ms = None
+        start_ms = self._now_ms()
+        base: dict[str, Any] = {"t": job.tries, "f": "<unknown>", "a": [], "k": {}, "et": 0}
+        try:
+            record = read_record(job.record)
+            base.update(f=record["f"], a=record.get("a") or [], k=record.get("k") or {})
+            base["et"] = record.get("et") or 0
+            function = self._functions(str(record["f"]))
+        except Exception as exc:
+            report = RunReport(Outcome.FAILED, message=error_text(exc), error=exc)
+            self._finish(job_id, job, base, start_ms, report)
+            return
+        if function is None:
+            # As a worker parks it: it waits, visibly, for code that can run it.
+            reason = self._unknown(str(record["f"]))
+            logger.warning("job %s cannot run here and waits: %s", job_id, reason)
+            job.meta.update(parked="1", parked_reason=reason)
+            job.running_since_ms = None
+            return
+        token = _IN_RUN.set(True)
+        try:
+            while True:
+                if job.cancelling:  # asked between two tries
+                    report = RunReport(
+                        Outcome.CANCELLED, message=f"cancelled before try {job.tries + 1}"
+                    )
+                    break
+                if job.tries >= function.max_tries:
+                    error = JobFailedError(f"max {function.max_tries} tries exceeded")
+                    report = RunReport(Outcome.FAILED, message=error_text(error), error=error)
+                    break
+                job.tries += 1
+                base["t"] = job.tries
+                start_ms = self._now_ms()
+                report = await self._try(job_id, job, base, due_ms, function)
+                if report.outcome is not Outcome.RETRIED:
+                    break
+                if report.message:
+                    job.meta["error"] = report.message
+        finally:
+            _IN_RUN.reset(token)
+        self._finish(job_id, job, base, start_ms, report)
+
+    async def _try(
+        self, job_id: str, job: _Job, base: dict[str, Any], due_ms: int, function: QueuedFunction
+    ) -> RunReport:
+        run = QueuedRun(
+            job_id=job_id,
+            function=base["f"],
+            args=base["a"],
+            kwargs=base["k"],
+            attempt=job.tries,
+            due_ms=due_ms,
+            enqueued_ms=int(base["et"]),
+            interrupted=lambda: Outcome.CANCELLED if job.cancelling else Outcome.RETRIED,
+        )
+        # Its own task, so that `cancel` can stop this run without stopping the caller.
+        job.task = asyncio.ensure_future(function.run(run))
+        try:
+            return await job.task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not job.cancelling or (current is not None and current.cancelling()):
+                # The caller was cancelled: the job goes back, and this try does not count.
+                job.tries -= 1
+                job.due_ms, job.running_since_ms = due_ms, None
+                raise
+            return RunReport(Outcome.CANCELLED, message="cancelled while it ran")
+        finally:
+            job.task = None
+
+    def _finish(
+        self, job_id: str, job: _Job, base: dict[str, Any], start_ms: int, report: RunReport
+    ) -> None:
+        job.running_since_ms = None
+        if self.keep_result_s <= 0:
+            with self._lock:
+                self._jobs.pop(job_id, None)
+            return
+        _, job.result = finished_record(
+            job_id, base, start_ms, report, queue=self._queue_key, finished_ms=self._now_ms()
+        )
+
+    async def progress(self, job_id: str, values: dict[str, str]) -> None:
+        """Keep a running job's progress (the `ProgressStore` of eager handlers)."""
+        job = self._jobs.get(job_id)
+        if job is not None:
+            job.meta.update(values)
+
+    # -- control -------------------------------------------------------------------------------
+
+    async def delete(self, job_id: str) -> bool:
+        """Remove a queued or scheduled job; False if it is running, finished or unknown."""
+        self._check_running()
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or (job.due_ms is None and "parked" not in job.meta):
+                return False
+            del self._jobs[job_id]
+            return True
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel a queued, scheduled or running job; False if unknown or finished."""
+        self._check_running()
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.result is not None:
+                return False
+            if job.running_since_ms is not None:
+                job.cancelling = True
+                if job.task is not None:
+                    job.task.cancel()
+                return True
+            job.due_ms = None
+        record = _readable(job.record)[0] or {"f": "<unreadable>", "a": [], "k": {}, "et": 0}
+        base = {"t": job.tries, "f": record["f"], "a": record["a"], "k": record["k"]}
+        base["et"] = record["et"]
+        error = f" (try {job.tries}: {job.meta['error']})" if "error" in job.meta else ""
+        message = (
+            "cancelled before it started"
+            if not job.tries
+            else f"cancelled before try {job.tries + 1}{error}"
+        )
+        now_ms = self._now_ms()
+        report = RunReport(Outcome.CANCELLED, message=message)
+        self._finish(job_id, job, base, now_ms, report)
+        return True
+
+    async def retry(self, job_id: str) -> bool:
+        """Run a failed job again under the same id with a fresh try count; False unless it
+        failed and its result is kept."""
+        self._check_running()
+        with self._lock:
+            job = self._jobs.get(job_id)
+            record = None if job is None else _readable(job.result)[0]
+            if job is None or record is None or record.get("o") != Outcome.FAILED.value:
+                return False
+            args = record["a"] or [None]
+            now_ms = self._now_ms()
+            self._jobs[job_id] = _Job(
+                job_record(record["f"], args[0], now_ms), next(self._sequence), now_ms
+            )
+        await self.run_due()
+        return True
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> JobInfo | None:
+        """The job's status, tries, times, result or error, and progress; None if unknown."""
+        self._check_running()
+        job = self._jobs.get(job_id)
+        return None if job is None else self._info(job_id, job)
+
+    def _info(self, job_id: str, job: _Job) -> JobInfo | None:
+        info = _job_info(job_id, job.stored())
+        if info is not None and info.status in _WAITING and job.due_ms is not None:
+            # Due by this scheduler's clock, not the machine's.
+            due = job.due_ms <= self._now_ms()
+            info = dataclasses.replace(
+                info, status=JobStatus.QUEUED if due else JobStatus.SCHEDULED
+            )
+        return info
+
+    def _infos(self) -> list[tuple[_Job, JobInfo]]:
+        with self._lock:
+            jobs = list(self._jobs.items())
+        return [
+            (job, info) for job_id, job in jobs if (info := self._info(job_id, job)) is not None
+        ]
+
+    async def jobs(
+        self, status: JobStatus | str, *, offset: int = 0, limit: int = 50
+    ) -> list[JobInfo]:
+        """A page of jobs in ``status``: queued and scheduled by due time, others newest first."""
+        if offset < 0 or limit < 1:
+            raise ConfigurationError("jobs() needs offset >= 0 and limit >= 1")
+        self._check_running()
+        wanted = _parse_status(status)
+        found = [(job, info) for job, info in self._infos() if info.status is wanted]
+        if wanted in _WAITING:
+            found.sort(key=lambda pair: (pair[0].due_ms or 0, pair[0].sequence))
+        else:
+            found.sort(key=lambda pair: pair[0].sequence, reverse=True)
+        return [info for _, info in found[offset : offset + limit]]
+
+    async def counts(self, *, since: Seconds | None = None) -> dict[JobStatus, int]:
+        """How many jobs are in each state; with ``since``, finished states count only jobs
+        that finished within that period (by the clock)."""
+        self._check_running()
+        since_ms = None
+        if since is not None:
+            since_ms = self._now_ms() - int(seconds("since", since) * 1000)
+        counts = dict.fromkeys(JobStatus, 0)
+        for _, info in self._infos():
+            if (
+                since_ms is not None
+                and info.status in _FINISHED
+                and (info.finished_at is None or info.finished_at.timestamp() * 1000 < since_ms)
+            ):
+                continue
+            counts[info.status] += 1
+        return counts
+
+    async def watch(self, job_id: str, *, recheck_every: float = 5.0) -> AsyncIterator[JobInfo]:
+        """Yield the job's state each time it changes, until it has finished."""
+        self._check_running()
+        last: JobInfo | None = None
+        while True:
+            info = await self.get(job_id)
+            if info is None:
+                return
+            if info != last:
+                yield info
+                last = info
+            if info.finished:
+                return
+            await asyncio.sleep(min(recheck_every, 0.01))
