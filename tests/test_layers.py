@@ -25,6 +25,7 @@ LAYERS = {
     "status": VOCABULARY,
     "storage": STORAGE,
     "serialization": RUNNING,
+    "depends": RUNNING,
     "scope": RUNNING,
     "runs": RUNNING,
     "retries": RUNNING,
