@@ -259,13 +259,11 @@ async def call_planned(
     return result
 
 
-def not_registered_error(service_type: Any, detail: str = "") -> DependencyResolutionError:
-    """The error an adapter's `Resolver.aget` raises when nothing provides ``service_type``:
-    a parameter with a default then gets its default. ``detail`` is appended to the message."""
-    error = _not_registered(service_type, ())
-    if detail:
-        error.args = (f"{error.args[0]}; {detail}",)
-    return error
+def not_registered_error(service_type: Any, message: str) -> DependencyResolutionError:
+    """The error an adapter's `Resolver.aget` raises when nothing provides ``service_type``
+    (``message`` says so, and how to register it): a parameter with a default then gets its
+    default instead of failing the run."""
+    return _NotRegisteredError(message, service_type)
 
 
 async def _arguments(

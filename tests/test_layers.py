@@ -51,6 +51,7 @@ LAYERS = {
     "tracing": FACADE,
     "__init__": FACADE,
     "__main__": FACADE,
+    "integrations": FACADE,
 }
 
 
