@@ -23,6 +23,7 @@ from dishka.exceptions import NoFactoryError
 
 from ..exceptions import DependencyResolutionError
 from ..scope import Resolver, not_registered_error
+from . import type_name
 
 T = TypeVar("T")
 
@@ -85,7 +86,7 @@ class _DishkaResolver:
         try:
             value: T = await self.container.get(service_type)
         except NoFactoryError as exc:
-            name = getattr(service_type, "__qualname__", repr(service_type))
+            name = type_name(service_type)
             if exc.requested.type_hint is service_type and not exc.path:
                 raise not_registered_error(
                     service_type,

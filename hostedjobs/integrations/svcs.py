@@ -21,6 +21,7 @@ import svcs
 
 from ..exceptions import DependencyResolutionError
 from ..scope import Resolver, not_registered_error
+from . import type_name
 
 T = TypeVar("T")
 
@@ -83,7 +84,7 @@ class _SvcsResolver:
             value: T = await self.container.aget(service_type)
         except svcs.exceptions.ServiceNotFoundError as exc:
             missing = exc.args[0] if exc.args else service_type
-            name = getattr(service_type, "__qualname__", repr(service_type))
+            name = type_name(service_type)
             if missing is service_type:
                 raise not_registered_error(
                     service_type,
@@ -92,6 +93,6 @@ class _SvcsResolver:
                 ) from None
             raise DependencyResolutionError(
                 f"cannot resolve {name}: its factory asked svcs for "
-                f"{getattr(missing, '__qualname__', missing)}, which is not registered"
+                f"{type_name(missing)}, which is not registered"
             ) from None
         return value
