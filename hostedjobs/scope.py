@@ -1,4 +1,4 @@
-"""Per-run dependency scopes: the built-in service provider and ``Inject``.
+"""Per-run dependency scopes: the built-in service provider, and planning calls into a scope.
 
 A run of a job opens one scope, resolves what its handler asks for, and closes the scope after
 the handler in every outcome (success, exception, cancellation, timeout)::
@@ -42,6 +42,10 @@ scope was opened with (``provided``, matched by exact type) first, then the regi
 parameter with a default that cannot be resolved that way gets its default. A class can be
 its own factory (constructor injection). Registrations are checked lazily, so they can be
 added in any order; a re-registration of a type replaces the earlier one.
+
+`plan_call` analyses a job's parameters once (``Inject()``, FastAPI's ``Depends``: see
+`hostedjobs.depends`) and `call_planned` fills them from a run's scope; adapters for other
+containers (`hostedjobs.integrations`) implement `ScopeProvider`.
 """
 
 from __future__ import annotations
