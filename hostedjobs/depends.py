@@ -292,19 +292,16 @@ _REQUEST_TYPES: Final = {
     "fastapi.security.oauth2.SecurityScopes": "which come from a route's Security()",
 }
 
-# Other dependency-injection libraries, by the top-level module their markers are defined in.
+# Other dependency-injection libraries' markers, by the module (or package) that defines them.
 _FOREIGN_MARKERS: Final = {
     "dishka": "dishka (use hostedjobs.integrations.dishka.DishkaScopes and Inject())",
     "dependency_injector": "dependency-injector",
     "fast_depends": "FastDepends (FastStream)",
-    "faststream": "FastStream",
     "taskiq_dependencies": "taskiq",
-    "docket": "docket",
-    "injector": "injector",
+    "docket.dependencies": "docket",
     "wireup": "wireup",
     "lagom": "lagom",
     "that_depends": "that-depends",
-    "svcs": "svcs (use hostedjobs.integrations.svcs.SvcsScopes and Inject())",
 }
 
 
@@ -379,7 +376,7 @@ def _foreign_library(obj: Any) -> str | None:
     if injector is not None and any(
         obj is getattr(injector, name, None) for name in ("_inject_marker", "_noinject_marker")
     ):
-        return _FOREIGN_MARKERS["injector"]
+        return "injector"
     return None
 
 

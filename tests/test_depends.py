@@ -41,6 +41,7 @@ from hostedjobs.exceptions import ConfigurationError
 from hostedjobs.runs import JobCallable
 from hostedjobs.scope import Services, call_planned, plan_call
 from hostedjobs.testing import wait_for_job
+from tests.waiting import eventually
 
 # --- dependencies used by the tests ---------------------------------------------------------
 
@@ -231,6 +232,26 @@ async def test_class_and_callable_instance_dependencies() -> None:
         return pager.job_name, pager.size, token
 
     assert await run(job, Log()) == ("report", 10, "token for sqlite://")
+
+
+async def test_depends_scope_function_and_request_both_close_at_the_end_of_the_run() -> None:
+    """Depends(scope="function") and scope="request" are accepted: a run is both."""
+    log = Log()
+
+    async def job(
+        session: Session = Depends(get_session, scope="function"),
+        connection: str = Depends(get_connection, scope="request"),
+    ) -> None:
+        log.events.append("job")
+
+    await run(job, log)
+    assert log.events == [
+        "session open",
+        "connection open",
+        "job",
+        "connection closed",
+        "session commit",
+    ]
 
 
 # --- sub-dependencies and the cache ---------------------------------------------------------
@@ -656,3 +677,30 @@ print("ok")
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+async def test_cron_and_distributed_cron_jobs_get_their_dependencies(
+    redis_url: str, queue_name: str
+) -> None:
+    """Hosted jobs (a per-process cron job, a cluster-wide one) resolve Depends per run too."""
+    log = Log()
+    host = JobHost(
+        services=Services().add_singleton(Log, log), redis_url=redis_url, queue_name=queue_name
+    )
+
+    @host.cron("0 0 1 1 *", name="yearly")
+    async def yearly(ctx: JobContext, user: str = Depends(get_user)) -> None:
+        log.events.append(user)
+
+    @host.distributed_cron("0 0 1 1 *", name="yearly-report")
+    async def yearly_report(session: Annotated[Session, Depends(get_session)]) -> None:
+        log.events.append(f"report on {session.dsn}")
+
+    async with host.run():
+        await host.trigger("yearly")
+        await host.trigger("yearly-report")
+        await eventually(
+            lambda: log.events.count("session commit") == 2, what="both runs committed"
+        )
+    assert "user of yearly on sqlite://" in log.events
+    assert "report on sqlite://" in log.events
