@@ -63,7 +63,8 @@ class InjectMarker:
     def __repr__(self) -> str:
         if self.service_type is None:
             return "Inject()"
-        return f"Inject({getattr(self.service_type, '__qualname__', self.service_type)})"
+        name = str(getattr(self.service_type, "__qualname__", self.service_type))
+        return f"Inject({name.rpartition('<locals>.')[2]})"
 
 
 def Inject(service_type: type[Any] | None = None) -> Any:
