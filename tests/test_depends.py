@@ -37,7 +37,7 @@ from starlette.requests import HTTPConnection
 
 from hostedjobs import Inject, JobContext, JobHost, JobResult, JobStatus, RetryPolicy, job_type
 from hostedjobs.depends import DependencyRun, is_injected
-from hostedjobs.exceptions import ConfigurationError
+from hostedjobs.exceptions import ConfigurationError, DependencyResolutionError
 from hostedjobs.runs import JobCallable
 from hostedjobs.scope import Services, call_planned, plan_call
 from hostedjobs.testing import wait_for_job
@@ -212,6 +212,31 @@ async def test_a_generator_cannot_swallow_the_run_exception() -> None:
 
     with pytest.raises(RuntimeError, match="failed"):
         await run(job, Log())
+
+
+async def test_a_failing_dependency_fails_the_run_and_earlier_ones_see_its_error() -> None:
+    """A dependency that raises fails the run before the job; yield dependencies already
+    entered are closed with that error; an unregistered Inject() inside a dependency names
+    the dependency that needed it."""
+    log = Log()
+
+    def get_quota() -> int:
+        raise PermissionError("over quota")
+
+    async def job(session: Session = Depends(get_session), quota: int = Depends(get_quota)) -> None:
+        raise AssertionError("never runs")
+
+    with pytest.raises(PermissionError, match="over quota"):
+        await run(job, log)
+    assert isinstance(log.sessions[0].closed_with, PermissionError)
+
+    def get_missing(value: Session = Inject()) -> Session:
+        return value
+
+    async def needs_missing(value: Session = Depends(get_missing)) -> None: ...
+
+    with pytest.raises(DependencyResolutionError, match=r"Session \(needed by get_missing\)"):
+        await run(needs_missing, log)
 
 
 async def test_class_and_callable_instance_dependencies() -> None:
