@@ -234,7 +234,10 @@ class DependencyRun:
         if dependency.use_cache and call in self._cache:
             return self._cache[call]
         if self._closed:
-            raise ConfigurationError("this run's dependencies have been closed already")
+            raise ConfigurationError(
+                f"cannot call {getattr(call, '__qualname__', call)}: this run's dependencies "
+                "have been closed, so its cleanup would never run"
+            )
         args, kwargs = await arguments()
         kind = dependency.kind
         if kind == _ASYNC:
@@ -312,8 +315,6 @@ def _recognise(obj: Any, where: str, *, in_default: bool) -> Marker | None:
         return obj
     if obj is Inject:
         return InjectMarker(None)
-    if isinstance(obj, Dependency):
-        return obj
     fastapi_params = sys.modules.get("fastapi.params")
     if fastapi_params is not None:
         dependency = _fastapi_marker(obj, fastapi_params, where)
@@ -395,7 +396,7 @@ def _defined_in(obj: Any, package: str) -> bool:
 
 
 def _is_marker(obj: Any) -> bool:
-    if isinstance(obj, InjectMarker | Dependency) or obj is Inject:
+    if isinstance(obj, InjectMarker) or obj is Inject:
         return True
     fastapi_params = sys.modules.get("fastapi.params")
     return fastapi_params is not None and isinstance(obj, fastapi_params.Depends)

@@ -381,6 +381,21 @@ async def test_dependency_values_close_before_the_scope_services() -> None:
     assert log.events == ["session open", "session commit", "scoped service closed"]
 
 
+async def test_a_closed_dependency_run_calls_nothing_more() -> None:
+    """After its run ended, a DependencyRun refuses to call a dependency (its cleanup would
+    never run) and has forgotten its values."""
+
+    async def job(settings: Settings = Depends(get_settings)) -> Settings:
+        return settings
+
+    plan = plan_call(job, provided_types=(), inject_all=False)
+    async with Services().scope() as resolver:
+        async with DependencyRun() as dependencies:
+            await call_planned(plan, resolver, {}, dependencies)
+        with pytest.raises(ConfigurationError, match="get_settings: this run's dependencies"):
+            await call_planned(plan, resolver, {}, dependencies)
+
+
 async def test_call_planned_needs_a_dependency_run_for_depends() -> None:
     """Calling a plan with Depends parameters without a DependencyRun says what to do."""
 
@@ -396,8 +411,17 @@ async def test_call_planned_needs_a_dependency_run_for_depends() -> None:
 async def test_plain_defaults_stay_values_and_code_without_depends_opens_nothing() -> None:
     """``retries: int = 3`` is passed as is; a job without Depends needs no DependencyRun."""
 
-    async def job(ctx: JobContext, retries: int = 3, label: str | None = None) -> int:
+    async def job(
+        ctx: JobContext, retries: int = 3, label: Annotated[str | None, "a label"] = None
+    ) -> int:
         return retries
+
+    async def bare(settings: Settings = Inject) -> Settings:  # type: ignore[assignment]
+        return settings
+
+    async with Services().add_singleton(Settings, Settings()).scope() as resolver:
+        plan = plan_call(bare, provided_types=(), inject_all=False)
+        assert isinstance(await call_planned(plan, resolver, {}), Settings)
 
     code = JobCallable.create(job)
     async with code.dependencies() as dependencies:
