@@ -152,10 +152,15 @@ class Runner:
             provided: dict[type[Any], object] = {JobContext: ctx}
             if provide is not None:
                 provided.update(provide())
-            # The deadline sits inside the scope, so cleanup sees a TimeoutError rather than
-            # the CancelledError the deadline uses internally.
-            async with self.provider.scope(provided) as resolver, deadline:
-                value = await code.call(resolver, provided)
+            # The deadline sits inside the scope (and the Depends values, closed before the
+            # scope), so cleanup sees a TimeoutError rather than the CancelledError the
+            # deadline uses internally.
+            async with (
+                self.provider.scope(provided) as resolver,
+                code.dependencies() as dependencies,
+                deadline,
+            ):
+                value = await code.call(resolver, provided, dependencies)
         except asyncio.CancelledError:
             outcome = interrupted()
             if observer is not None:

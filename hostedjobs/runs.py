@@ -1,22 +1,28 @@
 """A job's code, analysed once at registration: what to construct and call, and with what.
 
-A hosted job is an async function (``ctx: JobContext`` by annotation, services by ``Inject()``)
+A hosted job is an async function (``ctx: JobContext`` by annotation, services by ``Inject()``,
+FastAPI dependencies by ``Depends(function)``)
 or a class whose constructor is resolved from the run's scope and that has
 ``async def run(self, ctx) -> JobResult | None``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from .context import JobContext
+from .depends import DependencyRun
 from .exceptions import ConfigurationError
 from .scope import CallPlan, Resolver, call_planned, plan_call
 
 __all__ = ["JobCallable", "job_name_of"]
+
+_NO_DEPENDENCIES: Final = contextlib.nullcontext(None)
 
 
 def job_name_of(target: Any) -> str:
@@ -73,9 +79,24 @@ class JobCallable:
             )
         return cls(target, None, plan_call(target, provided_types=provided_types, inject_all=False))
 
-    async def call(self, resolver: Resolver, provided: Mapping[type[Any], object]) -> Any:
-        """Construct (for a class) and call, with arguments from ``provided`` and the scope."""
+    def dependencies(self) -> AbstractAsyncContextManager[DependencyRun | None]:
+        """What holds one run's ``Depends`` values: enter it inside the run's scope, around
+        `call`; None (and nothing to close) when the code has no ``Depends`` parameter."""
+        if self._call.uses_depends or (
+            self._construct is not None and self._construct.uses_depends
+        ):
+            return DependencyRun()
+        return _NO_DEPENDENCIES
+
+    async def call(
+        self,
+        resolver: Resolver,
+        provided: Mapping[type[Any], object],
+        dependencies: DependencyRun | None = None,
+    ) -> Any:
+        """Construct (for a class) and call, with arguments from ``provided``, the scope and
+        ``dependencies`` (from `dependencies`)."""
         if self._construct is None:
-            return await call_planned(self._call, resolver, provided)
-        instance = await call_planned(self._construct, resolver, provided)
-        return await call_planned(self._call.bound_to(instance), resolver, provided)
+            return await call_planned(self._call, resolver, provided, dependencies)
+        instance = await call_planned(self._construct, resolver, provided, dependencies)
+        return await call_planned(self._call.bound_to(instance), resolver, provided, dependencies)

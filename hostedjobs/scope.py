@@ -1,4 +1,4 @@
-"""Per-run dependency scopes: the built-in service provider and ``Inject``.
+"""Per-run dependency scopes: the built-in service provider, and planning calls into a scope.
 
 A run of a job opens one scope, resolves what its handler asks for, and closes the scope after
 the handler in every outcome (success, exception, cancellation, timeout)::
@@ -42,6 +42,10 @@ scope was opened with (``provided``, matched by exact type) first, then the regi
 parameter with a default that cannot be resolved that way gets its default. A class can be
 its own factory (constructor injection). Registrations are checked lazily, so they can be
 added in any order; a re-registration of a type replaces the earlier one.
+
+`plan_call` analyses a job's parameters once (``Inject()``, FastAPI's ``Depends``: see
+`hostedjobs.depends`) and `call_planned` fills them from a run's scope; adapters for other
+containers (`hostedjobs.integrations`) implement `ScopeProvider`.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ __all__ = [
     "ScopeProvider",
     "Services",
     "call_planned",
+    "not_registered_error",
     "plan_call",
 ]
 
@@ -68,6 +73,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, Self, TypeAlias, TypeVar
 
+from .depends import Dependency, DependencyRun, Inject, InjectMarker, marker_of, refuse_request_type
 from .exceptions import ConfigurationError, DependencyResolutionError
 
 T = TypeVar("T")
@@ -86,35 +92,6 @@ class _Missing:
 
 _MISSING: Final[Any] = _Missing()
 _EMPTY: Final[Mapping[Any, object]] = types.MappingProxyType({})
-
-
-# --- Inject ---------------------------------------------------------------------------------
-
-
-class _InjectMarker:
-    """What `Inject()` returns; recognised by `plan_call` in defaults and in ``Annotated``."""
-
-    __slots__ = ("service_type",)
-
-    def __init__(self, service_type: type[Any] | None) -> None:
-        self.service_type = service_type
-
-    def __repr__(self) -> str:
-        if self.service_type is None:
-            return "Inject()"
-        return f"Inject({_describe(self.service_type)})"
-
-
-def Inject(service_type: type[Any] | None = None) -> Any:
-    """Mark a parameter as resolved from the run's scope, like FastAPI's ``Depends()``.
-
-    Write ``db: Database = Inject()`` (typed `Any`, so type checkers accept it as a default for
-    any annotation) or ``db: Annotated[Database, Inject()]``. ``Inject(Database)`` resolves
-    `Database` whatever the annotation says. Linters that flag calls in defaults (ruff and
-    flake8-bugbear B008) accept it once ``hostedjobs.Inject`` is listed in their
-    ``extend-immutable-calls`` setting, as is usual for FastAPI's ``Depends``.
-    """
-    return _InjectMarker(service_type)
 
 
 # --- Protocols ------------------------------------------------------------------------------
@@ -145,6 +122,7 @@ class ScopeProvider(Protocol):
 _FROM_PROVIDED: Final = 0
 _FROM_SCOPE: Final = 1
 _CONSTANT: Final = 2
+_FROM_DEPENDS: Final = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +132,7 @@ class _Argument:
     source: int
     default: Any  # _MISSING: required
     positional: bool
+    dependency: tuple[Dependency, CallPlan] | None = None  # _FROM_DEPENDS: what to call, how
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +142,8 @@ class CallPlan:
     ``target`` is what gets called, ``name`` names it in error messages, ``arguments`` is an
     opaque description of where each argument comes from. A plan made from a function whose
     first parameter is an unannotated ``self`` (``plan_call(Handler.handle, ...)``) needs an
-    instance: call it through `bound_to`.
+    instance: call it through `bound_to`. ``uses_depends`` says whether it (or a dependency of
+    it) has FastAPI ``Depends`` parameters, which need a `DependencyRun` to be called.
     """
 
     target: Callable[..., Any]
@@ -172,11 +152,19 @@ class CallPlan:
     is_coroutine_function: bool
     may_return_awaitable: bool
     needs_instance: bool = False
+    uses_depends: bool = False
 
     @property
     def dependencies(self) -> tuple[Any, ...]:
-        """The service types this call resolves from the scope (for checks at start-up)."""
-        return tuple(a.service_type for a in self.arguments if a.source == _FROM_SCOPE)
+        """The service types this call resolves from the scope (for checks at start-up),
+        those of its ``Depends`` functions included."""
+        found: list[Any] = []
+        for argument in self.arguments:
+            if argument.source == _FROM_SCOPE:
+                found.append(argument.service_type)
+            elif argument.dependency is not None:
+                found.extend(argument.dependency[1].dependencies)
+        return tuple(found)
 
     def bound_to(self, instance: object) -> CallPlan:
         """This plan, calling the method of the same name on ``instance`` (its ``self``)."""
@@ -187,6 +175,7 @@ class CallPlan:
             self.arguments,
             self.is_coroutine_function,
             self.may_return_awaitable,
+            uses_depends=self.uses_depends,
         )
 
 
@@ -197,22 +186,37 @@ def plan_call(
 
     For each parameter, in this order: an annotation that is one of ``provided_types`` takes
     the run's provided value; an `Inject` default or ``Annotated[T, Inject()]`` resolves ``T``
-    from the scope; with ``inject_all`` (class constructors, factories) every annotated
-    parameter is resolved, falling back to its default when nothing provides its type;
-    otherwise a parameter with a default keeps it. ``X | None`` annotations resolve ``X``.
-    ``*args`` and ``**kwargs`` are never filled. For a class, ``__init__`` is analysed.
+    from the scope; FastAPI's ``Depends(function)`` default or ``Annotated[T,
+    Depends(function)]`` calls the function once per run (see `hostedjobs.depends`), its own
+    parameters planned the same way; with ``inject_all`` (class constructors, factories) every
+    annotated parameter is resolved, falling back to its default when nothing provides its
+    type; otherwise a parameter with a default keeps it. ``X | None`` annotations resolve
+    ``X``. ``*args`` and ``**kwargs`` are never filled. For a class, ``__init__`` is analysed.
 
-    Raises `ConfigurationError` naming the function and parameter when a parameter can be
-    filled by none of these, or when its type hints cannot be read.
+    Raises `ConfigurationError` naming the function and the parameter (through the chain of
+    ``Depends``) when a parameter can be filled by none of these, when its type hints cannot
+    be read, when it asks for what only an HTTP request has (``Request``, ``Query()``, ...),
+    or when it carries a dependency marker hostedjobs does not resolve.
     """
+    return _plan(fn, frozenset(provided_types), inject_all, via="", calls=())
+
+
+def _plan(
+    fn: Callable[..., Any],
+    provided: frozenset[Any],
+    inject_all: bool,
+    *,
+    via: str,
+    calls: tuple[Any, ...],
+) -> CallPlan:
     name = _describe(fn)
-    provided = frozenset(provided_types)
     parameters, hints, needs_instance = _signature(fn, name)
     arguments: list[_Argument] = []
     for parameter in parameters:
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
-        argument = _plan_argument(parameter, hints, name, provided, inject_all)
+        where = f"parameter {parameter.name!r} of {name}{via}"
+        argument = _plan_argument(parameter, hints, where, provided, inject_all, (*calls, fn))
         if argument is not None:
             arguments.append(argument)
     is_class = inspect.isclass(fn)
@@ -224,32 +228,78 @@ def plan_call(
         is_coroutine_function=is_coroutine_function,
         may_return_awaitable=not is_class and not is_coroutine_function,
         needs_instance=needs_instance,
+        uses_depends=any(a.source == _FROM_DEPENDS for a in arguments),
     )
 
 
 async def call_planned(
-    plan: CallPlan, resolver: Resolver, provided: Mapping[type[Any], object]
+    plan: CallPlan,
+    resolver: Resolver,
+    provided: Mapping[type[Any], object],
+    dependencies: DependencyRun | None = None,
 ) -> Any:
-    """Call ``plan.target`` with its arguments from ``provided`` and ``resolver``; await the
-    result if it is awaitable, and return it.
+    """Call ``plan.target`` with its arguments from ``provided``, ``resolver`` and (for
+    ``Depends`` parameters) ``dependencies``; await the result if it is awaitable, and return it.
 
     Resolution failures raise `DependencyResolutionError` naming the chain of dependencies.
+    A plan that ``uses_depends`` needs ``dependencies`` (`ConfigurationError` otherwise).
     """
     if plan.needs_instance:
         raise ConfigurationError(
             f"{plan.name} is a method: call `plan.bound_to(instance)` and run that plan instead"
         )
+    if plan.uses_depends and dependencies is None:
+        raise ConfigurationError(
+            f"{plan.name} has Depends(...) parameters: call it inside "
+            "`async with DependencyRun() as dependencies` and pass `dependencies`"
+        )
     if not plan.arguments:
         result = plan.target()
     else:
-        if type(resolver) is _Scope:
-            args, kwargs = await resolver._arguments(plan, provided, (plan.name,), None)
-        else:
-            args, kwargs = await _generic_arguments(plan, resolver, provided)
+        args, kwargs = await _arguments(plan, resolver, provided, dependencies)
         result = plan.target(*args, **kwargs)
     if plan.is_coroutine_function or (plan.may_return_awaitable and inspect.isawaitable(result)):
         return await result
     return result
+
+
+def not_registered_error(service_type: Any, message: str) -> DependencyResolutionError:
+    """The error an adapter's `Resolver.aget` raises when nothing provides ``service_type``
+    (``message`` says so, and how to register it): a parameter with a default then gets its
+    default instead of failing the run."""
+    return _NotRegisteredError(message, service_type)
+
+
+async def _arguments(
+    plan: CallPlan,
+    resolver: Resolver,
+    provided: Mapping[type[Any], object],
+    dependencies: DependencyRun | None,
+) -> tuple[list[Any], dict[str, Any]]:
+    if type(resolver) is _Scope:
+        return await resolver._arguments(plan, provided, (plan.name,), None, dependencies)
+    return await _generic_arguments(plan, resolver, provided, dependencies)
+
+
+async def _solve(
+    argument: _Argument,
+    resolver: Resolver,
+    provided: Mapping[type[Any], object],
+    dependencies: DependencyRun | None,
+) -> Any:
+    """A ``Depends`` argument's value: its function called with its own arguments, once per
+    run (unless ``use_cache=False``)."""
+    assert argument.dependency is not None and dependencies is not None
+    dependency, plan = argument.dependency
+    if not plan.arguments:
+        return await dependencies.solve(dependency, _no_arguments)
+    return await dependencies.solve(
+        dependency, functools.partial(_arguments, plan, resolver, provided, dependencies)
+    )
+
+
+async def _no_arguments() -> tuple[list[Any], dict[str, Any]]:
+    return [], {}
 
 
 def _signature(
@@ -312,26 +362,38 @@ def _type_hints(source: Any, name: str) -> dict[str, Any]:
 def _plan_argument(
     parameter: inspect.Parameter,
     hints: Mapping[str, Any],
-    name: str,
+    where: str,
     provided: frozenset[Any],
     inject_all: bool,
+    calls: tuple[Any, ...],
 ) -> _Argument | None:
     """Where one parameter's value comes from, or None to leave it to its default."""
-    annotation = hints.get(parameter.name, _MISSING)
-    default = _MISSING if parameter.default is parameter.empty else parameter.default
-    marker: _InjectMarker | None = None
-    if isinstance(default, _InjectMarker) or default is Inject:
-        marker = default if isinstance(default, _InjectMarker) else _InjectMarker(None)
+    empty = inspect.Parameter.empty
+    marker, default, annotation = marker_of(
+        parameter.default, hints.get(parameter.name, empty), where
+    )
+    if default is empty:
         default = _MISSING
-    if typing.get_origin(annotation) is typing.Annotated:
-        for extra in annotation.__metadata__:
-            if isinstance(extra, _InjectMarker) or extra is Inject:
-                marker = extra if isinstance(extra, _InjectMarker) else _InjectMarker(None)
-        annotation = annotation.__origin__
-    if marker is not None and marker.service_type is not None:
-        annotation = marker.service_type
+    if annotation is empty:
+        annotation = _MISSING
     positional = parameter.kind is parameter.POSITIONAL_ONLY
-    where = f"parameter {parameter.name!r} of {name}"
+
+    if isinstance(marker, Dependency):
+        if marker.call in calls:
+            cycle = " -> ".join(_describe(call) for call in (*calls, marker.call))
+            raise ConfigurationError(
+                f"{where} depends on itself through Depends: {cycle}; break the cycle"
+            )
+        plan = _plan(
+            marker.call,
+            provided,
+            False,
+            via=f" (Depends of {where})",
+            calls=calls,
+        )
+        return _Argument(parameter.name, None, _FROM_DEPENDS, _MISSING, positional, (marker, plan))
+    if isinstance(marker, InjectMarker) and marker.service_type is not None:
+        annotation = marker.service_type
 
     if annotation is _MISSING:
         if marker is not None:
@@ -349,6 +411,7 @@ def _plan_argument(
     service_type = _unwrap_optional(annotation)
     if service_type in provided:
         return _Argument(parameter.name, service_type, _FROM_PROVIDED, default, positional)
+    refuse_request_type(service_type, where)
     if marker is not None or inject_all:
         return _Argument(parameter.name, service_type, _FROM_SCOPE, default, positional)
     if default is not _MISSING:
@@ -357,8 +420,8 @@ def _plan_argument(
     raise ConfigurationError(
         f"{where} cannot be filled: give it a default of Inject() "
         f"(`{parameter.name}: {_describe(annotation)} = Inject()`), annotate it as "
-        f"Annotated[{_describe(annotation)}, Inject()], or annotate it with a registered "
-        f"type the run provides ({provided_names})"
+        f"Annotated[{_describe(annotation)}, Inject()], use Depends(function), or annotate "
+        f"it with a registered type the run provides ({provided_names})"
     )
 
 
@@ -372,7 +435,10 @@ def _unwrap_optional(annotation: Any) -> Any:
 
 
 async def _generic_arguments(
-    plan: CallPlan, resolver: Resolver, provided: Mapping[type[Any], object]
+    plan: CallPlan,
+    resolver: Resolver,
+    provided: Mapping[type[Any], object],
+    dependencies: DependencyRun | None,
 ) -> tuple[list[Any], dict[str, Any]]:
     """Arguments through a resolver other than ours (an adapter's)."""
     args: list[Any] = []
@@ -380,6 +446,8 @@ async def _generic_arguments(
     for argument in plan.arguments:
         if argument.source == _CONSTANT:
             value = argument.default
+        elif argument.source == _FROM_DEPENDS:
+            value = await _solve(argument, resolver, provided, dependencies)
         else:
             value = _MISSING
             if argument.source == _FROM_PROVIDED:
@@ -432,6 +500,12 @@ class _Registration:
             self.plan = plan_call(factory, provided_types=(), inject_all=True)
         except ConfigurationError as exc:
             raise ConfigurationError(f"{method}({_describe(service_type)}, ...): {exc}") from None
+        if self.plan.uses_depends:
+            raise ConfigurationError(
+                f"{method}({_describe(service_type)}, ...): {self.plan.name} has a Depends(...) "
+                "parameter, which only a job's own parameters can have; register what it "
+                "depends on as a service too, and the factory gets it by annotation"
+            )
         if inspect.isasyncgenfunction(factory):
             self.kind = _ASYNC_GENERATOR
             self.context_manager = contextlib.asynccontextmanager(factory)
@@ -710,12 +784,15 @@ class _Scope:
         provided: Mapping[type[Any], object],
         chain: tuple[Any, ...],
         captive: Any,
+        dependencies: DependencyRun | None = None,
     ) -> tuple[list[Any], dict[str, Any]]:
         args: list[Any] = []
         kwargs: dict[str, Any] = {}
         for argument in plan.arguments:
             if argument.source == _CONSTANT:
                 value = argument.default
+            elif argument.source == _FROM_DEPENDS:
+                value = await _solve(argument, self, provided, dependencies)
             else:
                 value = _MISSING
                 if argument.source == _FROM_PROVIDED:

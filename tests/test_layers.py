@@ -26,6 +26,7 @@ LAYERS = {
     "status": VOCABULARY,
     "storage": STORAGE,
     "serialization": RUNNING,
+    "depends": RUNNING,
     "scope": RUNNING,
     "runs": RUNNING,
     "retries": RUNNING,
@@ -52,6 +53,7 @@ LAYERS = {
     "tracing": FACADE,
     "__init__": FACADE,
     "__main__": FACADE,
+    "integrations": FACADE,
 }
 
 
