@@ -8,15 +8,28 @@ or a class whose constructor is resolved from the run's scope and that has
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeAlias
 
 from .context import JobContext
 from .exceptions import ConfigurationError
 from .scope import CallPlan, Resolver, call_planned, plan_call
 
-__all__ = ["JobCallable", "job_name_of"]
+__all__ = ["JobCallable", "JobClass", "JobCode", "job_name_of"]
+
+
+class JobClass(Protocol):
+    """For type checkers: a job class, with an ``async def run(self, ...)`` method."""
+
+    def run(self, *args: Any, **kwargs: Any) -> Awaitable[object]:
+        """Run once."""
+        ...
+
+
+JobCode: TypeAlias = Callable[..., Awaitable[object]] | type[JobClass]
+"""What hosted jobs and startup actions are: an async function, or a class with an async
+``run`` method (type checkers reject sync ones, as registration does at run time)."""
 
 
 def job_name_of(target: Any) -> str:

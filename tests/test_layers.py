@@ -40,6 +40,7 @@ LAYERS = {
     "startup": ENGINE,
     "hosted": ENGINE,
     "scheduler": ENGINE,
+    "tasks": ENGINE,
     "shutdown": ENGINE,
     "host": FACADE,
     "starlette": FACADE,
