@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import (
@@ -176,8 +176,8 @@ class _HandlerDecorator(Generic[J]):
 
     @overload
     def __call__(
-        self, handler: Callable[Concatenate[J, P], Awaitable[R]], /
-    ) -> Callable[Concatenate[J, P], Awaitable[R]]: ...
+        self, handler: Callable[Concatenate[J, P], Coroutine[Any, Any, R]], /
+    ) -> Callable[Concatenate[J, P], Coroutine[Any, Any, R]]: ...
     @overload
     def __call__(self, handler: type[HandlerClass[J]], /) -> type[Any]: ...
     def __call__(self, handler: Any, /) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, assert_type
 
@@ -142,7 +142,8 @@ host.add_startup_action(Cleanup)
 
 # The decorators give back what they were given.
 kept: Callable[[], Coroutine[Any, Any, None]] = refresh
-assert_type(welcome(SendWelcome("a@b.c"), ctx=poll_context()), Awaitable[None])
+call = assert_type(welcome(SendWelcome("a@b.c"), ctx=poll_context()), Coroutine[Any, Any, None])
+call.close()
 assert_type(Cleanup(Mailer()).mailer, Mailer)
 
 
