@@ -379,6 +379,9 @@ class JobHost:
                 function, name=name, version=version, scheduler=lambda: self.scheduler
             )
             self.add_handler(task.payload_type, task.handler, timeout=timeout, retry=retry)
+            if task.decode_result is not None:
+                key = job_type_info(task.payload_type).key
+                self._scheduler.result_types[key] = task.decode_result
             return task
 
         return TaskDecorator(register) if function is None else register(function)

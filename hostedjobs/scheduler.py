@@ -7,9 +7,10 @@ stock `arq.jobs.Job` handles can read them; payloads are JSON, never pickle.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeAlias, TypeVar, overload
@@ -108,7 +109,8 @@ class JobInfo(Generic[R_co]):
     started_at: datetime | None
     finished_at: datetime | None
     result: R_co | None
-    """What the handler returned (as JSON holds it), for a succeeded job; else None."""
+    """What the handler returned, for a succeeded job; else None. As JSON holds it, except
+    for function jobs, whose result is rebuilt as their function's return type."""
     message: str | None
     """The message of a `JobResult`, if the handler returned one; for a queued job no worker
     here can run, why it waits."""
@@ -153,6 +155,10 @@ class Scheduler:
         self.keep_result_s = 86_400.0
         self._store: Store | None = None
         self.instrumentation: Instrumentation | None = None
+        self.result_types: dict[str, Callable[[Any], Any]] = {}
+        """Decoders of results by wire name (``"type@version"``): `get` rebuilds the result
+        of such a job as its function's return type (a dataclass, a datetime...) from its
+        JSON form. Function jobs (``@host.task``) register theirs here."""
 
     def _attach(self, store: Store | None) -> None:
         self._store = store
@@ -421,8 +427,16 @@ class Scheduler:
     @overload
     async def get(self, job_id: str) -> JobInfo | None: ...
     async def get(self, job_id: str) -> JobInfo | None:
-        """The job's status, tries, times, result or error, and progress; None if unknown."""
+        """The job's status, tries, times, result or error, and progress; None if unknown.
+
+        A function job's result comes back as its function's return type (see
+        `result_types`); any other job's as JSON holds it.
+        """
         (info,) = await self._get_many([job_id])
+        if info is not None and info.result is not None and self.result_types:
+            decode = self.result_types.get(f"{info.job_type}@{info.version}")
+            if decode is not None:
+                info = dataclasses.replace(info, result=decode(info.result))
         return info
 
     async def _get_many(self, job_ids: list[str]) -> list[JobInfo | None]:

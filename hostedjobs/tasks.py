@@ -20,6 +20,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 from .context import JobContext
 from .durations import Seconds
 from .exceptions import ConfigurationError, PayloadDecodeError, PayloadError
+from .results import JobResult
 from .scheduler import JobId, JobPayload, Scheduler
 from .scope import Inject
 from .serialization import decode_payload, encode_payload, job_type
@@ -111,6 +112,7 @@ class Task(Generic[P, R]):
         ]
         self.payload_type: type[Any] = self._payload_class(passed)
         self.handler = self._handler(injected, hints)
+        self.decode_result = _result_decoder(function, hints.get("return", Any))
 
     def __repr__(self) -> str:
         return f"<Task {getattr(self, 'name', '?')}@{getattr(self, 'version', '?')}>"
@@ -233,6 +235,33 @@ class TaskDecorator:
     def __call__(self, function: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
     def __call__(self, function: Callable[..., Awaitable[Any]], /) -> Task[Any, Any]:
         return self._register(function)
+
+
+def _result_decoder(function: Callable[..., Any], hint: Any) -> Callable[[Any], Any] | None:
+    """What rebuilds the function's return value from its stored JSON form, through the
+    payload codec; None where there is nothing to rebuild (no annotation, Any, None, a
+    `JobResult`) or the codec cannot decode the type (the JSON form is then kept)."""
+    if hint in (Any, object, None, type(None)) or _mentions_job_result(hint):
+        return None
+    holder = dataclasses.make_dataclass(f"{function.__name__}_result", [("value", hint)])
+    try:
+        decode_payload(holder, {"value": None})  # builds the plan, checking the annotation
+    except PayloadDecodeError:
+        pass  # None is not a value of the type: the plan is built all the same
+    except ConfigurationError:
+        return None
+
+    def decode(value: Any) -> Any:
+        try:
+            return decode_payload(holder, {"value": value}).value
+        except PayloadDecodeError:  # stored by other code: shown as stored
+            return value
+
+    return decode
+
+
+def _mentions_job_result(hint: Any) -> bool:
+    return hint is JobResult or any(_mentions_job_result(arg) for arg in typing.get_args(hint))
 
 
 def _task_name(function: Callable[..., Any]) -> str:

@@ -9,7 +9,17 @@ from typing import Annotated, Any
 
 import pytest
 
-from hostedjobs import Inject, JobContext, JobHost, JobId, JobStatus, RetryPolicy, Services, Task
+from hostedjobs import (
+    Inject,
+    JobContext,
+    JobHost,
+    JobId,
+    JobResult,
+    JobStatus,
+    RetryPolicy,
+    Services,
+    Task,
+)
 from hostedjobs.exceptions import ConfigurationError, PayloadError
 from hostedjobs.serialization import job_type_info, lookup_job_type
 from hostedjobs.testing import wait_for_job
@@ -118,6 +128,49 @@ async def test_schedule_takes_a_delay_in_seconds_or_timedelta_or_a_datetime(
             await later.schedule(-1, value=4)
         with pytest.raises(ConfigurationError, match="aware datetime"):
             await later.schedule(datetime(2030, 1, 1), value=4)
+
+
+@dataclasses.dataclass
+class Report:
+    month: str
+    made_at: datetime
+    sizes: tuple[int, ...]
+
+
+async def test_results_come_back_as_the_return_type(redis_url: str, queue_name: str) -> None:
+    """``get`` rebuilds a task's result as its return type (a dataclass, a datetime...),
+    whatever form of id it is given; a `JobResult` keeps its message."""
+    host, _ = make_host(redis_url, queue_name)
+    made_at = datetime(2030, 1, 1, 12, tzinfo=UTC)
+
+    @host.task(name="tests.tasks.report")
+    async def report(month: str) -> Report:
+        return Report(month, made_at, (1, 2))
+
+    @host.task(name="tests.tasks.when")
+    async def when() -> datetime | None:
+        return made_at
+
+    @host.task(name="tests.tasks.outcome")
+    async def outcome(ok: bool) -> JobResult:
+        return JobResult.success("done") if ok else JobResult.failed("no")
+
+    async with host.run():
+        report_id = await report.enqueue("2030-01")
+        made = await wait_for_job(host, report_id)
+        again = await host.scheduler.get(str(report_id))
+        at = await wait_for_job(host, await when.enqueue())
+        done = await wait_for_job(host, await outcome.enqueue(True))
+        failed = await wait_for_job(host, await outcome.enqueue(ok=False))
+        stored = await host.scheduler.pool.get(f"arq:result:{report_id}")
+    assert made.result == Report("2030-01", made_at, (1, 2))
+    assert again is not None
+    assert again.result == made.result
+    assert stored is not None
+    assert b'"made_at":"2030-01-01T12:00:00+00:00"' in stored  # JSON on the wire
+    assert at.result == made_at
+    assert (done.status, done.message, done.result) == (JobStatus.SUCCEEDED, "done", None)
+    assert (failed.status, failed.error) == (JobStatus.FAILED, "JobFailedError: no")
 
 
 def test_arguments_are_checked_against_the_signature_at_enqueue() -> None:
