@@ -67,6 +67,9 @@ class Task(Generic[P, R]):
         function: the decorated function, unchanged (call it directly in unit tests).
         payload_type: the generated payload dataclass (a registered job type), whose
             instances `Scheduler.enqueue` also takes (see `payload`).
+        handler: the handler registered for ``payload_type``: calls ``function`` with the
+            payload's fields and the injected values.
+        decode_result: rebuilds a stored result as the return type (None: kept as JSON).
     """
 
     def __init__(

@@ -76,8 +76,13 @@ def sync_charge(job: ChargeCard) -> int:
     return job.order_id
 
 
+class OnlyTheJob:
+    async def handle(self, job: ChargeCard) -> None: ...
+
+
 host.add_handler(ChargeCard, charge)
 host.add_handler(ChargeCard, ChargeHandler)
+host.add_handler(ChargeCard, OnlyTheJob)
 host.add_handler(SendWelcome, charge)  # type: ignore[arg-type]
 host.add_handler(SendWelcome, WrongJobHandler)  # type: ignore[arg-type]
 host.add_handler(ChargeCard, sync_charge)  # type: ignore[arg-type]
