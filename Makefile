@@ -26,6 +26,7 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy
+	$(BIN)/pyright --pythonpath $(BIN)/python
 
 pytest: install
 	$(BIN)/pytest --cov --cov-report=term -q

@@ -6,15 +6,17 @@ from .host import JobHost
 from .outcomes import JobKind, JobStatus, Outcome
 from .results import JobResult
 from .retries import RetryPolicy
-from .scheduler import JobInfo, Scheduler
+from .scheduler import JobId, JobInfo, Scheduler
 from .scope import Inject, Services
 from .serialization import job_type
+from .tasks import Task
 
 __all__ = [
     "HostedJobsError",
     "Inject",
     "JobContext",
     "JobHost",
+    "JobId",
     "JobInfo",
     "JobKind",
     "JobResult",
@@ -23,6 +25,7 @@ __all__ = [
     "RetryPolicy",
     "Scheduler",
     "Services",
+    "Task",
     "job_type",
 ]
 

@@ -37,7 +37,7 @@ from .exceptions import (
 )
 from .outcomes import JobStatus, Outcome
 from .runner import QueuedFunction, QueuedRun, RunReport, error_text
-from .scheduler import JobInfo, Scheduler, _job_info, _new_id, _readable
+from .scheduler import JobId, JobInfo, Scheduler, _job_info, _new_id, _readable
 from .scheduler import _status as _parse_status
 from .serialization import encode_payload, job_record, job_type_info, read_record
 from .storage import KeyLayout, Store, StoredJob
@@ -147,7 +147,7 @@ class EagerScheduler(Scheduler):
 
     # -- enqueue -------------------------------------------------------------------------------
 
-    async def _add(self, job: object, job_id: str | None, *, due_ms: int | None) -> str:
+    async def _add(self, job: object, job_id: str | None, *, due_ms: int | None) -> JobId[Any]:
         info = job_type_info(job)
         payload = encode_payload(job)
         self._check_running()
@@ -166,9 +166,9 @@ class EagerScheduler(Scheduler):
                     "result); use another id, or delete the queued one first"
                 )
         await self.run_due()
-        return job_id
+        return JobId(job_id)
 
-    async def _enqueue_many(self, jobs: Iterable[object], trace: str | None) -> list[str]:
+    async def _enqueue_many(self, jobs: Iterable[object], trace: str | None) -> list[JobId[Any]]:
         now_ms = self._now_ms()
         prepared: list[tuple[str, bytes]] = []
         for index, job in enumerate(jobs):
@@ -182,7 +182,7 @@ class EagerScheduler(Scheduler):
         for job_id, record in prepared:
             self._store_job(job_id, record, now_ms)
         await self.run_due()
-        return [job_id for job_id, _ in prepared]
+        return [JobId(job_id) for job_id, _ in prepared]
 
     def _store_job(self, job_id: str, record: bytes, due_ms: int) -> bool:
         with self._lock:

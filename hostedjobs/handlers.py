@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Concatenate, Protocol, TypeAlias, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -25,9 +26,38 @@ from .runner import QueuedFunction, QueuedRun, Runner, RunReport
 from .runs import JobCallable
 from .serialization import JobTypeInfo, decode_payload, registered_versions
 
-__all__ = ["HandlerRegistration", "Handlers", "ProgressStore"]
+__all__ = [
+    "Handler",
+    "HandlerClass",
+    "HandlerFunction",
+    "HandlerRegistration",
+    "Handlers",
+    "ProgressStore",
+]
 
 logger = logging.getLogger("hostedjobs.handlers")
+
+J = TypeVar("J")
+J_contra = TypeVar("J_contra", contravariant=True)
+
+
+class HandlerClass(Protocol[J_contra]):
+    """For type checkers: a handler class, whose ``async def handle`` takes the job first
+    (then, in any order, ``ctx: JobContext`` and ``Inject()`` services)."""
+
+    def handle(self, job: J_contra, /, *args: Any, **kwargs: Any) -> Awaitable[object]:
+        """Run one job."""
+        ...
+
+
+HandlerFunction: TypeAlias = Callable[Concatenate[J, ...], Awaitable[object]]
+"""For type checkers: an async handler function taking a job of type ``J`` first."""
+
+Handler: TypeAlias = HandlerFunction[J] | type[HandlerClass[J]]
+"""What `JobHost.add_handler` takes for a job type ``J``: an async function whose first
+parameter accepts a ``J``, or a class whose ``async def handle`` does. Type checkers reject a
+sync one, and one for another job type; at run time the job parameter is found by its
+annotation wherever it is, but only the job-first form is typed."""
 
 
 class ProgressStore(Protocol):

@@ -8,16 +8,27 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    Literal,
+    ParamSpec,
+    TypeVar,
+    cast,
+    overload,
+)
 
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .clock import Clock, SystemClock
+from .context import JobContext
 from .cron import CronSchedule
 from .definitions import HostedJob, Misfire, Overlap
 from .distributed import DistributedCron, function_name, job_name
@@ -29,7 +40,7 @@ from .exceptions import (
     HostNotRunningError,
     StartupActionError,
 )
-from .handlers import HandlerRegistration, Handlers
+from .handlers import Handler, HandlerClass, HandlerRegistration, Handlers
 from .health import BEAT_TTL_S, WorkerBeat, read_beats
 from .hosted import HostedServices
 from .instrumentation import Instrumentation, combine
@@ -38,8 +49,8 @@ from .outcomes import JobKind
 from .results import JobResult
 from .retries import RetryPolicy
 from .runner import QueuedFunction, Runner
-from .runs import JobCallable, job_name_of
-from .scheduler import Scheduler
+from .runs import JobCallable, JobCode, job_name_of
+from .scheduler import JobPayload, Scheduler
 from .scope import ScopeProvider, Services
 from .serialization import job_type_info
 from .shutdown import Grace
@@ -50,6 +61,7 @@ from .storage import Store, open_redis, redacted, resolve_redis_url
 from .storage.connection import DEFAULT_TIMEOUT_S
 from .storage.embedded import EmbeddedRedis
 from .storage.preflight import RISKS, Risk, check_server
+from .tasks import Task, TaskDecorator
 from .worker import Worker, WorkerSupervisor
 
 if TYPE_CHECKING:
@@ -61,8 +73,10 @@ __all__ = ["JobHost"]
 
 logger = logging.getLogger("hostedjobs")
 
-H = TypeVar("H")
-J = TypeVar("J")
+J = TypeVar("J", bound=JobPayload)
+JC = TypeVar("JC", bound=JobCode)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 DATA_DIR_ENV = "HOSTEDJOBS_DATA_DIR"
 EMBEDDED_CHECK_S = 2.0
@@ -148,6 +162,29 @@ def _stop_process(failed_action: str) -> None:
         return
     logger.critical("startup action %r failed: stopping the process", failed_action)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+class _HandlerDecorator(Generic[J]):
+    """What ``@host.handler(JobType)`` returns: registers the decorated handler.
+
+    A function comes back with its own signature. A class comes back unchanged at run time
+    and for mypy; for pyright it is ``type[Any]`` after decoration (the job parameter is
+    checked all the same), since no annotation can both check it against ``J`` and return
+    the class's own type: ``host.add_handler(JobType, Handler)`` keeps it.
+    """
+
+    def __init__(self, register: Callable[[Any], None]) -> None:
+        self._register = register
+
+    @overload
+    def __call__(
+        self, handler: Callable[Concatenate[J, P], Coroutine[Any, Any, R]], /
+    ) -> Callable[Concatenate[J, P], Coroutine[Any, Any, R]]: ...
+    @overload
+    def __call__(self, handler: type[HandlerClass[J]], /) -> type[Any]: ...
+    def __call__(self, handler: Any, /) -> Any:
+        self._register(handler)
+        return handler
 
 
 class JobHost:
@@ -264,8 +301,8 @@ class JobHost:
 
     def add_handler(
         self,
-        job_type: type[Any],
-        handler: Any,
+        job_type: type[J],
+        handler: Handler[J],
         *,
         timeout: Seconds | None = None,
         retry: RetryPolicy | None = None,
@@ -290,24 +327,74 @@ class JobHost:
 
     def handler(
         self,
-        job_type: type[Any],
+        job_type: type[J],
         *,
         timeout: Seconds | None = None,
         retry: RetryPolicy | None = None,
-    ) -> Callable[[H], H]:
+    ) -> _HandlerDecorator[J]:
         """Decorator form of `add_handler`."""
 
-        def register(handler: H) -> H:
+        def register(handler: Any) -> None:
             self.add_handler(job_type, handler, timeout=timeout, retry=retry)
-            return handler
 
-        return register
+        return _HandlerDecorator(register)
+
+    @overload
+    def task(
+        self, function: Callable[Concatenate[JobContext, P], Awaitable[R]], /
+    ) -> Task[P, R]: ...
+    @overload
+    def task(self, function: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        version: int = 1,
+        retry: RetryPolicy | None = None,
+        timeout: Seconds | None = None,
+    ) -> TaskDecorator: ...
+    def task(
+        self,
+        function: Callable[..., Awaitable[Any]] | None = None,
+        *,
+        name: str | None = None,
+        version: int = 1,
+        retry: RetryPolicy | None = None,
+        timeout: Seconds | None = None,
+    ) -> Task[Any, Any] | TaskDecorator:
+        """Make an async function an on-demand job: ``@host.task`` or
+        ``@host.task(name=..., version=..., retry=..., timeout=...)``.
+
+        ``await fn.enqueue(**arguments)`` and ``await fn.schedule(delay_or_at, **arguments)``
+        queue a call, checked against the function's signature; the function's return value
+        is the job's result. Parameters annotated ``JobContext`` (typed: the first one) or
+        defaulting to ``Inject()`` are filled per run, not passed. ``name`` defaults to
+        ``"module.qualname"``, so renaming or moving the function renames the job type:
+        queued calls then wait for a worker that has the old name. Pass ``name=`` to keep it
+        stable; bump ``version`` when a change of parameters would not fit queued calls.
+        Raises `ConfigurationError` for a sync function, ``*args``/``**kwargs``, or an
+        unannotated parameter.
+        """
+
+        def register(function: Callable[..., Awaitable[Any]]) -> Task[Any, Any]:
+            self._check_not_running()
+            task: Task[Any, Any] = Task(
+                function, name=name, version=version, scheduler=lambda: self.scheduler
+            )
+            self.add_handler(task.payload_type, task.handler, timeout=timeout, retry=retry)
+            if task.decode_result is not None:
+                key = job_type_info(task.payload_type).key
+                self._scheduler.result_types[key] = task.decode_result
+            return task
+
+        return TaskDecorator(register) if function is None else register(function)
 
     # -- hosted jobs -------------------------------------------------------------------------
 
     def add_job(
         self,
-        job: Any,
+        job: JobCode,
         *,
         name: str | None = None,
         interval: Seconds = timedelta(0),
@@ -373,10 +460,10 @@ class JobHost:
         failure_backoff: Seconds = timedelta(seconds=1),
         max_failure_backoff: Seconds = timedelta(minutes=5),
         wait_for_startup_actions: bool = True,
-    ) -> Callable[[J], J]:
+    ) -> Callable[[JC], JC]:
         """Decorator form of `add_job`."""
 
-        def register(job: J) -> J:
+        def register(job: JC) -> JC:
             self.add_job(
                 job,
                 name=name,
@@ -395,7 +482,7 @@ class JobHost:
 
     def add_cron_job(
         self,
-        job: Any,
+        job: JobCode,
         cron: str,
         *,
         name: str | None = None,
@@ -434,10 +521,10 @@ class JobHost:
         overlap: Overlap = "skip",
         timeout: Seconds | None = None,
         wait_for_startup_actions: bool = True,
-    ) -> Callable[[J], J]:
+    ) -> Callable[[JC], JC]:
         """Decorator form of `add_cron_job`."""
 
-        def register(job: J) -> J:
+        def register(job: JC) -> JC:
             self.add_cron_job(
                 job,
                 cron,
@@ -453,7 +540,7 @@ class JobHost:
 
     def add_distributed_cron_job(
         self,
-        job: Any,
+        job: JobCode,
         cron: str,
         *,
         name: str | None = None,
@@ -500,10 +587,10 @@ class JobHost:
         misfire_grace: Seconds = timedelta(minutes=5),
         timeout: Seconds | None = None,
         wait_for_startup_actions: bool = True,
-    ) -> Callable[[J], J]:
+    ) -> Callable[[JC], JC]:
         """Decorator form of `add_distributed_cron_job`."""
 
-        def register(job: J) -> J:
+        def register(job: JC) -> JC:
             self.add_distributed_cron_job(
                 job,
                 cron,
@@ -523,7 +610,7 @@ class JobHost:
 
     def add_startup_action(
         self,
-        action: Any,
+        action: JobCode,
         *,
         priority: int = 0,
         name: str | None = None,
@@ -549,10 +636,10 @@ class JobHost:
 
     def startup_action(
         self, priority: int = 0, *, name: str | None = None, timeout: Seconds | None = None
-    ) -> Callable[[J], J]:
+    ) -> Callable[[JC], JC]:
         """Decorator form of `add_startup_action`."""
 
-        def register(action: J) -> J:
+        def register(action: JC) -> JC:
             self.add_startup_action(action, priority=priority, name=name, timeout=timeout)
             return action
 

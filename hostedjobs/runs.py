@@ -10,17 +10,30 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeAlias
 
 from .context import JobContext
 from .depends import DependencyRun
 from .exceptions import ConfigurationError
 from .scope import CallPlan, Resolver, call_planned, plan_call
 
-__all__ = ["JobCallable", "job_name_of"]
+__all__ = ["JobCallable", "JobClass", "JobCode", "job_name_of"]
+
+
+class JobClass(Protocol):
+    """For type checkers: a job class, with an ``async def run(self, ...)`` method."""
+
+    def run(self, *args: Any, **kwargs: Any) -> Awaitable[object]:
+        """Run once."""
+        ...
+
+
+JobCode: TypeAlias = Callable[..., Awaitable[object]] | type[JobClass]
+"""What hosted jobs and startup actions are: an async function, or a class with an async
+``run`` method (type checkers reject sync ones, as registration does at run time)."""
 
 _NO_DEPENDENCIES: Final = contextlib.nullcontext(None)
 

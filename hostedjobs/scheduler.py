@@ -7,12 +7,13 @@ stock `arq.jobs.Job` handles can read them; payloads are JSON, never pickle.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeAlias, TypeVar, overload
 
 from .clock import LAST_MS
 from .durations import Seconds, seconds
@@ -37,8 +38,44 @@ from .storage import Store, StoredJob
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from typing_extensions import TypeVar as DefaultedTypeVar
 
-__all__ = ["JobInfo", "JobStatus", "Scheduler"]
+    # A bare `JobInfo` or `JobId` (no type argument) means `JobInfo[Any]`, so annotations
+    # written before they were generic stay valid under `mypy --strict`.
+    R_co = DefaultedTypeVar("R_co", covariant=True, default=Any)
+else:
+    R_co = TypeVar("R_co", covariant=True)
+
+__all__ = ["JobId", "JobInfo", "JobPayload", "JobStatus", "Scheduler"]
+
+R = TypeVar("R")
+
+
+class _DataclassPayload(Protocol):
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+
+class _PydanticPayload(Protocol):
+    __pydantic_fields__: ClassVar[dict[str, Any]]
+
+
+class _StructPayload(Protocol):
+    __struct_fields__: ClassVar[tuple[str, ...]]
+
+
+JobPayload: TypeAlias = _DataclassPayload | _PydanticPayload | _StructPayload
+"""What `Scheduler.enqueue` takes, for type checkers: an instance of a dataclass, a pydantic
+model or a msgspec Struct. Only the kind is checked statically; that its class is a
+``@job_type`` is checked at enqueue (`PayloadError`)."""
+
+
+class JobId(str, Generic[R_co]):
+    """A job's id, as `Scheduler.enqueue` returns it: a `str` that also carries, for type
+    checkers, the type ``R`` of the job's result, so ``(await scheduler.get(job_id)).result``
+    is typed. Any plain `str` id works wherever a `JobId` is taken."""
+
+    __slots__ = ()
+
 
 _EXPIRES_EXTRA_MS = 86_400_000
 """A job not started within a day of its due time expires, as in arq."""
@@ -50,8 +87,12 @@ _WAITING_STATES = (JobStatus.QUEUED, JobStatus.SCHEDULED)
 
 
 @dataclass(frozen=True, slots=True)
-class JobInfo:
-    """A snapshot of one on-demand job, as `Scheduler.get` reads it from Redis."""
+class JobInfo(Generic[R_co]):
+    """A snapshot of one on-demand job, as `Scheduler.get` reads it from Redis.
+
+    ``R`` is the type of the job's result: a `JobId` returned for a function job
+    (``@host.task``) carries its return type, so ``get`` types ``result`` as ``R | None``;
+    a plain `str` id gives ``JobInfo[Any]``."""
 
     id: str
     status: JobStatus
@@ -67,8 +108,9 @@ class JobInfo:
     """When a queued or scheduled job is due; None once it runs or has finished."""
     started_at: datetime | None
     finished_at: datetime | None
-    result: Any
-    """What the handler returned (JSON), for a succeeded job."""
+    result: R_co | None
+    """What the handler returned, for a succeeded job; else None. As JSON holds it, except
+    for function jobs, whose result is rebuilt as their function's return type."""
     message: str | None
     """The message of a `JobResult`, if the handler returned one; for a queued job no worker
     here can run, why it waits."""
@@ -113,6 +155,10 @@ class Scheduler:
         self.keep_result_s = 86_400.0
         self._store: Store | None = None
         self.instrumentation: Instrumentation | None = None
+        self.result_types: dict[str, Callable[[Any], Any]] = {}
+        """Decoders of results by wire name (``"type@version"``): `get` rebuilds the result
+        of such a job as its function's return type (a dataclass, a datetime...) from its
+        JSON form. Function jobs (``@host.task``) register theirs here."""
 
     def _attach(self, store: Store | None) -> None:
         self._store = store
@@ -137,7 +183,7 @@ class Scheduler:
         """The host's Redis client, for reading what hostedjobs stored (tests, tools)."""
         return self.store.redis
 
-    async def enqueue(self, job: object, *, job_id: str | None = None) -> str:
+    async def enqueue(self, job: JobPayload, *, job_id: str | None = None) -> JobId[Any]:
         """Queue ``job`` (an instance of a ``@job_type`` dataclass) to run as soon as possible.
 
         Returns the job id. Raises `PayloadError` (a TypeError) naming the field if the job
@@ -149,7 +195,7 @@ class Scheduler:
         """
         return await self._add(job, job_id, due_ms=None)
 
-    async def enqueue_many(self, jobs: Iterable[object]) -> list[str]:
+    async def enqueue_many(self, jobs: Iterable[JobPayload]) -> list[JobId[Any]]:
         """Queue many jobs at once, in a few round trips; returns their ids, in order.
 
         Every job is validated before anything is sent: a job that cannot be stored raises
@@ -161,7 +207,9 @@ class Scheduler:
         with self.instrumentation.enqueue(None, None, len(jobs)) as trace:
             return await self._enqueue_many(jobs, trace)
 
-    async def _enqueue_many(self, jobs: Iterable[object], trace: str | None) -> list[str]:
+    async def _enqueue_many(
+        self, jobs: Iterable[JobPayload], trace: str | None
+    ) -> list[JobId[Any]]:
         now_ms = int(time.time() * 1000)
         prepared: list[tuple[str, bytes]] = []
         for index, job in enumerate(jobs):
@@ -172,16 +220,16 @@ class Scheduler:
                 raise PayloadError(f"jobs[{index}]: {exc}") from exc
             prepared.append((_new_id(), job_record(info.key, payload, now_ms, trace)))
         await self.store.enqueue_many(prepared, due_ms=now_ms, ttl_ms=_EXPIRES_EXTRA_MS)
-        return [job_id for job_id, _ in prepared]
+        return [JobId(job_id) for job_id, _ in prepared]
 
     async def schedule(
         self,
-        job: object,
+        job: JobPayload,
         *,
         at: datetime | None = None,
         delay: Seconds | None = None,
         job_id: str | None = None,
-    ) -> str:
+    ) -> JobId[Any]:
         """Queue ``job`` to run at an aware datetime ``at``, or after ``delay`` (a `timedelta`
         or seconds).
 
@@ -201,7 +249,7 @@ class Scheduler:
             due_ms = self._now_ms() + int(seconds("schedule(delay=...)", delay) * 1000)
         return await self._add(job, job_id, due_ms=due_ms)
 
-    async def _add(self, job: object, job_id: str | None, *, due_ms: int | None) -> str:
+    async def _add(self, job: object, job_id: str | None, *, due_ms: int | None) -> JobId[Any]:
         info = job_type_info(job)
         payload = encode_payload(job)
         store = self.store
@@ -226,7 +274,7 @@ class Scheduler:
                     f"a job with id {job_id!r} already exists (queued, running or with a kept "
                     "result); use another id, or delete the queued one first"
                 )
-        return job_id
+        return JobId(job_id)
 
     async def delete(self, job_id: str) -> bool:
         """Remove a queued or scheduled job so it never runs; its id can then be reused.
@@ -344,6 +392,12 @@ class Scheduler:
         since_ms = None if since is None else now_ms - int(seconds("since", since) * 1000)
         return await self.store.counts(now_ms=now_ms, since_ms=since_ms)
 
+    @overload
+    def watch(
+        self, job_id: JobId[R], *, recheck_every: float = 5.0
+    ) -> AsyncIterator[JobInfo[R]]: ...
+    @overload
+    def watch(self, job_id: str, *, recheck_every: float = 5.0) -> AsyncIterator[JobInfo]: ...
     async def watch(self, job_id: str, *, recheck_every: float = 5.0) -> AsyncIterator[JobInfo]:
         """Yield the job's state each time it changes (progress, start, retry, end).
 
@@ -372,9 +426,21 @@ class Scheduler:
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    @overload
+    async def get(self, job_id: JobId[R]) -> JobInfo[R] | None: ...
+    @overload
+    async def get(self, job_id: str) -> JobInfo | None: ...
     async def get(self, job_id: str) -> JobInfo | None:
-        """The job's status, tries, times, result or error, and progress; None if unknown."""
+        """The job's status, tries, times, result or error, and progress; None if unknown.
+
+        A function job's result comes back as its function's return type (see
+        `result_types`); any other job's as JSON holds it.
+        """
         (info,) = await self._get_many([job_id])
+        if info is not None and info.result is not None and self.result_types:
+            decode = self.result_types.get(f"{info.job_type}@{info.version}")
+            if decode is not None:
+                info = dataclasses.replace(info, result=decode(info.result))
         return info
 
     async def _get_many(self, job_ids: list[str]) -> list[JobInfo | None]:

@@ -380,7 +380,7 @@ def test_registration_errors_name_the_problem() -> None:
     with pytest.raises(ConfigurationError, match="already registered"):
         host.add_cron_job(job, "* * * * *", name="job")
     with pytest.raises(ConfigurationError, match="no stable name"):
-        host.add_distributed_cron_job(lambda: None, "* * * * *")
+        host.add_distributed_cron_job(lambda: None, "* * * * *")  # type: ignore[arg-type, return-value]
     with pytest.raises(ConfigurationError, match="invalid cron"):
         host.add_cron_job(job, "61 * * * *", name="bad-cron")
     with pytest.raises(ConfigurationError, match="unknown time zone"):
@@ -397,7 +397,7 @@ def test_registration_errors_name_the_problem() -> None:
     def not_async() -> None: ...
 
     with pytest.raises(ConfigurationError, match="async"):
-        host.add_job(not_async)
+        host.add_job(not_async)  # type: ignore[arg-type]
     host.add_startup_action(job, name="dup")
     with pytest.raises(ConfigurationError, match="already registered"):
         host.add_startup_action(job, name="dup")

@@ -43,6 +43,7 @@ LAYERS = {
     "hosted": ENGINE,
     "scheduler": ENGINE,
     "eager": ENGINE,
+    "tasks": ENGINE,
     "shutdown": ENGINE,
     "host": FACADE,
     "starlette": FACADE,

@@ -13,6 +13,7 @@ def test_top_level_exports_are_pinned() -> None:
         "Inject",
         "JobContext",
         "JobHost",
+        "JobId",
         "JobInfo",
         "JobKind",
         "JobResult",
@@ -21,6 +22,7 @@ def test_top_level_exports_are_pinned() -> None:
         "RetryPolicy",
         "Scheduler",
         "Services",
+        "Task",
         "job_type",
     ]
     for name in hostedjobs.__all__:

@@ -228,7 +228,7 @@ async def test_a_bad_payload_fails_at_enqueue_and_stores_nothing() -> None:
             with pytest.raises(PayloadError, match=r"jobs\[1\]"):
                 await host.scheduler.enqueue_many([Greet("a"), Greet(name=object())])  # type: ignore[arg-type]
             with pytest.raises(PayloadError, match="not a job type"):
-                await host.scheduler.enqueue(object())
+                await host.scheduler.enqueue(object())  # type: ignore[arg-type]
             assert sum((await host.scheduler.counts()).values()) == 0
             assert log == []
 

@@ -4,13 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TypeVar, overload
 
 from ..host import JobHost
-from ..scheduler import JobInfo, JobStatus
+from ..scheduler import JobId, JobInfo, JobStatus
 
 __all__ = ["wait_for_job"]
 
+R = TypeVar("R")
 
+
+@overload
+async def wait_for_job(
+    host: JobHost,
+    job_id: JobId[R],
+    *,
+    statuses: frozenset[JobStatus] | set[JobStatus] | None = None,
+    timeout: float = 10.0,  # noqa: ASYNC109
+) -> JobInfo[R]: ...
+@overload
+async def wait_for_job(
+    host: JobHost,
+    job_id: str,
+    *,
+    statuses: frozenset[JobStatus] | set[JobStatus] | None = None,
+    timeout: float = 10.0,  # noqa: ASYNC109
+) -> JobInfo: ...
 async def wait_for_job(
     host: JobHost,
     job_id: str,
@@ -21,6 +40,7 @@ async def wait_for_job(
     """Wait until the job reaches one of ``statuses`` (default: finished) and return it.
 
     Raises `TimeoutError` with the job's last known state if that takes over ``timeout`` s.
+    A `JobId` from a function job gives a `JobInfo` whose ``result`` has the function's type.
     """
     wanted = statuses or {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
     deadline = time.monotonic() + timeout
