@@ -24,6 +24,7 @@ LAYERS = {
     "context": VOCABULARY,
     "status": VOCABULARY,
     "storage": STORAGE,
+    "records": RUNNING,
     "serialization": RUNNING,
     "scope": RUNNING,
     "runs": RUNNING,
