@@ -156,7 +156,7 @@ def json_data(value: Any, root: str = "job data", errors: bool = False) -> Any:
         return finish(to_builtins(value, errors))
     except Unencodable as exc:
         if not exc.located:
-            exc = locate_unencodable(value, errors)
+            exc = located(value, exc, errors)
         raise PayloadError(f"{join_path(root, exc.path)}: {exc.message}") from None
     except RecursionError:
         raise PayloadError(f"{root} is nested too deeply or contains a reference cycle") from None
@@ -164,35 +164,44 @@ def json_data(value: Any, root: str = "job data", errors: bool = False) -> Any:
 
 def locate_unencodable(value: Any, errors: bool = False) -> Unencodable:
     """The path and reason of the first value in ``value`` with no JSON form (a slow walk,
-    for the error message only), or a generic `Unencodable` if none is found."""
+    for the error message only), or an `Unencodable` saying none was found."""
+    for segment, item in _parts(value):
+        found = locate_unencodable(item, errors)
+        if found.message != _NONE_FOUND:
+            found.path.append(segment)
+            return found
     try:
         finish(to_builtins(value, errors))
     except Unencodable as exc:
         if exc.located:
             return exc
-    children: list[tuple[str, Any]] = []
+    except Exception:  # a pydantic model's own serializer refused it
+        pass
+    else:
+        return Unencodable(_NONE_FOUND)
+    return Unencodable(
+        f"cannot store a value of type {type(value).__name__} as JSON; {SUPPORTED_VALUES}"
+    )
+
+
+def located(value: Any, exc: Unencodable, errors: bool = False) -> Unencodable:
+    """``exc`` with the path of the value it is about, found by `locate_unencodable`."""
+    found = locate_unencodable(value, errors)
+    return exc if found.message == _NONE_FOUND else found
+
+
+def _parts(value: Any) -> list[tuple[str, Any]]:
     if isinstance(value, dict):
-        children = [(f"[{json.dumps(str(key))}]", item) for key, item in value.items()]
-    elif isinstance(value, list | tuple | set | frozenset):
-        children = [(f"[{index}]", item) for index, item in enumerate(value)]
-    elif hasattr(type(value), "__dataclass_fields__") or isinstance(value, msgspec.Struct):
-        names = getattr(type(value), "__struct_fields__", None) or getattr(
-            type(value), "__dataclass_fields__", {}
-        )
-        children = [(name, getattr(value, name, None)) for name in names]
-    for segment, item in children:
-        found = locate_unencodable(item, errors)
-        if found.message != _NONE_FOUND:
-            found.path.append(segment)
-            return found
-    if not children:
-        try:
-            to_builtins(value, errors)
-        except Unencodable:
-            return Unencodable(
-                f"cannot store a value of type {type(value).__name__} as JSON; {SUPPORTED_VALUES}"
-            )
-    return Unencodable(_NONE_FOUND)
+        return [(f"[{json.dumps(str(key))}]", item) for key, item in value.items()]
+    if isinstance(value, list | tuple | set | frozenset):
+        return [(f"[{index}]", item) for index, item in enumerate(value)]
+    cls = type(value)
+    names = (
+        getattr(cls, "__struct_fields__", None)
+        or getattr(cls, "__dataclass_fields__", None)
+        or (cls.model_fields if _is_pydantic_model(value) else ())
+    )
+    return [(name, getattr(value, name, None)) for name in names]
 
 
 _NONE_FOUND = "no unencodable value found"

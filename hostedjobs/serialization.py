@@ -61,7 +61,7 @@ from .records import (
     job_record,
     join_path,
     loads,
-    locate_unencodable,
+    located,
     queued_record,
     read_record,
     result_record,
@@ -266,7 +266,7 @@ def _pydantic_codec(cls: type[Any]) -> _Codec:
         try:
             data = job.model_dump(mode="json", by_alias=True)
         except Exception as exc:  # PydanticSerializationError, or a serializer's own error
-            raise Unencodable(f"pydantic cannot write it as JSON: {exc}") from None
+            raise Unencodable(f"pydantic cannot write it as JSON: {exc}", located=False) from None
         return cast("dict[str, Any]", finish(data))
 
     def decode(data: Any) -> Any:
@@ -509,11 +509,7 @@ def _union_fixer(tree: mi.UnionType, memo: dict[type[Any], list[_Fix | None]]) -
         None,
     )
     arrays = next(
-        (
-            _decode_fixer(t, memo)
-            for t in tree.types
-            if isinstance(t, _ARRAYS)
-        ),
+        (_decode_fixer(t, memo) for t in tree.types if isinstance(t, _ARRAYS)),
         None,
     )
     if not seconds and objects is None and arrays is None:
@@ -658,7 +654,7 @@ def encode_payload(job: object) -> dict[str, Any]:
         return codec.encode(job)
     except Unencodable as exc:
         if not exc.located:
-            exc = locate_unencodable(job)  # msgspec's error names no field: find it
+            exc = located(job, exc)  # msgspec's error names no field: find it
         where = join_path(type(job).__name__, exc.path)
         raise PayloadError(f"{where}: {exc.message}") from None
     except RecursionError:
