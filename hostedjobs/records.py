@@ -225,26 +225,17 @@ def _safe_str(exc: BaseException) -> str:
         return repr(exc)
 
 
-def _default(value: Any) -> Any:
-    """The stdlib encoder's hook for what is not JSON already (`dumps`)."""
-    if isinstance(value, BaseException):
-        return _encode_error(value)
-    return finish(to_builtins(value, True))
+_ENCODE = msgspec.json.Encoder().encode
+# msgspec refuses a lone surrogate, which a str may hold; stdlib JSON escapes it as ASCII.
+_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
-# Built once: json.dumps with options builds a new encoder on every call. The stdlib encoder
-# writes records: it refuses NaN (msgspec writes null) and takes plain data at C speed.
-_UTF8_ENCODER = json.JSONEncoder(
-    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default
-)
-_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_default)
-
-
-def _encode_text(value: Any) -> bytes:
+def _encode_json(data: Any) -> bytes:
+    """Compact UTF-8 JSON of plain JSON data (from `json_data`, `loads` or `encode_payload`)."""
     try:
-        return _UTF8_ENCODER.encode(value).encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate: escape it, which keeps the bytes valid UTF-8
-        return _ASCII_ENCODER.encode(value).encode("ascii")
+        return _ENCODE(data)
+    except UnicodeEncodeError:
+        return _ASCII_ENCODER.encode(data).encode("ascii")
 
 
 def dumps(value: Any) -> bytes:
@@ -255,11 +246,7 @@ def dumps(value: Any) -> bytes:
     "cause"}}``, readable with `error_message`. Raises `PayloadError` for a value with no JSON
     form, naming its path.
     """
-    try:
-        return _encode_text(value)
-    except (ValueError, TypeError, Unencodable, RecursionError):
-        pass  # NaN, an unsupported value or key, a cycle: the careful path says which
-    return _encode_text(json_data(value, errors=True))
+    return _encode_json(json_data(value, errors=True))
 
 
 def job_record(
@@ -267,9 +254,9 @@ def job_record(
 ) -> bytes:
     """arq's stored form of a job whose payload came from `encode_payload` (so is JSON already).
 
-    The same bytes as ``dumps`` of arq's job record: this is the enqueue hot path. A
-    ``traceparent`` (tracing) travels as the call's keyword argument, which arq's record has a
-    place for, so stock arq still reads the job.
+    The same bytes as ``dumps`` of arq's job record, without walking the payload again: this is
+    the enqueue hot path. A ``traceparent`` (tracing) travels as the call's keyword argument,
+    which arq's record has a place for, so stock arq still reads the job.
     """
     return queued_record(function, [payload], enqueue_ms, traceparent)
 
@@ -279,13 +266,17 @@ def queued_record(
 ) -> bytes:
     """arq's stored form of a call of ``function`` with JSON ``args`` (see `job_record`)."""
     kwargs = {} if traceparent is None else {"traceparent": traceparent}
-    return _encode_text({"t": None, "f": function, "a": args, "k": kwargs, "et": enqueue_ms})
+    return _encode_json({"t": None, "f": function, "a": args, "k": kwargs, "et": enqueue_ms})
 
 
 def result_record(record: dict[str, Any], result: Any) -> bytes:
     """arq's stored form of a finished job: ``record`` (whose values came from `loads`, so are
-    JSON already) with ``"r": result``."""
-    return dumps({**record, "r": result})
+    JSON already) with ``"r": result``; only the result is walked. Raises `PayloadError` like
+    `dumps` for a result with no JSON form."""
+    kind = type(result)
+    if not (result is None or kind is str or kind is int or kind is bool):
+        result = json_data(result, errors=True)
+    return _encode_json({**record, "r": result})
 
 
 def _reject_constant(name: str) -> Any:

@@ -254,7 +254,14 @@ def _msgspec_codec(cls: type[Any]) -> _Codec:
     def decode(data: Any) -> Any:
         if decode_fix is not None:
             data = decode_fix(data)
-        return convert(data, cls, str_keys=True)
+        try:
+            return convert(data, cls, str_keys=True)
+        except msgspec.ValidationError:
+            raise
+        except Exception as exc:  # __post_init__ raising what msgspec does not wrap
+            raise _Invalid(
+                f"{cls.__qualname__}(...) rejected the values: {type(exc).__name__}: {exc}"
+            ) from exc
 
     return _Codec(encode, decode)
 
@@ -271,7 +278,11 @@ def _pydantic_codec(cls: type[Any]) -> _Codec:
 
     def decode(data: Any) -> Any:
         try:
-            return cls.model_validate_json(msgspec.json.encode(data))
+            try:
+                text = msgspec.json.encode(data)
+            except UnicodeEncodeError:  # a lone surrogate: validate the data as it is
+                return cls.model_validate(data)
+            return cls.model_validate_json(text)
         except pydantic.ValidationError as exc:
             errors = exc.errors(include_url=False)
             first = errors[0]
@@ -616,6 +627,8 @@ def _object_fixer(
                 f"Object contains unknown field{'s' if ', ' in unknown else ''} {unknown} "
                 f"({cls.__qualname__} has fields: {known})"
             )
+        if not fields and not skipped:
+            return value
         out = dict(value)
         for name in skipped:
             out.pop(name, None)

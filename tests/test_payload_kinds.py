@@ -242,3 +242,20 @@ print("ok")
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
     )
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_a_post_init_raising_any_exception_is_a_decode_error() -> None:
+    """Whatever __post_init__ raises becomes a PayloadDecodeError with it as the cause."""
+
+    @dataclass
+    class Picky:
+        code: str
+
+        def __post_init__(self) -> None:
+            raise KeyError(self.code)
+
+    with pytest.raises(
+        PayloadDecodeError, match=r"Picky\(\.\.\.\) rejected the values: KeyError"
+    ) as info:
+        decode_payload(Picky, {"code": "x"})
+    assert isinstance(info.value.__cause__, KeyError)
