@@ -86,17 +86,26 @@ def _error_hook(value: Any) -> Any:
     return enc_hook(value)
 
 
-def to_builtins(value: Any, errors: bool = False) -> Any:
-    """msgspec's builtins of ``value``, timedeltas left as they are for `finish`."""
+def to_builtins(value: Any, errors: bool = False, keep: bool = True) -> Any:
+    """msgspec's builtins of ``value``, timedeltas left as they are for `finish` (unless not
+    ``keep``: a class whose fields hold no timedelta is spared the option's cost)."""
+    if not keep:
+        try:
+            return _TO_BUILTINS(value)  # options cost as much as a small payload's walk
+        except TypeError:
+            pass  # a subclass, a pydantic model, an exception: the hook's
     try:
-        return msgspec.to_builtins(
-            value, builtin_types=_KEEP, enc_hook=_error_hook if errors else enc_hook
+        return _TO_BUILTINS(
+            value,
+            builtin_types=_KEEP if keep else None,
+            enc_hook=_error_hook if errors else enc_hook,
         )
     except TypeError as exc:  # msgspec's "Encoding objects of type X is unsupported"
         raise Unencodable(str(exc), located=False) from None
 
 
 _KEEP = (timedelta,)
+_TO_BUILTINS = msgspec.to_builtins
 
 
 def finish(value: Any) -> Any:

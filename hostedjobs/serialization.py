@@ -245,17 +245,22 @@ def _msgspec_codec(cls: type[Any]) -> _Codec:
     tree = _inspect(cls)
     encode_fix = _encode_fixer(tree, {})
     decode_fix = _decode_fixer(tree, {})
+    nodes = _nodes(tree, set())
+    keep = any(isinstance(n, mi.TimeDeltaType | mi.AnyType | mi.CustomType) for n in nodes)
+    # JSON keys are strings; msgspec turns them into ints (say) only if asked, at a cost.
+    str_keys = any(isinstance(n, mi.DictType) and _not_str(n.key_type) for n in nodes)
     convert = msgspec.convert
 
     def encode(job: Any) -> dict[str, Any]:
-        data = to_builtins(job)
+        data = to_builtins(job, keep=keep)
         return cast("dict[str, Any]", data if encode_fix is None else encode_fix(data))
 
     def decode(data: Any) -> Any:
         if decode_fix is not None:
             data = decode_fix(data)
         try:
-            return convert(data, cls, str_keys=True)
+            # Passing an option at all costs as much as converting a small payload.
+            return convert(data, cls, str_keys=True) if str_keys else convert(data, cls)
         except msgspec.ValidationError:
             raise
         except Exception as exc:  # __post_init__ raising what msgspec does not wrap
@@ -409,6 +414,30 @@ def _check(tree: mi.Type, owner: type[Any], field_name: str, seen: set[type[Any]
         return
     for child in _children(tree):
         _check(child, owner, field_name, seen)
+
+
+def _nodes(tree: mi.Type, seen: set[type[Any]]) -> list[mi.Type]:
+    """Every node of a type tree, nested classes included (each once)."""
+    if isinstance(tree, mi.DataclassType | mi.StructType):
+        if tree.cls in seen:
+            return []
+        seen.add(tree.cls)
+        children = [field.type for field in tree.fields]
+    else:
+        children = _children(tree)
+    return [tree, *(node for child in children for node in _nodes(child, seen))]
+
+
+def _not_str(key: mi.Type) -> bool:
+    if isinstance(key, mi.LiteralType | mi.EnumType):
+        return not all(isinstance(value, str) for value in _literal_values(key))
+    return not isinstance(key, mi.StrType)
+
+
+def _literal_values(key: mi.LiteralType | mi.EnumType) -> list[Any]:
+    if isinstance(key, mi.LiteralType):
+        return list(key.values)
+    return [member.value for member in key.cls]
 
 
 def _children(tree: mi.Type) -> list[mi.Type]:
@@ -629,7 +658,7 @@ def _object_fixer(
             )
         if not fields and not skipped:
             return value
-        out = dict(value)
+        out = value if encoding else dict(value)  # msgspec's output is ours to change
         for name in skipped:
             out.pop(name, None)
         for name, fixer in fields:
