@@ -6,7 +6,9 @@ to measure hostedjobs as it was at git revision REV on the same payload in the s
 script there (``--measure``), so it imports REV's code; the payload is the dataclass below, which
 every revision can encode.
 
-Two figures per tree, each the best of ``--repeat`` runs of ``--number`` calls:
+Two payloads: ``order``, a typical job (`Order`: ids, times, money, ten nested lines) and
+``small``, the engine benchmark's no-op job (`Small`: an int and two floats). Two figures for
+each, the best of ``--repeat`` runs of ``--number`` calls:
 
 - ``payload``: `encode_payload` + `decode_payload` of one job (the codec's work);
 - ``record``: the same plus the arq record around it, as an enqueue and a worker do it:
@@ -31,7 +33,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Line", "Order", "main", "measure"]
+__all__ = ["Line", "Order", "Small", "main", "measure"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,6 +62,15 @@ class Order:
     attributes: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class Small:
+    """The shape of the engine benchmark's job (``bench.hosted_worker.BenchJob``)."""
+
+    seq: int
+    sent_at: float = 0.0
+    sleep_s: float = 0.0
+
+
 def _order() -> Order:
     return Order(
         order_id=uuid.UUID(int=42),
@@ -81,22 +92,23 @@ def measure(number: int, repeat: int) -> dict[str, Any]:
     import hostedjobs
     from hostedjobs.serialization import decode_payload, encode_payload, job_record, read_record
 
-    cls = Order
-    job = _order()
+    result: dict[str, Any] = {"hostedjobs": str(Path(hostedjobs.__file__).parent)}
+    for name, job in (("order", _order()), ("small", Small(seq=7))):
+        cls = type(job)
 
-    def payload() -> None:
-        decode_payload(cls, encode_payload(job))
+        def payload(cls: type[Any] = cls, job: Any = job) -> None:
+            decode_payload(cls, encode_payload(job))
 
-    def record() -> None:
-        data = job_record("bench.codec@1", encode_payload(job), 1_700_000_000_000)
-        decode_payload(cls, read_record(data)["a"][0])
+        def record(cls: type[Any] = cls, job: Any = job) -> None:
+            data = job_record("bench.codec@1", encode_payload(job), 1_700_000_000_000)
+            decode_payload(cls, read_record(data)["a"][0])
 
-    assert decode_payload(cls, encode_payload(job)) == job
-    return {
-        "hostedjobs": str(Path(hostedjobs.__file__).parent),
-        "payload_us": min(timeit.repeat(payload, number=number, repeat=repeat)) / number * 1e6,
-        "record_us": min(timeit.repeat(record, number=number, repeat=repeat)) / number * 1e6,
-    }
+        assert decode_payload(cls, encode_payload(job)) == job
+        best = min(timeit.repeat(payload, number=number, repeat=repeat))
+        result[f"{name}_payload_us"] = best / number * 1e6
+        best = min(timeit.repeat(record, number=number, repeat=repeat))
+        result[f"{name}_record_us"] = best / number * 1e6
+    return result
 
 
 def _measure_at(rev: str, number: int, repeat: int) -> dict[str, Any]:
@@ -134,9 +146,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     rows = [("this tree", measure(args.number, args.repeat))]
     rows += [(rev, _measure_at(rev, args.number, args.repeat)) for rev in args.baseline]
-    print(f"{'tree':<14} {'encode+decode µs':>17} {'with the record µs':>19}")
+    print(f"{'tree':<14} {'payload':<8} {'encode+decode µs':>17} {'with the record µs':>19}")
     for name, row in rows:
-        print(f"{name:<14} {row['payload_us']:>17.1f} {row['record_us']:>19.1f}")
+        for payload in ("order", "small"):
+            print(
+                f"{name:<14} {payload:<8} {row[f'{payload}_payload_us']:>17.1f} "
+                f"{row[f'{payload}_record_us']:>19.1f}"
+            )
 
 
 if __name__ == "__main__":
