@@ -488,7 +488,7 @@ def _encode_fixer(tree: mi.Type, memo: dict[type[Any], list[_Fix | None]]) -> _F
         return _positions([_encode_fixer(t, memo) for t in types])
     if isinstance(tree, mi.DictType):
         value = _encode_fixer(tree.value_type, memo)
-        str_keys = isinstance(tree.key_type, mi.StrType | mi.LiteralType | mi.EnumType)
+        str_keys = not _not_str(tree.key_type)
         if value is None and str_keys:
             return None
         return _values(value, str_keys)
@@ -538,8 +538,15 @@ _ARRAYS = (
 
 
 def _union_fixer(tree: mi.UnionType, memo: dict[type[Any], list[_Fix | None]]) -> _Fix | None:
+    # A number is seconds if the timedelta comes before every member that would take it, as
+    # the hand-written codec tried a union's members in order.
     kinds = [type(t) for t in tree.types]
-    seconds = mi.TimeDeltaType in kinds and not {mi.IntType, mi.FloatType} & set(kinds)
+    at = kinds.index(mi.TimeDeltaType) if mi.TimeDeltaType in kinds else None
+    ints = [i for i, kind in enumerate(kinds) if kind in (mi.IntType, mi.FloatType)]
+    floats = [i for i, kind in enumerate(kinds) if kind is mi.FloatType]
+    for_int = at is not None and at < min(ints, default=len(kinds))
+    for_float = at is not None and at < min(floats, default=len(kinds))
+    seconds = for_int or for_float
     objects = next(
         (
             _decode_fixer(t, memo)
@@ -556,7 +563,8 @@ def _union_fixer(tree: mi.UnionType, memo: dict[type[Any], list[_Fix | None]]) -
         return None
 
     def fix(value: Any) -> Any:
-        if seconds and type(value) in (int, float):
+        kind = type(value)
+        if (kind is int and for_int) or (kind is float and for_float):
             return _timedelta(value)
         if objects is not None and type(value) is dict:
             return objects(value)

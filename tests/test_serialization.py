@@ -1088,3 +1088,21 @@ def test_failed_nested_plan_is_not_cached() -> None:
     with pytest.raises(ConfigurationError, match=r"Bad\.handle"):
         decode_payload(Bad, {"handle": None})
     assert decode_payload(Good, {"name": "x"}) == Good("x")
+
+
+def test_a_union_reads_seconds_as_a_timedelta_where_it_comes_first() -> None:
+    """As the hand-written codec tried members in order: in ``timedelta | int`` a number is a
+    timedelta, in ``int | timedelta`` an int stays an int (a float is still seconds), and a
+    union without timedelta leaves numbers alone."""
+
+    @dataclass
+    class Unions:
+        first: timedelta | int
+        second: int | timedelta
+        neither: str | int | None
+
+    job = decode_payload(Unions, {"first": 5, "second": 5, "neither": 5})
+    assert job == Unions(first=timedelta(seconds=5), second=5, neither=5)
+    assert decode_payload(Unions, {"first": 1, "second": 1.5, "neither": None}).second == (
+        timedelta(seconds=1.5)
+    )
