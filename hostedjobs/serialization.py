@@ -733,4 +733,23 @@ def decode_payload(cls: type[T], data: object) -> T:
     except (msgspec.ValidationError, _Invalid) as exc:
         info = vars(cls).get(_TYPE_ATTR)
         where = info.key if isinstance(info, JobTypeInfo) else cls.__qualname__
-        raise PayloadDecodeError(f"{where}: {exc}") from exc.__cause__
+        raise PayloadDecodeError(f"{where}: {_with_value(str(exc), data)}") from exc.__cause__
+
+
+_UNPARSED = re.compile(r"(Invalid [^`]*?) - at `\$((?:\.[^.\[`]+|\[\d+\])*)`")
+_SEGMENT = re.compile(r"\.([^.\[`]+)|\[(\d+)\]")
+
+
+def _with_value(message: str, data: Any) -> str:
+    """msgspec's "Invalid UUID - at `$.id`" with the value it could not parse: "Invalid UUID
+    'x' - at `$.id`" (its enum message shows the value already)."""
+    match = _UNPARSED.fullmatch(message)
+    if match is None or match[1].startswith("Invalid enum value"):
+        return message
+    value = data
+    for name, index in _SEGMENT.findall(match[2]):
+        try:
+            value = value[name] if name else value[int(index)]
+        except (LookupError, TypeError):
+            return message
+    return f"{match[1]} {value!r:.80} - at `${match[2]}`"

@@ -364,10 +364,10 @@ def test_decode_malformed_strings_and_enum_values() -> None:
         color: Color = Color.RED
 
     with pytest.raises(
-        PayloadDecodeError, match=r"Invalid RFC3339 encoded datetime - at `\$\.when`"
+        PayloadDecodeError, match=r"Invalid RFC3339 encoded datetime 'soon' - at `\$\.when`"
     ):
         decode_payload(Parsed, {"when": "soon"})
-    with pytest.raises(PayloadDecodeError, match=r"Invalid UUID - at `\$\.ident`"):
+    with pytest.raises(PayloadDecodeError, match=r"Invalid UUID 'x' - at `\$\.ident`"):
         decode_payload(Parsed, {"ident": "x"})
     with pytest.raises(PayloadDecodeError, match=r"Invalid enum value 'green' - at `\$\.color`"):
         decode_payload(Parsed, {"color": "green"})
@@ -910,7 +910,7 @@ def test_decode_special_annotations() -> None:
         ("by_shade", [], r"Expected `object`, got `array` - at `\$\.by_shade`"),
         ("unique", [[1]], r"Expected a hashable value, got `list` - at `\$\.unique\[0\]`"),
         ("items", {}, r"Expected `array`, got `object` - at `\$\.items`"),
-        ("amount", "abc", r"Invalid decimal string - at `\$\.amount`"),
+        ("amount", "abc", r"Invalid decimal string 'abc' - at `\$\.amount`"),
         ("amount", [], r"Expected `decimal`, got `array` - at `\$\.amount`"),
     ],
 )
@@ -936,8 +936,8 @@ def test_decode_special_annotation_errors(field_name: str, value: Any, expected:
         (None, 1, r"Expected `null`, got `int` - at `\$\.value`"),
         (bool, 1, r"Expected `bool`, got `int`"),
         (timedelta, 1e300, r"Expected `duration`, got `float` - at `\$\.value`"),
-        (timedelta, "1", r"Invalid ISO8601 duration - at `\$\.value`"),
-        (bytes, "***", r"Invalid base64 encoded string - at `\$\.value`"),
+        (timedelta, "1", r"Invalid ISO8601 duration '1' - at `\$\.value`"),
+        (bytes, "***", r"Invalid base64 encoded string '\*\*\*' - at `\$\.value`"),
         (bytearray, "aGk=", None),
         (tuple[int, str], "ab", r"Expected `array`, got `str`"),
         (tuple[int, str], [1, 2], r"Expected `str`, got `int` - at `\$\.value\[1\]`"),
@@ -1106,3 +1106,19 @@ def test_a_union_reads_seconds_as_a_timedelta_where_it_comes_first() -> None:
     assert decode_payload(Unions, {"first": 1, "second": 1.5, "neither": None}).second == (
         timedelta(seconds=1.5)
     )
+
+
+def test_a_value_that_does_not_parse_is_shown_with_its_path() -> None:
+    """msgspec's "Invalid ..." errors get the offending value, found by the path."""
+
+    @dataclass
+    class Visit:
+        ids: list[uuid.UUID]
+        when: dict[str, datetime]
+
+    with pytest.raises(PayloadDecodeError) as info:
+        decode_payload(Visit, {"ids": [str(uuid.UUID(int=1)), "nope"], "when": {}})
+    assert str(info.value).endswith("Invalid UUID 'nope' - at `$.ids[1]`")
+    with pytest.raises(PayloadDecodeError) as info:  # a dict value's path has no key to follow
+        decode_payload(Visit, {"ids": [], "when": {"a": "soon"}})
+    assert str(info.value).endswith("Invalid RFC3339 encoded datetime - at `$.when[...]`")
