@@ -25,6 +25,7 @@ LAYERS = {
     "status": VOCABULARY,
     "storage": STORAGE,
     "records": RUNNING,
+    "wire": RUNNING,
     "serialization": RUNNING,
     "scope": RUNNING,
     "runs": RUNNING,
