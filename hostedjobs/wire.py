@@ -141,6 +141,10 @@ def _pydantic_codec(cls: type[Any]) -> Codec:
             invalid.path = [f"[{p}]" if isinstance(p, int) else str(p) for p in first["loc"]]
             invalid.path.reverse()
             raise invalid from None
+        except Exception as exc:  # a validator raising what pydantic does not wrap
+            raise Invalid(
+                f"{cls.__qualname__}(...) rejected the values: {type(exc).__name__}: {exc}"
+            ) from exc
 
     return Codec(encode, decode)
 

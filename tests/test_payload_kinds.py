@@ -259,3 +259,19 @@ def test_a_post_init_raising_any_exception_is_a_decode_error() -> None:
     ) as info:
         decode_payload(Picky, {"code": "x"})
     assert isinstance(info.value.__cause__, KeyError)
+
+
+def test_a_pydantic_validator_raising_any_exception_is_a_decode_error() -> None:
+    """An exception pydantic does not wrap becomes a PayloadDecodeError with it as the cause."""
+
+    class Picky(pydantic.BaseModel):
+        code: str
+
+        @pydantic.field_validator("code")
+        @classmethod
+        def refuse(cls, value: str) -> str:
+            raise KeyError(value)
+
+    with pytest.raises(PayloadDecodeError, match=r"Picky\(\.\.\.\) rejected the values") as info:
+        decode_payload(Picky, {"code": "x"})
+    assert isinstance(info.value.__cause__, KeyError)
