@@ -25,6 +25,8 @@ LAYERS = {
     "context": VOCABULARY,
     "status": VOCABULARY,
     "storage": STORAGE,
+    "records": RUNNING,
+    "wire": RUNNING,
     "serialization": RUNNING,
     "depends": RUNNING,
     "scope": RUNNING,

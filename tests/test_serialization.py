@@ -1,4 +1,8 @@
-"""JSON job payloads: registration, encode/decode, and the arq serializer pair."""
+"""JSON job payloads: registration, encode/decode (msgspec), and the arq serializer pair.
+
+Decode errors are msgspec's wording with the field path, ``Expected `str`, got `int` - at
+`$.address.city```; the same shape for dataclasses, Structs and pydantic models.
+"""
 
 import dataclasses
 import enum
@@ -275,7 +279,9 @@ def test_decode_missing_required_field_names_it() -> None:
     """A missing field without a default names the job type and the field."""
     data = _valid_decode_target()
     del data["to"]
-    with pytest.raises(PayloadDecodeError, match=r"^test-decode-errors@3: field 'to': missing"):
+    with pytest.raises(
+        PayloadDecodeError, match=r"^test-decode-errors@3: Object missing required field `to`"
+    ):
         decode_payload(DecodeTarget, data)
 
 
@@ -291,37 +297,43 @@ def test_decode_unknown_field_is_rejected() -> None:
     with pytest.raises(PayloadDecodeError) as info:
         decode_payload(DecodeTarget, data)
     assert str(info.value) == (
-        "test-decode-errors@3: unknown field 'bcc' "
+        "test-decode-errors@3: Object contains unknown field `bcc` "
         "(DecodeTarget has fields: address, cc, items, to)"
     )
 
 
 def test_decode_wrong_type_names_field_and_types() -> None:
-    """A value of the wrong JSON type gives "field 'x': expected T, got U"."""
+    """A value of the wrong JSON type gives "Expected `T`, got `U` - at `$.x`"."""
     data = {**_valid_decode_target(), "to": 5}
     with pytest.raises(PayloadDecodeError) as info:
         decode_payload(DecodeTarget, data)
-    assert str(info.value) == "test-decode-errors@3: field 'to': expected str, got int"
+    assert str(info.value) == "test-decode-errors@3: Expected `str`, got `int` - at `$.to`"
 
 
 def test_decode_wrong_nested_type_names_the_full_path() -> None:
     """Errors inside nested dataclasses and lists name the whole path."""
     nested = {**_valid_decode_target(), "address": {"city": 7}}
-    with pytest.raises(PayloadDecodeError, match=r"field 'address\.city': expected str, got int"):
+    with pytest.raises(
+        PayloadDecodeError, match=r"Expected `str`, got `int` - at `\$\.address\.city`"
+    ):
         decode_payload(DecodeTarget, nested)
 
     in_list = {**_valid_decode_target(), "items": [1, "2"]}
-    with pytest.raises(PayloadDecodeError, match=r"field 'items\[1\]': expected int, got str"):
+    with pytest.raises(
+        PayloadDecodeError, match=r"Expected `int`, got `str` - at `\$\.items\[1\]`"
+    ):
         decode_payload(DecodeTarget, in_list)
 
     extra_nested = {**_valid_decode_target(), "address": {"city": "Brno", "street": "x"}}
-    with pytest.raises(PayloadDecodeError, match=r"field 'address': unknown field 'street'"):
+    with pytest.raises(PayloadDecodeError, match=r"unknown field `street` .* - at `\$\.address`"):
         decode_payload(DecodeTarget, extra_nested)
 
 
 def test_decode_rejects_a_payload_that_is_not_an_object() -> None:
     """A payload that is not a JSON object is a decode error, not a crash."""
-    with pytest.raises(PayloadDecodeError, match=r"^test-decode-errors@3: expected an object"):
+    with pytest.raises(
+        PayloadDecodeError, match=r"^test-decode-errors@3: Expected `object`, got `array`"
+    ):
         decode_payload(DecodeTarget, ["a@b.c"])
 
 
@@ -334,11 +346,11 @@ def test_decode_is_strict_about_bool_int_and_float() -> None:
         ratio: float
 
     assert decode_payload(Numbers, {"count": 1, "ratio": 2}) == Numbers(1, 2.0)
-    with pytest.raises(PayloadDecodeError, match="field 'count': expected int, got bool"):
+    with pytest.raises(PayloadDecodeError, match=r"Expected `int`, got `bool` - at `\$\.count`"):
         decode_payload(Numbers, {"count": True, "ratio": 1.0})
-    with pytest.raises(PayloadDecodeError, match="field 'count': expected int, got float"):
+    with pytest.raises(PayloadDecodeError, match=r"Expected `int`, got `float` - at `\$\.count`"):
         decode_payload(Numbers, {"count": 1.5, "ratio": 1.0})
-    with pytest.raises(PayloadDecodeError, match="field 'ratio': expected float, got bool"):
+    with pytest.raises(PayloadDecodeError, match=r"Expected `float`, got `bool` - at `\$\.ratio`"):
         decode_payload(Numbers, {"count": 1, "ratio": False})
 
 
@@ -351,29 +363,43 @@ def test_decode_malformed_strings_and_enum_values() -> None:
         ident: uuid.UUID | None = None
         color: Color = Color.RED
 
-    with pytest.raises(PayloadDecodeError, match="field 'when': invalid datetime 'soon'"):
+    with pytest.raises(
+        PayloadDecodeError, match=r"Invalid RFC3339 encoded datetime 'soon' - at `\$\.when`"
+    ):
         decode_payload(Parsed, {"when": "soon"})
-    with pytest.raises(PayloadDecodeError, match="field 'ident': invalid UUID 'x'"):
+    with pytest.raises(PayloadDecodeError, match=r"Invalid UUID 'x' - at `\$\.ident`"):
         decode_payload(Parsed, {"ident": "x"})
-    with pytest.raises(PayloadDecodeError, match=r"field 'color': expected a Color value"):
+    with pytest.raises(PayloadDecodeError, match=r"Invalid enum value 'green' - at `\$\.color`"):
         decode_payload(Parsed, {"color": "green"})
-    with pytest.raises(PayloadDecodeError, match=r"field 'when': expected datetime .* or None"):
+    with pytest.raises(PayloadDecodeError, match=r"Expected `datetime \| null`, got `int` - at"):
         decode_payload(Parsed, {"when": 12})
 
 
-def test_decode_union_tries_members_in_order() -> None:
-    """A union takes the first member that accepts the value, and lists all when none does."""
+def test_decode_union_picks_the_member_by_json_type() -> None:
+    """A union takes the member of the value's JSON type, and lists all when none fits."""
 
     @dataclass
     class Mixed:
         value: int | str
-        when: datetime | str
+        when: datetime | int
 
-    assert decode_payload(Mixed, {"value": 1, "when": "x"}) == Mixed(1, "x")
+    assert decode_payload(Mixed, {"value": 1, "when": 5}) == Mixed(1, 5)
     decoded = decode_payload(Mixed, {"value": "1", "when": "2024-01-01T00:00:00"})
     assert decoded == Mixed("1", datetime(2024, 1, 1))
-    with pytest.raises(PayloadDecodeError, match="field 'value': expected int or str, got list"):
-        decode_payload(Mixed, {"value": [], "when": "x"})
+    with pytest.raises(PayloadDecodeError, match=r"Expected `int \| str`, got `array` - at"):
+        decode_payload(Mixed, {"value": [], "when": 5})
+
+
+@pytest.mark.parametrize(
+    "annotation",
+    [datetime | str, Address | Tree, list[int] | tuple[int, ...], Literal[Color.RED, 3]],
+)
+def test_registration_rejects_unions_msgspec_cannot_tell_apart(annotation: Any) -> None:
+    """Unions of two str-like, object-like or array-like types (and Literals of enum members)
+    are refused when the class is registered, naming the field and msgspec's reason."""
+    holder = dataclasses.make_dataclass("Ambiguous", [("value", annotation)])
+    with pytest.raises(ConfigurationError, match=r"Ambiguous\.value has type .* is not supported"):
+        job_type("test-registration-ambiguous")(holder)
 
 
 def test_decode_fixed_tuple_checks_length() -> None:
@@ -383,7 +409,9 @@ def test_decode_fixed_tuple_checks_length() -> None:
     class Pair:
         pair: tuple[int, str]
 
-    with pytest.raises(PayloadDecodeError, match="field 'pair': expected a list of 2 items, got 3"):
+    with pytest.raises(
+        PayloadDecodeError, match=r"Expected `array` of length 2, got 3 - at `\$\.pair`"
+    ):
         decode_payload(Pair, {"pair": [1, "a", 2]})
 
 
@@ -421,8 +449,12 @@ def test_decode_uses_the_cached_plan_without_reinspecting_hints(
 
 
 def test_registration_requires_a_dataclass() -> None:
-    """@job_type on a plain class (or above-the-wrong-way @dataclass) says to add @dataclass."""
-    with pytest.raises(ConfigurationError, match="is not a dataclass: put @dataclass below"):
+    """@job_type on a plain class (or above-the-wrong-way @dataclass) names the three kinds."""
+    with pytest.raises(
+        ConfigurationError,
+        match=r"Plain is not a dataclass, a msgspec\.Struct or a pydantic BaseModel: put "
+        r"@dataclass below",
+    ):
 
         @job_type("test-registration-requires-dataclass")
         class Plain:
@@ -524,12 +556,12 @@ def test_registration_rejects_unsupported_types_nested_in_generics() -> None:
         class Listed:
             items: list[Opaque]
 
-    with pytest.raises(ConfigurationError, match=r"IntKeys\.counts has type dict\[int, str\]"):
+    @dataclass
+    class IntKeys:  # msgspec writes int keys as JSON strings and reads them back as ints
+        counts: dict[int, str]
 
-        @job_type("test-registration-unsupported-nested")
-        @dataclass
-        class IntKeys:
-            counts: dict[int, str]
+    assert encode_payload(IntKeys({1: "one"})) == {"counts": {"1": "one"}}
+    assert decode_payload(IntKeys, {"counts": {"1": "one"}}) == IntKeys({1: "one"})
 
     @dataclass
     class Inner:
@@ -576,7 +608,8 @@ def test_job_type_info_rejects_undecorated_types_and_subclasses() -> None:
     with pytest.raises(PayloadError) as info:
         job_type_info(Address("Brno"))
     assert str(info.value) == (
-        'Address is not a job type: decorate the dataclass with @job_type("name")'
+        "Address is not a job type: decorate the class (a dataclass, a msgspec.Struct or a "
+        'pydantic BaseModel) with @job_type("name")'
     )
 
     @dataclass
@@ -624,13 +657,14 @@ def test_dumps_and_loads_round_trip_an_arq_job_record() -> None:
 
 
 def test_dumps_encodes_results_like_payloads() -> None:
-    """Result values outside JSON (datetimes, dataclasses, enums) use the payload rules."""
+    """Result values outside JSON (datetimes, dataclasses, enums) use the payload rules
+    (msgspec writes UTC as Z, which Python's fromisoformat reads since 3.11)."""
     when = datetime(2024, 5, 6, 7, 8, tzinfo=UTC)
     data = dumps({"s": True, "r": {"at": when, "where": Address("Brno"), "color": Color.RED}})
     assert loads(data) == {
         "s": True,
         "r": {
-            "at": "2024-05-06T07:08:00+00:00",
+            "at": "2024-05-06T07:08:00Z",
             "where": {"city": "Brno", "zip_code": None},
             "color": "red",
         },
@@ -801,14 +835,14 @@ def test_init_false_fields_are_not_stored_and_initvars_are_rejected() -> None:
     @dataclass
     class Computed:
         base: int
-        double: int = field(init=False)
+        double: int = field(init=False, default=0)
 
         def __post_init__(self) -> None:
             self.double = self.base * 2
 
     assert encode_payload(Computed(2)) == {"base": 2}
     assert decode_payload(Computed, {"base": 3}).double == 6
-    with pytest.raises(PayloadDecodeError, match="unknown field 'double'"):
+    with pytest.raises(PayloadDecodeError, match="unknown field `double`"):
         decode_payload(Computed, {"base": 3, "double": 6})
 
     with pytest.raises(ConfigurationError, match=r"WithInitVar\.seed is an InitVar"):
@@ -823,21 +857,20 @@ def test_init_false_fields_are_not_stored_and_initvars_are_rejected() -> None:
 
 
 def test_decode_special_annotations() -> None:
-    """NewType, Literal of enums/ints/None, bare containers, key enums and Flag combos decode."""
+    """NewType, Literal of str/int/None, bare containers, key enums and Flag combos decode."""
 
     @dataclass
     class Special:
         user: UserId
-        mode: Literal[Color.RED, 3, None]
+        mode: Literal["red", 3, None]
         bag: dict  # type: ignore[type-arg]
         items: tuple  # type: ignore[type-arg]
         unique: set  # type: ignore[type-arg]
         by_shade: dict[Shade, int]
         by_name: dict[Literal["a", "b"], int]
-        vector: Vector
         perms: Perm
         amount: Decimal
-        direction: list[int] | tuple[int, ...]
+        direction: list[int]
 
     data = {
         "user": 7,
@@ -847,20 +880,18 @@ def test_decode_special_annotations() -> None:
         "unique": [1, 2],
         "by_shade": {"dark": 1},
         "by_name": {"a": 1},
-        "vector": [0, 1],
         "perms": 3,
         "amount": 5,
         "direction": [1],
     }
     assert decode_payload(Special, data) == Special(
         user=UserId(7),
-        mode=Color.RED,
+        mode="red",
         bag={"k": [1]},
         items=(1, "x"),
         unique={1, 2},
         by_shade={Shade.DARK: 1},
         by_name={"a": 1},
-        vector=Vector.UP,
         perms=Perm.READ | Perm.WRITE,
         amount=Decimal(5),
         direction=[1],
@@ -872,16 +903,15 @@ def test_decode_special_annotations() -> None:
 @pytest.mark.parametrize(
     ("field_name", "value", "expected"),
     [
-        ("mode", True, r"field 'mode': expected one of 'red', 3, None, got True"),
-        ("perms", 8, r"field 'perms': expected a Perm value"),
-        ("by_shade", {"light": 1}, r"field 'by_shade\[\"light\"\]': expected a Shade value"),
-        ("by_shade", {"dark": "1"}, r"field 'by_shade\[\"dark\"\]': expected int, got str"),
-        ("by_shade", [], r"field 'by_shade': expected dict, got list"),
-        ("unique", [[1]], r"field 'unique': cannot make a set of these items"),
-        ("items", {}, r"field 'items': expected list, got dict"),
-        ("direction", "x", r"field 'direction': expected list, got str"),
-        ("amount", "abc", r"field 'amount': invalid Decimal 'abc'"),
-        ("amount", 1.5, r"field 'amount': expected Decimal \(as a str\), got float"),
+        ("mode", True, r"Expected `int \| str \| null`, got `bool` - at `\$\.mode`"),
+        ("perms", 8, r"Invalid enum value 8 - at `\$\.perms`"),
+        ("by_shade", {"light": 1}, r"Invalid enum value 'light' - at `key` in `\$\.by_shade`"),
+        ("by_shade", {"dark": "1"}, r"Expected `int`, got `str` - at `\$\.by_shade\[\.\.\.\]`"),
+        ("by_shade", [], r"Expected `object`, got `array` - at `\$\.by_shade`"),
+        ("unique", [[1]], r"Expected a hashable value, got `list` - at `\$\.unique\[0\]`"),
+        ("items", {}, r"Expected `array`, got `object` - at `\$\.items`"),
+        ("amount", "abc", r"Invalid decimal string 'abc' - at `\$\.amount`"),
+        ("amount", [], r"Expected `decimal`, got `array` - at `\$\.amount`"),
     ],
 )
 def test_decode_special_annotation_errors(field_name: str, value: Any, expected: str) -> None:
@@ -889,12 +919,11 @@ def test_decode_special_annotation_errors(field_name: str, value: Any, expected:
 
     @dataclass
     class Special:
-        mode: Literal[Color.RED, 3, None] = None
+        mode: Literal["red", 3, None] = None
         perms: Perm = Perm.READ
         by_shade: dict[Shade, int] = field(default_factory=dict)
         unique: set[Any] = field(default_factory=set)
         items: tuple[int, ...] = ()
-        direction: list[int] | tuple[int, ...] = field(default_factory=list)
         amount: Decimal = Decimal(0)
 
     with pytest.raises(PayloadDecodeError, match=expected):
@@ -904,21 +933,15 @@ def test_decode_special_annotation_errors(field_name: str, value: Any, expected:
 @pytest.mark.parametrize(
     ("annotation", "value", "expected"),
     [
-        (None, 1, "expected None, got int"),
-        (bool, 1, "expected bool, got int"),
-        (timedelta, 1e300, "invalid timedelta"),
-        (timedelta, "1", r"expected timedelta \(as seconds\), got str"),
-        (bytes, "***", r"invalid bytes \(base64\)"),
+        (None, 1, r"Expected `null`, got `int` - at `\$\.value`"),
+        (bool, 1, r"Expected `bool`, got `int`"),
+        (timedelta, 1e300, r"Expected `duration`, got `float` - at `\$\.value`"),
+        (timedelta, "1", r"Invalid ISO8601 duration '1' - at `\$\.value`"),
+        (bytes, "***", r"Invalid base64 encoded string '\*\*\*' - at `\$\.value`"),
         (bytearray, "aGk=", None),
-        (tuple[int, str], "ab", "expected list, got str"),
-        (tuple[int, str], [1, 2], r"field 'value\[1\]': expected str"),
-        (
-            Address | Tree,
-            {"label": 1},
-            r"field 'value': matches none of Address or Tree \(as Address: field 'city': "
-            r"missing.*; as Tree: field 'label': expected str, got int\)",
-        ),
-        (Address | None, {}, r"field 'value\.city': missing"),
+        (tuple[int, str], "ab", r"Expected `array`, got `str`"),
+        (tuple[int, str], [1, 2], r"Expected `str`, got `int` - at `\$\.value\[1\]`"),
+        (Address | None, {}, r"Object missing required field `city` - at `\$\.value`"),
     ],
 )
 def test_decode_scalar_edge_cases(annotation: Any, value: Any, expected: str | None) -> None:
@@ -931,13 +954,100 @@ def test_decode_scalar_edge_cases(annotation: Any, value: Any, expected: str | N
         decode_payload(holder, {"value": value})
 
 
+def test_timedelta_is_seconds_on_the_wire_wherever_it_is() -> None:
+    """A timedelta is a float of seconds in a field, a list, a dict, a union, a nested class
+    and under Any (msgspec's own form, an ISO 8601 duration, is read too)."""
+
+    @dataclass
+    class Inner:
+        span: timedelta
+
+    @dataclass
+    class Spans:
+        one: timedelta
+        maybe: timedelta | None
+        many: list[timedelta]
+        named: dict[str, timedelta]
+        pair: tuple[timedelta, int]
+        inner: Inner
+        loose: Any
+
+    job = Spans(
+        one=timedelta(seconds=1.5),
+        maybe=timedelta(minutes=1),
+        many=[timedelta(days=1)],
+        named={"a": timedelta(milliseconds=1)},
+        pair=(timedelta(seconds=2), 3),
+        inner=Inner(timedelta(hours=1)),
+        loose={"x": [timedelta(seconds=4)]},
+    )
+    payload = encode_payload(job)
+    assert payload == {
+        "one": 1.5,
+        "maybe": 60.0,
+        "many": [86400.0],
+        "named": {"a": 0.001},
+        "pair": [2.0, 3],
+        "inner": {"span": 3600.0},
+        "loose": {"x": [4.0]},
+    }
+    assert decode_payload(Spans, payload) == Spans(**{**vars(job), "loose": {"x": [4.0]}})
+    assert decode_payload(Spans, {**payload, "one": "PT1.5S"}).one == timedelta(seconds=1.5)
+
+
+def test_stored_payloads_of_the_hand_written_codec_still_decode() -> None:
+    """Bytes written by the codec before msgspec (UTC as +00:00, timedelta as seconds, ...)
+    decode to the same values."""
+
+    @job_type("test-old-wire", version=1)
+    @dataclass
+    class Old:
+        when: datetime
+        clock: time
+        span: timedelta
+        ident: uuid.UUID
+        price: Decimal
+        blob: bytes
+        color: Color
+        level: Level
+        tags: frozenset[str]
+        pair: tuple[int, str]
+        address: Address
+
+    stored = (
+        b'{"when":"2024-07-01T12:00:00+00:00","clock":"08:00:00+02:00","span":60.5,'
+        b'"ident":"00000000-0000-0000-0000-000000000001","price":"1.10","blob":"aGk=",'
+        b'"color":"red","level":2,"tags":["a"],"pair":[1,"x"],'
+        b'"address":{"city":"Brno","zip_code":null}}'
+    )
+    job = decode_payload(Old, json.loads(stored))
+    assert job == Old(
+        when=datetime(2024, 7, 1, 12, tzinfo=UTC),
+        clock=time(8, tzinfo=PRAGUE_SUMMER),
+        span=timedelta(seconds=60.5),
+        ident=uuid.UUID(int=1),
+        price=Decimal("1.10"),
+        blob=b"hi",
+        color=Color.RED,
+        level=Level.HIGH,
+        tags=frozenset({"a"}),
+        pair=(1, "x"),
+        address=Address("Brno"),
+    )
+    # What is written now is readable by the hand-written decoder (Python's fromisoformat).
+    again = encode_payload(job)
+    assert datetime.fromisoformat(again["when"]) == job.when
+    assert time.fromisoformat(again["clock"]) == job.clock
+    assert again["span"] == 60.5
+
+
 def test_registration_rejects_enums_and_literals_without_json_values() -> None:
-    """Enums with non-JSON values, bytes literals and non-str-valued enum keys are rejected."""
+    """Enums with values other than str or int, and bytes literals, are rejected."""
 
     class Odd(enum.Enum):
         THING = Opaque()
 
-    for annotation in (Odd, Literal[b"x"], dict[Level, int]):
+    for annotation in (Odd, Literal[b"x"], Vector):
         holder = dataclasses.make_dataclass("Odd", [("value", annotation)])
         with pytest.raises(ConfigurationError, match=r"Odd\.value has type"):
             job_type("test-registration-odd-values")(holder)
@@ -978,3 +1088,37 @@ def test_failed_nested_plan_is_not_cached() -> None:
     with pytest.raises(ConfigurationError, match=r"Bad\.handle"):
         decode_payload(Bad, {"handle": None})
     assert decode_payload(Good, {"name": "x"}) == Good("x")
+
+
+def test_a_union_reads_seconds_as_a_timedelta_where_it_comes_first() -> None:
+    """As the hand-written codec tried members in order: in ``timedelta | int`` a number is a
+    timedelta, in ``int | timedelta`` an int stays an int (a float is still seconds), and a
+    union without timedelta leaves numbers alone."""
+
+    @dataclass
+    class Unions:
+        first: timedelta | int
+        second: int | timedelta
+        neither: str | int | None
+
+    job = decode_payload(Unions, {"first": 5, "second": 5, "neither": 5})
+    assert job == Unions(first=timedelta(seconds=5), second=5, neither=5)
+    assert decode_payload(Unions, {"first": 1, "second": 1.5, "neither": None}).second == (
+        timedelta(seconds=1.5)
+    )
+
+
+def test_a_value_that_does_not_parse_is_shown_with_its_path() -> None:
+    """msgspec's "Invalid ..." errors get the offending value, found by the path."""
+
+    @dataclass
+    class Visit:
+        ids: list[uuid.UUID]
+        when: dict[str, datetime]
+
+    with pytest.raises(PayloadDecodeError) as info:
+        decode_payload(Visit, {"ids": [str(uuid.UUID(int=1)), "nope"], "when": {}})
+    assert str(info.value).endswith("Invalid UUID 'nope' - at `$.ids[1]`")
+    with pytest.raises(PayloadDecodeError) as info:  # a dict value's path has no key to follow
+        decode_payload(Visit, {"ids": [], "when": {"a": "soon"}})
+    assert str(info.value).endswith("Invalid RFC3339 encoded datetime - at `$.when[...]`")

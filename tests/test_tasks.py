@@ -169,7 +169,7 @@ async def test_results_come_back_as_the_return_type(redis_url: str, queue_name: 
     assert again is not None
     assert again.result == made.result
     assert stored is not None
-    assert b'"made_at":"2030-01-01T12:00:00+00:00"' in stored  # JSON on the wire
+    assert b'"made_at":"2030-01-01T12:00:00Z"' in stored  # JSON on the wire
     assert at.result == made_at
     assert (done.status, done.message, done.result) == (JobStatus.SUCCEEDED, "done", None)
     assert (failed.status, failed.error) == (JobStatus.FAILED, "JobFailedError: no")
