@@ -6,6 +6,9 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, assert_type
 
+import msgspec
+import pydantic
+
 from hostedjobs import Inject, JobContext, JobHost, JobInfo, JobResult, job_type
 
 host = JobHost()
@@ -20,6 +23,16 @@ class SendWelcome:
 @job_type("typing.charge-card")
 @dataclass
 class ChargeCard:
+    order_id: int
+
+
+@job_type("typing.refund")
+class Refund(pydantic.BaseModel):
+    order_id: int
+
+
+@job_type("typing.ship")
+class Ship(msgspec.Struct):
     order_id: int
 
 
@@ -47,6 +60,14 @@ async def wrong_job(job: ChargeCard, ctx: JobContext) -> None: ...
 
 @host.handler(SendWelcome)  # type: ignore[arg-type]
 def sync_handler(job: SendWelcome) -> None: ...
+
+
+@host.handler(Refund)
+async def refund(job: Refund) -> None: ...
+
+
+@host.handler(Ship)  # type: ignore[arg-type]
+async def wrong_model(job: Refund) -> None: ...
 
 
 @host.handler(ChargeCard)
@@ -160,6 +181,8 @@ async def enqueue() -> None:
     job_id = await scheduler.enqueue(SendWelcome(email="a@b.c"))
     await scheduler.schedule(ChargeCard(order_id=1), delay=60)
     await scheduler.enqueue_many([SendWelcome(email="a@b.c"), ChargeCard(order_id=2)])
+    await scheduler.enqueue(Refund(order_id=3))  # a pydantic model
+    await scheduler.enqueue(Ship(order_id=4))  # a msgspec Struct
     await scheduler.enqueue(NotAJob())  # type: ignore[arg-type]
     await scheduler.schedule(NotAJob(), delay=60)  # type: ignore[arg-type]
     await scheduler.enqueue_many([NotAJob()])  # type: ignore[list-item]
