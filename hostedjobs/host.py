@@ -119,12 +119,8 @@ HEALTH_REDIS_TIMEOUT_S = 2.0
 probe gets a prompt 503 from a frozen Redis rather than no answer."""
 
 
-def _seconds(name: str, value: Seconds, *, positive: bool = False) -> float:
-    return seconds(name, value, positive=positive)
-
-
 def _optional_seconds(name: str, value: Seconds | None) -> float | None:
-    return None if value is None else _seconds(name, value, positive=True)
+    return None if value is None else seconds(name, value, positive=True)
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -263,12 +259,12 @@ class JobHost:
         self.queue_name = queue_name
         self.run_worker = run_worker
         self.concurrency = concurrency
-        self.job_timeout_s = _seconds("job_timeout", job_timeout, positive=True)
+        self.job_timeout_s = seconds("job_timeout", job_timeout, positive=True)
         self.retry = retry or RetryPolicy()
-        self.keep_result_s = _seconds("keep_result", keep_result)
-        self.shutdown_grace_s = _seconds("shutdown_grace", shutdown_grace)
-        self.fallback_poll_s = _seconds("fallback_poll", fallback_poll, positive=True)
-        self.redis_timeout_s = _seconds("redis_timeout", redis_timeout, positive=True)
+        self.keep_result_s = seconds("keep_result", keep_result)
+        self.shutdown_grace_s = seconds("shutdown_grace", shutdown_grace)
+        self.fallback_poll_s = seconds("fallback_poll", fallback_poll, positive=True)
+        self.redis_timeout_s = seconds("redis_timeout", redis_timeout, positive=True)
         self.accept_risks = _risks(accept_risks)
         self.data_dir = Path(data_dir or os.environ.get(DATA_DIR_ENV) or ".hostedjobs")
         self.startup_mode = startup_mode
@@ -321,7 +317,7 @@ class JobHost:
             retry=retry or self.retry,
             timeout_s=self.job_timeout_s
             if timeout is None
-            else _seconds("timeout", timeout, positive=True),
+            else seconds("timeout", timeout, positive=True),
         )
         self._handlers.register(registration)
 
@@ -430,8 +426,8 @@ class JobHost:
                 f"iteration_limit must be None or an int >= 1, got {iteration_limit!r}"
             )
         backoff = RetryPolicy(
-            backoff=timedelta(seconds=_seconds("failure_backoff", failure_backoff)),
-            max_backoff=timedelta(seconds=_seconds("max_failure_backoff", max_failure_backoff)),
+            backoff=timedelta(seconds=seconds("failure_backoff", failure_backoff)),
+            max_backoff=timedelta(seconds=seconds("max_failure_backoff", max_failure_backoff)),
         )
         self._hosted.add(
             HostedJob(
@@ -440,8 +436,8 @@ class JobHost:
                 code=JobCallable.create(job),
                 timeout_s=_optional_seconds("timeout", timeout),
                 wait_for_startup=wait_for_startup_actions,
-                interval_s=_seconds("interval", interval),
-                initial_delay_s=_seconds("initial_delay", initial_delay),
+                interval_s=seconds("interval", interval),
+                initial_delay_s=seconds("initial_delay", initial_delay),
                 instance_count=instance_count,
                 iteration_limit=iteration_limit,
                 failure_backoff=backoff,
@@ -572,7 +568,7 @@ class JobHost:
                 schedule=CronSchedule.parse(cron, timezone),
                 overlap=overlap,
                 misfire=misfire,
-                misfire_grace_s=_seconds("misfire_grace", misfire_grace),
+                misfire_grace_s=seconds("misfire_grace", misfire_grace),
             )
         )
 
@@ -1057,7 +1053,7 @@ class JobHost:
         Empty in eager mode."""
         if self._eager is not None:
             return []  # eager mode: jobs run in the caller, with no worker process
-        return await read_beats(self._scheduler.store, max_age_s=_seconds("max_age", max_age))
+        return await read_beats(self._scheduler.store, max_age_s=seconds("max_age", max_age))
 
     async def run_once(self, name: str) -> JobResult:
         """Run the continuous or per-process cron job ``name`` once in this process, now, and
