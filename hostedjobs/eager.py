@@ -429,14 +429,5 @@ class EagerScheduler(Scheduler):
     async def watch(self, job_id: str, *, recheck_every: float = 5.0) -> AsyncIterator[JobInfo]:
         """Yield the job's state each time it changes, until it has finished."""
         self._check_running()
-        last: JobInfo | None = None
-        while True:
-            info = await self.get(job_id)
-            if info is None:
-                return
-            if info != last:
-                yield info
-                last = info
-            if info.finished:
-                return
-            await asyncio.sleep(min(recheck_every, 0.01))
+        async for info in self._changes(job_id, lambda: asyncio.sleep(min(recheck_every, 0.01))):
+            yield info

@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeAlias, TypeVar, overload
@@ -412,19 +412,29 @@ class Scheduler:
         pubsub = store.events()
         await pubsub.subscribe(store.keys.events)
         try:
-            last: JobInfo | None = None
-            while True:
-                info = await self.get(job_id)
-                if info is None:
-                    return
-                if info != last:
-                    yield info
-                    last = info
-                if info.finished:
-                    return
-                await _next_event_about(pubsub, job_id, recheck_every)
+            async for info in self._changes(
+                job_id, lambda: _next_event_about(pubsub, job_id, recheck_every)
+            ):
+                yield info
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _changes(
+        self, job_id: str, next_change: Callable[[], Awaitable[object]]
+    ) -> AsyncIterator[JobInfo]:
+        """`watch`'s loop: the job's state whenever it differs from the last one yielded,
+        until it has finished or is gone; ``next_change`` waits for a reason to look again."""
+        last: JobInfo | None = None
+        while True:
+            info = await self.get(job_id)
+            if info is None:
+                return
+            if info != last:
+                yield info
+                last = info
+            if info.finished:
+                return
+            await next_change()
 
     @overload
     async def get(self, job_id: JobId[R]) -> JobInfo[R] | None: ...
