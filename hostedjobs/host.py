@@ -754,6 +754,7 @@ class JobHost:
             self.queue_name, self._queued_function, self._handlers.unknown_message, clock
         )
         self._eager.keep_result_s = self.keep_result_s
+        self._eager.result_types = self._scheduler.result_types  # the same dict: later tasks too
         self._eager.instrumentation = self.instrumentation
         self.clock = self._hosted.clock = clock
         return self._eager

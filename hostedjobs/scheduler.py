@@ -437,6 +437,10 @@ class Scheduler:
         `result_types`); any other job's as JSON holds it.
         """
         (info,) = await self._get_many([job_id])
+        return self._typed_result(info)
+
+    def _typed_result(self, info: JobInfo | None) -> JobInfo | None:
+        """``info`` with a function job's result rebuilt as its return type (`result_types`)."""
         if info is not None and info.result is not None and self.result_types:
             decode = self.result_types.get(f"{info.job_type}@{info.version}")
             if decode is not None:

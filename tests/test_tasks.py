@@ -24,7 +24,7 @@ from hostedjobs import (
 )
 from hostedjobs.exceptions import ConfigurationError, PayloadError
 from hostedjobs.serialization import job_type_info, lookup_job_type
-from hostedjobs.testing import wait_for_job
+from hostedjobs.testing import eager, wait_for_job
 from tests.waiting import eventually
 
 OFFLINE = "redis://127.0.0.1:1/0"
@@ -173,6 +173,26 @@ async def test_results_come_back_as_the_return_type(redis_url: str, queue_name: 
     assert at.result == made_at
     assert (done.status, done.message, done.result) == (JobStatus.SUCCEEDED, "done", None)
     assert (failed.status, failed.error) == (JobStatus.FAILED, "JobFailedError: no")
+
+
+async def test_results_come_back_as_the_return_type_in_eager_mode_too() -> None:
+    """Eager mode's ``get`` rebuilds a task's result as the engine's does, so a unit test
+    sees the same `Report` (not its JSON form) that production code would."""
+    host, _ = make_host(OFFLINE, "eager-results")
+    made_at = datetime(2030, 1, 1, 12, tzinfo=UTC)
+
+    @host.task(name="tests.tasks.eager_report")
+    async def report(month: str) -> Report:
+        return Report(month, made_at, (1, 2))
+
+    with eager(host):
+        async with host.run():
+            report_id = await report.enqueue("2030-01")
+            made = await wait_for_job(host, report_id)
+            again = await host.scheduler.get(str(report_id))
+    assert made.result == Report("2030-01", made_at, (1, 2))
+    assert again is not None
+    assert again.result == made.result
 
 
 def test_arguments_are_checked_against_the_signature_at_enqueue() -> None:
