@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import sys
 import typing
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -233,12 +234,32 @@ def _result_decoder(function: Callable[..., Any], hint: Any) -> Callable[[Any], 
     except PayloadDecodeError:
         pass  # None is not a value of the type: the plan is built all the same
     except ConfigurationError:
-        return None
+        return _pydantic_result_decoder(hint)
 
     def decode(value: Any) -> Any:
         try:
             return decode_payload(holder, {"value": value}).value
         except PayloadDecodeError:  # stored by other code: shown as stored
+            return value
+
+    return decode
+
+
+def _pydantic_result_decoder(hint: Any) -> Callable[[Any], Any] | None:
+    """A decoder for a return type msgspec cannot rebuild because it holds pydantic models
+    (``-> Model``, ``-> list[Model]``); None if pydantic cannot rebuild it either."""
+    pydantic = sys.modules.get("pydantic")  # a model exists only if pydantic was imported
+    if pydantic is None:
+        return None
+    try:
+        adapter = pydantic.TypeAdapter(hint)
+    except Exception:  # pydantic has no schema for it: the JSON form is kept
+        return None
+
+    def decode(value: Any) -> Any:
+        try:
+            return adapter.validate_python(value)
+        except pydantic.ValidationError:  # stored by other code: shown as stored
             return value
 
     return decode

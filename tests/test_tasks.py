@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+import pydantic
 import pytest
 from fastapi import Depends
 
@@ -193,6 +194,33 @@ async def test_results_come_back_as_the_return_type_in_eager_mode_too() -> None:
     assert made.result == Report("2030-01", made_at, (1, 2))
     assert again is not None
     assert again.result == made.result
+
+
+class Invoice(pydantic.BaseModel):
+    number: int
+    lines: list[str] = []
+
+
+async def test_a_pydantic_model_result_comes_back_as_the_model(
+    redis_url: str, queue_name: str
+) -> None:
+    """A task returning a pydantic model (or a list of them) gets the model back from
+    ``get``, not its JSON form."""
+    host, _ = make_host(redis_url, queue_name)
+
+    @host.task(name="tests.tasks.invoice")
+    async def invoice(number: int) -> Invoice:
+        return Invoice(number=number, lines=["a"])
+
+    @host.task(name="tests.tasks.invoices")
+    async def invoices() -> list[Invoice] | None:
+        return [Invoice(number=1), Invoice(number=2)]
+
+    async with host.run():
+        one = await wait_for_job(host, await invoice.enqueue(7))
+        many = await wait_for_job(host, await invoices.enqueue())
+    assert one.result == Invoice(number=7, lines=["a"])
+    assert many.result == [Invoice(number=1), Invoice(number=2)]
 
 
 def test_arguments_are_checked_against_the_signature_at_enqueue() -> None:
