@@ -533,9 +533,9 @@ _SEGMENT = re.compile(r"\.([^.\[`]+)|\[(\d+)\]")
 
 def with_value(message: str, data: Any) -> str:
     """msgspec's "Invalid UUID - at `$.id`" with the value it could not parse: "Invalid UUID
-    'x' - at `$.id`" (its enum message shows the value already)."""
+    'x' - at `$.id`" (its enum and union tag messages show the value already)."""
     match = _UNPARSED.fullmatch(message)
-    if match is None or match[1].startswith("Invalid enum value"):
+    if match is None or match[1].startswith(("Invalid enum value", "Invalid value")):
         return message
     value = data
     for name, index in _SEGMENT.findall(match[2]):
