@@ -79,7 +79,10 @@ def codec_for(cls: object) -> Codec | None:
 
 def _is_pydantic_class(cls: type[Any]) -> bool:
     pydantic = sys.modules.get("pydantic")  # a model exists only if pydantic was imported
-    return pydantic is not None and issubclass(cls, pydantic.BaseModel)
+    if pydantic is None:
+        return False
+    # A pydantic dataclass is a dataclass too, but only pydantic runs its validators.
+    return issubclass(cls, pydantic.BaseModel) or pydantic.dataclasses.is_pydantic_dataclass(cls)
 
 
 def _msgspec_codec(cls: type[Any]) -> Codec:
@@ -115,9 +118,19 @@ def _msgspec_codec(cls: type[Any]) -> Codec:
 def _pydantic_codec(cls: type[Any]) -> Codec:
     import pydantic  # only reached for a pydantic class, so pydantic is installed
 
+    dump: Callable[..., Any]
+    validate: Callable[[Any], Any]
+    validate_json: Callable[[bytes], Any]
+    if issubclass(cls, pydantic.BaseModel):
+        dump, validate, validate_json = cls.model_dump, cls.model_validate, cls.model_validate_json
+    else:  # a pydantic dataclass
+        adapter = pydantic.TypeAdapter(cls)
+        dump = adapter.dump_python
+        validate, validate_json = adapter.validate_python, adapter.validate_json
+
     def encode(job: Any) -> dict[str, Any]:
         try:
-            data = job.model_dump(mode="json", by_alias=True)
+            data = dump(job, mode="json", by_alias=True)
         except Exception as exc:  # PydanticSerializationError, or a serializer's own error
             raise Unencodable(f"pydantic cannot write it as JSON: {exc}", located=False) from None
         return cast("dict[str, Any]", finish(data))
@@ -127,8 +140,8 @@ def _pydantic_codec(cls: type[Any]) -> Codec:
             try:
                 text = msgspec.json.encode(data)
             except UnicodeEncodeError:  # a lone surrogate: validate the data as it is
-                return cls.model_validate(data)
-            return cls.model_validate_json(text)
+                return validate(data)
+            return validate_json(text)
         except pydantic.ValidationError as exc:
             errors = exc.errors(include_url=False)
             first = errors[0]

@@ -275,3 +275,28 @@ def test_a_pydantic_validator_raising_any_exception_is_a_decode_error() -> None:
     with pytest.raises(PayloadDecodeError, match=r"Picky\(\.\.\.\) rejected the values") as info:
         decode_payload(Picky, {"code": "x"})
     assert isinstance(info.value.__cause__, KeyError)
+
+
+@job_type("tests.kinds.pydantic-dataclass")
+@pydantic.dataclasses.dataclass
+class Refund:
+    amount_cents: int = pydantic.Field(gt=0)
+    reason: str = ""
+
+    @pydantic.field_validator("reason")
+    @classmethod
+    def strip(cls, value: str) -> str:
+        return value.strip()
+
+
+def test_a_pydantic_dataclass_is_validated_by_pydantic() -> None:
+    """A pydantic dataclass is a dataclass too, but its validators and constraints run when
+    it is read, as a model's do: msgspec alone would pass `amount_cents=0` through."""
+    assert encode_payload(Refund(5, " late ")) == {"amount_cents": 5, "reason": "late"}
+    assert decode_payload(Refund, {"amount_cents": 5, "reason": " x "}) == Refund(5, "x")
+    with pytest.raises(PayloadDecodeError) as info:
+        decode_payload(Refund, {"amount_cents": 0})
+    assert str(info.value) == (
+        "tests.kinds.pydantic-dataclass@1: Input should be greater than 0, got int "
+        "- at `$.amount_cents`"
+    )
