@@ -118,6 +118,7 @@ def _msgspec_codec(cls: type[Any]) -> Codec:
 def _pydantic_codec(cls: type[Any]) -> Codec:
     import pydantic  # only reached for a pydantic class, so pydantic is installed
 
+    _refuse_masked_secrets(cls, cls.__qualname__, set())
     dump: Callable[..., Any]
     validate: Callable[[Any], Any]
     validate_json: Callable[[bytes], Any]
@@ -160,6 +161,47 @@ def _pydantic_codec(cls: type[Any]) -> Codec:
             ) from exc
 
     return Codec(encode, decode)
+
+
+def _refuse_masked_secrets(cls: type[Any], where: str, seen: set[type[Any]]) -> None:
+    """Refuse a pydantic secret field with no JSON serializer of its own: pydantic writes it
+    as ``"**********"``, so the handler would get the stars instead of the secret."""
+    import pydantic
+
+    if cls in seen:
+        return
+    seen.add(cls)
+    fields = getattr(cls, "__pydantic_fields__", None) or {}
+    serialized = {
+        name
+        for decorator in cls.__pydantic_decorators__.field_serializers.values()
+        if decorator.info.when_used in ("always", "json", "json-unless-none")
+        for name in decorator.info.fields
+    }
+    for name, field in fields.items():
+        if "*" in serialized or name in serialized:
+            continue
+        for hint in _hints_within(field.annotation):
+            if isinstance(hint, type) and issubclass(
+                hint, pydantic.SecretStr | pydantic.SecretBytes | pydantic.Secret
+            ):
+                raise ConfigurationError(
+                    f"{where}.{name} is a {hint.__name__}, which pydantic writes to JSON as "
+                    "'**********', so the job would get the stars instead of the secret: pass "
+                    "a reference to the secret (a key in your secret store) instead, or give "
+                    "the field a @field_serializer(when_used='json') that reveals it"
+                )
+            if isinstance(hint, type) and _is_pydantic_class(hint):
+                _refuse_masked_secrets(hint, f"{where}.{name}", seen)
+
+
+def _hints_within(hint: Any) -> list[Any]:
+    """``hint`` and every type argument inside it, with generics' origins
+    (``Secret[int]`` gives `Secret`)."""
+    found = [hint, typing.get_origin(hint)]
+    for arg in typing.get_args(hint):
+        found.extend(_hints_within(arg))
+    return found
 
 
 def _json_kind(value: Any) -> str:

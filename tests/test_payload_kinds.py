@@ -19,7 +19,7 @@ import pydantic
 import pytest
 
 from hostedjobs import JobContext, JobHost, JobStatus, RetryPolicy, job_type
-from hostedjobs.exceptions import PayloadDecodeError, PayloadError
+from hostedjobs.exceptions import ConfigurationError, PayloadDecodeError, PayloadError
 from hostedjobs.serialization import decode_payload, encode_payload, queued_record
 from hostedjobs.testing import wait_for_job
 
@@ -300,3 +300,34 @@ def test_a_pydantic_dataclass_is_validated_by_pydantic() -> None:
         "tests.kinds.pydantic-dataclass@1: Input should be greater than 0, got int "
         "- at `$.amount_cents`"
     )
+
+
+class ApiCredentials(pydantic.BaseModel):
+    token: pydantic.SecretStr | None = None
+
+
+class RevealedPassword(pydantic.BaseModel):
+    password: pydantic.SecretStr
+
+    @pydantic.field_serializer("password", when_used="json")
+    def reveal(self, value: pydantic.SecretStr) -> str:
+        return value.get_secret_value()
+
+
+def test_a_pydantic_secret_field_is_refused_unless_it_is_revealed() -> None:
+    """pydantic writes a secret as stars; a job would get the stars, so such a field is
+    refused when the class is decorated, unless a serializer of its own writes it."""
+
+    class Login(pydantic.BaseModel):
+        password: pydantic.SecretStr
+
+    class Sync(pydantic.BaseModel):
+        accounts: list[ApiCredentials]
+
+    with pytest.raises(ConfigurationError, match=r"\.Login\.password is a SecretStr, which"):
+        job_type("tests.kinds.login")(Login)
+    with pytest.raises(ConfigurationError, match=r"\.Sync\.accounts\.token is a SecretStr"):
+        job_type("tests.kinds.sync")(Sync)
+    job_type("tests.kinds.revealed")(RevealedPassword)
+    stored = encode_payload(RevealedPassword(password=pydantic.SecretStr("hunter2")))
+    assert decode_payload(RevealedPassword, stored).password.get_secret_value() == "hunter2"
