@@ -127,6 +127,16 @@ def _optional_seconds(name: str, value: Seconds | None) -> float | None:
     return None if value is None else _seconds(name, value, positive=True)
 
 
+def _retry(value: RetryPolicy | None, default: RetryPolicy) -> RetryPolicy:
+    if value is None:
+        return default
+    if not isinstance(value, RetryPolicy):
+        raise ConfigurationError(
+            f"retry must be a RetryPolicy, got {value!r}; e.g. retry=RetryPolicy(max_tries=3)"
+        )
+    return value
+
+
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigurationError(
@@ -264,7 +274,7 @@ class JobHost:
         self.run_worker = run_worker
         self.concurrency = concurrency
         self.job_timeout_s = _seconds("job_timeout", job_timeout, positive=True)
-        self.retry = retry or RetryPolicy()
+        self.retry = _retry(retry, RetryPolicy())
         self.keep_result_s = _seconds("keep_result", keep_result)
         self.shutdown_grace_s = _seconds("shutdown_grace", shutdown_grace)
         self.fallback_poll_s = _seconds("fallback_poll", fallback_poll, positive=True)
@@ -318,7 +328,7 @@ class JobHost:
         registration = HandlerRegistration.create(
             job_type_info(job_type),
             handler,
-            retry=retry or self.retry,
+            retry=_retry(retry, self.retry),
             timeout_s=self.job_timeout_s
             if timeout is None
             else _seconds("timeout", timeout, positive=True),
@@ -376,6 +386,11 @@ class JobHost:
         Raises `ConfigurationError` for a sync function, ``*args``/``**kwargs``, or an
         unannotated parameter.
         """
+
+        # Checked before the payload type is registered, so a corrected retry can reuse it.
+        _retry(retry, self.retry)
+        if timeout is not None:
+            _seconds("timeout", timeout, positive=True)
 
         def register(function: Callable[..., Awaitable[Any]]) -> Task[Any, Any]:
             self._check_not_running()

@@ -384,6 +384,21 @@ def test_registration_refuses_what_cannot_be_a_task() -> None:
         host.task(name="tests.tasks.version", version=0)(nested)
 
 
+def test_a_retry_that_is_not_a_retry_policy_is_refused_at_registration() -> None:
+    """``retry=3`` was accepted and failed every run with an AttributeError."""
+    host = JobHost(redis_url=OFFLINE)
+
+    async def count(n: int) -> None: ...
+
+    with pytest.raises(ConfigurationError, match=r"^retry must be a RetryPolicy, got 3; e\.g\."):
+        host.task(name="tests.tasks.retry-int", retry=3)(count)  # type: ignore[call-overload]
+    task = host.task(name="tests.tasks.retry-int", retry=RetryPolicy(max_tries=3))(count)
+    with pytest.raises(ConfigurationError, match="retry must be a RetryPolicy"):
+        host.add_handler(task.payload_type, task.handler, retry=3)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="retry must be a RetryPolicy"):
+        JobHost(redis_url=OFFLINE, retry=5)  # type: ignore[arg-type]
+
+
 def test_a_task_is_its_function_for_unit_tests() -> None:
     """``task.function`` is the undecorated function; the task shows its wire name."""
     assert isinstance(send_welcome, Task)
