@@ -128,7 +128,15 @@ class Task(Generic[P, R]):
         cls.__module__ = self.function.__module__
         cls.__qualname__ = self.function.__qualname__
         cls.__doc__ = f"The arguments of a call of {self}."
-        return job_type(self.name, self.version)(cls)
+        try:
+            return job_type(self.name, self.version)(cls)
+        except ConfigurationError as exc:
+            if "cannot be stored as JSON" not in str(exc):
+                raise
+            raise ConfigurationError(
+                f"{exc}. If the run should provide it (a service, a session), mark it: "
+                "`= Inject()` or `= Depends(function)`"
+            ) from None
 
     def _handler(
         self, injected: list[inspect.Parameter], hints: dict[str, Any]

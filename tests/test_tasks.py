@@ -399,6 +399,21 @@ def test_a_retry_that_is_not_a_retry_policy_is_refused_at_registration() -> None
         JobHost(redis_url=OFFLINE, retry=5)  # type: ignore[arg-type]
 
 
+def test_an_unstorable_parameter_hints_at_inject() -> None:
+    """A service parameter left without `Inject()` is the likely mistake behind a type the
+    payload cannot hold: the error says how to mark it."""
+    host = JobHost(redis_url=OFFLINE)
+
+    async def welcome(email: str, mailer: Mailer) -> None: ...
+
+    with pytest.raises(ConfigurationError) as info:
+        host.task(name="tests.tasks.unmarked")(welcome)
+    assert "welcome.mailer has type tests.test_tasks.Mailer, which cannot be stored" in str(
+        info.value
+    )
+    assert str(info.value).endswith("mark it: `= Inject()` or `= Depends(function)`")
+
+
 def test_a_task_is_its_function_for_unit_tests() -> None:
     """``task.function`` is the undecorated function; the task shows its wire name."""
     assert isinstance(send_welcome, Task)
