@@ -623,3 +623,15 @@ async def test_results_follow_keep_result_and_counts_since() -> None:
             recent = await host.scheduler.counts(since=timedelta(hours=1))
             assert recent[JobStatus.SUCCEEDED] == 1
             assert (await host.scheduler.counts())[JobStatus.SUCCEEDED] == 2
+
+
+async def test_wait_for_job_says_why_it_timed_out() -> None:
+    """An unknown id, and a scheduled job under the frozen clock, are named as such."""
+    host = _host([])
+    with eager(host):
+        async with host.run():
+            with pytest.raises(TimeoutError, match=r"there is no job with this id"):
+                await wait_for_job(host, "no-such-job", timeout=0.05)
+            later = await host.scheduler.schedule(Greet("later"), delay=60)
+            with pytest.raises(TimeoutError, match=r"jobs\.advance\(\.\.\.\) moves it"):
+                await wait_for_job(host, later, timeout=0.05)
