@@ -444,6 +444,10 @@ async def test_too_many_due_ticks_is_an_error_and_runs_nothing() -> None:
             with pytest.raises(ConfigurationError, match="smaller steps"):
                 await jobs.advance(by=timedelta(days=1))
             assert runs == []
+            # The clock stayed put, so the test can take the smaller steps it was told to.
+            assert jobs.clock.now() == MONDAY_9
+            assert await jobs.advance(by=timedelta(seconds=9000)) == 9000
+            assert await jobs.advance(by=timedelta(seconds=9000)) == 9000
 
 
 async def test_trigger_and_run_once_run_hosted_jobs_in_process() -> None:
