@@ -16,6 +16,7 @@ import sys
 import typing
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
 from .context import JobContext
@@ -284,7 +285,21 @@ def _task_name(function: Callable[..., Any]) -> str:
             f"task {_describe(function)} has no stable default name (it is defined inside a "
             "function, or is a lambda): name it, @host.task(name='...')"
         )
-    return f"{function.__module__}.{qualname}"
+    return f"{_module_name(function.__module__)}.{qualname}"
+
+
+def _module_name(module: str) -> str:
+    """The module's importable name: a script run as ``python app.py`` (or ``python -m
+    app``) is ``__main__`` there but ``app`` in a worker that imports it (``hostedjobs
+    worker app:host``), and both must give the task the same name."""
+    if module != "__main__":
+        return module
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return str(spec.name).removesuffix(".__main__")
+    file = getattr(main, "__file__", None)
+    return Path(file).stem if isinstance(file, str) else module
 
 
 def _type_hints(function: Callable[..., Any]) -> dict[str, Any]:

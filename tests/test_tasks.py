@@ -4,8 +4,12 @@ its checks at enqueue, its result, its name and version, and registration errors
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import pydantic
@@ -412,6 +416,33 @@ def test_an_unstorable_parameter_hints_at_inject() -> None:
         info.value
     )
     assert str(info.value).endswith("mark it: `= Inject()` or `= Depends(function)`")
+
+
+def test_a_script_run_as_main_names_its_tasks_by_its_module(tmp_path: Path) -> None:
+    """``python jobsapp.py`` (a web app started with ``uvicorn.run`` inside, say) and a
+    worker importing ``jobsapp`` give a task the same default name: ``__main__.send``
+    would wait for ever for a worker that has it."""
+    script = tmp_path / "jobsapp.py"
+    script.write_text(
+        "from hostedjobs import JobHost\n"
+        "host = JobHost(redis_url='redis://127.0.0.1:1/0')\n"
+        "@host.task\n"
+        "async def send(n: int) -> None: ...\n"
+        "print(send.name)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    names = [
+        subprocess.run(
+            [sys.executable, *how],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for how in (["jobsapp.py"], ["-m", "jobsapp"], ["-c", "import jobsapp"])
+    ]
+    assert names == ["jobsapp.send"] * 3
 
 
 def test_a_task_is_its_function_for_unit_tests() -> None:
