@@ -129,12 +129,32 @@ def _pydantic_codec(cls: type[Any]) -> Codec:
         dump = adapter.dump_python
         validate, validate_json = adapter.validate_python, adapter.validate_json
 
+    read_back = False  # whether pydantic has read back a payload it wrote for this class
+
     def encode(job: Any) -> dict[str, Any]:
+        nonlocal read_back
         try:
             data = dump(job, mode="json", by_alias=True)
         except Exception as exc:  # PydanticSerializationError, or a serializer's own error
             raise Unencodable(f"pydantic cannot write it as JSON: {exc}", located=False) from None
-        return cast("dict[str, Any]", finish(data))
+        data = finish(data)
+        if not read_back:
+            # Aliases and `exclude` are the class's: one payload read back shows whether the
+            # worker can read what enqueue writes, before a job that cannot run is queued.
+            try:
+                decode(data)
+            except Invalid as exc:
+                unreadable = Unencodable(
+                    f"pydantic cannot read back the JSON it writes for {cls.__qualname__} "
+                    f"({exc.message}), so the job would fail in the worker: check its "
+                    "aliases (a serialization_alias needs a matching validation alias; or "
+                    "use alias=), exclude=True on required fields, and computed fields "
+                    "under extra='forbid'"
+                )
+                unreadable.path = exc.path
+                raise unreadable from None
+            read_back = True
+        return cast("dict[str, Any]", data)
 
     def decode(data: Any) -> Any:
         try:

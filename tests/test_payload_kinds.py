@@ -331,3 +331,38 @@ def test_a_pydantic_secret_field_is_refused_unless_it_is_revealed() -> None:
     job_type("tests.kinds.revealed")(RevealedPassword)
     stored = encode_payload(RevealedPassword(password=pydantic.SecretStr("hunter2")))
     assert decode_payload(RevealedPassword, stored).password.get_secret_value() == "hunter2"
+
+
+def test_a_pydantic_model_that_cannot_read_back_its_json_is_refused_at_enqueue() -> None:
+    """A payload pydantic writes but cannot read back would fail in the worker: one with a
+    serialization alias only, an excluded required field, a computed field under
+    extra='forbid'. The first enqueue of such a class raises `PayloadError`."""
+
+    @job_type("tests.kinds.serialization-alias")
+    class Renamed(pydantic.BaseModel):
+        user_id: int = pydantic.Field(serialization_alias="uid")
+
+    @job_type("tests.kinds.excluded")
+    class Excluded(pydantic.BaseModel):
+        note: str = pydantic.Field(exclude=True)
+
+    @job_type("tests.kinds.computed-forbid")
+    class Computed(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="forbid")
+        n: int
+
+        @pydantic.computed_field  # type: ignore[prop-decorator]
+        @property
+        def double(self) -> int:
+            return 2 * self.n
+
+    with pytest.raises(PayloadError) as info:
+        encode_payload(Renamed(user_id=1))
+    assert str(info.value).startswith(
+        "Renamed.user_id: pydantic cannot read back the JSON it writes for "
+    )
+    assert "would fail in the worker" in str(info.value)
+    with pytest.raises(PayloadError, match=r"^Excluded\.note: pydantic cannot read back"):
+        encode_payload(Excluded(note="x"))
+    with pytest.raises(PayloadError, match=r"^Computed\.double: pydantic cannot read back"):
+        encode_payload(Computed(n=1))
