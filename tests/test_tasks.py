@@ -135,6 +135,10 @@ async def test_schedule_takes_a_delay_in_seconds_or_timedelta_or_a_datetime(
             await later.schedule(-1, value=4)
         with pytest.raises(ConfigurationError, match="aware datetime"):
             await later.schedule(datetime(2030, 1, 1), value=4)
+        # Past what Redis's scores and datetime hold: a clear error, not a Redis one.
+        for too_far in (10**18, 1e300, timedelta(days=3_000_000)):
+            with pytest.raises(ConfigurationError, match=r"too far ahead.*year 9999"):
+                await later.schedule(too_far, value=4)
 
 
 @dataclasses.dataclass
