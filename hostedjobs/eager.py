@@ -374,7 +374,7 @@ class EagerScheduler(Scheduler):
         """The job's status, tries, times, result or error, and progress; None if unknown."""
         self._check_running()
         job = self._jobs.get(job_id)
-        return None if job is None else self._info(job_id, job)
+        return None if job is None else self._typed_result(self._info(job_id, job))
 
     def _info(self, job_id: str, job: _Job) -> JobInfo | None:
         info = _job_info(job_id, job.stored())

@@ -123,6 +123,16 @@ def _optional_seconds(name: str, value: Seconds | None) -> float | None:
     return None if value is None else seconds(name, value, positive=True)
 
 
+def _retry(value: RetryPolicy | None, default: RetryPolicy) -> RetryPolicy:
+    if value is None:
+        return default
+    if not isinstance(value, RetryPolicy):
+        raise ConfigurationError(
+            f"retry must be a RetryPolicy, got {value!r}; e.g. retry=RetryPolicy(max_tries=3)"
+        )
+    return value
+
+
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigurationError(
@@ -260,7 +270,7 @@ class JobHost:
         self.run_worker = run_worker
         self.concurrency = concurrency
         self.job_timeout_s = seconds("job_timeout", job_timeout, positive=True)
-        self.retry = retry or RetryPolicy()
+        self.retry = _retry(retry, RetryPolicy())
         self.keep_result_s = seconds("keep_result", keep_result)
         self.shutdown_grace_s = seconds("shutdown_grace", shutdown_grace)
         self.fallback_poll_s = seconds("fallback_poll", fallback_poll, positive=True)
@@ -314,7 +324,7 @@ class JobHost:
         registration = HandlerRegistration.create(
             job_type_info(job_type),
             handler,
-            retry=retry or self.retry,
+            retry=_retry(retry, self.retry),
             timeout_s=self.job_timeout_s
             if timeout is None
             else seconds("timeout", timeout, positive=True),
@@ -372,6 +382,11 @@ class JobHost:
         Raises `ConfigurationError` for a sync function, ``*args``/``**kwargs``, or an
         unannotated parameter.
         """
+
+        # Checked before the payload type is registered, so a corrected retry can reuse it.
+        _retry(retry, self.retry)
+        if timeout is not None:
+            seconds("timeout", timeout, positive=True)
 
         def register(function: Callable[..., Awaitable[Any]]) -> Task[Any, Any]:
             self._check_not_running()
@@ -750,6 +765,7 @@ class JobHost:
             self.queue_name, self._queued_function, self._handlers.unknown_message, clock
         )
         self._eager.keep_result_s = self.keep_result_s
+        self._eager.result_types = self._scheduler.result_types  # the same dict: later tasks too
         self._eager.instrumentation = self.instrumentation
         self.clock = self._hosted.clock = clock
         return self._eager

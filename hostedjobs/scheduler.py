@@ -247,6 +247,12 @@ class Scheduler:
         else:
             assert delay is not None
             due_ms = self._now_ms() + int(seconds("schedule(delay=...)", delay) * 1000)
+        if due_ms > _LATEST_DUE_MS:
+            given = f"at={at!r}" if at is not None else f"delay={delay!r}"
+            raise ConfigurationError(
+                f"schedule({given}) is too far ahead: a job can be due at the latest at the end "
+                "of year 9999"
+            )
         return await self._add(job, job_id, due_ms=due_ms)
 
     async def _add(self, job: object, job_id: str | None, *, due_ms: int | None) -> JobId[Any]:
@@ -447,6 +453,10 @@ class Scheduler:
         `result_types`); any other job's as JSON holds it.
         """
         (info,) = await self._get_many([job_id])
+        return self._typed_result(info)
+
+    def _typed_result(self, info: JobInfo | None) -> JobInfo | None:
+        """``info`` with a function job's result rebuilt as its return type (`result_types`)."""
         if info is not None and info.result is not None and self.result_types:
             decode = self.result_types.get(f"{info.job_type}@{info.version}")
             if decode is not None:
@@ -456,6 +466,10 @@ class Scheduler:
     async def _get_many(self, job_ids: list[str]) -> list[JobInfo | None]:
         stored = await self.store.read_jobs(job_ids)
         return [_job_info(job_id, job) for job_id, job in zip(job_ids, stored, strict=True)]
+
+
+_LATEST_DUE_MS = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp() * 1000)
+"""The latest due time `Scheduler.schedule` takes: the last second `datetime` can show."""
 
 
 def _status(status: JobStatus | str) -> JobStatus:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import sys
 import typing
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
 from .context import JobContext
@@ -127,7 +129,15 @@ class Task(Generic[P, R]):
         cls.__module__ = self.function.__module__
         cls.__qualname__ = self.function.__qualname__
         cls.__doc__ = f"The arguments of a call of {self}."
-        return job_type(self.name, self.version)(cls)
+        try:
+            return job_type(self.name, self.version)(cls)
+        except ConfigurationError as exc:
+            if "cannot be stored as JSON" not in str(exc):
+                raise
+            raise ConfigurationError(
+                f"{exc}. If the run should provide it (a service, a session), mark it: "
+                "`= Inject()` or `= Depends(function)`"
+            ) from None
 
     def _handler(
         self, injected: list[inspect.Parameter], hints: dict[str, Any]
@@ -233,12 +243,32 @@ def _result_decoder(function: Callable[..., Any], hint: Any) -> Callable[[Any], 
     except PayloadDecodeError:
         pass  # None is not a value of the type: the plan is built all the same
     except ConfigurationError:
-        return None
+        return _pydantic_result_decoder(hint)
 
     def decode(value: Any) -> Any:
         try:
             return decode_payload(holder, {"value": value}).value
         except PayloadDecodeError:  # stored by other code: shown as stored
+            return value
+
+    return decode
+
+
+def _pydantic_result_decoder(hint: Any) -> Callable[[Any], Any] | None:
+    """A decoder for a return type msgspec cannot rebuild because it holds pydantic models
+    (``-> Model``, ``-> list[Model]``); None if pydantic cannot rebuild it either."""
+    pydantic = sys.modules.get("pydantic")  # a model exists only if pydantic was imported
+    if pydantic is None:
+        return None
+    try:
+        adapter = pydantic.TypeAdapter(hint)
+    except Exception:  # pydantic has no schema for it: the JSON form is kept
+        return None
+
+    def decode(value: Any) -> Any:
+        try:
+            return adapter.validate_python(value)
+        except pydantic.ValidationError:  # stored by other code: shown as stored
             return value
 
     return decode
@@ -255,7 +285,21 @@ def _task_name(function: Callable[..., Any]) -> str:
             f"task {_describe(function)} has no stable default name (it is defined inside a "
             "function, or is a lambda): name it, @host.task(name='...')"
         )
-    return f"{function.__module__}.{qualname}"
+    return f"{_module_name(function.__module__)}.{qualname}"
+
+
+def _module_name(module: str) -> str:
+    """The module's importable name: a script run as ``python app.py`` (or ``python -m
+    app``) is ``__main__`` there but ``app`` in a worker that imports it (``hostedjobs
+    worker app:host``), and both must give the task the same name."""
+    if module != "__main__":
+        return module
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return str(spec.name).removesuffix(".__main__")
+    file = getattr(main, "__file__", None)
+    return Path(file).stem if isinstance(file, str) else module
 
 
 def _type_hints(function: Callable[..., Any]) -> dict[str, Any]:

@@ -79,7 +79,10 @@ def codec_for(cls: object) -> Codec | None:
 
 def _is_pydantic_class(cls: type[Any]) -> bool:
     pydantic = sys.modules.get("pydantic")  # a model exists only if pydantic was imported
-    return pydantic is not None and issubclass(cls, pydantic.BaseModel)
+    if pydantic is None:
+        return False
+    # A pydantic dataclass is a dataclass too, but only pydantic runs its validators.
+    return issubclass(cls, pydantic.BaseModel) or pydantic.dataclasses.is_pydantic_dataclass(cls)
 
 
 def _msgspec_codec(cls: type[Any]) -> Codec:
@@ -115,20 +118,51 @@ def _msgspec_codec(cls: type[Any]) -> Codec:
 def _pydantic_codec(cls: type[Any]) -> Codec:
     import pydantic  # only reached for a pydantic class, so pydantic is installed
 
+    _refuse_masked_secrets(cls, cls.__qualname__, set())
+    dump: Callable[..., Any]
+    validate: Callable[[Any], Any]
+    validate_json: Callable[[bytes], Any]
+    if issubclass(cls, pydantic.BaseModel):
+        dump, validate, validate_json = cls.model_dump, cls.model_validate, cls.model_validate_json
+    else:  # a pydantic dataclass
+        adapter = pydantic.TypeAdapter(cls)
+        dump = adapter.dump_python
+        validate, validate_json = adapter.validate_python, adapter.validate_json
+
+    read_back = False  # whether pydantic has read back a payload it wrote for this class
+
     def encode(job: Any) -> dict[str, Any]:
+        nonlocal read_back
         try:
-            data = job.model_dump(mode="json", by_alias=True)
+            data = dump(job, mode="json", by_alias=True)
         except Exception as exc:  # PydanticSerializationError, or a serializer's own error
             raise Unencodable(f"pydantic cannot write it as JSON: {exc}", located=False) from None
-        return cast("dict[str, Any]", finish(data))
+        data = finish(data)
+        if not read_back:
+            # Aliases and `exclude` are the class's: one payload read back shows whether the
+            # worker can read what enqueue writes, before a job that cannot run is queued.
+            try:
+                decode(data)
+            except Invalid as exc:
+                unreadable = Unencodable(
+                    f"pydantic cannot read back the JSON it writes for {cls.__qualname__} "
+                    f"({exc.message}), so the job would fail in the worker: check its "
+                    "aliases (a serialization_alias needs a matching validation alias; or "
+                    "use alias=), exclude=True on required fields, and computed fields "
+                    "under extra='forbid'"
+                )
+                unreadable.path = exc.path
+                raise unreadable from None
+            read_back = True
+        return cast("dict[str, Any]", data)
 
     def decode(data: Any) -> Any:
         try:
             try:
                 text = msgspec.json.encode(data)
             except UnicodeEncodeError:  # a lone surrogate: validate the data as it is
-                return cls.model_validate(data)
-            return cls.model_validate_json(text)
+                return validate(data)
+            return validate_json(text)
         except pydantic.ValidationError as exc:
             errors = exc.errors(include_url=False)
             first = errors[0]
@@ -147,6 +181,47 @@ def _pydantic_codec(cls: type[Any]) -> Codec:
             ) from exc
 
     return Codec(encode, decode)
+
+
+def _refuse_masked_secrets(cls: type[Any], where: str, seen: set[type[Any]]) -> None:
+    """Refuse a pydantic secret field with no JSON serializer of its own: pydantic writes it
+    as ``"**********"``, so the handler would get the stars instead of the secret."""
+    import pydantic
+
+    if cls in seen:
+        return
+    seen.add(cls)
+    fields = getattr(cls, "__pydantic_fields__", None) or {}
+    serialized = {
+        name
+        for decorator in cls.__pydantic_decorators__.field_serializers.values()
+        if decorator.info.when_used in ("always", "json", "json-unless-none")
+        for name in decorator.info.fields
+    }
+    for name, field in fields.items():
+        if "*" in serialized or name in serialized:
+            continue
+        for hint in _hints_within(field.annotation):
+            if isinstance(hint, type) and issubclass(
+                hint, pydantic.SecretStr | pydantic.SecretBytes | pydantic.Secret
+            ):
+                raise ConfigurationError(
+                    f"{where}.{name} is a {hint.__name__}, which pydantic writes to JSON as "
+                    "'**********', so the job would get the stars instead of the secret: pass "
+                    "a reference to the secret (a key in your secret store) instead, or give "
+                    "the field a @field_serializer(when_used='json') that reveals it"
+                )
+            if isinstance(hint, type) and _is_pydantic_class(hint):
+                _refuse_masked_secrets(hint, f"{where}.{name}", seen)
+
+
+def _hints_within(hint: Any) -> list[Any]:
+    """``hint`` and every type argument inside it, with generics' origins
+    (``Secret[int]`` gives `Secret`)."""
+    found = [hint, typing.get_origin(hint)]
+    for arg in typing.get_args(hint):
+        found.extend(_hints_within(arg))
+    return found
 
 
 def _json_kind(value: Any) -> str:
@@ -533,9 +608,9 @@ _SEGMENT = re.compile(r"\.([^.\[`]+)|\[(\d+)\]")
 
 def with_value(message: str, data: Any) -> str:
     """msgspec's "Invalid UUID - at `$.id`" with the value it could not parse: "Invalid UUID
-    'x' - at `$.id`" (its enum message shows the value already)."""
+    'x' - at `$.id`" (its enum and union tag messages show the value already)."""
     match = _UNPARSED.fullmatch(message)
-    if match is None or match[1].startswith("Invalid enum value"):
+    if match is None or match[1].startswith(("Invalid enum value", "Invalid value")):
         return message
     value = data
     for name, index in _SEGMENT.findall(match[2]):

@@ -19,7 +19,7 @@ import pydantic
 import pytest
 
 from hostedjobs import JobContext, JobHost, JobStatus, RetryPolicy, job_type
-from hostedjobs.exceptions import PayloadDecodeError, PayloadError
+from hostedjobs.exceptions import ConfigurationError, PayloadDecodeError, PayloadError
 from hostedjobs.serialization import decode_payload, encode_payload, queued_record
 from hostedjobs.testing import wait_for_job
 
@@ -275,3 +275,94 @@ def test_a_pydantic_validator_raising_any_exception_is_a_decode_error() -> None:
     with pytest.raises(PayloadDecodeError, match=r"Picky\(\.\.\.\) rejected the values") as info:
         decode_payload(Picky, {"code": "x"})
     assert isinstance(info.value.__cause__, KeyError)
+
+
+@job_type("tests.kinds.pydantic-dataclass")
+@pydantic.dataclasses.dataclass
+class Refund:
+    amount_cents: int = pydantic.Field(gt=0)
+    reason: str = ""
+
+    @pydantic.field_validator("reason")
+    @classmethod
+    def strip(cls, value: str) -> str:
+        return value.strip()
+
+
+def test_a_pydantic_dataclass_is_validated_by_pydantic() -> None:
+    """A pydantic dataclass is a dataclass too, but its validators and constraints run when
+    it is read, as a model's do: msgspec alone would pass `amount_cents=0` through."""
+    assert encode_payload(Refund(5, " late ")) == {"amount_cents": 5, "reason": "late"}
+    assert decode_payload(Refund, {"amount_cents": 5, "reason": " x "}) == Refund(5, "x")
+    with pytest.raises(PayloadDecodeError) as info:
+        decode_payload(Refund, {"amount_cents": 0})
+    assert str(info.value) == (
+        "tests.kinds.pydantic-dataclass@1: Input should be greater than 0, got int "
+        "- at `$.amount_cents`"
+    )
+
+
+class ApiCredentials(pydantic.BaseModel):
+    token: pydantic.SecretStr | None = None
+
+
+class RevealedPassword(pydantic.BaseModel):
+    password: pydantic.SecretStr
+
+    @pydantic.field_serializer("password", when_used="json")
+    def reveal(self, value: pydantic.SecretStr) -> str:
+        return value.get_secret_value()
+
+
+def test_a_pydantic_secret_field_is_refused_unless_it_is_revealed() -> None:
+    """pydantic writes a secret as stars; a job would get the stars, so such a field is
+    refused when the class is decorated, unless a serializer of its own writes it."""
+
+    class Login(pydantic.BaseModel):
+        password: pydantic.SecretStr
+
+    class Sync(pydantic.BaseModel):
+        accounts: list[ApiCredentials]
+
+    with pytest.raises(ConfigurationError, match=r"\.Login\.password is a SecretStr, which"):
+        job_type("tests.kinds.login")(Login)
+    with pytest.raises(ConfigurationError, match=r"\.Sync\.accounts\.token is a SecretStr"):
+        job_type("tests.kinds.sync")(Sync)
+    job_type("tests.kinds.revealed")(RevealedPassword)
+    stored = encode_payload(RevealedPassword(password=pydantic.SecretStr("hunter2")))
+    assert decode_payload(RevealedPassword, stored).password.get_secret_value() == "hunter2"
+
+
+def test_a_pydantic_model_that_cannot_read_back_its_json_is_refused_at_enqueue() -> None:
+    """A payload pydantic writes but cannot read back would fail in the worker: one with a
+    serialization alias only, an excluded required field, a computed field under
+    extra='forbid'. The first enqueue of such a class raises `PayloadError`."""
+
+    @job_type("tests.kinds.serialization-alias")
+    class Renamed(pydantic.BaseModel):
+        user_id: int = pydantic.Field(serialization_alias="uid")
+
+    @job_type("tests.kinds.excluded")
+    class Excluded(pydantic.BaseModel):
+        note: str = pydantic.Field(exclude=True)
+
+    @job_type("tests.kinds.computed-forbid")
+    class Computed(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="forbid")
+        n: int
+
+        @pydantic.computed_field  # type: ignore[prop-decorator]
+        @property
+        def double(self) -> int:
+            return 2 * self.n
+
+    with pytest.raises(PayloadError) as info:
+        encode_payload(Renamed(user_id=1))
+    assert str(info.value).startswith(
+        "Renamed.user_id: pydantic cannot read back the JSON it writes for "
+    )
+    assert "would fail in the worker" in str(info.value)
+    with pytest.raises(PayloadError, match=r"^Excluded\.note: pydantic cannot read back"):
+        encode_payload(Excluded(note="x"))
+    with pytest.raises(PayloadError, match=r"^Computed\.double: pydantic cannot read back"):
+        encode_payload(Computed(n=1))

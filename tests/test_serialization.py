@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Literal, Optional, Union
 
+import msgspec
 import pytest
 
 import hostedjobs.serialization as serialization
@@ -373,6 +374,25 @@ def test_decode_malformed_strings_and_enum_values() -> None:
         decode_payload(Parsed, {"color": "green"})
     with pytest.raises(PayloadDecodeError, match=r"Expected `datetime \| null`, got `int` - at"):
         decode_payload(Parsed, {"when": 12})
+
+
+class Cat(msgspec.Struct, tag="cat"):
+    lives: int
+
+
+class Dog(msgspec.Struct, tag="dog"):
+    good: bool
+
+
+class Pets(msgspec.Struct):
+    pets: list[Cat | Dog]
+
+
+def test_decode_an_unknown_union_tag_names_it_once() -> None:
+    """A tagged union's unknown tag is shown once, as msgspec words it."""
+    with pytest.raises(PayloadDecodeError) as info:
+        decode_payload(Pets, {"pets": [{"type": "fish"}]})
+    assert str(info.value) == "Pets: Invalid value 'fish' - at `$.pets[0].type`"
 
 
 def test_decode_union_picks_the_member_by_json_type() -> None:

@@ -4,10 +4,15 @@ its checks at enqueue, its result, its name and version, and registration errors
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
+import pydantic
 import pytest
 from fastapi import Depends
 
@@ -24,7 +29,7 @@ from hostedjobs import (
 )
 from hostedjobs.exceptions import ConfigurationError, PayloadError
 from hostedjobs.serialization import job_type_info, lookup_job_type
-from hostedjobs.testing import wait_for_job
+from hostedjobs.testing import eager, wait_for_job
 from tests.waiting import eventually
 
 OFFLINE = "redis://127.0.0.1:1/0"
@@ -130,6 +135,10 @@ async def test_schedule_takes_a_delay_in_seconds_or_timedelta_or_a_datetime(
             await later.schedule(-1, value=4)
         with pytest.raises(ConfigurationError, match="aware datetime"):
             await later.schedule(datetime(2030, 1, 1), value=4)
+        # Past what Redis's scores and datetime hold: a clear error, not a Redis one.
+        for too_far in (10**18, 1e300, timedelta(days=3_000_000)):
+            with pytest.raises(ConfigurationError, match=r"too far ahead.*year 9999"):
+                await later.schedule(too_far, value=4)
 
 
 @dataclasses.dataclass
@@ -173,6 +182,53 @@ async def test_results_come_back_as_the_return_type(redis_url: str, queue_name: 
     assert at.result == made_at
     assert (done.status, done.message, done.result) == (JobStatus.SUCCEEDED, "done", None)
     assert (failed.status, failed.error) == (JobStatus.FAILED, "JobFailedError: no")
+
+
+async def test_results_come_back_as_the_return_type_in_eager_mode_too() -> None:
+    """Eager mode's ``get`` rebuilds a task's result as the engine's does, so a unit test
+    sees the same `Report` (not its JSON form) that production code would."""
+    host, _ = make_host(OFFLINE, "eager-results")
+    made_at = datetime(2030, 1, 1, 12, tzinfo=UTC)
+
+    @host.task(name="tests.tasks.eager_report")
+    async def report(month: str) -> Report:
+        return Report(month, made_at, (1, 2))
+
+    with eager(host):
+        async with host.run():
+            report_id = await report.enqueue("2030-01")
+            made = await wait_for_job(host, report_id)
+            again = await host.scheduler.get(str(report_id))
+    assert made.result == Report("2030-01", made_at, (1, 2))
+    assert again is not None
+    assert again.result == made.result
+
+
+class Invoice(pydantic.BaseModel):
+    number: int
+    lines: list[str] = []
+
+
+async def test_a_pydantic_model_result_comes_back_as_the_model(
+    redis_url: str, queue_name: str
+) -> None:
+    """A task returning a pydantic model (or a list of them) gets the model back from
+    ``get``, not its JSON form."""
+    host, _ = make_host(redis_url, queue_name)
+
+    @host.task(name="tests.tasks.invoice")
+    async def invoice(number: int) -> Invoice:
+        return Invoice(number=number, lines=["a"])
+
+    @host.task(name="tests.tasks.invoices")
+    async def invoices() -> list[Invoice] | None:
+        return [Invoice(number=1), Invoice(number=2)]
+
+    async with host.run():
+        one = await wait_for_job(host, await invoice.enqueue(7))
+        many = await wait_for_job(host, await invoices.enqueue())
+    assert one.result == Invoice(number=7, lines=["a"])
+    assert many.result == [Invoice(number=1), Invoice(number=2)]
 
 
 def test_arguments_are_checked_against_the_signature_at_enqueue() -> None:
@@ -334,6 +390,63 @@ def test_registration_refuses_what_cannot_be_a_task() -> None:
 
     with pytest.raises(ConfigurationError, match="version"):
         host.task(name="tests.tasks.version", version=0)(nested)
+
+
+def test_a_retry_that_is_not_a_retry_policy_is_refused_at_registration() -> None:
+    """``retry=3`` was accepted and failed every run with an AttributeError."""
+    host = JobHost(redis_url=OFFLINE)
+
+    async def count(n: int) -> None: ...
+
+    with pytest.raises(ConfigurationError, match=r"^retry must be a RetryPolicy, got 3; e\.g\."):
+        host.task(name="tests.tasks.retry-int", retry=3)(count)  # type: ignore[call-overload]
+    task = host.task(name="tests.tasks.retry-int", retry=RetryPolicy(max_tries=3))(count)
+    with pytest.raises(ConfigurationError, match="retry must be a RetryPolicy"):
+        host.add_handler(task.payload_type, task.handler, retry=3)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="retry must be a RetryPolicy"):
+        JobHost(redis_url=OFFLINE, retry=5)  # type: ignore[arg-type]
+
+
+def test_an_unstorable_parameter_hints_at_inject() -> None:
+    """A service parameter left without `Inject()` is the likely mistake behind a type the
+    payload cannot hold: the error says how to mark it."""
+    host = JobHost(redis_url=OFFLINE)
+
+    async def welcome(email: str, mailer: Mailer) -> None: ...
+
+    with pytest.raises(ConfigurationError) as info:
+        host.task(name="tests.tasks.unmarked")(welcome)
+    assert "welcome.mailer has type tests.test_tasks.Mailer, which cannot be stored" in str(
+        info.value
+    )
+    assert str(info.value).endswith("mark it: `= Inject()` or `= Depends(function)`")
+
+
+def test_a_script_run_as_main_names_its_tasks_by_its_module(tmp_path: Path) -> None:
+    """``python jobsapp.py`` (a web app started with ``uvicorn.run`` inside, say) and a
+    worker importing ``jobsapp`` give a task the same default name: ``__main__.send``
+    would wait for ever for a worker that has it."""
+    script = tmp_path / "jobsapp.py"
+    script.write_text(
+        "from hostedjobs import JobHost\n"
+        "host = JobHost(redis_url='redis://127.0.0.1:1/0')\n"
+        "@host.task\n"
+        "async def send(n: int) -> None: ...\n"
+        "print(send.name)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    names = [
+        subprocess.run(
+            [sys.executable, *how],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for how in (["jobsapp.py"], ["-m", "jobsapp"], ["-c", "import jobsapp"])
+    ]
+    assert names == ["jobsapp.send"] * 3
 
 
 def test_a_task_is_its_function_for_unit_tests() -> None:

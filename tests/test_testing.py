@@ -444,6 +444,10 @@ async def test_too_many_due_ticks_is_an_error_and_runs_nothing() -> None:
             with pytest.raises(ConfigurationError, match="smaller steps"):
                 await jobs.advance(by=timedelta(days=1))
             assert runs == []
+            # The clock stayed put, so the test can take the smaller steps it was told to.
+            assert jobs.clock.now() == MONDAY_9
+            assert await jobs.advance(by=timedelta(seconds=9000)) == 9000
+            assert await jobs.advance(by=timedelta(seconds=9000)) == 9000
 
 
 async def test_trigger_and_run_once_run_hosted_jobs_in_process() -> None:
@@ -623,3 +627,15 @@ async def test_results_follow_keep_result_and_counts_since() -> None:
             recent = await host.scheduler.counts(since=timedelta(hours=1))
             assert recent[JobStatus.SUCCEEDED] == 1
             assert (await host.scheduler.counts())[JobStatus.SUCCEEDED] == 2
+
+
+async def test_wait_for_job_says_why_it_timed_out() -> None:
+    """An unknown id, and a scheduled job under the frozen clock, are named as such."""
+    host = _host([])
+    with eager(host):
+        async with host.run():
+            with pytest.raises(TimeoutError, match=r"there is no job with this id"):
+                await wait_for_job(host, "no-such-job", timeout=0.05)
+            later = await host.scheduler.schedule(Greet("later"), delay=60)
+            with pytest.raises(TimeoutError, match=r"jobs\.advance\(\.\.\.\) moves it"):
+                await wait_for_job(host, later, timeout=0.05)

@@ -69,5 +69,9 @@ class FrozenClock:
         self._now = target
         return self._now
 
+    def _rewind(self, at: datetime) -> None:
+        """Put the clock back to ``at``, for a move that `EagerJobs.advance` undoes."""
+        self._now = at
+
     def __repr__(self) -> str:
         return f"FrozenClock({self._now.isoformat()})"

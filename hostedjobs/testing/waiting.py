@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import TypeVar, overload
 
+from ..eager import EagerScheduler
 from ..host import JobHost
 from ..scheduler import JobId, JobInfo, JobStatus
 
@@ -47,7 +48,20 @@ async def wait_for_job(
     info = await host.scheduler.get(job_id)
     while info is None or info.status not in wanted:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"job {job_id} did not reach {sorted(wanted)} in {timeout}s: {info}")
+            raise TimeoutError(
+                f"job {job_id} did not reach {sorted(wanted)} in {timeout}s: {_why(host, info)}"
+            )
         await asyncio.sleep(0.01)
         info = await host.scheduler.get(job_id)
     return info
+
+
+def _why(host: JobHost, info: JobInfo | None) -> str:
+    if info is None:
+        return "there is no job with this id (never enqueued, deleted, or its result expired)"
+    if info.status is JobStatus.SCHEDULED and isinstance(host.scheduler, EagerScheduler):
+        return (
+            f"{info}; it is scheduled: under eager mode's frozen clock it runs only when the "
+            "test moves the clock past its time: jobs.advance(...) moves it and runs what is due"
+        )
+    return str(info)
