@@ -116,6 +116,8 @@ class EagerScheduler(Scheduler):
         self.taking_jobs = False
         """Set once the startup actions have succeeded: jobs wait until then, as they wait
         for a worker that has not started taking jobs."""
+        self.wait_for_startup = True
+        """Whether the host's start waits for its startup actions (`testing.eager`)."""
 
     # -- no Redis ------------------------------------------------------------------------------
 

@@ -848,9 +848,10 @@ class JobHost:
                     startup_task = asyncio.get_running_loop().create_task(
                         self._run_startup_actions(), name="hostedjobs:startup"
                     )
-                    # Eager mode with no startup actions: taking jobs before the test body runs.
+                    # Eager mode: taking jobs before the test's body runs (see eager()).
                     blocking = self.startup_mode == "blocking" or (
-                        store is None and not self._startup.actions
+                        self._eager is not None
+                        and (self._eager.wait_for_startup or not self._startup.actions)
                     )
                     if blocking and not await asyncio.shield(startup_task):
                         name, error = self.failed_startup_action or ("?", "")

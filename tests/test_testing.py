@@ -32,7 +32,12 @@ from hostedjobs import (
 )
 from hostedjobs.clock import SystemClock
 from hostedjobs.eager import EagerScheduler
-from hostedjobs.exceptions import ConfigurationError, HostNotRunningError, PayloadError
+from hostedjobs.exceptions import (
+    ConfigurationError,
+    HostNotRunningError,
+    PayloadError,
+    StartupActionError,
+)
 from hostedjobs.testing import FrozenClock, eager, run_due, wait_for_job
 from tests.waiting import eventually
 
@@ -485,7 +490,7 @@ async def test_startup_actions_run_and_gate_jobs_and_readiness() -> None:
     async def migrate() -> None:
         await release.wait()
 
-    with eager(host):
+    with eager(host, wait_for_startup=False):
         async with host.run():
             assert not host.ready
             job_id = await host.scheduler.enqueue(Greet("early"))
@@ -508,7 +513,7 @@ async def test_a_failed_startup_action_keeps_jobs_from_running() -> None:
     async def migrate() -> None:
         raise RuntimeError("no database")
 
-    with eager(host) as jobs:
+    with eager(host, wait_for_startup=False) as jobs:
         async with host.run():
             await eventually(lambda: host.failed_startup_action is not None)
             job_id = await host.scheduler.enqueue(Greet("never"))
@@ -639,3 +644,34 @@ async def test_wait_for_job_says_why_it_timed_out() -> None:
             later = await host.scheduler.schedule(Greet("later"), delay=60)
             with pytest.raises(TimeoutError, match=r"jobs\.advance\(\.\.\.\) moves it"):
                 await wait_for_job(host, later, timeout=0.05)
+
+
+async def test_the_start_waits_for_startup_actions_so_jobs_run_inside_enqueue() -> None:
+    """By default the host's start waits for its startup actions in eager mode: a job
+    enqueued in the block runs before enqueue returns (a slow action left it queued)."""
+    log: list[Any] = []
+    host = _host(log)
+
+    @host.startup_action()
+    async def migrate() -> None:
+        await asyncio.sleep(0.3)  # a migration that takes a while
+
+    with eager(host):
+        async with host.run():
+            assert host.ready
+            job_id = await host.scheduler.enqueue(Greet("at once"))
+            info = await host.scheduler.get(job_id)
+            assert info is not None and info.status is JobStatus.SUCCEEDED
+
+
+async def test_a_failed_startup_action_fails_the_eager_start() -> None:
+    """A failed startup action raises at the start, as in blocking startup mode."""
+    host = _host([], on_startup_failure="stay")
+
+    @host.startup_action()
+    async def migrate() -> None:
+        raise RuntimeError("no database")
+
+    with eager(host), pytest.raises(StartupActionError, match="no database"):
+        async with host.run():
+            pass

@@ -65,22 +65,29 @@ class EagerJobs(Generic[C]):
 
 
 @overload
-def eager(host: JobHost) -> contextlib.AbstractContextManager[EagerJobs[FrozenClock]]: ...
+def eager(
+    host: JobHost, *, wait_for_startup: bool = True
+) -> contextlib.AbstractContextManager[EagerJobs[FrozenClock]]: ...
 
 
 @overload
-def eager(host: JobHost, *, clock: C) -> contextlib.AbstractContextManager[EagerJobs[C]]: ...
+def eager(
+    host: JobHost, *, clock: C, wait_for_startup: bool = True
+) -> contextlib.AbstractContextManager[EagerJobs[C]]: ...
 
 
 def eager(
-    host: JobHost, *, clock: Clock | None = None
+    host: JobHost, *, clock: Clock | None = None, wait_for_startup: bool = True
 ) -> contextlib.AbstractContextManager[EagerJobs[Any]]:
     """Put ``host`` in eager mode for the block: for unit tests, no Redis at all.
 
     While it is in eager mode, starting the host (the app's lifespan under ``TestClient``,
-    or ``host.run()``) connects to nothing; startup actions still run and gate readiness and
-    jobs. ``host.scheduler`` keeps jobs in the process: ``enqueue`` runs a due job through
-    the worker's run path (payload encoded and decoded, a scope per run, retries at once,
+    or ``host.run()``) connects to nothing; startup actions still run, and the start waits
+    for them (as ``startup_mode="blocking"``: a failed one raises `StartupActionError`
+    there), so every job enqueued in the block runs at once. With ``wait_for_startup=False``
+    they run in the background as in production, gating readiness and jobs, to test that.
+    ``host.scheduler`` keeps jobs in the process: ``enqueue`` runs a due job through the
+    worker's run path (payload encoded and decoded, a scope per run, retries at once,
     timeouts, result recorded) before it returns; scheduled jobs and cron ticks run when a
     test moves ``clock`` (default: a `FrozenClock` at the current time) and calls
     ``run_due``. Hosted loops (``add_job``) do not start: run one with ``host.run_once``.
@@ -88,13 +95,14 @@ def eager(
     Enter it before the host starts (`ConfigurationError` otherwise); on exit the host goes
     back to Redis and its own clock.
     """
-    return _eager(host, FrozenClock() if clock is None else clock)
+    return _eager(host, FrozenClock() if clock is None else clock, wait_for_startup)
 
 
 @contextlib.contextmanager
-def _eager(host: JobHost, clock: C) -> Iterator[EagerJobs[C]]:
+def _eager(host: JobHost, clock: C, wait_for_startup: bool) -> Iterator[EagerJobs[C]]:
     previous = host.clock
     scheduler = host._enter_eager(clock)
+    scheduler.wait_for_startup = wait_for_startup
     try:
         yield EagerJobs(host, clock, scheduler)
     finally:
