@@ -39,7 +39,7 @@ import inspect
 import sys
 import types
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Final, Self
@@ -198,9 +198,11 @@ class DependencyRun:
     ``yield``. A cleanup cannot swallow that exception (as in `hostedjobs.scope.Services`).
     """
 
-    __slots__ = ("_cache", "_closed", "_exit_stack")
+    __slots__ = ("_cache", "_closed", "_exit_stack", "overrides")
 
-    def __init__(self) -> None:
+    def __init__(self, overrides: Mapping[Any, Callable[..., Any]] | None = None) -> None:
+        self.overrides: Mapping[Any, Callable[..., Any]] = overrides or {}
+        """FastAPI's ``app.dependency_overrides``: a dependency to call instead of another."""
         self._cache: dict[Any, Any] = {}
         self._exit_stack: AsyncExitStack | None = None
         self._closed = False

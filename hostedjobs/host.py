@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import (
@@ -972,7 +972,13 @@ class JobHost:
             await self._supervisor.wait()
 
     def lifespan(self, app: Any) -> contextlib.AbstractAsyncContextManager[None]:
-        """A Starlette/FastAPI ``lifespan=``: runs the host for the app's lifetime."""
+        """A Starlette/FastAPI ``lifespan=``: runs the host for the app's lifetime.
+
+        A FastAPI app's ``dependency_overrides`` apply to the jobs' ``Depends`` too, as to
+        its routes (read at each run)."""
+        overrides = getattr(app, "dependency_overrides", None)
+        if isinstance(overrides, Mapping):
+            self._runner.dependency_overrides = overrides
         return self._lifespan()
 
     @contextlib.asynccontextmanager

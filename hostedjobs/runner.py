@@ -118,6 +118,8 @@ class Runner:
     def __init__(self, provider: ScopeProvider) -> None:
         self.provider = provider
         self.instrumentation: Instrumentation | None = None
+        self.dependency_overrides: Mapping[Any, Callable[..., Any]] | None = None
+        """FastAPI's ``app.dependency_overrides`` (read at each run, so a test may change it)."""
 
     async def run(
         self,
@@ -157,7 +159,7 @@ class Runner:
             # deadline uses internally.
             async with (
                 self.provider.scope(provided) as resolver,
-                code.dependencies() as dependencies,
+                code.dependencies(self.dependency_overrides) as dependencies,
                 deadline,
             ):
                 value = await code.call(resolver, provided, dependencies)

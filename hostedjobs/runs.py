@@ -92,13 +92,17 @@ class JobCallable:
             )
         return cls(target, None, plan_call(target, provided_types=provided_types, inject_all=False))
 
-    def dependencies(self) -> AbstractAsyncContextManager[DependencyRun | None]:
+    def dependencies(
+        self, overrides: Mapping[Any, Callable[..., Any]] | None = None
+    ) -> AbstractAsyncContextManager[DependencyRun | None]:
         """What holds one run's ``Depends`` values: enter it inside the run's scope, around
-        `call`; None (and nothing to close) when the code has no ``Depends`` parameter."""
+        `call`; None (and nothing to close) when the code has no ``Depends`` parameter.
+        ``overrides`` maps a dependency to the one to call instead (FastAPI's
+        ``app.dependency_overrides``)."""
         if self._call.uses_depends or (
             self._construct is not None and self._construct.uses_depends
         ):
-            return DependencyRun()
+            return DependencyRun(overrides)
         return _NO_DEPENDENCIES
 
     async def call(

@@ -291,6 +291,17 @@ async def _solve(
     run (unless ``use_cache=False``)."""
     assert argument.dependency is not None and dependencies is not None
     dependency, plan = argument.dependency
+    override = dependencies.overrides.get(dependency.call) if dependencies.overrides else None
+    if override is not None:
+        # Planned per run: overrides are a test's tool, set and cleared while the app runs.
+        plan = _plan(
+            override,
+            frozenset(provided),
+            False,
+            via=f" (override of {_describe(dependency.call)})",
+            calls=(),
+        )
+        dependency = Dependency.of(override, dependency.use_cache)
     if not plan.arguments:
         return await dependencies.solve(dependency, _no_arguments)
     return await dependencies.solve(

@@ -753,3 +753,56 @@ async def test_cron_and_distributed_cron_jobs_get_their_dependencies(
         )
     assert "user of yearly on sqlite://" in log.events
     assert "report on sqlite://" in log.events
+
+
+# -- app.dependency_overrides ------------------------------------------------------------------
+
+
+def real_database() -> str:
+    return "real database"
+
+
+def database_name(db: Annotated[str, Depends(real_database)]) -> str:
+    return db
+
+
+@job_type("tests.depends.lookup")
+@dataclass
+class Lookup:
+    n: int
+
+
+def test_a_fastapi_apps_dependency_overrides_apply_to_its_jobs_too() -> None:
+    """A test that overrides ``get_db`` for the app's routes gets it in the app's jobs too
+    (before, jobs kept calling the real one), including under a sub-dependency, and a
+    cleared override gives the real one back."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from hostedjobs.testing import eager
+
+    host = JobHost(redis_url="redis://127.0.0.1:1/0")
+    seen: list[tuple[str, str]] = []
+
+    @host.handler(Lookup)
+    async def lookup(job: Lookup, db: str = Depends(database_name)) -> None:
+        seen.append(("job", db))
+
+    app = FastAPI(lifespan=host.lifespan)
+
+    @app.post("/lookups")
+    async def create(db: Annotated[str, Depends(database_name)]) -> None:
+        seen.append(("route", db))
+        await host.scheduler.enqueue(Lookup(n=1))
+
+    app.dependency_overrides[real_database] = lambda: "fake database"
+    with eager(host), TestClient(app) as client:
+        assert client.post("/lookups").status_code == 200
+        app.dependency_overrides.clear()
+        assert client.post("/lookups").status_code == 200
+    assert seen == [
+        ("route", "fake database"),
+        ("job", "fake database"),
+        ("route", "real database"),
+        ("job", "real database"),
+    ]
