@@ -9,6 +9,7 @@ resolved per run, like a handler's. The function's return value is the job's res
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import re
@@ -107,6 +108,21 @@ class Task(Generic[P, R]):
         return _describe(self.function)
 
     def _payload_class(self, passed: list[inspect.Parameter]) -> type[Any]:
+        cls = _pydantic_payload(self.function, passed) or self._dataclass_payload(passed)
+        cls.__module__ = self.function.__module__
+        cls.__qualname__ = self.function.__qualname__
+        cls.__doc__ = f"The arguments of a call of {self}."
+        try:
+            return job_type(self.name, self.version)(cls)
+        except ConfigurationError as exc:
+            if "cannot be stored as JSON" not in str(exc):
+                raise
+            raise ConfigurationError(
+                f"{exc}. If the run should provide it (a service, a session), mark it: "
+                "`= Inject()` or `= Depends(function)`"
+            ) from None
+
+    def _dataclass_payload(self, passed: list[inspect.Parameter]) -> type[Any]:
         fields = [
             (
                 p.name,
@@ -126,18 +142,7 @@ class Task(Generic[P, R]):
             )
         except (TypeError, ValueError) as exc:  # a mutable default, say
             raise ConfigurationError(f"task {self}: {exc}") from None
-        cls.__module__ = self.function.__module__
-        cls.__qualname__ = self.function.__qualname__
-        cls.__doc__ = f"The arguments of a call of {self}."
-        try:
-            return job_type(self.name, self.version)(cls)
-        except ConfigurationError as exc:
-            if "cannot be stored as JSON" not in str(exc):
-                raise
-            raise ConfigurationError(
-                f"{exc}. If the run should provide it (a service, a session), mark it: "
-                "`= Inject()` or `= Depends(function)`"
-            ) from None
+        return cls
 
     def _handler(
         self, injected: list[inspect.Parameter], hints: dict[str, Any]
@@ -186,7 +191,10 @@ class Task(Generic[P, R]):
                     f"{self}: argument {name!r} is filled by each run (injected), not passed"
                 ) from None
             raise TypeError(f"{self}: {exc}") from None
-        payload = self.payload_type(**bound.arguments)
+        try:
+            payload = self.payload_type(**bound.arguments)
+        except ValueError as exc:  # pydantic's ValidationError, for a model payload
+            raise PayloadError(f"{self}: {exc}") from None
         try:
             decode_payload(self.payload_type, encode_payload(payload))
         except PayloadDecodeError as exc:
@@ -229,6 +237,38 @@ class TaskDecorator:
     def __call__(self, function: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
     def __call__(self, function: Callable[..., Awaitable[Any]], /) -> Task[Any, Any]:
         return self._register(function)
+
+
+def _pydantic_payload(
+    function: Callable[..., Any], passed: list[inspect.Parameter]
+) -> type[Any] | None:
+    """A frozen pydantic model of the passed parameters, when one of them is (or holds) a
+    pydantic model, which only pydantic can validate; else None (a dataclass will do)."""
+    pydantic = sys.modules.get("pydantic")  # a model exists only if pydantic was imported
+    if pydantic is None or not any(_mentions(p.annotation, pydantic.BaseModel) for p in passed):
+        return None
+    fields: dict[str, Any] = {
+        p.name: (p.annotation, ... if p.default is p.empty else p.default) for p in passed
+    }
+    try:
+        return cast(
+            type[Any],
+            pydantic.create_model(
+                function.__name__,
+                __config__=pydantic.ConfigDict(frozen=True, extra="forbid"),
+                **fields,
+            ),
+        )
+    except (TypeError, ValueError, NameError, pydantic.PydanticUserError) as exc:
+        raise ConfigurationError(f"task {_describe(function)}: {exc}") from None
+
+
+def _mentions(hint: Any, base: type[Any]) -> bool:
+    """Whether ``hint`` is a subclass of ``base`` or holds one (``list[Model] | None``)."""
+    with contextlib.suppress(TypeError):  # list[int] passes isinstance(type) on 3.11
+        if isinstance(hint, type) and issubclass(hint, base):
+            return True
+    return any(_mentions(arg, base) for arg in typing.get_args(hint))
 
 
 def _result_decoder(function: Callable[..., Any], hint: Any) -> Callable[[Any], Any] | None:

@@ -491,3 +491,33 @@ async def test_a_depends_parameter_is_resolved_per_run_not_passed(
         done = await wait_for_job(host, await with_db.enqueue("ada"))
     assert (done.status, done.result) == (JobStatus.SUCCEEDED, "ada@db")
     assert closed == ["db"]
+
+
+class Address(pydantic.BaseModel):
+    city: str = pydantic.Field(min_length=1)
+
+
+class Order(pydantic.BaseModel):
+    sku: str
+    quantity: int = pydantic.Field(gt=0)
+    ship_to: Address
+
+
+async def test_pydantic_models_as_arguments(redis_url: str, queue_name: str) -> None:
+    """A task may take pydantic models (a FastAPI app's request bodies), nested, in lists or
+    optional: they are validated by pydantic at the call and again when the run reads them
+    (before, such a task was refused: its type "cannot be stored as JSON")."""
+    host, _ = make_host(redis_url, queue_name)
+
+    @host.task(name="tests.tasks.ship")
+    async def ship(order: Order, extras: list[Order] | None = None, note: str = "") -> str:
+        return f"{order.quantity} x {order.sku} to {order.ship_to.city}, {len(extras or [])}"
+
+    order = Order(sku="mug", quantity=2, ship_to=Address(city="Brno"))
+    with pytest.raises(PayloadError, match="quantity"):
+        await ship.enqueue(order.model_copy(update={"quantity": 0}), note="x")
+    with pytest.raises(PayloadError):
+        await ship.enqueue({"sku": "mug"})  # type: ignore[arg-type]
+    async with host.run():
+        done = await wait_for_job(host, await ship.enqueue(order, extras=[order]))
+    assert (done.status, done.result) == (JobStatus.SUCCEEDED, "2 x mug to Brno, 1")
