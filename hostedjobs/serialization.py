@@ -157,6 +157,11 @@ def job_type_info(job_or_cls: object) -> JobTypeInfo:
     cls = job_or_cls if isinstance(job_or_cls, type) else type(job_or_cls)
     info = vars(cls).get(_TYPE_ATTR)
     if not isinstance(info, JobTypeInfo):
+        if cls.__module__ == "builtins":  # enqueue("send-email"), enqueue({...})
+            raise PayloadError(
+                f"{cls.__name__} is not a job type: a job is an instance of a class decorated "
+                f"with @job_type, not {job_or_cls!r:.60}"
+            )
         raise PayloadError(
             f'{cls.__name__} is not a job type: decorate the class ({KINDS}) with @job_type("name")'
         )

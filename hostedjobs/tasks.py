@@ -22,7 +22,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
 from .context import JobContext
 from .depends import is_injected
-from .durations import Seconds
+from .durations import Seconds, seconds
 from .exceptions import ConfigurationError, PayloadDecodeError, PayloadError
 from .results import JobResult
 from .scheduler import JobId, JobPayload, Scheduler
@@ -220,7 +220,8 @@ class Task(Generic[P, R]):
         scheduler = self._scheduler()
         if isinstance(when, datetime):
             return cast(JobId[R], await scheduler.schedule(job, at=when))
-        return cast(JobId[R], await scheduler.schedule(job, delay=when))
+        delay = seconds(f"{self}.schedule(when, ...)'s delay", when)
+        return cast(JobId[R], await scheduler.schedule(job, delay=delay))
 
 
 class TaskDecorator:

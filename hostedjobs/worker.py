@@ -521,7 +521,7 @@ class Worker:
         if function not in self._parked_warned:
             self._parked_warned.add(function)
             logger.warning(
-                "job %s is for %r, which this worker cannot run: parked for a worker that can. %s",
+                "job %s is for %r, which this worker cannot run: parked for a worker that can (%s)",
                 job.id,
                 function,
                 reason,

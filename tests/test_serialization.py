@@ -1142,3 +1142,11 @@ def test_a_value_that_does_not_parse_is_shown_with_its_path() -> None:
     with pytest.raises(PayloadDecodeError) as info:  # a dict value's path has no key to follow
         decode_payload(Visit, {"ids": [], "when": {"a": "soon"}})
     assert str(info.value).endswith("Invalid RFC3339 encoded datetime - at `$.when[...]`")
+
+
+def test_a_builtin_value_is_not_a_job_and_the_error_shows_it() -> None:
+    """enqueue("send-email") or enqueue({...}) said "str is not a job type: decorate the
+    class...", as if str could be decorated: now it says what a job is and shows the value."""
+    for value in ("send-email", {"email": "a@b.c"}):
+        with pytest.raises(PayloadError, match=r"a job is an instance of a class decorated"):
+            job_type_info(value)

@@ -131,7 +131,7 @@ async def test_schedule_takes_a_delay_in_seconds_or_timedelta_or_a_datetime(
         assert (await wait_for_job(host, soon, timeout=60)).result == 4
         assert (await wait_for_job(host, at, timeout=60)).result == 6
         assert await host.scheduler.delete(far)
-        with pytest.raises(ConfigurationError, match="delay"):
+        with pytest.raises(ConfigurationError, match=r"schedule\(when, \.\.\.\)'s delay"):
             await later.schedule(-1, value=4)
         with pytest.raises(ConfigurationError, match="aware datetime"):
             await later.schedule(datetime(2030, 1, 1), value=4)
