@@ -12,6 +12,7 @@ import hashlib
 import logging
 import re
 import shlex
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,6 +24,7 @@ import pytest
 from hostedjobs import JobContext, JobHost, JobStatus, RetryPolicy, job_type
 from hostedjobs.exceptions import ConfigurationError, RedisConfigurationError
 from hostedjobs.storage import KeyLayout, open_redis
+from hostedjobs.storage.embedded import find_redis_server
 from hostedjobs.storage.preflight import (
     REQUIRED_COMMANDS,
     ServerFacts,
@@ -32,6 +34,7 @@ from hostedjobs.storage.preflight import (
 )
 from hostedjobs.testing import wait_for_job
 from tests.redis_servers import RedisServer, redis_server
+from tests.servers import free_port
 from tests.waiting import DEADLINE_S, eventually
 
 LUA = Path(__file__).resolve().parent.parent / "hostedjobs" / "storage" / "lua"
@@ -172,6 +175,42 @@ async def test_a_replica_refuses_the_start(
         message = await refused(make_host(replica.url))
     assert f"it is a replica (of 127.0.0.1:{server.port})" in message
     assert "point the URL at the primary" in message
+
+
+async def test_a_sentinel_refuses_the_start_naming_the_primary_it_watches(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    """A URL at a Sentinel's port started, then every call failed with "unknown command
+    'ZCOUNT'": now the start is refused, naming the primaries the Sentinel watches."""
+    port = free_port()
+    config = tmp_path / "sentinel.conf"  # Sentinel rewrites its config: it needs a file
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor jobs 127.0.0.1 {server.port} 1\n"
+    )
+    sentinel = subprocess.Popen(
+        [find_redis_server(), str(config), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+
+        async def answers() -> bool:
+            try:
+                client = await open_redis(url, timeout_s=1)
+            except Exception:
+                return False
+            await client.aclose()
+            return True
+
+        await eventually(answers, what="the sentinel answering")
+        message = await refused(make_host(url))
+    finally:
+        sentinel.terminate()
+        sentinel.wait(timeout=30)
+    assert "is a Sentinel, not a Redis server" in message
+    assert f"jobs at 127.0.0.1:{server.port}" in message
 
 
 async def test_a_cluster_node_refuses_the_start(tmp_path_factory: pytest.TempPathFactory) -> None:

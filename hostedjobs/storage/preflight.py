@@ -31,7 +31,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from redis.exceptions import NoPermissionError, ResponseError
+from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from ..exceptions import RedisConfigurationError
 from .client import RedisClient
@@ -196,12 +196,16 @@ class ServerFacts:
         appendonly = config.get("appendonly")
         if appendonly is None and "aof_enabled" in info:
             appendonly = "yes" if int(info["aof_enabled"]) else "no"
+        role = str(info["role"]) if "role" in info else None
+        # A Sentinel answers INFO too (Valkey names the field server_mode).
+        if "sentinel" in (info.get("redis_mode"), info.get("server_mode")):
+            role = "sentinel"
         primary = None
         if "master_host" in info:
             primary = f"{info['master_host']}:{info.get('master_port', '?')}"
         return cls(
             version=tuple(int(part) for part in version.groups() if part) if version else None,
-            role=str(info["role"]) if "role" in info else None,
+            role=role,
             primary=primary,
             cluster=bool(int(info["cluster_enabled"])) if "cluster_enabled" in info else None,
             eviction_policy=str(policy) if policy is not None else None,
@@ -316,6 +320,20 @@ def _noperm(reply: Any) -> bool:
     return isinstance(reply, NoPermissionError)
 
 
+async def _watched(client: RedisClient) -> str:
+    """``" (name at host:port, ...)"``: the primaries a Sentinel watches, or ``""``."""
+    try:
+        masters = await client.sentinel_masters()  # type: ignore[no-untyped-call]
+    except (RedisError, OSError):
+        return ""
+    if not isinstance(masters, dict) or not masters:
+        return ""
+    named = ", ".join(
+        f"{name} at {state.get('ip')}:{state.get('port')}" for name, state in masters.items()
+    )
+    return f" ({named})"
+
+
 async def _read_server(client: RedisClient) -> tuple[ServerFacts, _Missing]:
     """The server's settings, and whether MULTI, EXEC and DISCARD are allowed (the probes
     rely on them), in one round trip."""
@@ -389,6 +407,11 @@ async def check_server(
     fails meanwhile.
     """
     facts, missing = await _read_server(client)
+    if facts.role == "sentinel":
+        raise RedisConfigurationError(
+            f"Redis at {client.target} is a Sentinel, not a Redis server: it holds no data. "
+            f"Point the URL at the primary it watches{await _watched(client)}"
+        )
     if not missing.unchecked:
         await _probe(client, keys, missing)
     problems, warnings = judge(facts, accept)
