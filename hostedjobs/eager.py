@@ -33,11 +33,18 @@ from .exceptions import (
     HostNotRunningError,
     JobAlreadyExistsError,
     JobFailedError,
-    PayloadError,
 )
 from .outcomes import JobStatus, Outcome
 from .runner import QueuedFunction, QueuedRun, RunReport, error_text
-from .scheduler import JobId, JobInfo, Scheduler, _job_info, _new_id, _readable
+from .scheduler import (
+    JobId,
+    JobInfo,
+    Scheduler,
+    _job_info,
+    _new_id,
+    _prepare_many,
+    _readable,
+)
 from .scheduler import _status as _parse_status
 from .serialization import encode_payload, job_record, job_type_info, read_record
 from .storage import KeyLayout, Store, StoredJob
@@ -172,14 +179,7 @@ class EagerScheduler(Scheduler):
 
     async def _enqueue_many(self, jobs: Iterable[object], trace: str | None) -> list[JobId[Any]]:
         now_ms = self._now_ms()
-        prepared: list[tuple[str, bytes]] = []
-        for index, job in enumerate(jobs):
-            try:
-                info = job_type_info(job)
-                payload = encode_payload(job)
-            except PayloadError as exc:
-                raise PayloadError(f"jobs[{index}]: {exc}") from exc
-            prepared.append((_new_id(), job_record(info.key, payload, now_ms, trace)))
+        prepared = _prepare_many(jobs, trace, now_ms)
         self._check_running()
         for job_id, record in prepared:
             self._store_job(job_id, record, now_ms)

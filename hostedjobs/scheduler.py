@@ -125,6 +125,22 @@ class JobInfo(Generic[R_co]):
         return self.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
+def _prepare_many(
+    jobs: Iterable[object], trace: str | None, now_ms: int
+) -> list[tuple[str, bytes]]:
+    """A new id and stored record for each job, all encoded before any is stored; a job that
+    cannot be encoded raises `PayloadError` naming its index."""
+    prepared: list[tuple[str, bytes]] = []
+    for index, job in enumerate(jobs):
+        try:
+            info = job_type_info(job)
+            payload = encode_payload(job)
+        except PayloadError as exc:
+            raise PayloadError(f"jobs[{index}]: {exc}") from exc
+        prepared.append((_new_id(), job_record(info.key, payload, now_ms, trace)))
+    return prepared
+
+
 def _new_id() -> str:
     """A random job id, like arq's (32 hex digits), without building a UUID object."""
     return os.urandom(16).hex()
@@ -210,15 +226,8 @@ class Scheduler:
     async def _enqueue_many(
         self, jobs: Iterable[JobPayload], trace: str | None
     ) -> list[JobId[Any]]:
-        now_ms = int(time.time() * 1000)
-        prepared: list[tuple[str, bytes]] = []
-        for index, job in enumerate(jobs):
-            try:
-                info = job_type_info(job)
-                payload = encode_payload(job)
-            except PayloadError as exc:
-                raise PayloadError(f"jobs[{index}]: {exc}") from exc
-            prepared.append((_new_id(), job_record(info.key, payload, now_ms, trace)))
+        now_ms = self._now_ms()
+        prepared = _prepare_many(jobs, trace, now_ms)
         await self.store.enqueue_many(prepared, due_ms=now_ms, ttl_ms=_EXPIRES_EXTRA_MS)
         return [JobId(job_id) for job_id, _ in prepared]
 
