@@ -195,3 +195,112 @@ def redis_server(
         yield server
     finally:
         server.stop()
+
+
+class ClusterServers:
+    """A Redis Cluster of ``primaries`` nodes started from scratch: each its own
+    `RedisServer` in cluster mode, the 16384 slots split evenly (``CLUSTER ADDSLOTSRANGE``),
+    joined with ``CLUSTER MEET``. No replicas: a test moves slots itself (`migrate_slot`)."""
+
+    def __init__(self, data_dir: Path, primaries: int = 3, binary: str | None = None) -> None:
+        self.nodes: list[RedisServer] = []
+        for index in range(primaries):
+            folder = data_dir / f"node{index}"
+            folder.mkdir()
+            # fmt: off
+            self.nodes.append(RedisServer(
+                folder, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "5000", binary=binary,
+            ))
+            # fmt: on
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://`` naming every node."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def start(self) -> ClusterServers:
+        """Start the nodes, give each its share of the slots, join them, and wait until every
+        node says the cluster is ok and knows every other."""
+        for node in self.nodes:
+            node.start()
+        share = 16384 // len(self.nodes)
+        for index, node in enumerate(self.nodes):
+            first = index * share
+            last = 16383 if index == len(self.nodes) - 1 else first + share - 1
+            self._call(node, "CLUSTER", "ADDSLOTSRANGE", first, last)
+        for node in self.nodes[1:]:
+            self._call(node, "CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
+        deadline = time.monotonic() + 60
+        while not self._settled():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster did not come up within 60 s")
+            time.sleep(0.05)
+        return self
+
+    def _settled(self) -> bool:
+        for node in self.nodes:
+            info = cast(str, self._call(node, "CLUSTER", "INFO").decode())
+            facts = dict(line.split(":", 1) for line in info.split() if ":" in line)
+            if facts.get("cluster_state") != "ok":
+                return False
+            if int(facts.get("cluster_known_nodes", 0)) != len(self.nodes):
+                return False
+        # Every node's view of who owns what agrees.
+        views = {str(sorted(map(str, self._call(n, "CLUSTER", "SLOTS")))) for n in self.nodes}
+        return len(views) == 1
+
+    @staticmethod
+    def _call(node: RedisServer, *args: Any) -> Any:
+        admin = node.admin()
+        try:
+            return admin.execute_command(*args)  # type: ignore[no-untyped-call]
+        finally:
+            admin.close()
+
+    def node_id(self, node: RedisServer) -> str:
+        """The node's cluster id."""
+        return cast(bytes, self._call(node, "CLUSTER", "MYID")).decode()
+
+    def owner(self, slot: int) -> RedisServer:
+        """The node serving ``slot`` now."""
+        for start, end, (_, port, *_), *_ in self._call(self.nodes[0], "CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return next(node for node in self.nodes if node.port == port)
+        raise LookupError(f"no node serves slot {slot}")
+
+    def migrate_slot(self, slot: int, target: RedisServer) -> None:
+        """Move ``slot`` and its keys to ``target`` as ``redis-cli --cluster reshard`` does
+        (IMPORTING, MIGRATING, MIGRATE in batches, then SETSLOT NODE on every node)."""
+        source = self.owner(slot)
+        if source is target:
+            return
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        self._call(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        self._call(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        while keys := self._call(source, "CLUSTER", "GETKEYSINSLOT", slot, 100):
+            # fmt: off
+            self._call(
+                source, "MIGRATE", "127.0.0.1", target.port, "", 0, 30_000, "REPLACE",
+                "KEYS", *keys,
+            )
+            # fmt: on
+        for node in (target, source, *self.nodes):
+            self._call(node, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
+    def stop(self) -> None:
+        """Stop every node."""
+        for node in self.nodes:
+            node.stop()
+
+
+@contextlib.contextmanager
+def redis_cluster(
+    tmp_path_factory: pytest.TempPathFactory, primaries: int = 3, binary: str | None = None
+) -> Iterator[ClusterServers]:
+    """A started `ClusterServers`, stopped when the block ends."""
+    cluster = ClusterServers(tmp_path_factory.mktemp("redis-cluster"), primaries, binary)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

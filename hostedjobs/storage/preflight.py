@@ -8,7 +8,9 @@ operation:
   TTLs): under memory pressure Redis deletes queued jobs, which then vanish or fail as
   expired, with no error anywhere (accept it with ``accept={"eviction"}``);
 - a replica: writes fail, or are lost at the next sync;
-- Redis Cluster: the host's client is a standalone one;
+- a Redis Cluster node reached with a plain URL (``redis+cluster://`` keeps every key of
+  the queue in one slot, so its scripts and transactions run on one node; with it, the
+  ACL probes below use keys of that slot);
 - a server older than 6.2 (commands the scripts and the store use);
 - an ACL user missing a permission hostedjobs needs: a command (scripts' inner commands
   included), a key pattern of the queue, or its events channel. A script that writes and
@@ -215,9 +217,12 @@ class ServerFacts:
         )
 
 
-def judge(facts: ServerFacts, accept: Collection[str] = ()) -> tuple[list[str], list[str]]:
+def judge(
+    facts: ServerFacts, accept: Collection[str] = (), *, hash_tag: bool = False
+) -> tuple[list[str], list[str]]:
     """``(problems, warnings)`` about a server's settings: problems refuse the start, warnings
-    are logged."""
+    are logged. ``hash_tag``: the queue's keys share one slot (`KeyLayout`), as cluster mode
+    needs."""
     problems: list[str] = []
     warnings: list[str] = []
     if facts.version is not None and facts.version[:2] < MIN_VERSION:
@@ -231,10 +236,10 @@ def judge(facts: ServerFacts, accept: Collection[str] = ()) -> tuple[list[str], 
             f"it is a replica (of {facts.primary or 'another server'}): writes fail, or are "
             "lost at its next sync; point the URL at the primary"
         )
-    if facts.cluster:
+    if facts.cluster and not hash_tag:
         problems.append(
-            "it runs in cluster mode, which hostedjobs' client does not support: use a "
-            "standalone Redis"
+            "it is a Redis Cluster node: use a redis+cluster://host:port,host:port,... URL "
+            "naming the cluster's nodes (hostedjobs then keeps each queue's keys in one slot)"
         )
     policy = facts.eviction_policy
     if "eviction" not in accept:
@@ -414,7 +419,7 @@ async def check_server(
         )
     if not missing.unchecked:
         await _probe(client, keys, missing)
-    problems, warnings = judge(facts, accept)
+    problems, warnings = judge(facts, accept, hash_tag=keys.hash_tag)
     user = str(client.connection_pool.connection_kwargs.get("username") or "default")
     problems += missing.problems(keys, user, version_known=facts.version is not None)
     for warning in warnings:
