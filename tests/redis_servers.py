@@ -206,7 +206,7 @@ class ClusterServers:
         self.nodes: list[RedisServer] = []
         for index in range(primaries):
             folder = data_dir / f"node{index}"
-            folder.mkdir()
+            folder.mkdir(parents=True)
             # fmt: off
             self.nodes.append(RedisServer(
                 folder, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
