@@ -203,6 +203,9 @@ class ClusterServers:
     joined with ``CLUSTER MEET``. No replicas: a test moves slots itself (`migrate_slot`)."""
 
     def __init__(self, data_dir: Path, primaries: int = 3, binary: str | None = None) -> None:
+        self.data_dir = data_dir
+        self.binary = binary
+        self.replicas: list[RedisServer] = []
         self.nodes: list[RedisServer] = []
         for index in range(primaries):
             folder = data_dir / f"node{index}"
@@ -288,9 +291,48 @@ class ClusterServers:
         for node in (target, source, *self.nodes):
             self._call(node, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
 
+    def add_replica(self, primary: RedisServer) -> RedisServer:
+        """Start a node that joins the cluster as a replica of ``primary``, and wait until it
+        is in sync with it and every node knows it."""
+        folder = self.data_dir / f"replica{len(self.replicas)}"
+        folder.mkdir(parents=True)
+        # fmt: off
+        replica = RedisServer(
+            folder, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", "5000", binary=self.binary,
+        ).start()
+        # fmt: on
+        self.replicas.append(replica)
+        self._call(replica, "CLUSTER", "MEET", "127.0.0.1", primary.port)
+        primary_id = self.node_id(primary)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self._call(replica, "CLUSTER", "REPLICATE", primary_id)
+                break
+            except redis.ResponseError:  # it does not know the primary yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        while (
+            replica.info("replication").get("master_link_status") != "up"
+            or any(
+                int(dict(
+                    line.split(":", 1)
+                    for line in self._call(n, "CLUSTER", "INFO").decode().split()
+                    if ":" in line
+                )["cluster_known_nodes"]) != len(self.nodes) + len(self.replicas)
+                for n in (*self.nodes, *self.replicas)
+            )
+        ):  # fmt: skip
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replica did not join within 60 s")
+            time.sleep(0.05)
+        return replica
+
     def stop(self) -> None:
         """Stop every node."""
-        for node in self.nodes:
+        for node in (*self.nodes, *self.replicas):
             node.stop()
 
 

@@ -312,3 +312,25 @@ async def test_redis_server_on_path_runs_jobs_standalone_and_in_a_cluster(
             assert info.result == "did plain"
     finally:
         server.stop()
+
+
+async def test_a_replica_taking_over_a_lost_primary_is_followed(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The queue's primary dies and its replica takes over (CLUSTER FAILOVER TAKEOVER): the
+    client, its connection refused, asks the cluster where the slot is now and carries on
+    there; a job enqueued after the takeover runs."""
+    with redis_cluster(tmp_path_factory) as cluster:
+        queue_name = _queue_on(cluster, 0, "failover")
+        primary = cluster.nodes[0]
+        replica = await asyncio.to_thread(cluster.add_replica, primary)
+        host = make_host(cluster.url, queue_name)
+        async with host.run():
+            before = await host.scheduler.enqueue(Work(text="before"))
+            await wait_for_job(host, before)
+            primary.stop()
+            await asyncio.to_thread(cluster._call, replica, "CLUSTER", "FAILOVER", "TAKEOVER")
+            after = await host.scheduler.enqueue(Work(text="after"))
+            info = await wait_for_job(host, after)
+            assert info.result == "did after"
+            assert _target(host).startswith(f"127.0.0.1:{replica.port}/0")

@@ -246,16 +246,23 @@ class _SlotOwner:
             await client.aclose(close_connection_pool=True)
 
     def _owner(self, asked: tuple[str, int], slots: Sequence[Any]) -> tuple[str, int] | None:
-        for start, end, primary, *_ in slots:
-            host = primary[0].decode() if isinstance(primary[0], bytes) else str(primary[0])
-            port = int(primary[1])
-            # An empty or "?" endpoint: the node is reached at the address we asked.
-            address = (host if host not in ("", "?") else asked[0], port)
-            if address not in self.nodes:
-                self.nodes.append(address)
+        owner = None
+        for start, end, primary, *replicas in slots:
+            for node in (primary, *replicas):
+                # Replicas too: one may be the primary after a failover.
+                address = _endpoint(node, asked)
+                if address not in self.nodes:
+                    self.nodes.append(address)
             if int(start) <= self.slot <= int(end):
-                return address
-        return None
+                owner = _endpoint(primary, asked)
+        return owner
+
+
+def _endpoint(node: Sequence[Any], asked: tuple[str, int]) -> tuple[str, int]:
+    """``(host, port)`` of a node in a ``CLUSTER SLOTS`` reply."""
+    host = node[0].decode() if isinstance(node[0], bytes) else str(node[0])
+    # An empty or "?" endpoint: the node is reached at the address we asked.
+    return (host if host not in ("", "?") else asked[0], int(node[1]))
 
 
 def _following(base: type[AbstractConnection], owner: _SlotOwner) -> type[AbstractConnection]:
