@@ -24,6 +24,8 @@ from hostedjobs.exceptions import ConfigurationError, RedisConfigurationError
 from hostedjobs.storage import open_redis, resolve_redis_url
 from hostedjobs.storage.cluster import ClusterURL, queue_slot
 from hostedjobs.storage.embedded import find_redis_server
+from hostedjobs.storage.layout import KeyLayout
+from hostedjobs.storage.preflight import acl_rule
 from hostedjobs.testing import wait_for_job
 from tests.redis_servers import ClusterServers, redis_cluster, redis_server
 from tests.waiting import eventually
@@ -334,3 +336,39 @@ async def test_a_replica_taking_over_a_lost_primary_is_followed(
             info = await wait_for_job(host, after)
             assert info.result == "did after"
             assert _target(host).startswith(f"127.0.0.1:{replica.port}/0")
+
+
+def _on_every_node(cluster: ClusterServers, line: str) -> None:
+    for node in cluster.nodes:
+        cluster._call(node, *line.split())
+
+
+async def test_an_acl_user_is_checked_on_the_queues_slot(
+    cluster: ClusterServers, queue_name: str
+) -> None:
+    """ACL users are per node: a user without CLUSTER SLOTS is told to grant it; one kept to
+    the documented rule runs jobs; the start-up probes use keys of the queue's slot, so a
+    missing key pattern is named (not answered with MOVED)."""
+    user = f"u{queue_name[-8:]}"
+    url = cluster.url.replace("redis+cluster://", f"redis+cluster://{user}:pw@")
+    rule = acl_rule(KeyLayout(queue_name, hash_tag=True), user)
+    without_slots = rule.replace(" +cluster|slots", "")
+    _on_every_node(cluster, without_slots.replace(f" {user} ", f" {user} on >pw ", 1))
+    with pytest.raises(RedisConfigurationError, match=r"ACL SETUSER \w+ \+cluster\|slots"):
+        async with make_host(url, queue_name).run():
+            pass
+    _on_every_node(cluster, f"ACL SETUSER {user} +cluster|slots -publish")
+    with pytest.raises(RedisConfigurationError, match=r"commands publish"):
+        async with make_host(url, queue_name).run():
+            pass
+    _on_every_node(cluster, f"ACL SETUSER {user} +publish resetkeys ~elsewhere:*")
+    with pytest.raises(RedisConfigurationError) as refused:
+        async with make_host(url, queue_name).run():
+            pass
+    assert f"keys {{hostedjobs:{queue_name}}}:*" in str(refused.value)
+    assert "MOVED" not in str(refused.value)
+    _on_every_node(cluster, f"ACL SETUSER {user} ~{{hostedjobs:{queue_name}}}:*")
+    host = make_host(url, queue_name)
+    async with host.run():
+        info = await wait_for_job(host, await host.scheduler.enqueue(Work(text="acl")))
+        assert info.result == "did acl"

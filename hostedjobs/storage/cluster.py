@@ -40,13 +40,14 @@ from redis.exceptions import (
     AskError,
     ClusterDownError,
     MovedError,
+    NoPermissionError,
     RedisError,
     ResponseError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from ..exceptions import ConfigurationError, RedisUnavailableError
+from ..exceptions import ConfigurationError, RedisConfigurationError, RedisUnavailableError
 from .client import (
     RedisClient,
     _bounded,
@@ -204,8 +205,9 @@ class _SlotOwner:
     async def locate(self) -> None:
         """Ask the nodes, in turn, which one serves the slot (``CLUSTER SLOTS``), and follow.
 
-        Raises `RedisUnavailableError` if none answers or none serves the slot, and
-        `ConfigurationError` if a node is not in cluster mode."""
+        Raises `RedisUnavailableError` if none answers or none serves the slot,
+        `ConfigurationError` if a node is not in cluster mode, and `RedisConfigurationError`
+        if the user may not run ``CLUSTER SLOTS``."""
         generation = self.generation
         async with self._lock:
             if self.generation != generation:
@@ -235,6 +237,13 @@ class _SlotOwner:
         client = bounded_client(pool, self.timeout_s)
         try:
             return await client.execute_command("CLUSTER", "SLOTS")
+        except NoPermissionError as error:
+            user = self.url.username or "default"
+            raise RedisConfigurationError(
+                f"Redis at {_text(node)}: the ACL user {user!r} may not run CLUSTER SLOTS, "
+                "which a redis+cluster:// client needs to find the node of its queue's slot. "
+                f"Grant it on every node with: ACL SETUSER {user} +cluster|slots"
+            ) from error
         except ResponseError as error:
             if "cluster support disabled" in str(error):
                 raise ConfigurationError(
@@ -375,7 +384,8 @@ async def open_cluster(url: str, queue_name: str, *, timeout_s: float | None) ->
     """A client on the primary of the Redis Cluster at ``url`` that serves the slot of the
     queue ``queue_name``, checked with a PING; it follows the slot when it moves.
 
-    Raises `ConfigurationError` for a malformed URL or a node not in cluster mode, and
+    Raises `ConfigurationError` for a malformed URL or a node not in cluster mode,
+    `RedisConfigurationError` if the ACL user may not run ``CLUSTER SLOTS``, and
     `RedisUnavailableError` if no node named in the URL answers, or none serves the slot.
     """
     parsed = ClusterURL.parse(url)

@@ -168,7 +168,10 @@ def acl_rule(keys: KeyLayout, user: str = "default") -> str:
     """The ``ACL SETUSER`` line giving ``user`` what hostedjobs needs on the queue of
     ``keys``, and nothing else (add ``on >PASSWORD`` for a new user)."""
     patterns = " ".join(f"~{family.pattern}" for family in _key_families(keys))
-    commands = " ".join(f"+{command}" for command in (*REQUIRED_COMMANDS, *_OPTIONAL_COMMANDS))
+    # A redis+cluster:// client asks which node serves the queue's slot.
+    cluster = ("cluster|slots",) if keys.hash_tag else ()
+    needed = (*REQUIRED_COMMANDS, *_OPTIONAL_COMMANDS, *cluster)
+    commands = " ".join(f"+{command}" for command in needed)
     channel = _glob_escape(keys.events)
     return f"ACL SETUSER {user} resetkeys resetchannels {patterns} &{channel} -@all {commands}"
 
