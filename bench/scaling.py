@@ -56,6 +56,8 @@ class Round:
     redis_cpu: dict[int, float]
     """Per primary: its CPU seconds per second of wall."""
     ran: int
+    publishes_per_job: float
+    """PUBLISH calls per job, all primaries: a cluster relays each to every other node."""
 
 
 def queues_on(cluster: ClusterServers, count: int, prefix: str) -> list[tuple[str, RedisServer]]:
@@ -75,6 +77,12 @@ async def cpu_s(client: aioredis.Redis) -> float:
     """The server's ``used_cpu_sys + used_cpu_user``, seconds."""
     info = await client.info("cpu")
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+async def publishes(client: aioredis.Redis) -> int:
+    """``PUBLISH`` calls the server ran (scripts' included)."""
+    info = await client.info("commandstats")
+    return int(info.get("cmdstat_publish", {}).get("calls", 0))
 
 
 async def left(client: aioredis.Redis, queue: str) -> int:
@@ -115,9 +123,11 @@ async def one_round(
         idle = {
             port: (await cpu_s(client) - idle0[port]) / IDLE_S for port, client in clients.items()
         }
+        published0 = sum([await publishes(client) for client in clients.values()])
         before = {port: await cpu_s(client) for port, client in clients.items()}
         run = await run_fleet(commands, log_dir, drained, timeout_s=600)
         after = {port: await cpu_s(client) for port, client in clients.items()}
+        published = sum([await publishes(client) for client in clients.values()]) - published0
     finally:
         for client in clients.values():
             await client.aclose()
@@ -139,6 +149,7 @@ async def one_round(
         },
         redis_cpu={port: (after[port] - before[port]) / run.wall_s for port in served},
         ran=ran,
+        publishes_per_job=published / (per_queue * queues),
     )
 
 
@@ -164,6 +175,7 @@ async def measure(primaries: int, queues: int, jobs: int, rounds: int, folder: P
         f"| {_spread([r.worker_cpu for r in results], 2)} "
         f"| {_spread(total, 2)} | {_spread(busiest, 2)} "
         f"| {_spread(per_job, 1)} | {_spread(net, 1)} | {_spread(ceiling)} "
+        f"| {_spread([r.publishes_per_job for r in results], 2)} "
         f"| {min(r.ran for r in results):,} |"
     ]
 
@@ -176,8 +188,8 @@ async def main_async(args: argparse.Namespace) -> None:
         "| primaries | queues (1 worker each) | jobs/s | workers' CPU (cores) "
         "| Redis CPU, all primaries (cores) | busiest primary (cores) "
         "| Redis µs/job per primary | the same less idle | one primary's ceiling, jobs/s "
-        "(1e6 / µs) | jobs run (min) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "(1e6 / µs) | PUBLISH per job | jobs run (min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as temp:
         for primaries in (1, 3):
