@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -35,6 +36,8 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.client import Pipeline, PubSub
 from redis.asyncio.cluster import ClusterParser
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import (
     AskError,
@@ -70,6 +73,9 @@ CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
 _REDIRECTS = 20
 """How many redirections one call follows at most (a slot that keeps moving is an error)."""
+
+_RELOCATE_S = 0.1
+"""A lookup of the slot's owner this recent is not repeated."""
 
 _USAGE = "use redis+cluster://[user:password@]host:port[,host:port...][?options]"
 
@@ -184,6 +190,7 @@ class _SlotOwner:
         self.nodes: list[tuple[str, int]] = list(url.seeds)
         """Nodes to ask where the slot is: the URL's, then every node the cluster named."""
         self._lock = asyncio.Lock()
+        self._located_at = -math.inf
         self.on_change: Callable[[], None] = lambda: None
 
     @property
@@ -210,8 +217,9 @@ class _SlotOwner:
         if the user may not run ``CLUSTER SLOTS``."""
         generation = self.generation
         async with self._lock:
-            if self.generation != generation:
-                return  # another call found the owner meanwhile
+            now = asyncio.get_running_loop().time()
+            if self.generation != generation or now - self._located_at < _RELOCATE_S:
+                return  # another call looked meanwhile: many calls fail at once on a lost node
             failures: list[str] = []
             # The current owner last: it is the one most likely lost.
             nodes = sorted(self.nodes, key=lambda node: node == self.address)
@@ -226,6 +234,7 @@ class _SlotOwner:
                     failures.append(f"{_text(node)} says no node serves slot {self.slot}")
                     continue
                 self.moved(owner)
+                self._located_at = asyncio.get_running_loop().time()
                 return
             raise RedisUnavailableError(
                 f"Redis Cluster at {','.join(map(_text, self.url.seeds))}: no node says which "
@@ -233,7 +242,8 @@ class _SlotOwner:
             )
 
     async def _slots(self, node: tuple[str, int]) -> Any:
-        pool = _pool(self.url.node_url(*node), self.timeout_s, retry_policy())
+        # Not retried: the next node is asked instead.
+        pool = _pool(self.url.node_url(*node), self.timeout_s, Retry(NoBackoff(), 0))
         client = bounded_client(pool, self.timeout_s)
         try:
             return await client.execute_command("CLUSTER", "SLOTS")
