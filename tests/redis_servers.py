@@ -202,24 +202,50 @@ class ClusterServers:
     `RedisServer` in cluster mode, the 16384 slots split evenly (``CLUSTER ADDSLOTSRANGE``),
     joined with ``CLUSTER MEET``. No replicas: a test moves slots itself (`migrate_slot`)."""
 
-    def __init__(self, data_dir: Path, primaries: int = 3, binary: str | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, primaries: int = 3, binary: str | None = None, *, tls: bool = False
+    ) -> None:
         self.data_dir = data_dir
         self.binary = binary
         self.replicas: list[RedisServer] = []
         self.nodes: list[RedisServer] = []
+        self.certificate: Path | None = None
+        tls_options: list[str] = []
+        if tls:
+            # One certificate for all: the nodes' bus is TLS too (tls-cluster), as deployed.
+            data_dir.mkdir(parents=True, exist_ok=True)
+            self.certificate, key = make_certificate(data_dir)
+            # fmt: off
+            tls_options = [
+                "--tls-cert-file", str(self.certificate), "--tls-key-file", str(key),
+                "--tls-ca-cert-file", str(self.certificate), "--tls-auth-clients", "no",
+                "--tls-cluster", "yes",
+            ]
+            # fmt: on
         for index in range(primaries):
             folder = data_dir / f"node{index}"
             folder.mkdir(parents=True)
+            options = tls_options
+            tls_port = None
+            if tls:
+                tls_port = free_port(cluster=True)  # its cluster bus is 10000 above it
+                options = [*tls_options, "--tls-port", str(tls_port)]
             # fmt: off
-            self.nodes.append(RedisServer(
+            node = RedisServer(
                 folder, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "5000", binary=binary,
-            ))
+                "--cluster-node-timeout", "5000", *options, binary=binary,
+            )
             # fmt: on
+            node.tls_port = tls_port
+            self.nodes.append(node)
 
     @property
     def url(self) -> str:
-        """``redis+cluster://`` naming every node."""
+        """``redis+cluster://`` naming every node (``rediss+cluster://`` and the TLS ports,
+        trusting the certificate, for a TLS cluster)."""
+        if self.certificate is not None:
+            ports = ",".join(f"127.0.0.1:{node.tls_port}" for node in self.nodes)
+            return f"rediss+cluster://{ports}?ssl_ca_certs={self.certificate}"
         return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
 
     def start(self) -> ClusterServers:
@@ -232,8 +258,9 @@ class ClusterServers:
             first = index * share
             last = 16383 if index == len(self.nodes) - 1 else first + share - 1
             self._call(node, "CLUSTER", "ADDSLOTSRANGE", first, last)
+        first = self.nodes[0]
         for node in self.nodes[1:]:
-            self._call(node, "CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
+            self._call(node, "CLUSTER", "MEET", "127.0.0.1", first.tls_port or first.port)
         deadline = time.monotonic() + 60
         while not self._settled():
             if time.monotonic() > deadline:
@@ -338,11 +365,32 @@ class ClusterServers:
 
 @contextlib.contextmanager
 def redis_cluster(
-    tmp_path_factory: pytest.TempPathFactory, primaries: int = 3, binary: str | None = None
+    tmp_path_factory: pytest.TempPathFactory,
+    primaries: int = 3,
+    binary: str | None = None,
+    *,
+    tls: bool = False,
 ) -> Iterator[ClusterServers]:
-    """A started `ClusterServers`, stopped when the block ends."""
-    cluster = ClusterServers(tmp_path_factory.mktemp("redis-cluster"), primaries, binary)
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
+    """A started `ClusterServers`, stopped when the block ends. With ``tls`` and a server
+    built without TLS, one on PATH is tried, else the test is skipped."""
+    binaries = [binary or find_redis_server()]
+    if tls and binary is None:
+        binaries += [
+            path
+            for path in (shutil.which("redis-server"), shutil.which("valkey-server"))
+            if path and path != binaries[0]
+        ]
+    for candidate in binaries:
+        folder = tmp_path_factory.mktemp("redis-cluster")
+        cluster = ClusterServers(folder, primaries, candidate, tls=tls)
+        try:
+            cluster.start()
+        except NoTLSError:
+            cluster.stop()
+            continue
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+        return
+    pytest.skip("no server here is built with TLS")

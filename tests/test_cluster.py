@@ -372,3 +372,14 @@ async def test_an_acl_user_is_checked_on_the_queues_slot(
     async with host.run():
         info = await wait_for_job(host, await host.scheduler.enqueue(Work(text="acl")))
         assert info.result == "did acl"
+
+
+async def test_a_tls_cluster(tmp_path_factory: pytest.TempPathFactory, queue_name: str) -> None:
+    """rediss+cluster:// with the CA in ?ssl_ca_certs= runs jobs on a cluster whose nodes
+    speak TLS to clients and to each other (tls-cluster yes)."""
+    with redis_cluster(tmp_path_factory, tls=True) as cluster:
+        host = make_host(cluster.url, queue_name)
+        async with host.run():
+            info = await wait_for_job(host, await host.scheduler.enqueue(Work(text="tls")))
+            assert info.result == "did tls"
+            assert "(TLS)" in _target(host)
