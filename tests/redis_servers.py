@@ -258,9 +258,9 @@ class ClusterServers:
             first = index * share
             last = 16383 if index == len(self.nodes) - 1 else first + share - 1
             self._call(node, "CLUSTER", "ADDSLOTSRANGE", first, last)
-        first = self.nodes[0]
+        seed = self.nodes[0]
         for node in self.nodes[1:]:
-            self._call(node, "CLUSTER", "MEET", "127.0.0.1", first.tls_port or first.port)
+            self._call(node, "CLUSTER", "MEET", "127.0.0.1", seed.tls_port or seed.port)
         deadline = time.monotonic() + 60
         while not self._settled():
             if time.monotonic() > deadline:
