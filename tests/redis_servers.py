@@ -299,16 +299,17 @@ class ClusterServers:
                 return next(node for node in self.nodes if node.port == port)
         raise LookupError(f"no node serves slot {slot}")
 
-    def migrate_slot(self, slot: int, target: RedisServer) -> None:
+    def migrate_slot(self, slot: int, target: RedisServer, batch: int = 100) -> None:
         """Move ``slot`` and its keys to ``target`` as ``redis-cli --cluster reshard`` does
-        (IMPORTING, MIGRATING, MIGRATE in batches, then SETSLOT NODE on every node)."""
+        (IMPORTING, MIGRATING, MIGRATE ``batch`` keys at a time, then SETSLOT NODE on every
+        node)."""
         source = self.owner(slot)
         if source is target:
             return
         source_id, target_id = self.node_id(source), self.node_id(target)
         self._call(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
         self._call(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-        while keys := self._call(source, "CLUSTER", "GETKEYSINSLOT", slot, 100):
+        while keys := self._call(source, "CLUSTER", "GETKEYSINSLOT", slot, batch):
             # fmt: off
             self._call(
                 source, "MIGRATE", "127.0.0.1", target.port, "", 0, 30_000, "REPLACE",

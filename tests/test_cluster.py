@@ -40,6 +40,12 @@ class Work:
     wait: bool = False
 
 
+@job_type("tests.cluster.tally")
+@dataclass
+class Tally:
+    n: str
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterServers]:
     with redis_cluster(tmp_path_factory) as started:
@@ -383,3 +389,45 @@ async def test_a_tls_cluster(tmp_path_factory: pytest.TempPathFactory, queue_nam
             info = await wait_for_job(host, await host.scheduler.enqueue(Work(text="tls")))
             assert info.result == "did tls"
             assert "(TLS)" in _target(host)
+
+
+async def test_a_migration_under_load_loses_and_doubles_nothing(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Jobs are enqueued and run while the queue's slot migrates key by key (ASK, TRYAGAIN,
+    then MOVED): every job runs exactly once."""
+    runs: Counter[str] = Counter()
+    with redis_cluster(tmp_path_factory) as cluster:
+        queue_name = _queue_on(cluster, 2, "busy")
+        host = make_host(cluster.url, queue_name)
+
+        @host.handler(Tally)
+        async def tally(job: Tally, ctx: JobContext) -> None:
+            runs[job.n] += 1
+
+        async with host.run():
+            ids = [await host.scheduler.enqueue(Tally(n=str(i))) for i in range(200)]
+            migrating = asyncio.create_task(
+                # A few keys at a time: a long window with the slot half-moved.
+                asyncio.to_thread(cluster.migrate_slot, queue_slot(queue_name), cluster.nodes[0], 5)
+            )
+            while not migrating.done():
+                ids.append(await host.scheduler.enqueue(Tally(n=str(len(ids)))))
+            await migrating
+            ids += await host.scheduler.enqueue_many(Tally(n=str(len(ids) + i)) for i in range(50))
+            for job_id in ids:
+                info = await wait_for_job(host, job_id)
+                assert info.status is JobStatus.SUCCEEDED
+            assert _target(host).startswith(f"127.0.0.1:{cluster.nodes[0].port}/0")
+    assert len(runs) == len(ids)
+    assert set(runs.values()) == {1}
+
+
+async def test_a_seed_that_is_down_is_skipped(cluster: ClusterServers, queue_name: str) -> None:
+    """The first node of the URL is down: the next one says where the slot is."""
+    url = cluster.url.replace("redis+cluster://", "redis+cluster://127.0.0.1:1,")
+    client = await open_redis(url, queue_name=queue_name, timeout_s=2)
+    try:
+        assert await client.ping()
+    finally:
+        await client.aclose()
