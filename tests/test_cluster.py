@@ -249,6 +249,12 @@ async def test_a_cluster_url_at_a_standalone_redis_says_so(
             await open_redis(url, queue_name=queue_name, timeout_s=2)
 
 
+async def test_opening_a_cluster_url_needs_the_queue_name(cluster: ClusterServers) -> None:
+    """The client is pinned to one queue's slot: open_redis without the queue says so."""
+    with pytest.raises(ConfigurationError, match=r"open_redis\(queue_name=...\)"):
+        await open_redis(cluster.url)
+
+
 async def test_no_node_answering_is_a_clear_error(queue_name: str) -> None:
     """No node of the URL answers: RedisUnavailableError naming the nodes and the slot."""
     with pytest.raises(ConnectionError, match=r"Redis Cluster at 127\.0\.0\.1:1.*slot"):
