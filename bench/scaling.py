@@ -160,8 +160,8 @@ def _spread(values: list[float], digits: int = 0) -> str:
 
 async def measure(primaries: int, queues: int, jobs: int, rounds: int, folder: Path) -> list[str]:
     cluster = ClusterServers(folder / f"cluster-{primaries}", primaries)
-    cluster.start()
     try:
+        cluster.start()
         results = [await one_round(cluster, queues, jobs, r, folder) for r in range(rounds)]
     finally:
         cluster.stop()

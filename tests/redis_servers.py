@@ -389,6 +389,9 @@ def redis_cluster(
         except NoTLSError:
             cluster.stop()
             continue
+        except BaseException:
+            cluster.stop()
+            raise
         try:
             yield cluster
         finally:
