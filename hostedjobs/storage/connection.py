@@ -16,6 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ..exceptions import ConfigurationError, RedisUnavailableError
 from .client import RedisClient, bounded_client, connection_class, retry_policy
+from .cluster import ClusterURL, is_cluster_url, open_cluster
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -42,10 +43,12 @@ Durability = Literal["primary", "replicated"]
 def resolve_redis_url(redis_url: str | None) -> str | None:
     """The explicit URL, else ``$HOSTEDJOBS_REDIS_URL``, else None (the embedded default)."""
     url = redis_url or os.environ.get(REDIS_URL_ENV) or None
-    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+    if url is not None and is_cluster_url(url):
+        ClusterURL.parse(url)  # raises ConfigurationError naming what is wrong
+    elif url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigurationError(
-            f"invalid Redis URL {redacted(url)!r}: use redis://host:port/db, rediss://... or "
-            "unix:///path/to/redis.sock"
+            f"invalid Redis URL {redacted(url)!r}: use redis://host:port/db, rediss://..., "
+            "unix:///path/to/redis.sock or redis+cluster://host:port,host:port,..."
         )
     return url
 
@@ -60,8 +63,13 @@ def redacted(url: str) -> str:
     return f"{scheme}{sep}{user}:***@{location}"
 
 
-async def open_redis(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> RedisClient:
+async def open_redis(
+    url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, queue_name: str | None = None
+) -> RedisClient:
     """A client with a connection pool on ``url``, checked with a PING.
+
+    A ``redis+cluster://`` URL needs ``queue_name``: the client is then one on the primary
+    serving the queue's slot, following the slot when it moves (see ``cluster``).
 
     Every call on it waits at most ``timeout_s`` seconds (connection set-up included; a
     blocking command its block time on top) and fails with `RedisUnavailableError`; a
@@ -72,6 +80,10 @@ async def open_redis(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Redis
     fix it (a missing or wrong password, TLS on one side only, nothing listening, an
     unknown host, no answer in time), and `ConfigurationError` for a malformed URL option.
     """
+    if is_cluster_url(url):
+        if queue_name is None:
+            raise ConfigurationError("a redis+cluster:// URL needs open_redis(queue_name=...)")
+        return await open_cluster(url, queue_name, timeout_s=timeout_s)
     try:
         connections = ConnectionPool.from_url(
             url,
