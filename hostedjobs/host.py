@@ -936,10 +936,11 @@ class JobHost:
                             self._start_workers(concurrency or self.concurrency, burst)
                     self._hosted.start(loops=store is not None)
                     logger.info(
-                        "hostedjobs started on %s, queue %r, %s: %d job type(s), "
+                        "hostedjobs started on %s, queue %r%s, %s: %d job type(s), "
                         "%d startup action(s), hosted jobs: %s",
                         "no Redis (eager mode)" if store is None else redacted(self._url),
                         self.queue_name,
+                        f" in {self.shards} shards" if self.shards > 1 else "",
                         "running a worker" if self.run_worker else "no worker (enqueue only)",
                         len(self._handlers.registrations),
                         len(self._startup.actions),

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hostedjobs import JobContext, JobHost, JobInfo, JobStatus, RetryPolicy, job_type
+from hostedjobs.dashboard import PAGE_SIZE
 from hostedjobs.exceptions import ConfigurationError
 from hostedjobs.storage.layout import KeyLayout
 from hostedjobs.storage.shards import (
@@ -22,6 +23,7 @@ from hostedjobs.storage.shards import (
     slot_ranges,
 )
 from hostedjobs.testing import wait_for_job
+from tests.test_dashboard import Note, allow_all, client_for, csrf_token, make_host
 from tests.waiting import eventually
 
 
@@ -331,3 +333,30 @@ async def test_a_different_shard_count_is_refused_while_jobs_wait(
     with pytest.raises(ConfigurationError, match="queued with shards=1"):
         async with sharded.run():
             pass
+
+
+async def test_the_dashboard_reads_and_acts_on_a_sharded_queue(
+    redis_url: str, queue_name: str
+) -> None:
+    """The dashboard's counts, pages (paging through every shard) and job pages, and its
+    retry action, on shards=3."""
+    host = make_host(redis_url, queue_name, shards=3)
+    async with host.run():
+        ids = await host.scheduler.enqueue_many(Note(text=str(i)) for i in range(PAGE_SIZE * 2 + 3))
+        failed = await host.scheduler.enqueue(Note(text="no", fail=True))
+        for job_id in [*ids, failed]:
+            await wait_for_job(host, job_id)
+        async with client_for(host, auth=allow_all) as client:
+            overview = (await client.get("/")).text
+            assert f'id="count-succeeded-hour">{PAGE_SIZE * 2 + 3}<' in overview
+            assert "3 alive" in overview
+            pages = [(await client.get(f"/jobs?state=succeeded&page={p}")).text for p in (1, 2, 3)]
+            assert "page 1 of 3" in pages[0]
+            assert pages[2].count('data-label="Job"') == 3
+            assert all(sum(i in page for page in pages) == 1 for i in ids)
+            assert "noted 5" in (await client.get(f"/jobs/{ids[5]}")).text
+            token = await csrf_token(client, f"/jobs/{failed}")
+            retried = await client.post(f"/jobs/{failed}/retry", data={"csrf_token": token})
+            assert retried.headers["location"].endswith("?notice=retried")
+            info = await wait_for_job(host, failed, statuses={JobStatus.FAILED})
+            assert info.error == "RuntimeError: refused no"

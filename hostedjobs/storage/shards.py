@@ -125,21 +125,23 @@ class ShardLayout:
         return groups
 
 
-def shard_count_key(queue: str) -> str:
-    """The key recording how many shards ``queue`` has (absent: never sharded). It carries
-    the queue's own hash tag, so on a cluster it lives on one known node whatever the count."""
-    return f"{KeyLayout(queue, hash_tag=True).namespace}:shards"
+def shard_count_key(queue: str, *, hash_tag: bool = False) -> str:
+    """The key recording how many shards ``queue`` has (absent: never sharded), in the
+    queue's own namespace (``hostedjobs:<queue>:shards``, which an ACL user of the queue may
+    already reach). With ``hash_tag`` (a cluster) it carries the queue's hash tag, so it
+    lives on one known node whatever the count."""
+    return f"{KeyLayout(queue, hash_tag=hash_tag).namespace}:shards"
 
 
 ClientFor = Callable[[str], Redis]
 """Given a shard's queue name, the client that reaches the node holding its keys."""
 
 
-async def _holds_jobs(client_for: ClientFor, queue: str, count: int) -> bool:
+async def _holds_jobs(client_for: ClientFor, queue: str, count: int, hash_tag: bool) -> bool:
     """Whether any shard of ``queue`` split ``count`` ways holds waiting or running jobs."""
 
     async def size(name: str) -> int:
-        keys = KeyLayout(name, hash_tag=count > 1)
+        keys = KeyLayout(name, hash_tag=hash_tag or count > 1)
         async with client_for(name).pipeline(transaction=False) as pipe:
             pipe.zcard(keys.waiting)
             pipe.zcard(keys.claimed)
@@ -150,20 +152,24 @@ async def _holds_jobs(client_for: ClientFor, queue: str, count: int) -> bool:
     return any(sizes)
 
 
-async def settle_shard_count(client_for: ClientFor, queue: str, count: int) -> None:
+async def settle_shard_count(
+    client_for: ClientFor, queue: str, count: int, *, hash_tag: bool = False
+) -> None:
     """Record that ``queue`` has ``count`` shards, or refuse a count that strands jobs.
 
     A queue recorded (or, unrecorded, used unsharded) with another count may change only once
     no job waits or runs under the old count; otherwise `ConfigurationError` names both
     counts and the fix. An unsharded queue that was never sharded writes nothing (one GET).
+    ``client_for`` gives each shard's client (by its queue name; the record is read through
+    ``client_for(queue)``); ``hash_tag``: the unsharded queue is hash-tagged too (a cluster).
     """
-    key = shard_count_key(queue)
+    key = shard_count_key(queue, hash_tag=hash_tag)
     redis = client_for(queue)
     raw = await redis.get(key)
     recorded = 1 if raw is None else int(raw)
     if recorded == count:
         return
-    if await _holds_jobs(client_for, queue, recorded):
+    if await _holds_jobs(client_for, queue, recorded, hash_tag):
         raise ConfigurationError(
             f"queue {queue!r} holds jobs queued with shards={recorded}; starting it with "
             f"shards={count} would strand them (their ids route to other shards). Run with "
