@@ -798,17 +798,18 @@ class JobHost:
             ]
             store = stores[0]
             try:
-                checked: set[int] = set()
-                for shard in stores:  # once per server: the shards on one share its settings
-                    shard_client = client_for(shard.keys.queue)
-                    if id(shard_client) not in checked:
-                        checked.add(id(shard_client))
-                        await check_server(
-                            shard_client,
-                            shard.keys,
-                            accept=self.accept_risks,
-                            replicas=shard.replicas,
-                        )
+                # Once per server (its settings), with every shard it holds (their keys' ACL).
+                by_server: dict[int, list[Store]] = {}
+                for shard in stores:
+                    by_server.setdefault(id(client_for(shard.keys.queue)), []).append(shard)
+                for first, *others in by_server.values():
+                    await check_server(
+                        client_for(first.keys.queue),
+                        first.keys,
+                        accept=self.accept_risks,
+                        replicas=first.replicas,
+                        shards=[other.keys for other in others],
+                    )
                 await settle_shard_count(client_for, self.queue_name, self.shards)
             except BaseException:
                 await _close_stores(stores, client)

@@ -15,6 +15,7 @@ from hostedjobs import JobContext, JobHost, JobInfo, JobStatus, RetryPolicy, job
 from hostedjobs.dashboard import PAGE_SIZE
 from hostedjobs.exceptions import ConfigurationError
 from hostedjobs.storage.layout import KeyLayout
+from hostedjobs.storage.preflight import acl_rule
 from hostedjobs.storage.shards import (
     ShardLayout,
     shard_count_key,
@@ -23,6 +24,7 @@ from hostedjobs.storage.shards import (
     slot_ranges,
 )
 from hostedjobs.testing import wait_for_job
+from tests.redis_servers import redis_server
 from tests.test_dashboard import Note, allow_all, client_for, csrf_token, make_host
 from tests.waiting import eventually
 
@@ -360,3 +362,52 @@ async def test_the_dashboard_reads_and_acts_on_a_sharded_queue(
             assert retried.headers["location"].endswith("?notice=retried")
             info = await wait_for_job(host, failed, statuses={JobStatus.FAILED})
             assert info.error == "RuntimeError: refused no"
+
+
+async def test_an_acl_user_with_the_documented_shard_patterns_runs_a_sharded_queue(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Without the shards' patterns the start-up check names every shard's keys and
+    channel; the unsharded ACL rule plus ``~{hostedjobs:Q~*`` and ``&{hostedjobs:Q~*`` (as
+    the docs say) run a sharded queue: enqueue, a drain, counts."""
+    queue = "acl-sharded"
+
+    def run_as_admin(line: str) -> None:
+        admin = server.admin()
+        try:
+            admin.execute_command(*line.split())  # type: ignore[no-untyped-call]
+        finally:
+            admin.close()
+
+    with redis_server(tmp_path_factory) as server:
+        run_as_admin(acl_rule(KeyLayout(queue), "app").replace(" app ", " app on >pw ", 1))
+        refused = JobHost(
+            redis_url=f"redis://app:pw@127.0.0.1:{server.port}/0", queue_name=queue, shards=3
+        )
+        with pytest.raises(ConfigurationError, match="lacks permissions") as raised:
+            async with refused.run():
+                pass
+        for name in ShardLayout(queue, 3).names:
+            assert f"~{{hostedjobs:{name}}}:*" in str(raised.value)
+            assert f"&{{hostedjobs:{name}}}:events" in str(raised.value)
+        run_as_admin(f"ACL SETUSER app ~{{hostedjobs:{queue}~* &{{hostedjobs:{queue}~*")
+        runs: list[int] = []
+        host = JobHost(
+            redis_url=f"redis://app:pw@127.0.0.1:{server.port}/0",
+            queue_name=queue,
+            shards=3,
+            accept_risks={"persistence"},
+            shutdown_grace=timedelta(seconds=1),
+        )
+
+        @host.handler(Item)
+        async def item(job: Item) -> None:
+            runs.append(job.n)
+
+        async with host.run():
+            ids = await host.scheduler.enqueue_many(Item(n=i) for i in range(30))
+            for job_id in ids:
+                await wait_for_job(host, job_id)
+            assert (await host.scheduler.counts())[JobStatus.SUCCEEDED] == 30
+            assert len(await host.workers()) == 3
+    assert sorted(runs) == list(range(30))
