@@ -783,6 +783,8 @@ class JobHost:
                         _watch_embedded(embedded), name="hostedjobs:embedded"
                     )
                 client = await open_redis(url, timeout_s=self.redis_timeout_s)
+            # Each shard's client. On a cluster: the client of the node owning each shard's
+            # slot (and hash_tag=True below and in settle_shard_count, even for one shard).
             client_for = same_client(client)
             names = ShardLayout(self.queue_name, self.shards).names
             stores = [
