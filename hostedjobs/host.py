@@ -15,7 +15,6 @@ from collections.abc import (
     Coroutine,
     Iterable,
     Mapping,
-    Sequence,
 )
 from datetime import timedelta
 from pathlib import Path
@@ -66,12 +65,11 @@ from .starlette import health_response, readiness_response, server_forcing_exit
 from .startup import StartupAction, StartupActions, StartupState
 from .status import HostedJobStatus
 from .storage import Store, open_redis, redacted, resolve_redis_url
-from .storage.client import RedisClient
 from .storage.cluster import is_cluster_url
 from .storage.connection import DEFAULT_TIMEOUT_S, Durability, adopt_redis, check_redis_client
 from .storage.embedded import EmbeddedRedis
 from .storage.preflight import RISKS, Risk, check_server
-from .storage.shards import MAX_SHARDS, ShardLayout, settle_shard_count
+from .storage.shards import MAX_SHARDS, ShardClients, ShardLayout, settle_shard_count
 from .tasks import Task, TaskDecorator
 from .worker import SlotBudget, Worker, WorkerSupervisor
 
@@ -131,32 +129,6 @@ HEALTH_REDIS_TIMEOUT_S = 2.0
 probe gets a prompt 503 from a frozen Redis rather than no answer."""
 
 
-def same_client(client: RedisClient) -> Callable[[str], RedisClient]:
-    """Where each shard's keys are reached: through ``client`` for every shard (one server,
-    or a proxy). This is the seam a cluster plugs into: a function that, given a shard's
-    queue name, returns the client of the node owning that shard's slot."""
-    return lambda queue: client
-
-
-async def _cluster_clients(
-    url: str, base: RedisClient, queue: str, names: Sequence[str], timeout_s: float
-) -> Callable[[str], RedisClient]:
-    """Each shard's client on a Redis Cluster, pinned to the node owning the shard's slot;
-    ``base`` (``queue``'s) for any other name (the shard-count record, an old shard count's
-    shards), which it reaches by following MOVED."""
-    clients = {queue: base}
-    try:
-        for name in names:
-            if name not in clients:
-                clients[name] = await open_redis(url, timeout_s=timeout_s, queue_name=name)
-    except BaseException:
-        for opened in clients.values():
-            if opened is not base:
-                await opened.aclose(close_connection_pool=True)
-        raise
-    return lambda name: clients.get(name, base)
-
-
 class _ShardedProgress:
     """Runs' progress, stored on the shard holding each job (a sharded queue)."""
 
@@ -165,18 +137,6 @@ class _ShardedProgress:
 
     async def progress(self, job_id: str, values: dict[str, str]) -> None:
         await self._scheduler._store_for(job_id).progress(job_id, values)
-
-
-async def _close_stores(stores: list[Store], client: Redis) -> None:
-    """Close each client once: shards sharing a client (or ``client``) must not close it
-    twice."""
-    closed: set[int] = set()
-    for store in stores:
-        if id(store.redis) not in closed:
-            closed.add(id(store.redis))
-            await store.close()
-    if id(client) not in closed:
-        await client.aclose(close_connection_pool=True)
 
 
 def _optional_seconds(name: str, value: Seconds | None) -> float | None:
@@ -815,41 +775,50 @@ class JobHost:
                 )
             names = ShardLayout(self.queue_name, self.shards).names
             cluster = self.redis_client is None and is_cluster_url(url)
-            # Each shard's client: on a cluster, the one pinned to the node owning its slot.
-            client_for = (
-                await _cluster_clients(url, client, self.queue_name, names, self.redis_timeout_s)
+            timeout_s = self.redis_timeout_s
+            # On a cluster each shard's client is pinned to the node owning its slot.
+            clients = ShardClients(
+                client,
+                self.queue_name,
+                (lambda name: open_redis(url, timeout_s=timeout_s, queue_name=name))
                 if cluster
-                else same_client(client)
+                else None,
             )
-            stores = [
-                Store(
-                    client_for(name),
-                    name,
-                    meta_ttl_s=int(self.keep_result_s) + 86_400,
-                    hash_tag=self.shards > 1 or cluster,
-                    replicas=1 if self.durability == "replicated" else 0,
-                    replication_timeout_ms=int(self.redis_timeout_s * 1000),
-                )
-                for name in names
-            ]
-            store = stores[0]
             try:
+                stores = [
+                    Store(
+                        await clients.get(name),
+                        name,
+                        meta_ttl_s=int(self.keep_result_s) + 86_400,
+                        hash_tag=self.shards > 1 or cluster,
+                        replicas=1 if self.durability == "replicated" else 0,
+                        replication_timeout_ms=int(timeout_s * 1000),
+                    )
+                    for name in names
+                ]
                 # Once per server (its settings), with every shard it holds (their keys' ACL).
                 by_server: dict[int, list[Store]] = {}
                 for shard in stores:
-                    by_server.setdefault(id(client_for(shard.keys.queue)), []).append(shard)
+                    by_server.setdefault(id(shard.redis), []).append(shard)
                 for first, *others in by_server.values():
                     await check_server(
-                        client_for(first.keys.queue),
+                        first.redis,  # type: ignore[arg-type]
                         first.keys,
                         accept=self.accept_risks,
                         replicas=first.replicas,
                         shards=[other.keys for other in others],
                     )
-                await settle_shard_count(client_for, self.queue_name, self.shards, hash_tag=cluster)
+                await settle_shard_count(
+                    clients.get,
+                    self.queue_name,
+                    self.shards,
+                    live_since_ms=int((time.time() - BEAT_TTL_S) * 1000),
+                    hash_tag=cluster,
+                )
             except BaseException:
-                await _close_stores(stores, client)
+                await clients.close()
                 raise
+            store = stores[0]
             self._url = url
             self._target = client.target
             self._scheduler._attach(store, stores)
@@ -867,7 +836,7 @@ class JobHost:
                 self._scheduler._attach(None)
                 self._handlers.store = None
                 self._distributed.store = None
-                await _close_stores(stores, client)
+                await clients.close()
         finally:
             if watcher is not None:
                 watcher.cancel()

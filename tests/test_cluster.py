@@ -454,3 +454,15 @@ async def test_a_sharded_queue_puts_one_shard_on_each_primary(
     assert targets == {f"127.0.0.1:{node.port}" for node in cluster.nodes}
     for node in cluster.nodes:
         assert node.info("keyspace").get("db0", {}).get("keys", 0) > 0
+
+
+async def test_an_empty_queue_changes_its_shard_count_on_a_cluster(
+    cluster: ClusterServers, queue_name: str
+) -> None:
+    """shards=3 then shards=1 (and 2) on an empty queue: each starts. Before, the old shards
+    were read through the new layout's client and failed on MOVED."""
+    for shards in (3, 1, 2, 3):
+        host = make_host(cluster.url, queue_name, shards=shards)
+        async with host.run():
+            job_id = await host.scheduler.enqueue(Work(text=str(shards)))
+            assert (await wait_for_job(host, job_id)).status is JobStatus.SUCCEEDED

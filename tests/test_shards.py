@@ -97,9 +97,9 @@ def test_ids_route_stably_and_spread_over_the_shards() -> None:
     assert ShardLayout("q", 1).names == ("q",)
 
 
-@pytest.mark.parametrize("shards", [0, -1, True, "3", 2.0, 257])
+@pytest.mark.parametrize("shards", [0, -1, True, "3", 2.0, 65])
 def test_a_bad_shard_count_is_refused(shards: object) -> None:
-    """shards must be an int from 1 to 256: ConfigurationError naming the value."""
+    """shards must be an int from 1 to 64: ConfigurationError naming the value."""
     with pytest.raises(ConfigurationError, match="shards must be an int"):
         JobHost(redis_url="redis://localhost:1/0", shards=shards)  # type: ignore[arg-type]
 
@@ -335,6 +335,23 @@ async def test_a_different_shard_count_is_refused_while_jobs_wait(
     with pytest.raises(ConfigurationError, match="queued with shards=1"):
         async with sharded.run():
             pass
+
+
+async def test_a_different_shard_count_is_refused_while_old_workers_live(
+    redis_url: str, queue_name: str
+) -> None:
+    """A rolling deploy from shards=1 to shards=3 on an empty queue started both, and each
+    then missed the other's jobs: now the new count is refused while a worker started with
+    the old one is alive, and accepted once it has stopped."""
+    old = _host(redis_url, queue_name, shards=1)
+    async with old.run():
+        await eventually(old.workers, what="the old worker's heartbeat")
+        new = _host(redis_url, queue_name, shards=3)
+        with pytest.raises(ConfigurationError, match=r"1 live worker\(s\) running with shards=1"):
+            async with new.run():
+                pass
+    async with new.run():
+        assert len(new.scheduler.stores) == 3
 
 
 async def test_the_dashboard_reads_and_acts_on_a_sharded_queue(

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -39,6 +39,7 @@ from .layout import KeyLayout
 __all__ = [
     "MAX_SHARDS",
     "ClientFor",
+    "ShardClients",
     "ShardLayout",
     "settle_shard_count",
     "shard_count_key",
@@ -47,9 +48,11 @@ __all__ = [
     "slot_ranges",
 ]
 
-MAX_SHARDS = 256
-"""At most this many shards: more primaries than clusters run, and the names are found in
-well under a second (each takes about ``count`` tries)."""
+MAX_SHARDS = 64
+"""At most this many shards. Each shard costs every worker process a worker loop (its
+heartbeat, lease and fallback poll) and wakes them as slots free up, so many shards slow
+a drain down (1,000 no-op jobs by one process: 0.2 s with 3 shards, 0.9 s with 64, 14.6 s
+with 256); one per primary is the point."""
 
 _EDGE = 4
 """Slots kept clear at each edge of a shard's range (see the module's docstring)."""
@@ -133,43 +136,87 @@ def shard_count_key(queue: str, *, hash_tag: bool = False) -> str:
     return f"{KeyLayout(queue, hash_tag=hash_tag).namespace}:shards"
 
 
-ClientFor = Callable[[str], Redis]
+ClientFor = Callable[[str], Awaitable[Redis]]
 """Given a shard's queue name, the client that reaches the node holding its keys."""
 
 
-async def _holds_jobs(client_for: ClientFor, queue: str, count: int, hash_tag: bool) -> bool:
-    """Whether any shard of ``queue`` split ``count`` ways holds waiting or running jobs."""
+class ShardClients:
+    """The client of each shard, by its queue name: ``base`` for every shard on one server
+    (or a proxy); on a Redis Cluster, one opened with ``opener`` per shard, pinned to the
+    node owning its slot. `close` closes each client once."""
 
-    async def size(name: str) -> int:
+    def __init__(
+        self,
+        base: Redis,
+        queue: str,
+        opener: Callable[[str], Awaitable[Redis]] | None = None,
+    ) -> None:
+        self._clients: dict[str, Redis] = {queue: base}
+        self._base = base
+        self._opener = opener
+
+    async def get(self, name: str) -> Redis:
+        """The client of the shard (or unsharded queue) ``name``."""
+        if name not in self._clients:
+            self._clients[name] = self._base if self._opener is None else await self._opener(name)
+        return self._clients[name]
+
+    async def close(self) -> None:
+        """Close every client opened, each once."""
+        closed: set[int] = set()
+        for client in self._clients.values():
+            if id(client) not in closed:
+                closed.add(id(client))
+                await client.aclose(close_connection_pool=True)
+
+
+async def _occupancy(
+    client_for: ClientFor, queue: str, count: int, hash_tag: bool, live_since_ms: int
+) -> tuple[int, int]:
+    """``(jobs, workers)``: the jobs waiting or running on the shards of ``queue`` split
+    ``count`` ways, and the workers serving them whose heartbeat is newer than
+    ``live_since_ms``."""
+
+    async def size(name: str) -> tuple[int, int]:
         keys = KeyLayout(name, hash_tag=hash_tag or count > 1)
-        async with client_for(name).pipeline(transaction=False) as pipe:
+        async with (await client_for(name)).pipeline(transaction=False) as pipe:
             pipe.zcard(keys.waiting)
             pipe.zcard(keys.claimed)
-            waiting, running = await pipe.execute()
-        return int(waiting) + int(running)
+            pipe.zcount(keys.workers, live_since_ms, "+inf")
+            waiting, running, workers = await pipe.execute()
+        return int(waiting) + int(running), int(workers)
 
     sizes = await asyncio.gather(*(size(name) for name in ShardLayout(queue, count).names))
-    return any(sizes)
+    return sum(jobs for jobs, _ in sizes), sum(workers for _, workers in sizes)
 
 
 async def settle_shard_count(
-    client_for: ClientFor, queue: str, count: int, *, hash_tag: bool = False
+    client_for: ClientFor, queue: str, count: int, *, live_since_ms: int, hash_tag: bool = False
 ) -> None:
     """Record that ``queue`` has ``count`` shards, or refuse a count that strands jobs.
 
     A queue recorded (or, unrecorded, used unsharded) with another count may change only once
-    no job waits or runs under the old count; otherwise `ConfigurationError` names both
-    counts and the fix. An unsharded queue that was never sharded writes nothing (one GET).
+    no job waits or runs under the old count and no worker of the old count is alive (its
+    heartbeat newer than ``live_since_ms``); otherwise `ConfigurationError` names both counts
+    and the fix. An unsharded queue that was never sharded writes nothing (one GET).
     ``client_for`` gives each shard's client (by its queue name; the record is read through
     ``client_for(queue)``); ``hash_tag``: the unsharded queue is hash-tagged too (a cluster).
     """
     key = shard_count_key(queue, hash_tag=hash_tag)
-    redis = client_for(queue)
+    redis = await client_for(queue)
     raw = await redis.get(key)
     recorded = 1 if raw is None else int(raw)
     if recorded == count:
         return
-    if await _holds_jobs(client_for, queue, recorded, hash_tag):
+    jobs, workers = await _occupancy(client_for, queue, recorded, hash_tag, live_since_ms)
+    if workers:
+        raise ConfigurationError(
+            f"queue {queue!r} is served by {workers} live worker(s) running with "
+            f"shards={recorded}; processes with shards={count} beside them would each miss "
+            f"the other's jobs. Stop every process of the queue (web processes that enqueue "
+            f"too), then start them all with shards={count}; or use a new queue_name"
+        )
+    if jobs:
         raise ConfigurationError(
             f"queue {queue!r} holds jobs queued with shards={recorded}; starting it with "
             f"shards={count} would strand them (their ids route to other shards). Run with "
