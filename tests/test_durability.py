@@ -152,6 +152,11 @@ def test_bad_durability_and_client_options_are_refused() -> None:
         JobHost(redis_url="redis://127.0.0.1:1/0", redis_client=redis.asyncio.Redis())
     with pytest.raises(ConfigurationError, match=r"redis\.asyncio\.Redis client"):
         JobHost(redis_client=redis.Redis())  # type: ignore[arg-type]
+    # Accepted before, then every claim failed on str ids while health said all was well.
+    with pytest.raises(ConfigurationError, match="decode_responses"):
+        JobHost(redis_client=redis.asyncio.Redis(decode_responses=True))
+    with pytest.raises(ConfigurationError, match="decode_responses"):
+        JobHost(redis_client=redis.asyncio.ConnectionPool(decode_responses=True))
 
 
 @pytest.mark.parametrize("given", ["client", "pool"])

@@ -629,6 +629,11 @@ def test_handler_registration_errors() -> None:
         ({"queue_name": ""}, "queue_name"),
         ({"job_timeout": -1}, "job_timeout"),
         ({"redis_url": "localhost:6379"}, "invalid Redis URL"),
+        # redis-py finds these only at the first connection, as a bare TypeError.
+        ({"redis_url": "redis://h:1/0?bogus=1"}, "unknown option 'bogus'"),
+        ({"redis_url": "redis://h:1/0?ssl_ca_certs=/ca.pem"}, "TLS options need a rediss://"),
+        ({"redis_url": "redis+cluster://h:1?ssl_ca_certs=/ca.pem"}, "TLS options need"),
+        ({"redis_url": "redis://h:1/0?decode_responses=true"}, "decode_responses"),
         ({"shutdown_grace": "5s"}, "shutdown_grace"),
     ],
 )

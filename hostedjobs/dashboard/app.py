@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..exceptions import HostNotRunningError, UnknownJobError
+from ..exceptions import HostNotRunningError, NotReplicatedError, UnknownJobError
 from ..health import WorkerBeat
 from ..outcomes import JobStatus
 from ..scheduler import Scheduler
@@ -209,6 +209,8 @@ def create_dashboard(
             status, message = exc.status_code, exc.detail
         elif isinstance(exc, HostNotRunningError):
             status, message = 503, "the job host is not running"
+        elif isinstance(exc, NotReplicatedError):
+            status, message = 503, f"done on the primary, but not confirmed by a replica ({exc})"
         else:
             status, message = 503, f"Redis is unreachable ({exc})"
         page = env.get_template("error.html").render(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import ssl
 from typing import Literal
@@ -44,13 +45,50 @@ def resolve_redis_url(redis_url: str | None) -> str | None:
     """The explicit URL, else ``$HOSTEDJOBS_REDIS_URL``, else None (the embedded default)."""
     url = redis_url or os.environ.get(REDIS_URL_ENV) or None
     if url is not None and is_cluster_url(url):
-        ClusterURL.parse(url)  # raises ConfigurationError naming what is wrong
+        cluster = ClusterURL.parse(url)  # raises ConfigurationError naming what is wrong
+        _check_options(cluster.node_url(*cluster.seeds[0]), redacted(url))
     elif url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigurationError(
             f"invalid Redis URL {redacted(url)!r}: use redis://host:port/db, rediss://..., "
             "unix:///path/to/redis.sock or redis+cluster://host:port,host:port,..."
         )
+    elif url is not None:
+        _check_options(url, redacted(url))
     return url
+
+
+def _check_options(url: str, shown: str) -> None:
+    """Raise `ConfigurationError` if a connection could not be made from the options of
+    ``url`` (an unknown option, a bad value, a TLS option on a plain URL), without
+    connecting: redis-py finds those only at the first connection, as a ``TypeError``."""
+    try:
+        pool = ConnectionPool.from_url(url)
+        pool.make_connection()  # type: ignore[no-untyped-call]
+    except (ValueError, TypeError) as exc:
+        text = str(exc)
+        unknown = re.search(r"unexpected keyword argument '([^']+)'", text)
+        if unknown is None:
+            raise ConfigurationError(f"invalid Redis URL {shown!r}: {text}") from exc
+        option = unknown.group(1)
+        hint = (
+            "TLS options need a rediss:// (or rediss+cluster://) URL"
+            if option.startswith("ssl_")
+            else "see redis-py's URL options"
+        )
+        raise ConfigurationError(
+            f"invalid Redis URL {shown!r}: unknown option {option!r} for this scheme; {hint}"
+        ) from exc
+    _check_bytes(pool, f"Redis URL {shown!r}")
+
+
+def _check_bytes(pool: ConnectionPool, what: str) -> None:
+    """Refuse a pool that decodes replies to str: hostedjobs reads ids, records and results
+    as bytes (a worker would fail on every claim)."""
+    if pool.connection_kwargs.get("decode_responses"):
+        raise ConfigurationError(
+            f"{what} decodes replies (decode_responses=True); hostedjobs needs the bytes: "
+            "give it a client or pool without decode_responses"
+        )
 
 
 def redacted(url: str) -> str:
@@ -198,12 +236,16 @@ async def _speaks_plain_redis(host: str, port: int) -> bool:
 
 
 def check_redis_client(given: object) -> None:
-    """Raise `ConfigurationError` unless ``given`` is a redis-py asyncio client or pool."""
+    """Raise `ConfigurationError` unless ``given`` is a redis-py asyncio client or pool that
+    returns bytes."""
     if not isinstance(given, Redis | ConnectionPool):
         raise ConfigurationError(
             "redis_client must be a redis.asyncio.Redis client or a "
             f"redis.asyncio.ConnectionPool, got {type(given).__name__}"
         )
+    _check_bytes(
+        given if isinstance(given, ConnectionPool) else given.connection_pool, "redis_client"
+    )
 
 
 async def adopt_redis(given: Redis | ConnectionPool, *, timeout_s: float) -> RedisClient:
