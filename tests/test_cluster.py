@@ -20,7 +20,11 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from hostedjobs import JobContext, JobHost, JobStatus, RetryPolicy, job_type
-from hostedjobs.exceptions import ConfigurationError, RedisConfigurationError
+from hostedjobs.exceptions import (
+    ConfigurationError,
+    RedisConfigurationError,
+    RedisUnavailableError,
+)
 from hostedjobs.storage import open_redis, resolve_redis_url
 from hostedjobs.storage.cluster import ClusterURL, queue_slot
 from hostedjobs.storage.embedded import find_redis_server
@@ -245,8 +249,19 @@ async def test_a_cluster_url_at_a_standalone_redis_says_so(
     """redis+cluster:// naming a standalone Redis is refused: it is not in cluster mode."""
     with redis_server(tmp_path_factory) as server:
         url = f"redis+cluster://127.0.0.1:{server.port}"
-        with pytest.raises(ConfigurationError, match="not in cluster mode"):
+        # A RedisConfigurationError, as a redis:// URL at a cluster node is.
+        with pytest.raises(RedisConfigurationError, match="not in cluster mode"):
             await open_redis(url, queue_name=queue_name, timeout_s=2)
+
+
+async def test_a_plain_url_with_a_database_at_a_cluster_node_names_the_cluster(
+    cluster: ClusterServers,
+) -> None:
+    """redis://node/2 failed with a bare "DB index is out of range"; now the error says a
+    cluster node has database 0 only, and names redis+cluster://."""
+    node = cluster.nodes[0]
+    with pytest.raises(RedisUnavailableError, match=r"Cluster node \(database 0 only\)"):
+        await open_redis(f"redis://127.0.0.1:{node.port}/2", timeout_s=2)
 
 
 async def test_opening_a_cluster_url_needs_the_queue_name(cluster: ClusterServers) -> None:

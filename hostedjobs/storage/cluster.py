@@ -256,7 +256,7 @@ class _SlotOwner:
             ) from error
         except ResponseError as error:
             if "cluster support disabled" in str(error):
-                raise ConfigurationError(
+                raise RedisConfigurationError(
                     f"Redis at {_text(node)} is not in cluster mode: use a redis:// URL for a "
                     "standalone Redis, or name the nodes of a cluster in redis+cluster://"
                 ) from error

@@ -171,6 +171,11 @@ async def _hint(pool: ConnectionPool, cause: BaseException | None) -> str:
             "the user name or password in the URL is wrong, or the user is disabled "
             "(special characters in a password must be %-encoded in a URL)"
         )
+    if "DB index is out of range" in text:
+        return (
+            "the server has fewer databases than the URL's /N asks for, or it is a Redis "
+            "Cluster node (database 0 only): use a lower number, or redis+cluster://"
+        )
     inner = cause.__cause__ or cause.__context__ if cause is not None else None
     if isinstance(inner, ssl.SSLCertVerificationError):
         return (
