@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import ssl
 
@@ -15,6 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ..exceptions import ConfigurationError, RedisUnavailableError
 from .client import RedisClient, bounded_client, connection_class, retry_policy
+from .sentinel import is_sentinel_url, open_sentinel, parse_sentinel_url
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -34,22 +36,28 @@ DEFAULT_TIMEOUT_S = 5.0
 def resolve_redis_url(redis_url: str | None) -> str | None:
     """The explicit URL, else ``$HOSTEDJOBS_REDIS_URL``, else None (the embedded default)."""
     url = redis_url or os.environ.get(REDIS_URL_ENV) or None
-    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+    if url is not None and is_sentinel_url(url):
+        parse_sentinel_url(url)
+    elif url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigurationError(
-            f"invalid Redis URL {redacted(url)!r}: use redis://host:port/db, rediss://... or "
-            "unix:///path/to/redis.sock"
+            f"invalid Redis URL {redacted(url)!r}: use redis://host:port/db, rediss://..., "
+            "unix:///path/to/redis.sock or redis+sentinel://host1:port1,host2:port2/service"
         )
     return url
 
 
 def redacted(url: str) -> str:
-    """The URL with any password replaced by ``***``, for messages and logs."""
+    """The URL with every password (before the ``@``, or a ``password`` or
+    ``sentinel_password`` query option) replaced by ``***``, for messages and logs."""
     scheme, sep, rest = url.partition("://")
-    if "@" not in rest:
-        return url
-    credentials, _, location = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{location}"
+    rest, question, query = rest.partition("?")
+    if "@" in rest:
+        credentials, _, location = rest.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        rest = f"{user}:***@{location}"
+    if query:
+        query = re.sub(r"((?:^|&)[^=&]*password=)[^&]*", r"\1***", query)
+    return f"{scheme}{sep}{rest}{question}{query}"
 
 
 async def open_redis(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> RedisClient:
@@ -63,7 +71,12 @@ async def open_redis(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Redis
     Raises `RedisUnavailableError` if Redis does not answer the PING, saying why and how to
     fix it (a missing or wrong password, TLS on one side only, nothing listening, an
     unknown host, no answer in time), and `ConfigurationError` for a malformed URL option.
+
+    A ``redis+sentinel://`` URL gives a client on the primary the sentinels name, which
+    follows their failovers (see `hostedjobs.storage.sentinel`).
     """
+    if is_sentinel_url(url):
+        return await open_sentinel(url, timeout_s=timeout_s)
     try:
         connections = ConnectionPool.from_url(
             url,
