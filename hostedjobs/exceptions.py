@@ -16,6 +16,7 @@ friends keep working, and each message says how to fix the problem::
     ├── StartupActionError (RuntimeError)       a startup action failed (blocking mode)
     ├── JobFailedError (RuntimeError)           a run that returned ``JobResult.failed``
     ├── RedisUnavailableError (ConnectionError) Redis could not be reached or did not answer
+    │   └── NotReplicatedError                  a write no replica confirmed in time
     └── RedisServerNotFoundError (FileNotFoundError)
                                                 no server binary (or extra) for the embedded
                                                 default
@@ -30,6 +31,7 @@ __all__ = [
     "HostedJobsError",
     "JobAlreadyExistsError",
     "JobFailedError",
+    "NotReplicatedError",
     "PayloadDecodeError",
     "PayloadError",
     "RedisConfigurationError",
@@ -95,6 +97,12 @@ class RedisUnavailableError(HostedJobsError, ConnectionError):
     """A Redis call failed: no connection (refused, unknown host, TLS, authentication), no
     answer within the timeout, or an error reply (out of memory, read-only, forbidden by
     the ACL). The message names the server and the cause, never the password."""
+
+
+class NotReplicatedError(RedisUnavailableError):
+    """A write reached the primary, but fewer replicas than ``durability="replicated"``
+    requires confirmed it in time (Redis's WAIT): a failover now may lose it. Retrying is
+    safe for an enqueue with an explicit id (a duplicate is refused)."""
 
 
 class RedisServerNotFoundError(HostedJobsError, FileNotFoundError):

@@ -58,13 +58,14 @@ from .starlette import health_response, readiness_response, server_forcing_exit
 from .startup import StartupAction, StartupActions, StartupState
 from .status import HostedJobStatus
 from .storage import Store, open_redis, redacted, resolve_redis_url
-from .storage.connection import DEFAULT_TIMEOUT_S
+from .storage.connection import DEFAULT_TIMEOUT_S, Durability, adopt_redis, check_redis_client
 from .storage.embedded import EmbeddedRedis
 from .storage.preflight import RISKS, Risk, check_server
 from .tasks import Task, TaskDecorator
 from .worker import Worker, WorkerSupervisor
 
 if TYPE_CHECKING:
+    from redis.asyncio import ConnectionPool, Redis
     from starlette.types import ASGIApp
 
     from .dashboard.security import AuthCheck
@@ -226,6 +227,18 @@ class JobHost:
         redis_timeout: the longest one Redis call may wait (connection set-up included)
             before it fails with `RedisUnavailableError`; a blocking wait gets its block time
             on top. A refused or dropped connection is retried within that time.
+        redis_client: a redis-py asyncio client or connection pool you configured yourself
+            (custom TLS, a ``credential_provider`` for IAM auth tokens, a proxy), used
+            instead of ``redis_url``. The host adds its call bounds (``redis_timeout``) and
+            never closes it: it stays yours.
+        durability: when an enqueue, an outcome, a fired tick or an operator's action counts
+            as done. ``"primary"`` (default): once the primary has it; a failover can lose
+            the last writes the replica had not yet received. ``"replicated"``: once at
+            least one replica has it too (Redis's ``WAIT``), so a failover loses no
+            acknowledged job and no recorded outcome; it costs a replication round trip
+            per write, fails with `NotReplicatedError` when no replica confirms within
+            ``redis_timeout``, and needs a primary with a connected replica (checked at
+            start-up). See docs/scaling.md.
         accept_risks: Redis settings to start with anyway: ``"eviction"`` (a maxmemory-policy
             other than noeviction, which can delete queued jobs) and ``"persistence"`` (a
             server that persists nothing, otherwise warned about). Without it, the host
@@ -253,6 +266,8 @@ class JobHost:
         startup_mode: Literal["background", "blocking"] = "background",
         on_startup_failure: Literal["exit", "stay"] = "exit",
         redis_timeout: Seconds = DEFAULT_TIMEOUT_S,
+        redis_client: Redis | ConnectionPool | None = None,
+        durability: Durability = "primary",
         accept_risks: Iterable[Risk] = (),
         clock: Clock | None = None,
         instrumentation: Iterable[Instrumentation] = (),
@@ -263,9 +278,16 @@ class JobHost:
             raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
         _choice("startup_mode", startup_mode, ("background", "blocking"))
         _choice("on_startup_failure", on_startup_failure, ("exit", "stay"))
+        if redis_client is not None and redis_url is not None:
+            raise ConfigurationError("give redis_url or redis_client, not both")
+        if redis_client is not None:
+            check_redis_client(redis_client)
+        _choice("durability", durability, ("primary", "replicated"))
         resolve_redis_url(redis_url)  # fail early on a malformed URL
         self.services: ScopeProvider = services if services is not None else Services()
         self.redis_url = redis_url
+        self.redis_client = redis_client
+        self.durability = durability
         self.queue_name = queue_name
         self.run_worker = run_worker
         self.concurrency = concurrency
@@ -695,23 +717,37 @@ class JobHost:
         embedded: EmbeddedRedis | None = None
         watcher: asyncio.Task[None] | None = None
         try:
-            url = resolve_redis_url(self.redis_url)
-            if url is None:
-                embedded = EmbeddedRedis(self.data_dir)
-                url = await asyncio.to_thread(embedded.start)
-                logger.info(
-                    "%s the embedded server at %s (data in %s)",
-                    "started" if embedded.launched else "joined",
-                    url,
-                    self.data_dir,
-                )
-                watcher = asyncio.get_running_loop().create_task(
-                    _watch_embedded(embedded), name="hostedjobs:embedded"
-                )
-            client = await open_redis(url, timeout_s=self.redis_timeout_s)
-            store = Store(client, self.queue_name, meta_ttl_s=int(self.keep_result_s) + 86_400)
+            if self.redis_client is not None:
+                client = await adopt_redis(self.redis_client, timeout_s=self.redis_timeout_s)
+                url = f"{client.target} (the application's client)"
+            else:
+                given = resolve_redis_url(self.redis_url)
+                if given is not None:
+                    url = given
+                else:
+                    embedded = EmbeddedRedis(self.data_dir)
+                    url = await asyncio.to_thread(embedded.start)
+                    logger.info(
+                        "%s the embedded server at %s (data in %s)",
+                        "started" if embedded.launched else "joined",
+                        url,
+                        self.data_dir,
+                    )
+                    watcher = asyncio.get_running_loop().create_task(
+                        _watch_embedded(embedded), name="hostedjobs:embedded"
+                    )
+                client = await open_redis(url, timeout_s=self.redis_timeout_s)
+            store = Store(
+                client,
+                self.queue_name,
+                meta_ttl_s=int(self.keep_result_s) + 86_400,
+                replicas=1 if self.durability == "replicated" else 0,
+                replication_timeout_ms=int(self.redis_timeout_s * 1000),
+            )
             try:
-                await check_server(client, store.keys, accept=self.accept_risks)
+                await check_server(
+                    client, store.keys, accept=self.accept_risks, replicas=store.replicas
+                )
             except BaseException:
                 await store.close()
                 raise

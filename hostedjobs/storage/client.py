@@ -62,14 +62,19 @@ _BLOCKING = frozenset(
     for name in (command, command.encode())
 )
 """Blocking commands whose last argument is how long they block, in seconds (0: for ever)."""
+_WAIT = frozenset(("WAIT", b"WAIT"))
+"""WAIT blocks for its last argument in milliseconds (0: for ever)."""
 
 
 def block_seconds(args: tuple[Any, ...]) -> float:
     """How long the command ``args`` may block the connection: 0 for an ordinary command,
     ``math.inf`` for a blocking one told to wait for ever."""
-    if args[0] not in _BLOCKING:
+    if args[0] in _WAIT:
+        block = float(args[-1]) / 1000
+    elif args[0] in _BLOCKING:
+        block = float(args[-1])
+    else:
         return 0.0
-    block = float(args[-1])
     return block if block > 0 else math.inf
 
 
@@ -269,6 +274,8 @@ class RedisClient(Redis):
     """
 
     _bounds = _Bounds("Redis", None)
+    owns_pool = True
+    """False for a pool the application handed in: closing the client leaves it open."""
 
     @property
     def target(self) -> str:
@@ -278,6 +285,9 @@ class RedisClient(Redis):
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         call = super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         return await _bounded(self._bounds, block_seconds(args), call)
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool and self.owns_pool)
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
         pipe = _Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)

@@ -8,8 +8,9 @@ import os
 import re
 import socket
 import ssl
+from typing import Literal
 
-from redis.asyncio import ConnectionPool
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import SSLConnection
 from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -21,6 +22,9 @@ from .sentinel import is_sentinel_url, open_sentinel, parse_sentinel_url
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "REDIS_URL_ENV",
+    "Durability",
+    "adopt_redis",
+    "check_redis_client",
     "open_redis",
     "redacted",
     "resolve_redis_url",
@@ -31,6 +35,10 @@ REDIS_URL_ENV = "HOSTEDJOBS_REDIS_URL"
 
 DEFAULT_TIMEOUT_S = 5.0
 """How long one Redis call may wait by default (``JobHost(redis_timeout=...)``)."""
+
+
+Durability = Literal["primary", "replicated"]
+"""When a write counts as done: once the primary has it, or once a replica has it too."""
 
 
 def resolve_redis_url(redis_url: str | None) -> str | None:
@@ -188,3 +196,26 @@ async def _speaks_plain_redis(host: str, port: int) -> bool:
     except (OSError, TimeoutError):
         return False
     return reply.startswith((b"+", b"-"))
+
+
+def check_redis_client(given: object) -> None:
+    """Raise `ConfigurationError` unless ``given`` is a redis-py asyncio client or pool."""
+    if not isinstance(given, Redis | ConnectionPool):
+        raise ConfigurationError(
+            "redis_client must be a redis.asyncio.Redis client or a "
+            f"redis.asyncio.ConnectionPool, got {type(given).__name__}"
+        )
+
+
+async def adopt_redis(given: Redis | ConnectionPool, *, timeout_s: float) -> RedisClient:
+    """A bounded client on the pool of ``given`` (a client or pool the application set up:
+    its TLS, credential provider, proxy), checked with a PING. The pool stays the
+    application's: closing the client does not close it.
+
+    Raises `RedisUnavailableError` if it does not answer the PING.
+    """
+    pool = given if isinstance(given, ConnectionPool) else given.connection_pool
+    client = bounded_client(pool, timeout_s)
+    client.owns_pool = False
+    await client.ping()
+    return client

@@ -9,6 +9,8 @@ operation:
   expired, with no error anywhere (accept it with ``accept={"eviction"}``);
 - a replica: writes fail, or are lost at the next sync;
 - Redis Cluster: the host's client is a standalone one;
+- ``durability="replicated"`` on a primary with no connected replica (every write would
+  fail);
 - a server older than 6.2 (commands the scripts and the store use);
 - an ACL user missing a permission hostedjobs needs: a command (scripts' inner commands
   included), a key pattern of the queue, or its events channel. A script that writes and
@@ -119,9 +121,10 @@ REQUIRED_COMMANDS: tuple[str, ...] = (
 )
 """Every command hostedjobs sends, by its ACL name (``script|load`` for SCRIPT LOAD)."""
 
-_OPTIONAL_COMMANDS = ("info", "select")
+_OPTIONAL_COMMANDS = ("info", "select", "wait")
 """Not required, but granted by the recommended ACL rule: ``INFO`` lets these checks read
-the server's settings; ``SELECT`` picks a database other than 0."""
+the server's settings; ``SELECT`` picks a database other than 0; ``WAIT`` is needed by
+``durability="replicated"``."""
 
 
 def _glob_escape(text: str) -> str:
@@ -180,6 +183,8 @@ class ServerFacts:
     primary: str | None = None
     """``host:port`` of a replica's primary."""
     cluster: bool | None = None
+    replicas: int | None = None
+    """How many replicas are connected to it (a primary's ``connected_slaves``)."""
     eviction_policy: str | None = None
     maxmemory: int | None = None
     appendonly: bool | None = None
@@ -208,6 +213,7 @@ class ServerFacts:
             role=role,
             primary=primary,
             cluster=bool(int(info["cluster_enabled"])) if "cluster_enabled" in info else None,
+            replicas=int(info["connected_slaves"]) if "connected_slaves" in info else None,
             eviction_policy=str(policy) if policy is not None else None,
             maxmemory=int(info["maxmemory"]) if "maxmemory" in info else None,
             appendonly=None if appendonly is None else str(appendonly) == "yes",
@@ -215,11 +221,21 @@ class ServerFacts:
         )
 
 
-def judge(facts: ServerFacts, accept: Collection[str] = ()) -> tuple[list[str], list[str]]:
+def judge(
+    facts: ServerFacts, accept: Collection[str] = (), *, replicas: int = 0
+) -> tuple[list[str], list[str]]:
     """``(problems, warnings)`` about a server's settings: problems refuse the start, warnings
-    are logged."""
+    are logged. ``replicas``: how many replicas each write must reach
+    (``durability="replicated"``)."""
     problems: list[str] = []
     warnings: list[str] = []
+    if replicas and facts.role != "slave" and (facts.replicas or 0) < replicas:
+        connected = "an unknown number of" if facts.replicas is None else str(facts.replicas)
+        problems.append(
+            f'durability="replicated" needs {replicas} connected replica(s) and it has '
+            f"{connected}: every write would fail with NotReplicatedError. Start a replica "
+            '(replicaof), or use durability="primary"'
+        )
     if facts.version is not None and facts.version[:2] < MIN_VERSION:
         version = _version(facts.version)
         problems.append(
@@ -361,10 +377,13 @@ async def _read_server(client: RedisClient) -> tuple[ServerFacts, _Missing]:
     return facts, missing
 
 
-async def _probe(client: RedisClient, keys: KeyLayout, missing: _Missing) -> None:
-    """Queue one harmless call of each command, and a read and a write of each key family,
-    in a MULTI that is then discarded; add what Redis refused to ``missing``."""
+async def _probe(client: RedisClient, keys: KeyLayout, missing: _Missing, *, wait: bool) -> None:
+    """Queue one harmless call of each command (and ``WAIT`` if ``wait``), and a read and a
+    write of each key family, in a MULTI that is then discarded; add what Redis refused to
+    ``missing``."""
     commands = _command_probes(f"{keys.namespace}:{_PROBE}", keys.events)
+    if wait:
+        commands["wait"] = ("WAIT", 0, 1)
     families = _key_families(keys)
     probes = [
         *commands.values(),
@@ -397,7 +416,7 @@ async def _probe(client: RedisClient, keys: KeyLayout, missing: _Missing) -> Non
 
 
 async def check_server(
-    client: RedisClient, keys: KeyLayout, *, accept: Collection[str] = ()
+    client: RedisClient, keys: KeyLayout, *, accept: Collection[str] = (), replicas: int = 0
 ) -> None:
     """Check that the server behind ``client`` can safely hold the queue of ``keys``.
 
@@ -413,8 +432,8 @@ async def check_server(
             f"Point the URL at the primary it watches{await _watched(client)}"
         )
     if not missing.unchecked:
-        await _probe(client, keys, missing)
-    problems, warnings = judge(facts, accept)
+        await _probe(client, keys, missing, wait=bool(replicas))
+    problems, warnings = judge(facts, accept, replicas=replicas)
     user = str(client.connection_pool.connection_kwargs.get("username") or "default")
     problems += missing.problems(keys, user, version_known=facts.version is not None)
     for warning in warnings:

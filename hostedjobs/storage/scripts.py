@@ -103,6 +103,29 @@ class Script:
             await self.load()
             return await _evalsha(target, self.sha, keys, args)
 
+    async def call_replicated(
+        self, keys: list[str], args: list[Any], *, replicas: int, timeout_ms: int
+    ) -> tuple[Any, int]:
+        """Run the script, then ``WAIT replicas timeout_ms`` in the same round trip:
+        ``(the script's reply, how many replicas acknowledged its writes)``."""
+        self.check_keys(len(keys))
+        try:
+            return await self._then_wait(keys, args, replicas, timeout_ms)
+        except NoScriptError:
+            await self.load()
+            return await self._then_wait(keys, args, replicas, timeout_ms)
+
+    async def _then_wait(
+        self, keys: list[str], args: list[Any], replicas: int, timeout_ms: int
+    ) -> tuple[Any, int]:
+        # WAIT counts the replicas holding every write made *on its connection*: it must
+        # follow the script on the same one, as a pipeline does.
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.evalsha(self.sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+            reply, acknowledged = await pipe.execute()
+        return reply, int(acknowledged)
+
 
 async def _evalsha(client: Redis, sha: str, keys: list[str], args: list[Any]) -> Any:
     # redis-py types EVALSHA's reply as ``Awaitable[str] | str`` for both clients.

@@ -18,6 +18,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import ExecAbortError, NoScriptError, OutOfMemoryError, ResponseError
 
 from ..clock import LAST_MS
+from ..exceptions import NotReplicatedError
 from ..outcomes import JobStatus
 from .layout import FINISHED_KEPT, WAKE_TOKENS_KEPT, CronKeys, KeyLayout
 from .scripts import Script, script
@@ -138,12 +139,27 @@ class Store:
     """One queue's storage on one Redis client (or connection pool)."""
 
     def __init__(
-        self, redis: Redis, queue_name: str, *, meta_ttl_s: int = 86_400, hash_tag: bool = False
+        self,
+        redis: Redis,
+        queue_name: str,
+        *,
+        meta_ttl_s: int = 86_400,
+        hash_tag: bool = False,
+        replicas: int = 0,
+        replication_timeout_ms: int = 5_000,
     ) -> None:
-        """``hash_tag``: every key of the queue in one cluster slot (see `KeyLayout`)."""
+        """``hash_tag``: every key of the queue in one cluster slot (see `KeyLayout`).
+
+        ``replicas``: how many replicas must hold each acknowledged write (an enqueue, an
+        outcome, a fired tick, an operator's delete, cancel or retry) before it returns;
+        `NotReplicatedError` if fewer do within ``replication_timeout_ms``. 0: the primary's
+        answer is enough.
+        """
         self.redis = redis
         self.keys = KeyLayout(queue_name, hash_tag)
         self.meta_ttl_s = meta_ttl_s
+        self.replicas = replicas
+        self.replication_timeout_ms = replication_timeout_ms
         scripts: dict[str, Script] = {
             name: script(redis, name)
             for name in (
@@ -169,6 +185,24 @@ class Store:
         }
         self._scripts = scripts
 
+    async def _write(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Run the script ``name``, an acknowledged write: with `replicas`, it returns only
+        once that many replicas hold it (Redis's WAIT)."""
+        script = self._scripts[name]
+        if not self.replicas:
+            return await script.call(keys, args)
+        reply, acknowledged = await script.call_replicated(
+            keys, args, replicas=self.replicas, timeout_ms=self.replication_timeout_ms
+        )
+        if acknowledged < self.replicas:
+            raise NotReplicatedError(
+                f"Redis at {getattr(self.redis, 'target', 'Redis')}: {name} was written to the "
+                f"primary but {acknowledged} of the {self.replicas} replica(s) required "
+                f"confirmed it within {self.replication_timeout_ms} ms (a replica is down or "
+                "lagging, or a failover is under way); it may be lost if the primary fails now"
+            )
+        return reply
+
     async def close(self) -> None:
         """Close the client and its connections."""
         await self.redis.aclose(close_connection_pool=True)
@@ -182,7 +216,8 @@ class Store:
     async def enqueue(self, job_id: str, record: bytes, *, due_ms: int, ttl_ms: int) -> bool:
         """Add one job due at ``due_ms``; False (nothing written) if its id is taken."""
         k = self.keys
-        added = await self._scripts["enqueue"].call(
+        added = await self._write(
+            "enqueue",
             [k.job(job_id), k.result(job_id), k.waiting, k.wake],
             [record, due_ms, ttl_ms, job_id, WAKE_TOKENS_KEPT],
         )
@@ -193,7 +228,6 @@ class Store:
     ) -> int:
         """Add ``(id, record)`` pairs in batches; returns how many were added."""
         k = self.keys
-        enqueue_many = self._scripts["enqueue_many"]
 
         async def send(batch: Sequence[tuple[str, bytes]]) -> int:
             keys = [k.waiting, k.wake]
@@ -203,7 +237,7 @@ class Store:
                 keys.append(k.result(job_id))
                 args.append(job_id)
                 args.append(record)
-            return int(await enqueue_many.call(keys, args))
+            return int(await self._write("enqueue_many", keys, args))
 
         batches = [jobs[i : i + _ENQUEUE_BATCH] for i in range(0, len(jobs), _ENQUEUE_BATCH)]
         added = 0
@@ -462,7 +496,7 @@ class Store:
         if Redis refuses that (it is out of memory), the script runs, as it may then.
         Returns the ids not committed because the worker no longer held them.
         """
-        if held:
+        if held and not self.replicas:
             try:
                 await self._commit_transaction(outcomes, worker_id, now_ms, max_age_ms)
             except (OutOfMemoryError, ExecAbortError):
@@ -508,7 +542,7 @@ class Store:
             else:
                 extra = "" if outcome.counted else f"{outcome.tries - 1} 0"
                 args += (job_id, "r", outcome.due_ms, outcome.error or "", extra)
-        dropped = await self._scripts["commit"].call(keys, args)
+        dropped = await self._write("commit", keys, args)
         return [i.decode() for i in dropped]
 
     async def _commit_transaction(
@@ -593,7 +627,8 @@ class Store:
     async def delete(self, job_id: str) -> bool:
         """Remove a queued or deferred job that is not running; False if it is not one."""
         k = self.keys
-        deleted = await self._scripts["delete"].call(
+        deleted = await self._write(
+            "delete",
             [k.waiting, k.job(job_id), k.lock(job_id), k.tries, k.meta(job_id)],
             [job_id, k.events],
         )
@@ -607,7 +642,8 @@ class Store:
         the job as the caller read it, changed meanwhile)."""
         k = self.keys
         return int(
-            await self._scripts["cancel"].call(
+            await self._write(
+                "cancel",
                 [
                     k.waiting,
                     k.job(job_id),
@@ -636,7 +672,8 @@ class Store:
     ) -> bool:
         """Queue a failed job again under its id, if its result is still ``result_read``."""
         k = self.keys
-        retried = await self._scripts["retry"].call(
+        retried = await self._write(
+            "retry",
             [
                 k.result(job_id),
                 k.job(job_id),
@@ -869,7 +906,8 @@ class Store:
         k = self.keys
         c = k.cron(name)
         return int(
-            await self._scripts["fire"].call(
+            await self._write(
+                "fire",
                 [
                     c.claim(tick_ms),
                     c.last_tick,
