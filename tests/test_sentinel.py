@@ -226,11 +226,11 @@ async def test_a_failover_under_load_moves_every_write_to_the_new_primary(
     tmp_path_factory: pytest.TempPathFactory, caplog: pytest.LogCaptureFixture, fault: str
 ) -> None:
     """``SENTINEL FAILOVER`` (or a ``kill -9`` of the primary) while a host enqueues and
-    drains: the host follows the switch as soon as a sentinel announces it and then writes
-    nothing to the demoted primary (kept writable here: it refuses REPLICAOF, as one cut off
-    from the sentinels would); every acknowledged job is on the new primary, or (without
-    replicated durability) was written to the old one before the switch and is lost. Every
-    job on the new primary runs."""
+    drains: the host stops writing to the old primary as soon as a sentinel announces the
+    promotion of the replica, and writes nothing to it afterwards (kept writable here: it
+    refuses REPLICAOF, as one cut off from the sentinels would); then it follows the switch.
+    Every acknowledged job is on the new primary, or (without replicated durability) was
+    written to the old one before the notice and is lost. Every job on the new primary runs."""
     caplog.set_level(logging.WARNING, logger="hostedjobs.redis")
     disabled = ("--rename-command", "REPLICAOF", "", "--rename-command", "SLAVEOF", "")
     with sentinel_setup(tmp_path_factory, *disabled) as setup:
@@ -246,9 +246,13 @@ async def test_a_failover_under_load_moves_every_write_to_the_new_primary(
             else:
                 await asyncio.to_thread(old.kill)
             switch = f"from 127.0.0.1:{old.port} to 127.0.0.1:{new.port}"
-            await eventually(lambda: switch in caplog.text, what="the host following the switch")
+            await eventually(lambda: switch in caplog.text, what="the host seeing the failover")
             noticed = time.monotonic()
             before = None if fault == "kill" else await asyncio.to_thread(keyspace, old)
+            await eventually(
+                lambda: f"moved service 'jobs' {switch}" in caplog.text,
+                what="the host following the switch",
+            )
             after_switch = len(load.acked)
             await eventually(
                 lambda: len(load.acked) >= after_switch + 100, what="jobs acknowledged after"
@@ -262,8 +266,8 @@ async def test_a_failover_under_load_moves_every_write_to_the_new_primary(
                 info = await wait_for_job(host, job_id, timeout=DEADLINE_S)
                 assert info.status is JobStatus.SUCCEEDED
         if before is not None:
-            assert await asyncio.to_thread(keyspace, old) == before, "written after the switch"
-            # The lost jobs were acknowledged by the demoted primary before the switch.
+            assert await asyncio.to_thread(keyspace, old) == before, "written after the notice"
+            # The lost jobs were acknowledged by the demoted primary before the notice.
             assert await asyncio.to_thread(present, old, lost) == set(lost)
         assert all(load.acked[job_id] < noticed for job_id in lost)
         assert len(lost) < len(acked) / 2

@@ -10,13 +10,21 @@ The credentials before ``@`` are Redis's; the sentinels' are query options, as r
 (``Sentinel(sentinel_kwargs=...)``) and docket spell them.
 
 The client resolves the primary through redis-py's `SentinelConnectionPool`, and follows a
-failover at once rather than on the next error: a watcher subscribed to ``+switch-master``
-on every sentinel disconnects every connection of the pool, in use or idle, as soon as one
-of them announces the switch. Left alone, a connection keeps writing to the demoted primary
-until Sentinel reconfigures it (seconds later, on its next ``INFO`` refresh), and those
-writes are lost at its resync. Each new connection then asks the sentinels again (all of
-them, trusting the one with the newest configuration epoch: one that has not yet heard of
-the switch still names the old primary) and checks with ``ROLE`` that it reached a primary.
+failover at once rather than on the next error. A watcher subscribed to every sentinel's
+failover events acts on two of them:
+
+- ``+failover-state-send-slaveof-noone`` (the leading sentinel is about to promote the
+  replica): every connection of the pool, in use or idle, is closed and new ones to the old
+  primary are refused until the switch (or the failover's abort). A write the old primary
+  takes once the replica is promoted is lost at the switch; this notice comes before the
+  promotion, so such writes become calls that wait and are retried instead.
+- ``+switch-master``: every connection is closed again. Left alone, a connection keeps
+  writing to the demoted primary until Sentinel reconfigures it (seconds later, on its next
+  ``INFO`` refresh), and those writes are lost at its resync.
+
+Each new connection asks the sentinels again (all of them, trusting the one with the newest
+configuration epoch: one that has not yet heard of the switch still names the old primary)
+and checks with ``ROLE`` that it reached a primary.
 """
 
 from __future__ import annotations
@@ -76,10 +84,6 @@ _OPTIONS: dict[str, type] = {
     **_SSL_OPTIONS,
 }
 """The query options a Sentinel URL takes, and their types."""
-
-_SWITCH = "+switch-master"
-"""The event a sentinel publishes when it moves a service to a new primary:
-``service old-host old-port new-host new-port``."""
 
 
 def is_sentinel_url(url: str) -> bool:
@@ -289,6 +293,10 @@ class _Sentinels(Sentinel):
                 await sentinel.aclose()
 
 
+def _decoded(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _text(error: BaseException) -> str:
     if isinstance(error, TimeoutError):
         return "no answer in time"
@@ -296,13 +304,19 @@ def _text(error: BaseException) -> str:
 
 
 class _PrimaryConnection(SentinelManagedConnection):
-    """A connection to the service's current primary: it checks with ``ROLE`` that it
-    reached one, and gives up a connection made while a failover was being followed."""
+    """A connection to the service's current primary: it refuses a primary being demoted,
+    checks with ``ROLE`` that it reached a primary, and gives up a connection made while the
+    pool was following a failover."""
 
     connection_pool: _PrimaryPool
 
     async def connect_to(self, address: tuple[str, int]) -> None:
         pool = self.connection_pool
+        if pool.fenced(address):
+            raise RedisConnectionError(
+                f"Sentinel is failing service {pool.service_name!r} over: {address[0]}:"
+                f"{address[1]} is being demoted, waiting for the new primary"
+            )
         switches = pool.switches
         await super().connect_to(address)  # type: ignore[no-untyped-call]
         if pool.switches != switches:
@@ -325,6 +339,12 @@ class _PrimarySSLConnection(_PrimaryConnection, SSLConnection):
     pass
 
 
+_FENCE_S = 30.0
+"""How long the pool refuses a primary that Sentinel started to demote, if it hears neither
+the switch nor the abort of that failover (a sentinel died half-way): then the sentinels'
+answer and ``ROLE`` decide again."""
+
+
 class _PrimaryPool(SentinelConnectionPool):
     """The pool of connections to the primary of one service."""
 
@@ -334,11 +354,48 @@ class _PrimaryPool(SentinelConnectionPool):
     def __init__(self, parsed: SentinelURL, sentinels: _Sentinels, **options: Any) -> None:
         super().__init__(parsed.service, sentinels, **options)  # type: ignore[no-untyped-call]
         self.switches = 0
-        """How many failovers the pool followed."""
+        """How many times the pool dropped its connections for a failover."""
+        self._fence: tuple[tuple[str, int], float] | None = None
+        """The primary being demoted, and until when (loop time) it is refused."""
+
+    def fenced(self, address: tuple[str, int]) -> bool:
+        """True while ``address`` is a primary that Sentinel is demoting."""
+        if self._fence is None:
+            return False
+        fenced, until = self._fence
+        if asyncio.get_running_loop().time() >= until:
+            self._fence = None
+            return False
+        return fenced == (str(address[0]), int(address[1]))
+
+    async def fence(self, old: tuple[str, int], promoted: tuple[str, int]) -> None:
+        """Sentinel is about to promote ``promoted``: stop writing to ``old`` (its writes
+        from now on would be lost at the switch) until the switch, or the failover's abort."""
+        if self._fence is not None and self._fence[0] == old:
+            return
+        self._fence = (old, asyncio.get_running_loop().time() + _FENCE_S)
+        logger.warning(
+            "Redis Sentinel is failing service %r over from %s:%s to %s:%s: every connection "
+            "to the old primary is closed; calls wait for the new one",
+            self.service_name,
+            *old,
+            *promoted,
+        )
+        await self._drop()
+
+    def unfence(self, old: tuple[str, int]) -> None:
+        """The failover away from ``old`` was aborted: it is the primary again."""
+        if self._fence is not None and self._fence[0] == old:
+            self._fence = None
+            logger.warning(
+                "Redis Sentinel aborted the failover of service %r: %s:%s stays its primary",
+                self.service_name,
+                *old,
+            )
 
     async def follow(self, old: tuple[str, int], new: tuple[str, int]) -> None:
-        """Drop every connection (in use too): each reconnects to the new primary."""
-        self.switches += 1
+        """The service moved to ``new``: drop every connection (in use too), each
+        reconnects to the new primary."""
         self.master_address = new
         logger.warning(
             "Redis Sentinel moved service %r from %s:%s to %s:%s: every connection to the old "
@@ -347,6 +404,11 @@ class _PrimaryPool(SentinelConnectionPool):
             *old,
             *new,
         )
+        await self._drop()
+        self._fence = None
+
+    async def _drop(self) -> None:
+        self.switches += 1
         await asyncio.gather(
             *(
                 connection.disconnect(nowait=True)
@@ -356,10 +418,24 @@ class _PrimaryPool(SentinelConnectionPool):
         )
 
 
+_SWITCH = "+switch-master"
+"""Published when a sentinel moves a service to a new primary:
+``service old-host old-port new-host new-port``."""
+_PROMOTING = "+failover-state-send-slaveof-noone"
+"""Published by the sentinel leading a failover just before it promotes the replica:
+``slave name host port @ service old-host old-port``."""
+_ABORTS = (
+    "-failover-abort-not-elected",
+    "-failover-abort-no-good-slave",
+    "-failover-abort-slave-timeout",
+)
+"""Published when a failover stops without a switch: ``master service host port``."""
+
+
 class SentinelClient(RedisClient):
     """A `RedisClient` on the primary of a Sentinel service, following its failovers.
 
-    Its watcher tasks (one ``+switch-master`` subscription per sentinel) end with the
+    Its watcher tasks (one subscription to the failover events per sentinel) end with the
     client: ``aclose()`` stops them before closing the pool.
     """
 
@@ -368,7 +444,7 @@ class SentinelClient(RedisClient):
 
     @property
     def target(self) -> str:
-        """``sentinel service 'NAME' (primary host:port)``, for messages."""
+        """``sentinel service 'NAME' (primary host:port, db N)``, for messages."""
         pool = self.connection_pool
         where = pool.master_address
         primary = f"primary {where[0]}:{where[1]}" if where else "primary not yet resolved"
@@ -377,7 +453,7 @@ class SentinelClient(RedisClient):
         return f"sentinel service {pool.service_name!r} ({primary}, db {db}{tls})"
 
     def start_watchers(self) -> None:
-        """Start following ``+switch-master`` on every sentinel."""
+        """Start following the failover events of every sentinel."""
         manager = self.connection_pool.sentinel_manager
         loop = asyncio.get_running_loop()
         self._watchers = tuple(
@@ -388,7 +464,7 @@ class SentinelClient(RedisClient):
         )
 
     async def _watch(self, sentinel: Redis) -> None:
-        """Follow the switches one sentinel announces; reconnect if it goes away."""
+        """Follow the failovers one sentinel announces; resubscribe if it goes away."""
         pool = self.connection_pool
         manager = pool.sentinel_manager
         backoff = 0.1
@@ -396,20 +472,15 @@ class SentinelClient(RedisClient):
             pubsub = sentinel.pubsub()
             try:
                 async with asyncio.timeout(manager.timeout_s):
-                    await pubsub.subscribe(_SWITCH)
+                    await pubsub.subscribe(_SWITCH, _PROMOTING, *_ABORTS)
                 backoff = 0.1
                 # A switch may have happened while this sentinel was out of reach.
                 with contextlib.suppress(MasterNotFoundError):
-                    await self._check(await manager.discover_master(pool.service_name))
+                    await self._moved(await manager.discover_master(pool.service_name))
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
-                    if message is None:
-                        continue
-                    data = message["data"]
-                    text = data.decode() if isinstance(data, bytes) else str(data)
-                    fields = text.split()
-                    if len(fields) == 5 and fields[0] == pool.service_name:
-                        await self._check((fields[3], int(fields[4])))
+                    if message is not None:
+                        await self._event(_decoded(message["channel"]), message["data"])
             except (RedisError, OSError, TimeoutError, ValueError):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -418,7 +489,18 @@ class SentinelClient(RedisClient):
                     async with asyncio.timeout(manager.timeout_s):
                         await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    async def _check(self, primary: tuple[str, int]) -> None:
+    async def _event(self, channel: str, data: Any) -> None:
+        """Act on one event a sentinel published (see `_SWITCH`, `_PROMOTING`, `_ABORTS`)."""
+        pool = self.connection_pool
+        fields = _decoded(data).split()
+        if channel == _SWITCH and len(fields) == 5 and fields[0] == pool.service_name:
+            await self._moved((fields[3], int(fields[4])))
+        elif channel == _PROMOTING and len(fields) == 8 and fields[5] == pool.service_name:
+            await pool.fence((fields[6], int(fields[7])), (fields[2], int(fields[3])))
+        elif channel in _ABORTS and len(fields) == 4 and fields[1] == pool.service_name:
+            pool.unfence((fields[2], int(fields[3])))
+
+    async def _moved(self, primary: tuple[str, int]) -> None:
         pool = self.connection_pool
         old = pool.master_address
         if old is not None and (str(old[0]), int(old[1])) != primary:
