@@ -284,3 +284,21 @@ async def test_a_replica_reached_by_its_own_url_refuses_the_start(setup: Sentine
 
     message = await refused(JobHost(redis_url=setup.replica.url, queue_name=QUEUE))
     assert f"it is a replica (of 127.0.0.1:{setup.primary.port})" in message
+
+
+async def test_a_replica_is_refused_by_role_when_info_is_forbidden(
+    setup: SentinelSetup,
+) -> None:
+    """An ACL user allowed ROLE but not INFO or CONFIG still cannot start on a replica."""
+    from tests.test_preflight import refused
+
+    admin = setup.replica.admin()
+    try:
+        admin.execute_command(  # type: ignore[no-untyped-call]
+            "ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-info", "-config"
+        )
+    finally:
+        admin.close()
+    url = f"redis://app:pw@127.0.0.1:{setup.replica.port}/0"
+    message = await refused(JobHost(redis_url=url, queue_name=QUEUE))
+    assert f"it is a replica (of 127.0.0.1:{setup.primary.port})" in message
