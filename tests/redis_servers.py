@@ -13,7 +13,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -236,10 +236,10 @@ class SentinelServer(RedisServer):
 
 @dataclass
 class SentinelSetup:
-    """A primary, its replica and three sentinels watching them, on loopback."""
+    """A primary, its replicas and three sentinels watching them, on loopback."""
 
     primary: RedisServer
-    replica: RedisServer
+    replicas: list[RedisServer]
     sentinels: list[SentinelServer]
 
     def url(self, service: str = SERVICE, db: int = 0) -> str:
@@ -247,31 +247,36 @@ class SentinelSetup:
         return f"redis+sentinel://{hosts}/{service}/{db}"
 
     @property
+    def replica(self) -> RedisServer:
+        """The first replica."""
+        return self.replicas[0]
+
+    @property
     def servers(self) -> list[RedisServer]:
-        return [self.primary, self.replica]
+        return [self.primary, *self.replicas]
 
     def server_at(self, port: int) -> RedisServer:
         return next(server for server in self.servers if server.port == port)
 
     def ready(self) -> bool:
-        """True once every sentinel sees the primary up, the replica and the two others."""
+        """True once every sentinel sees the primary up, each replica in sync and the two
+        other sentinels."""
         try:
             for sentinel in self.sentinels:
                 state = sentinel.master()
                 if not state["is_master"] or state["is_sdown"] or state["is_odown"]:
                     return False
-                if state["num-other-sentinels"] < 2 or state["num-slaves"] < 1:
+                if int(state["port"]) != self.primary.port or state["num-other-sentinels"] < 2:
                     return False
                 admin = sentinel.admin()
                 try:
                     replicas = admin.sentinel_slaves(SERVICE)  # type: ignore[no-untyped-call]
                 finally:
                     admin.close()
-                if not any(
-                    not r["is_sdown"] and r.get("master-link-status") == "ok" for r in replicas
-                ):
-                    return False
-                if int(state["port"]) != self.primary.port:
+                synced = [
+                    r for r in replicas if not r["is_sdown"] and r.get("master-link-status") == "ok"
+                ]
+                if len(synced) < len(self.replicas):
                     return False
         except (redis.RedisError, OSError, KeyError):
             return False
@@ -285,34 +290,28 @@ class SentinelSetup:
         finally:
             admin.close()
 
-    def primary_port(self) -> int | None:
-        """The port every sentinel agrees is the primary's, None while they disagree."""
-        try:
-            ports = {int(sentinel.master()["port"]) for sentinel in self.sentinels}
-        except (redis.RedisError, OSError):
-            return None
-        return ports.pop() if len(ports) == 1 else None
-
     def stop(self) -> None:
-        for server in (*self.sentinels, self.replica, self.primary):
+        for server in (*self.sentinels, *self.replicas, self.primary):
             server.stop()
 
 
 @contextlib.contextmanager
 def sentinel_setup(
-    tmp_path_factory: pytest.TempPathFactory, *primary_options: str
+    mktemp: Callable[[str], Path], *primary_options: str, replicas: int = 1
 ) -> Iterator[SentinelSetup]:
     """A started `SentinelSetup` (waited for until every sentinel sees all of it), stopped
-    when the block ends. ``primary_options`` go on the primary's command line."""
-    primary = RedisServer(tmp_path_factory.mktemp("primary"), *primary_options)
-    setup = SentinelSetup(primary, primary, [])
+    when the block ends. ``mktemp(name)`` makes each server's folder (a pytest
+    ``tmp_path_factory.mktemp``); ``primary_options`` go on the primary's command line."""
+    primary = RedisServer(mktemp("primary"), *primary_options)
+    setup = SentinelSetup(primary, [], [])
     try:
         primary.start()
-        setup.replica = RedisServer(
-            tmp_path_factory.mktemp("replica"), "--replicaof", "127.0.0.1", str(primary.port)
-        ).start()
+        for _ in range(replicas):
+            replica = RedisServer(mktemp("replica"), "--replicaof", "127.0.0.1", str(primary.port))
+            setup.replicas.append(replica)
+            replica.start()
         for _ in range(3):
-            sentinel = SentinelServer(tmp_path_factory.mktemp("sentinel"), primary, quorum=2)
+            sentinel = SentinelServer(mktemp("sentinel"), primary, quorum=2)
             setup.sentinels.append(sentinel)
             sentinel.start()
         deadline = time.monotonic() + 90

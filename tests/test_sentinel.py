@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ def make_host(url: str, runs: dict[str, int] | None = None) -> JobHost:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
     """A primary, its replica and three sentinels, shared by the tests that fail nothing over."""
-    with sentinel_setup(tmp_path_factory) as started:
+    with sentinel_setup(tmp_path_factory.mktemp) as started:
         yield started
 
 
@@ -233,8 +234,8 @@ async def test_a_failover_under_load_moves_every_write_to_the_new_primary(
     written to the old one before the notice and is lost. Every job on the new primary runs."""
     caplog.set_level(logging.WARNING, logger="hostedjobs.redis")
     disabled = ("--rename-command", "REPLICAOF", "", "--rename-command", "SLAVEOF", "")
-    with sentinel_setup(tmp_path_factory, *disabled) as setup:
-        old, new = setup.primary, setup.replica
+    with sentinel_setup(tmp_path_factory.mktemp, *disabled, replicas=2) as setup:
+        old = setup.primary
         runs: dict[str, int] = {}
         host = make_host(setup.url(), runs)
         load = Load(host, {}, [], asyncio.Event())
@@ -245,9 +246,15 @@ async def test_a_failover_under_load_moves_every_write_to_the_new_primary(
                 await asyncio.to_thread(setup.failover)
             else:
                 await asyncio.to_thread(old.kill)
-            switch = f"from 127.0.0.1:{old.port} to 127.0.0.1:{new.port}"
-            await eventually(lambda: switch in caplog.text, what="the host seeing the failover")
+            found = await eventually(
+                lambda: re.search(
+                    rf"from 127\.0\.0\.1:{old.port} to 127\.0\.0\.1:(\d+)", caplog.text
+                ),
+                what="the host seeing the failover",
+            )
             noticed = time.monotonic()
+            new = setup.server_at(int(found.group(1)))
+            switch = found.group(0)
             before = None if fault == "kill" else await asyncio.to_thread(keyspace, old)
             await eventually(
                 lambda: f"moved service 'jobs' {switch}" in caplog.text,

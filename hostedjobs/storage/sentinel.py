@@ -252,18 +252,31 @@ class _Sentinels(Sentinel):
 
     async def discover_master(self, service_name: str) -> tuple[str, int]:
         answers = await asyncio.gather(*(self.ask(sentinel) for sentinel in self.sentinels))
-        best: tuple[int, str, int] | None = None
+        best: tuple[tuple[bool, bool, int], tuple[str, int]] | None = None
         for masters in answers:
             if isinstance(masters, BaseException):
                 continue
             state = masters.get(service_name)
             if state and self.check_master_state(state, service_name):
-                epoch = int(state.get("config-epoch", 0))
-                if best is None or epoch > best[0]:
-                    best = (epoch, str(state["ip"]), int(state["port"]))
+                address = (str(state["ip"]), int(state["port"]))
+                # The sentinel leading a failover names the old primary, with the new
+                # epoch, until it has reconfigured every replica (seconds after the others
+                # have switched): an address being failed over away from, or one the pool
+                # is avoiding, ranks below any other.
+                rank = (
+                    not self.avoid(address),
+                    "failover_in_progress" not in str(state.get("flags", "")),
+                    int(state.get("config-epoch", 0)),
+                )
+                if best is None or rank > best[0]:
+                    best = (rank, address)
         if best is None:
             raise MasterNotFoundError(self.explain(service_name, answers))
-        return best[1], best[2]
+        return best[1]
+
+    def avoid(self, address: tuple[str, int]) -> bool:
+        """True for a primary being demoted (the pool replaces this)."""
+        return False
 
     def explain(self, service: str, answers: list[dict[str, Any] | BaseException]) -> str:
         """Why no sentinel named a primary for ``service``."""
@@ -340,9 +353,9 @@ class _PrimarySSLConnection(_PrimaryConnection, SSLConnection):
 
 
 _FENCE_S = 30.0
-"""How long the pool refuses a primary that Sentinel started to demote, if it hears neither
-the switch nor the abort of that failover (a sentinel died half-way): then the sentinels'
-answer and ``ROLE`` decide again."""
+"""How long the pool refuses a primary that Sentinel demoted or started to demote (unless
+the failover is aborted, or a later one makes it the primary again): long enough for
+Sentinel to make it a replica, which ``ROLE`` then tells."""
 
 
 class _PrimaryPool(SentinelConnectionPool):
@@ -353,6 +366,7 @@ class _PrimaryPool(SentinelConnectionPool):
 
     def __init__(self, parsed: SentinelURL, sentinels: _Sentinels, **options: Any) -> None:
         super().__init__(parsed.service, sentinels, **options)  # type: ignore[no-untyped-call]
+        sentinels.avoid = self.fenced  # type: ignore[method-assign]
         self.switches = 0
         """How many times the pool dropped its connections for a failover."""
         self._fence: tuple[tuple[str, int], float] | None = None
@@ -395,8 +409,10 @@ class _PrimaryPool(SentinelConnectionPool):
 
     async def follow(self, old: tuple[str, int], new: tuple[str, int]) -> None:
         """The service moved to ``new``: drop every connection (in use too), each
-        reconnects to the new primary."""
+        reconnects to the new primary; ``old`` stays refused until Sentinel has made it a
+        replica (`_FENCE_S`), though a sentinel may still name it."""
         self.master_address = new
+        self._fence = (old, asyncio.get_running_loop().time() + _FENCE_S)
         logger.warning(
             "Redis Sentinel moved service %r from %s:%s to %s:%s: every connection to the old "
             "primary is closed; calls in flight are retried on the new one",
@@ -405,7 +421,6 @@ class _PrimaryPool(SentinelConnectionPool):
             *new,
         )
         await self._drop()
-        self._fence = None
 
     async def _drop(self) -> None:
         self.switches += 1
