@@ -282,9 +282,9 @@ class SentinelSetup:
             return False
         return True
 
-    def failover(self) -> None:
-        """``SENTINEL FAILOVER jobs``, asked of the first sentinel."""
-        admin = self.sentinels[0].admin()
+    def failover(self, sentinel: int = 0) -> None:
+        """``SENTINEL FAILOVER jobs``, asked of the ``sentinel``-th sentinel."""
+        admin = self.sentinels[sentinel].admin()
         try:
             admin.execute_command("SENTINEL", "FAILOVER", SERVICE)  # type: ignore[no-untyped-call]
         finally:

@@ -285,6 +285,28 @@ async def test_a_failover_under_load_moves_every_write_to_the_new_primary(
         )
 
 
+async def test_the_host_follows_a_failover_with_a_sentinel_down(
+    tmp_path_factory: pytest.TempPathFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first sentinel of the URL is down when the others fail the service over: the
+    host still hears of it from them and moves to the new primary."""
+    caplog.set_level(logging.WARNING, logger="hostedjobs.redis")
+    with sentinel_setup(tmp_path_factory.mktemp) as setup:
+        host = make_host(setup.url())
+        async with host.run():
+            setup.sentinels[0].stop()
+            await asyncio.to_thread(setup.failover, 1)
+            moved = f"to 127.0.0.1:{setup.replica.port}"
+            await eventually(
+                lambda: moved in caplog.text and "moved service" in caplog.text,
+                what="the host following the switch",
+            )
+            job_id = await host.scheduler.enqueue(Note(7))
+            info = await wait_for_job(host, job_id, timeout=DEADLINE_S)
+            assert (info.status, info.result) == (JobStatus.SUCCEEDED, 7)
+        assert await asyncio.to_thread(present, setup.replica, [job_id]) == {job_id}
+
+
 async def test_a_replica_reached_by_its_own_url_refuses_the_start(setup: SentinelSetup) -> None:
     """The replica's own redis:// URL is refused at start-up (ROLE), naming its primary."""
     from tests.test_preflight import refused

@@ -189,6 +189,8 @@ async def one_round(
                     if held <= finished or time.monotonic() > deadline:
                         break
                     await asyncio.sleep(0.2)
+                ran = list(round_.runs)
+                _, results = await asyncio.to_thread(_held, new, ran)
             round_.lost = len(acked) - len(held)
             round_.unfinished = len(held - finished)
             round_.duplicated = sum(len(times) - 1 for times in round_.runs.values())
@@ -198,7 +200,8 @@ async def one_round(
                 for job_id, times in round_.runs.items()
                 if len(times) > 1 and times[0] < notice < times[-1]
             }
-            gone = {job_id for job_id in round_.runs if job_id not in finished}
+            # A run of a job whose enqueue failed counts too (it was stored; its reply lost).
+            gone = {job_id for job_id in ran if job_id not in results}
             round_.outcomes_lost = len(rerun | gone)
     finally:
         logging.getLogger("hostedjobs.redis").removeHandler(notices)
