@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import socket
 import ssl
 from typing import Literal
@@ -16,7 +15,7 @@ from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ..exceptions import ConfigurationError, RedisUnavailableError
-from .client import RedisClient, bounded_client, connection_class, retry_policy
+from .client import RedisClient, bounded_client, connection_class, redacted, retry_policy
 from .sentinel import is_sentinel_url, open_sentinel, parse_sentinel_url
 
 __all__ = [
@@ -52,20 +51,6 @@ def resolve_redis_url(redis_url: str | None) -> str | None:
             "unix:///path/to/redis.sock or redis+sentinel://host1:port1,host2:port2/service"
         )
     return url
-
-
-def redacted(url: str) -> str:
-    """The URL with every password (before the ``@``, or a ``password`` or
-    ``sentinel_password`` query option) replaced by ``***``, for messages and logs."""
-    scheme, sep, rest = url.partition("://")
-    rest, question, query = rest.partition("?")
-    if "@" in rest:
-        credentials, _, location = rest.rpartition("@")
-        user = credentials.split(":", 1)[0]
-        rest = f"{user}:***@{location}"
-    if query:
-        query = re.sub(r"((?:^|&)[^=&]*password=)[^&]*", r"\1***", query)
-    return f"{scheme}{sep}{rest}{question}{query}"
 
 
 async def open_redis(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> RedisClient:

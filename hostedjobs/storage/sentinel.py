@@ -50,7 +50,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from ..exceptions import ConfigurationError, RedisUnavailableError
-from .client import RedisClient, _Bounds, connection_class, retry_policy
+from .client import RedisClient, _Bounds, connection_class, redacted, retry_policy
 
 __all__ = [
     "DEFAULT_SENTINEL_PORT",
@@ -108,8 +108,6 @@ class SentinelURL:
 
 
 def _malformed(url: str, why: str) -> ConfigurationError:
-    from .connection import redacted  # connection imports this module
-
     return ConfigurationError(
         f"invalid Sentinel URL {redacted(url)!r}: {why}; use "
         "redis+sentinel://[user:password@]host1:port1,host2:port2/service[/db]"
