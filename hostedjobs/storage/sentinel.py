@@ -18,13 +18,17 @@ failover events acts on two of them:
   primary are refused until the switch (or the failover's abort). A write the old primary
   takes once the replica is promoted is lost at the switch; this notice comes before the
   promotion, so such writes become calls that wait and are retried instead.
-- ``+switch-master``: every connection is closed again. Left alone, a connection keeps
-  writing to the demoted primary until Sentinel reconfigures it (seconds later, on its next
-  ``INFO`` refresh), and those writes are lost at its resync.
+- ``+switch-master``: every connection is closed again, and the old primary stays refused
+  for a while. Left alone, a connection keeps writing to the demoted primary until Sentinel
+  reconfigures it (seconds later, on its next ``INFO`` refresh), and those writes are lost
+  at its resync.
 
-Each new connection asks the sentinels again (all of them, trusting the one with the newest
-configuration epoch: one that has not yet heard of the switch still names the old primary)
-and checks with ``ROLE`` that it reached a primary.
+Each new connection asks all the sentinels at once which server is the primary, and trusts
+the newest answer: the highest configuration epoch, except that an address the pool refuses
+or one a sentinel is still failing over away from ranks below any other (the sentinel
+leading a failover names the old primary, with the new epoch, until it has reconfigured
+every replica, seconds after the others switched). It then checks with ``ROLE`` that it
+reached a primary.
 """
 
 from __future__ import annotations
