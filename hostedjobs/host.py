@@ -58,6 +58,7 @@ from .starlette import health_response, readiness_response, server_forcing_exit
 from .startup import StartupAction, StartupActions, StartupState
 from .status import HostedJobStatus
 from .storage import Store, open_redis, redacted, resolve_redis_url
+from .storage.cluster import is_cluster_url
 from .storage.connection import DEFAULT_TIMEOUT_S, Durability, adopt_redis, check_redis_client
 from .storage.embedded import EmbeddedRedis
 from .storage.preflight import RISKS, Risk, check_server
@@ -736,13 +737,16 @@ class JobHost:
                     watcher = asyncio.get_running_loop().create_task(
                         _watch_embedded(embedded), name="hostedjobs:embedded"
                     )
-                client = await open_redis(url, timeout_s=self.redis_timeout_s)
+                client = await open_redis(
+                    url, timeout_s=self.redis_timeout_s, queue_name=self.queue_name
+                )
             store = Store(
                 client,
                 self.queue_name,
                 meta_ttl_s=int(self.keep_result_s) + 86_400,
                 replicas=1 if self.durability == "replicated" else 0,
                 replication_timeout_ms=int(self.redis_timeout_s * 1000),
+                hash_tag=is_cluster_url(url),
             )
             try:
                 await check_server(

@@ -322,3 +322,206 @@ def sentinel_setup(
         yield setup
     finally:
         setup.stop()
+
+
+class ClusterServers:
+    """A Redis Cluster of ``primaries`` nodes started from scratch: each its own
+    `RedisServer` in cluster mode, the 16384 slots split evenly (``CLUSTER ADDSLOTSRANGE``),
+    joined with ``CLUSTER MEET``. No replicas: a test moves slots itself (`migrate_slot`)."""
+
+    def __init__(
+        self, data_dir: Path, primaries: int = 3, binary: str | None = None, *, tls: bool = False
+    ) -> None:
+        self.data_dir = data_dir
+        self.binary = binary
+        self.replicas: list[RedisServer] = []
+        self.nodes: list[RedisServer] = []
+        self.certificate: Path | None = None
+        tls_options: list[str] = []
+        if tls:
+            # One certificate for all: the nodes' bus is TLS too (tls-cluster), as deployed.
+            data_dir.mkdir(parents=True, exist_ok=True)
+            self.certificate, key = make_certificate(data_dir)
+            # fmt: off
+            tls_options = [
+                "--tls-cert-file", str(self.certificate), "--tls-key-file", str(key),
+                "--tls-ca-cert-file", str(self.certificate), "--tls-auth-clients", "no",
+                "--tls-cluster", "yes",
+            ]
+            # fmt: on
+        for index in range(primaries):
+            folder = data_dir / f"node{index}"
+            folder.mkdir(parents=True)
+            options = tls_options
+            tls_port = None
+            if tls:
+                tls_port = free_port(cluster=True)  # its cluster bus is 10000 above it
+                options = [*tls_options, "--tls-port", str(tls_port)]
+            # fmt: off
+            node = RedisServer(
+                folder, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "5000", *options, binary=binary,
+            )
+            # fmt: on
+            node.tls_port = tls_port
+            self.nodes.append(node)
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://`` naming every node (``rediss+cluster://`` and the TLS ports,
+        trusting the certificate, for a TLS cluster)."""
+        if self.certificate is not None:
+            ports = ",".join(f"127.0.0.1:{node.tls_port}" for node in self.nodes)
+            return f"rediss+cluster://{ports}?ssl_ca_certs={self.certificate}"
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def start(self) -> ClusterServers:
+        """Start the nodes, give each its share of the slots, join them, and wait until every
+        node says the cluster is ok and knows every other."""
+        for node in self.nodes:
+            node.start()
+        share = 16384 // len(self.nodes)
+        for index, node in enumerate(self.nodes):
+            first = index * share
+            last = 16383 if index == len(self.nodes) - 1 else first + share - 1
+            self._call(node, "CLUSTER", "ADDSLOTSRANGE", first, last)
+        seed = self.nodes[0]
+        for node in self.nodes[1:]:
+            self._call(node, "CLUSTER", "MEET", "127.0.0.1", seed.tls_port or seed.port)
+        deadline = time.monotonic() + 60
+        while not self._settled():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster did not come up within 60 s")
+            time.sleep(0.05)
+        return self
+
+    def _settled(self) -> bool:
+        for node in self.nodes:
+            info = cast(str, self._call(node, "CLUSTER", "INFO").decode())
+            facts = dict(line.split(":", 1) for line in info.split() if ":" in line)
+            if facts.get("cluster_state") != "ok":
+                return False
+            if int(facts.get("cluster_known_nodes", 0)) != len(self.nodes):
+                return False
+        # Every node's view of who owns what agrees.
+        views = {str(sorted(map(str, self._call(n, "CLUSTER", "SLOTS")))) for n in self.nodes}
+        return len(views) == 1
+
+    @staticmethod
+    def _call(node: RedisServer, *args: Any) -> Any:
+        admin = node.admin()
+        try:
+            return admin.execute_command(*args)  # type: ignore[no-untyped-call]
+        finally:
+            admin.close()
+
+    def node_id(self, node: RedisServer) -> str:
+        """The node's cluster id."""
+        return cast(bytes, self._call(node, "CLUSTER", "MYID")).decode()
+
+    def owner(self, slot: int) -> RedisServer:
+        """The node serving ``slot`` now."""
+        for start, end, (_, port, *_), *_ in self._call(self.nodes[0], "CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return next(node for node in self.nodes if node.port == port)
+        raise LookupError(f"no node serves slot {slot}")
+
+    def migrate_slot(self, slot: int, target: RedisServer, batch: int = 100) -> None:
+        """Move ``slot`` and its keys to ``target`` as ``redis-cli --cluster reshard`` does
+        (IMPORTING, MIGRATING, MIGRATE ``batch`` keys at a time, then SETSLOT NODE on every
+        node)."""
+        source = self.owner(slot)
+        if source is target:
+            return
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        self._call(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        self._call(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        while keys := self._call(source, "CLUSTER", "GETKEYSINSLOT", slot, batch):
+            # fmt: off
+            self._call(
+                source, "MIGRATE", "127.0.0.1", target.port, "", 0, 30_000, "REPLACE",
+                "KEYS", *keys,
+            )
+            # fmt: on
+        for node in (target, source, *self.nodes):
+            self._call(node, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
+    def add_replica(self, primary: RedisServer) -> RedisServer:
+        """Start a node that joins the cluster as a replica of ``primary``, and wait until it
+        is in sync with it and every node knows it."""
+        folder = self.data_dir / f"replica{len(self.replicas)}"
+        folder.mkdir(parents=True)
+        # fmt: off
+        replica = RedisServer(
+            folder, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", "5000", binary=self.binary,
+        ).start()
+        # fmt: on
+        self.replicas.append(replica)
+        self._call(replica, "CLUSTER", "MEET", "127.0.0.1", primary.port)
+        primary_id = self.node_id(primary)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self._call(replica, "CLUSTER", "REPLICATE", primary_id)
+                break
+            except redis.ResponseError:  # it does not know the primary yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        while (
+            replica.info("replication").get("master_link_status") != "up"
+            or any(
+                int(dict(
+                    line.split(":", 1)
+                    for line in self._call(n, "CLUSTER", "INFO").decode().split()
+                    if ":" in line
+                )["cluster_known_nodes"]) != len(self.nodes) + len(self.replicas)
+                for n in (*self.nodes, *self.replicas)
+            )
+        ):  # fmt: skip
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replica did not join within 60 s")
+            time.sleep(0.05)
+        return replica
+
+    def stop(self) -> None:
+        """Stop every node."""
+        for node in (*self.nodes, *self.replicas):
+            node.stop()
+
+
+@contextlib.contextmanager
+def redis_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+    primaries: int = 3,
+    binary: str | None = None,
+    *,
+    tls: bool = False,
+) -> Iterator[ClusterServers]:
+    """A started `ClusterServers`, stopped when the block ends. With ``tls`` and a server
+    built without TLS, one on PATH is tried, else the test is skipped."""
+    binaries = [binary or find_redis_server()]
+    if tls and binary is None:
+        binaries += [
+            path
+            for path in (shutil.which("redis-server"), shutil.which("valkey-server"))
+            if path and path != binaries[0]
+        ]
+    for candidate in binaries:
+        folder = tmp_path_factory.mktemp("redis-cluster")
+        cluster = ClusterServers(folder, primaries, candidate, tls=tls)
+        try:
+            cluster.start()
+        except NoTLSError:
+            cluster.stop()
+            continue
+        except BaseException:
+            cluster.stop()
+            raise
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+        return
+    pytest.skip("no server here is built with TLS")

@@ -214,12 +214,13 @@ async def test_a_sentinel_refuses_the_start_naming_the_primary_it_watches(
 
 
 async def test_a_cluster_node_refuses_the_start(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The host's client is a standalone one: a Redis Cluster node refuses the start."""
+    """A redis:// URL at a Redis Cluster node refuses the start, saying to use
+    redis+cluster:// (which keeps each queue's keys in one slot)."""
     with redis_server(
         tmp_path_factory, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"
     ) as node:
         message = await refused(make_host(node.url))
-    assert "cluster mode" in message
+    assert "use a redis+cluster://" in message
 
 
 async def test_a_redis_that_persists_nothing_is_a_warning(

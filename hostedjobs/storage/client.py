@@ -118,6 +118,15 @@ def _transient(error: BaseException) -> bool:
 class _Retry(Retry):
     """redis-py's retry loop, for transient errors only, within the call's retry budget."""
 
+    def __init__(
+        self,
+        backoff: ExponentialBackoff,
+        retries: int,
+        on_failure: Callable[[BaseException], Awaitable[None]] | None = None,
+    ) -> None:
+        super().__init__(backoff, retries)
+        self._on_failure = on_failure
+
     async def call_with_retry(
         self, do: Callable[[], Awaitable[T]], fail: Callable[[RedisError], Any]
     ) -> T:
@@ -143,12 +152,18 @@ class _Retry(Retry):
                     )
                 if not retry or not _transient(error):
                     raise
+                if self._on_failure is not None:
+                    await self._on_failure(error)
                 await asyncio.sleep(backoff)
 
 
-def retry_policy() -> Retry:
-    """What the connection pool retries with (see the module docstring)."""
-    return _Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=_RETRIES)
+def retry_policy(
+    on_failure: Callable[[BaseException], Awaitable[None]] | None = None,
+) -> Retry:
+    """What the connection pool retries with (see the module docstring). ``on_failure`` is
+    awaited after each failure that will be retried, before the reconnection (a cluster
+    client looks up which node now serves its slot)."""
+    return _Retry(ExponentialBackoff(cap=1.0, base=0.05), _RETRIES, on_failure)
 
 
 class _HiredisPacking(AbstractConnection):

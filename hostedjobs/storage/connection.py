@@ -16,6 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ..exceptions import ConfigurationError, RedisUnavailableError
 from .client import RedisClient, bounded_client, connection_class, redacted, retry_policy
+from .cluster import ClusterURL, is_cluster_url, open_cluster
 from .sentinel import is_sentinel_url, open_sentinel, parse_sentinel_url
 
 __all__ = [
@@ -44,17 +45,25 @@ def resolve_redis_url(redis_url: str | None) -> str | None:
     """The explicit URL, else ``$HOSTEDJOBS_REDIS_URL``, else None (the embedded default)."""
     url = redis_url or os.environ.get(REDIS_URL_ENV) or None
     if url is not None and is_sentinel_url(url):
-        parse_sentinel_url(url)
+        parse_sentinel_url(url)  # raises ConfigurationError naming what is wrong
+    elif url is not None and is_cluster_url(url):
+        ClusterURL.parse(url)  # raises ConfigurationError naming what is wrong
     elif url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigurationError(
             f"invalid Redis URL {redacted(url)!r}: use redis://host:port/db, rediss://..., "
-            "unix:///path/to/redis.sock or redis+sentinel://host1:port1,host2:port2/service"
+            "unix:///path/to/redis.sock, redis+sentinel://host:port,host:port,.../service or "
+            "redis+cluster://host:port,host:port,..."
         )
     return url
 
 
-async def open_redis(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> RedisClient:
+async def open_redis(
+    url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, queue_name: str | None = None
+) -> RedisClient:
     """A client with a connection pool on ``url``, checked with a PING.
+
+    A ``redis+cluster://`` URL needs ``queue_name``: the client is then one on the primary
+    serving the queue's slot, following the slot when it moves (see ``cluster``).
 
     Every call on it waits at most ``timeout_s`` seconds (connection set-up included; a
     blocking command its block time on top) and fails with `RedisUnavailableError`; a
@@ -70,6 +79,10 @@ async def open_redis(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Redis
     """
     if is_sentinel_url(url):
         return await open_sentinel(url, timeout_s=timeout_s)
+    if is_cluster_url(url):
+        if queue_name is None:
+            raise ConfigurationError("a redis+cluster:// URL needs open_redis(queue_name=...)")
+        return await open_cluster(url, queue_name, timeout_s=timeout_s)
     try:
         connections = ConnectionPool.from_url(
             url,

@@ -8,7 +8,9 @@ operation:
   TTLs): under memory pressure Redis deletes queued jobs, which then vanish or fail as
   expired, with no error anywhere (accept it with ``accept={"eviction"}``);
 - a replica: writes fail, or are lost at the next sync;
-- Redis Cluster: the host's client is a standalone one;
+- a Redis Cluster node reached with a plain URL (``redis+cluster://`` keeps every key of
+  the queue in one slot, so its scripts and transactions run on one node; with it, the
+  ACL probes below use keys of that slot);
 - ``durability="replicated"`` on a primary with no connected replica (every write would
   fail);
 - a server older than 6.2 (commands the scripts and the store use);
@@ -172,7 +174,10 @@ def acl_rule(keys: KeyLayout, user: str = "default") -> str:
     """The ``ACL SETUSER`` line giving ``user`` what hostedjobs needs on the queue of
     ``keys``, and nothing else (add ``on >PASSWORD`` for a new user)."""
     patterns = " ".join(f"~{family.pattern}" for family in _key_families(keys))
-    commands = " ".join(f"+{command}" for command in (*REQUIRED_COMMANDS, *_OPTIONAL_COMMANDS))
+    # A redis+cluster:// client asks which node serves the queue's slot.
+    cluster = ("cluster|slots",) if keys.hash_tag else ()
+    needed = (*REQUIRED_COMMANDS, *_OPTIONAL_COMMANDS, *cluster)
+    commands = " ".join(f"+{command}" for command in needed)
     channel = _glob_escape(keys.events)
     return f"ACL SETUSER {user} resetkeys resetchannels {patterns} &{channel} -@all {commands}"
 
@@ -225,10 +230,15 @@ class ServerFacts:
 
 
 def judge(
-    facts: ServerFacts, accept: Collection[str] = (), *, replicas: int = 0
+    facts: ServerFacts,
+    accept: Collection[str] = (),
+    *,
+    hash_tag: bool = False,
+    replicas: int = 0,
 ) -> tuple[list[str], list[str]]:
     """``(problems, warnings)`` about a server's settings: problems refuse the start, warnings
-    are logged. ``replicas``: how many replicas each write must reach
+    are logged. ``hash_tag``: the queue's keys share one slot (`KeyLayout`), as cluster mode
+    needs. ``replicas``: how many replicas each write must reach
     (``durability="replicated"``)."""
     problems: list[str] = []
     warnings: list[str] = []
@@ -250,10 +260,10 @@ def judge(
             f"it is a replica (of {facts.primary or 'another server'}): writes fail, or are "
             "lost at its next sync; point the URL at the primary"
         )
-    if facts.cluster:
+    if facts.cluster and not hash_tag:
         problems.append(
-            "it runs in cluster mode, which hostedjobs' client does not support: use a "
-            "standalone Redis"
+            "it is a Redis Cluster node: use a redis+cluster://host:port,host:port,... URL "
+            "naming the cluster's nodes (hostedjobs then keeps each queue's keys in one slot)"
         )
     policy = facts.eviction_policy
     if "eviction" not in accept:
@@ -449,7 +459,7 @@ async def check_server(
         )
     if not missing.unchecked:
         await _probe(client, keys, missing, wait=bool(replicas))
-    problems, warnings = judge(facts, accept, replicas=replicas)
+    problems, warnings = judge(facts, accept, hash_tag=keys.hash_tag, replicas=replicas)
     user = str(client.connection_pool.connection_kwargs.get("username") or "default")
     problems += missing.problems(keys, user, version_known=facts.version is not None)
     for warning in warnings:
