@@ -327,11 +327,16 @@ class _PrimaryConnection(SentinelManagedConnection):
 
     async def connect_to(self, address: tuple[str, int]) -> None:
         pool = self.connection_pool
+        # A primary being demoted: wait (within the call's deadline) for the switch, then ask
+        # again, rather than fail and back off past the moment the new primary is named.
         if pool.fenced(address):
-            raise RedisConnectionError(
-                f"Sentinel is failing service {pool.service_name!r} over: {address[0]}:"
-                f"{address[1]} is being demoted, waiting for the new primary"
-            )
+            await pool.settled()
+            address = await pool.get_master_address()  # type: ignore[no-untyped-call]
+            if pool.fenced(address):
+                raise RedisConnectionError(
+                    f"Sentinel is failing service {pool.service_name!r} over: {address[0]}:"
+                    f"{address[1]} is being demoted, waiting for the new primary"
+                )
         switches = pool.switches
         await super().connect_to(address)  # type: ignore[no-untyped-call]
         if pool.switches != switches:
@@ -373,6 +378,16 @@ class _PrimaryPool(SentinelConnectionPool):
         """How many times the pool dropped its connections for a failover."""
         self._fence: tuple[tuple[str, int], float] | None = None
         """The primary being demoted, and until when (loop time) it is refused."""
+        self._settled = asyncio.Event()
+        """Set when the failover that fenced a primary ends."""
+
+    async def settled(self) -> None:
+        """Wait until the failover that fenced a primary ends (switch, abort or `_FENCE_S`)."""
+        if self._fence is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(self._fence[1]):
+                await self._settled.wait()
 
     def fenced(self, address: tuple[str, int]) -> bool:
         """True while ``address`` is a primary that Sentinel is demoting."""
@@ -390,6 +405,7 @@ class _PrimaryPool(SentinelConnectionPool):
         if self._fence is not None and self._fence[0] == old:
             return
         self._fence = (old, asyncio.get_running_loop().time() + _FENCE_S)
+        self._settled = asyncio.Event()
         logger.warning(
             "Redis Sentinel is failing service %r over from %s:%s to %s:%s: every connection "
             "to the old primary is closed; calls wait for the new one",
@@ -403,6 +419,7 @@ class _PrimaryPool(SentinelConnectionPool):
         """The failover away from ``old`` was aborted: it is the primary again."""
         if self._fence is not None and self._fence[0] == old:
             self._fence = None
+            self._settled.set()
             logger.warning(
                 "Redis Sentinel aborted the failover of service %r: %s:%s stays its primary",
                 self.service_name,
@@ -415,6 +432,7 @@ class _PrimaryPool(SentinelConnectionPool):
         replica (`_FENCE_S`), though a sentinel may still name it."""
         self.master_address = new
         self._fence = (old, asyncio.get_running_loop().time() + _FENCE_S)
+        self._settled.set()
         logger.warning(
             "Redis Sentinel moved service %r from %s:%s to %s:%s: every connection to the old "
             "primary is closed; calls in flight are retried on the new one",
