@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+import redis
+
 from hostedjobs import JobContext, JobHost, RetryPolicy, job_type
 from hostedjobs.exceptions import RedisUnavailableError
 from hostedjobs.storage import KeyLayout
@@ -116,15 +118,22 @@ def make_host(url: str, round_: Round) -> JobHost:
 def _held(server: RedisServer, job_ids: list[str]) -> tuple[set[str], set[str]]:
     """(jobs ``server`` holds in any state, jobs it has a result for)."""
     keys = KeyLayout(QUEUE)
-    admin = server.admin()
-    try:
-        with admin.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.exists(keys.job(job_id))
-                pipe.exists(keys.result(job_id))
-            found = pipe.execute()
-    finally:
-        admin.close()
+    for attempt in range(5):
+        admin = server.admin()
+        try:
+            with admin.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.exists(keys.job(job_id))
+                    pipe.exists(keys.result(job_id))
+                found = pipe.execute()
+            break
+        except redis.ConnectionError:
+            # Sentinel kills the clients of a server it reconfigures (CLIENT KILL TYPE normal).
+            if attempt == 4:
+                raise
+            time.sleep(0.5)
+        finally:
+            admin.close()
     held, finished = set(), set()
     for index, job_id in enumerate(job_ids):
         if found[2 * index] or found[2 * index + 1]:
