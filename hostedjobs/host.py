@@ -8,7 +8,15 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from datetime import timedelta
 from pathlib import Path
 from typing import (
@@ -58,12 +66,14 @@ from .starlette import health_response, readiness_response, server_forcing_exit
 from .startup import StartupAction, StartupActions, StartupState
 from .status import HostedJobStatus
 from .storage import Store, open_redis, redacted, resolve_redis_url
+from .storage.client import RedisClient
 from .storage.cluster import is_cluster_url
 from .storage.connection import DEFAULT_TIMEOUT_S, Durability, adopt_redis, check_redis_client
 from .storage.embedded import EmbeddedRedis
 from .storage.preflight import RISKS, Risk, check_server
+from .storage.shards import MAX_SHARDS, ShardLayout, settle_shard_count
 from .tasks import Task, TaskDecorator
-from .worker import Worker, WorkerSupervisor
+from .worker import SlotBudget, Worker, WorkerSupervisor
 
 if TYPE_CHECKING:
     from redis.asyncio import ConnectionPool, Redis
@@ -119,6 +129,54 @@ async def _watch_embedded(embedded: EmbeddedRedis) -> None:
 HEALTH_REDIS_TIMEOUT_S = 2.0
 """How long the health report waits for Redis's answer (at most ``redis_timeout``), so a
 probe gets a prompt 503 from a frozen Redis rather than no answer."""
+
+
+def same_client(client: RedisClient) -> Callable[[str], RedisClient]:
+    """Where each shard's keys are reached: through ``client`` for every shard (one server,
+    or a proxy). This is the seam a cluster plugs into: a function that, given a shard's
+    queue name, returns the client of the node owning that shard's slot."""
+    return lambda queue: client
+
+
+async def _cluster_clients(
+    url: str, base: RedisClient, queue: str, names: Sequence[str], timeout_s: float
+) -> Callable[[str], RedisClient]:
+    """Each shard's client on a Redis Cluster, pinned to the node owning the shard's slot;
+    ``base`` (``queue``'s) for any other name (the shard-count record, an old shard count's
+    shards), which it reaches by following MOVED."""
+    clients = {queue: base}
+    try:
+        for name in names:
+            if name not in clients:
+                clients[name] = await open_redis(url, timeout_s=timeout_s, queue_name=name)
+    except BaseException:
+        for opened in clients.values():
+            if opened is not base:
+                await opened.aclose(close_connection_pool=True)
+        raise
+    return lambda name: clients.get(name, base)
+
+
+class _ShardedProgress:
+    """Runs' progress, stored on the shard holding each job (a sharded queue)."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+
+    async def progress(self, job_id: str, values: dict[str, str]) -> None:
+        await self._scheduler._store_for(job_id).progress(job_id, values)
+
+
+async def _close_stores(stores: list[Store], client: Redis) -> None:
+    """Close each client once: shards sharing a client (or ``client``) must not close it
+    twice."""
+    closed: set[int] = set()
+    for store in stores:
+        if id(store.redis) not in closed:
+            closed.add(id(store.redis))
+            await store.close()
+    if id(client) not in closed:
+        await client.aclose(close_connection_pool=True)
 
 
 def _optional_seconds(name: str, value: Seconds | None) -> float | None:
@@ -212,7 +270,14 @@ class JobHost:
         queue_name: the arq queue; apps sharing a Redis need different names.
         run_worker: run queued jobs in this process; False for web processes that only
             enqueue (they still take part in distributed cron ticks).
-        concurrency: how many queued jobs this process runs at once.
+        concurrency: how many queued jobs this process runs at once (in total, over all
+            shards).
+        shards: split the queue into this many shards (default 1: one queue), each its own
+            hash-tagged queue, so on a Redis Cluster each lands on its own primary and
+            throughput grows with primaries. Jobs are spread over the shards by id; a worker
+            serves every shard; lists and counts merge them. Every process of the queue must
+            use the same count: a count differing from the one jobs are queued under is
+            refused at start-up (`ConfigurationError`). See docs/scaling.md.
         job_timeout: default per-run time limit of on-demand jobs (per handler: ``timeout=``).
         retry: default retry policy of on-demand jobs (per handler: ``retry=``).
         keep_result: how long finished on-demand jobs stay visible to ``scheduler.get``.
@@ -258,6 +323,7 @@ class JobHost:
         queue_name: str = "hostedjobs",
         run_worker: bool = True,
         concurrency: int = 16,
+        shards: int = 1,
         job_timeout: Seconds = timedelta(minutes=5),
         retry: RetryPolicy | None = None,
         keep_result: Seconds = timedelta(days=1),
@@ -277,6 +343,11 @@ class JobHost:
             raise ConfigurationError(f"queue_name must be a non-empty string, got {queue_name!r}")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= MAX_SHARDS:
+            raise ConfigurationError(
+                f"shards must be an int from 1 to {MAX_SHARDS}, got {shards!r}; e.g. shards=3 "
+                "for a cluster of 3 primaries"
+            )
         _choice("startup_mode", startup_mode, ("background", "blocking"))
         _choice("on_startup_failure", on_startup_failure, ("exit", "stay"))
         if redis_client is not None and redis_url is not None:
@@ -292,6 +363,7 @@ class JobHost:
         self.queue_name = queue_name
         self.run_worker = run_worker
         self.concurrency = concurrency
+        self.shards = shards
         self.job_timeout_s = seconds("job_timeout", job_timeout, positive=True)
         self.retry = _retry(retry, RetryPolicy())
         self.keep_result_s = seconds("keep_result", keep_result)
@@ -314,7 +386,8 @@ class JobHost:
         self._startup = StartupActions()
         self._distributed = DistributedCron(self._runner)
         self._hosted = HostedServices(self._runner, self.clock, self._startup, self._distributed)
-        self._supervisor: WorkerSupervisor | None = None
+        self._supervisors: list[WorkerSupervisor] = []
+        """One worker per shard (one for an unsharded queue)."""
         self._grace = Grace()
         self._running = False
         self._eager: EagerScheduler | None = None
@@ -740,37 +813,61 @@ class JobHost:
                 client = await open_redis(
                     url, timeout_s=self.redis_timeout_s, queue_name=self.queue_name
                 )
-            store = Store(
-                client,
-                self.queue_name,
-                meta_ttl_s=int(self.keep_result_s) + 86_400,
-                replicas=1 if self.durability == "replicated" else 0,
-                replication_timeout_ms=int(self.redis_timeout_s * 1000),
-                hash_tag=is_cluster_url(url),
+            names = ShardLayout(self.queue_name, self.shards).names
+            cluster = self.redis_client is None and is_cluster_url(url)
+            # Each shard's client: on a cluster, the one pinned to the node owning its slot.
+            client_for = (
+                await _cluster_clients(url, client, self.queue_name, names, self.redis_timeout_s)
+                if cluster
+                else same_client(client)
             )
-            try:
-                await check_server(
-                    client, store.keys, accept=self.accept_risks, replicas=store.replicas
+            stores = [
+                Store(
+                    client_for(name),
+                    name,
+                    meta_ttl_s=int(self.keep_result_s) + 86_400,
+                    hash_tag=self.shards > 1 or cluster,
+                    replicas=1 if self.durability == "replicated" else 0,
+                    replication_timeout_ms=int(self.redis_timeout_s * 1000),
                 )
+                for name in names
+            ]
+            store = stores[0]
+            try:
+                # Once per server (its settings), with every shard it holds (their keys' ACL).
+                by_server: dict[int, list[Store]] = {}
+                for shard in stores:
+                    by_server.setdefault(id(client_for(shard.keys.queue)), []).append(shard)
+                for first, *others in by_server.values():
+                    await check_server(
+                        client_for(first.keys.queue),
+                        first.keys,
+                        accept=self.accept_risks,
+                        replicas=first.replicas,
+                        shards=[other.keys for other in others],
+                    )
+                await settle_shard_count(client_for, self.queue_name, self.shards, hash_tag=cluster)
             except BaseException:
-                await store.close()
+                await _close_stores(stores, client)
                 raise
             self._url = url
             self._target = client.target
-            self._scheduler._attach(store)
-            self._handlers.store = store
-            self._distributed.store = store
+            self._scheduler._attach(store, stores)
+            self._handlers.store = store if len(stores) == 1 else _ShardedProgress(self._scheduler)
+            self._distributed.store = store  # distributed cron lives on shard 0
             if self.instrumentation is not None:
-                self.instrumentation.attach(self.queue_name, store)
+                for shard in stores:
+                    self.instrumentation.attach(shard.keys.queue, shard)
             try:
                 yield store
             finally:
                 if self.instrumentation is not None:
-                    self.instrumentation.attach(self.queue_name, None)
+                    for shard in stores:
+                        self.instrumentation.attach(shard.keys.queue, None)
                 self._scheduler._attach(None)
                 self._handlers.store = None
                 self._distributed.store = None
-                await store.close()
+                await _close_stores(stores, client)
         finally:
             if watcher is not None:
                 watcher.cancel()
@@ -873,13 +970,14 @@ class JobHost:
                     if store is not None:
                         await self._check_queue_is_ours()
                         if self.run_worker:
-                            self._start_worker(store, concurrency or self.concurrency, burst)
+                            self._start_workers(concurrency or self.concurrency, burst)
                     self._hosted.start(loops=store is not None)
                     logger.info(
-                        "hostedjobs started on %s, queue %r, %s: %d job type(s), "
+                        "hostedjobs started on %s, queue %r%s, %s: %d job type(s), "
                         "%d startup action(s), hosted jobs: %s",
                         "no Redis (eager mode)" if store is None else redacted(self._url),
                         self.queue_name,
+                        f" in {self.shards} shards" if self.shards > 1 else "",
                         "running a worker" if self.run_worker else "no worker (enqueue only)",
                         len(self._handlers.registrations),
                         len(self._startup.actions),
@@ -919,8 +1017,8 @@ class JobHost:
     async def _run_startup_actions(self) -> bool:
         succeeded = await self._startup.run(self._runner)
         if succeeded:
-            if self._supervisor is not None:
-                self._supervisor.worker.resume_taking_jobs()
+            for supervisor in self._supervisors:
+                supervisor.worker.resume_taking_jobs()
             if self._eager is not None:
                 self._eager.taking_jobs = True
                 await self._eager.run_due()
@@ -928,21 +1026,32 @@ class JobHost:
             _stop_process(str(self._startup.failed_action))
         return succeeded
 
-    def _start_worker(self, store: Store, concurrency: int, burst: bool) -> None:
+    def _start_workers(self, concurrency: int, burst: bool) -> None:
+        """One worker per shard, all sharing ``concurrency`` slots (`SlotBudget`)."""
         self._handlers.cron_names = sorted(self._distributed.jobs)
-        worker = Worker(
-            store,
-            self._queued_function,
-            unknown=self._handlers.unknown_message,
-            roster=self._roster(),
-            concurrency=concurrency,
-            keep_result_s=self.keep_result_s,
-            fallback_poll_s=self.fallback_poll_s,
-            burst=burst,
-        )
-        # Queue processing waits for the startup actions (see _run_startup_actions).
-        self._supervisor = WorkerSupervisor(worker)
-        self._supervisor.start()
+        stores = self._scheduler.stores
+        slots = SlotBudget(concurrency) if len(stores) > 1 else None
+        for store in stores:
+            worker = Worker(
+                store,
+                self._queued_function,
+                unknown=self._handlers.unknown_message,
+                roster=self._roster(),
+                concurrency=concurrency,
+                keep_result_s=self.keep_result_s,
+                fallback_poll_s=self.fallback_poll_s,
+                burst=burst,
+                slots=slots,
+            )
+            # Queue processing waits for the startup actions (see _run_startup_actions).
+            supervisor = WorkerSupervisor(worker)
+            self._supervisors.append(supervisor)
+            supervisor.start()
+
+    @property
+    def _supervisor(self) -> WorkerSupervisor | None:
+        """The worker of an unsharded queue (shard 0's worker of a sharded one)."""
+        return self._supervisors[0] if self._supervisors else None
 
     def _roster(self) -> list[str]:
         """The queued function names this host runs: handlers and distributed cron jobs."""
@@ -984,11 +1093,13 @@ class JobHost:
         return function
 
     async def _stop_worker(self) -> None:
-        if self._supervisor is not None:
+        if self._supervisors:
             try:
-                await self._supervisor.stop(self.shutdown_grace_s, self._grace)
+                await asyncio.gather(
+                    *(s.stop(self.shutdown_grace_s, self._grace) for s in self._supervisors)
+                )
             finally:
-                self._supervisor = None
+                self._supervisors = []
 
     def hurry_shutdown(self) -> None:
         """Stop waiting for running jobs: those still going are cancelled now, and queued
@@ -1007,9 +1118,9 @@ class JobHost:
         self.hurry_shutdown()
 
     async def wait_until_idle(self) -> None:
-        """In burst mode, wait until the worker has emptied the queue and stopped."""
-        if self._supervisor is not None:
-            await self._supervisor.wait()
+        """In burst mode, wait until the worker has emptied the queue (every shard of it)
+        and stopped."""
+        await asyncio.gather(*(supervisor.wait() for supervisor in self._supervisors))
 
     def lifespan(self, app: Any) -> contextlib.AbstractAsyncContextManager[None]:
         """A Starlette/FastAPI ``lifespan=``: runs the host for the app's lifetime.
@@ -1043,7 +1154,8 @@ class JobHost:
             wait_s = min(self.redis_timeout_s, HEALTH_REDIS_TIMEOUT_S)
             try:
                 async with asyncio.timeout(wait_s):
-                    await self._scheduler.store.ping()
+                    clients = {id(s.redis): s for s in self._scheduler.stores}
+                    await asyncio.gather(*(s.ping() for s in clients.values()))
             except TimeoutError:
                 error = f"Redis at {self._target} did not answer within {wait_s:g}s"
                 report["redis"] = {"ok": False, "error": error}
@@ -1057,15 +1169,17 @@ class JobHost:
             report["redis"] = {"ok": False, "error": "the host is not running"}
         worker_ok = True
         if self.run_worker and self._eager is None:
-            supervisor = self._supervisor
-            worker_ok = supervisor is not None and supervisor.alive
+            supervisors = self._supervisors
+            worker_ok = bool(supervisors) and all(s.alive for s in supervisors)
             report["worker"] = {"alive": worker_ok}
-            if supervisor is not None:
+            if supervisors:
                 report["worker"].update(
-                    id=supervisor.worker.worker_id,
-                    running=len(supervisor.worker.tasks),
-                    restarts=supervisor.restarts,
+                    id=supervisors[0].worker.worker_id,
+                    running=sum(len(s.worker.tasks) for s in supervisors),
+                    restarts=sum(s.restarts for s in supervisors),
                 )
+                if len(supervisors) > 1:
+                    report["worker"]["shards"] = [s.worker.worker_id for s in supervisors]
         scheduler = self._hosted.scheduler_alive
         if scheduler is not None:
             report["scheduler"] = {"alive": scheduler}
@@ -1113,10 +1227,16 @@ class JobHost:
     async def workers(self, *, max_age: Seconds = BEAT_TTL_S) -> list[WorkerBeat]:
         """The worker processes of this queue (on every host) whose heartbeat is at most
         ``max_age`` old, newest first; each says its host, pid, running and finished counts.
-        Empty in eager mode."""
+        A sharded queue has one worker per shard in each process (its ``queue`` names the
+        shard). Empty in eager mode."""
         if self._eager is not None:
             return []  # eager mode: jobs run in the caller, with no worker process
-        return await read_beats(self._scheduler.store, max_age_s=seconds("max_age", max_age))
+        max_age_s = seconds("max_age", max_age)
+        stores = self._scheduler.stores
+        if len(stores) == 1:
+            return await read_beats(stores[0], max_age_s=max_age_s)
+        shards = await asyncio.gather(*(read_beats(s, max_age_s=max_age_s) for s in stores))
+        return sorted((b for beats in shards for b in beats), key=lambda b: -b.beat_at)
 
     async def run_once(self, name: str) -> JobResult:
         """Run the continuous or per-process cron job ``name`` once in this process, now, and

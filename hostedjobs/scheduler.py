@@ -6,11 +6,14 @@ stock `arq.jobs.Job` handles can read them; payloads are JSON, never pickle.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import heapq
+import itertools
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeAlias, TypeVar, overload
@@ -35,6 +38,7 @@ from .serialization import (
     read_record,
 )
 from .storage import Store, StoredJob
+from .storage.shards import ShardLayout
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -170,14 +174,33 @@ class Scheduler:
         self.queue_name = queue_name
         self.keep_result_s = 86_400.0
         self._store: Store | None = None
+        self._shards: Sequence[Store] = ()
+        """With ``shards > 1``: each shard's store, by index (`ShardLayout`)."""
+        self._layout = ShardLayout(queue_name, 1)
         self.instrumentation: Instrumentation | None = None
         self.result_types: dict[str, Callable[[Any], Any]] = {}
         """Decoders of results by wire name (``"type@version"``): `get` rebuilds the result
         of such a job as its function's return type (a dataclass, a datetime...) from its
         JSON form. Function jobs (``@host.task``) register theirs here."""
 
-    def _attach(self, store: Store | None) -> None:
+    def _attach(self, store: Store | None, shards: Sequence[Store] = ()) -> None:
+        """Use ``store``; a sharded queue also gives every shard's store (``store`` is
+        shard 0's), and jobs are then routed to their shard by id."""
         self._store = store
+        self._shards = shards if len(shards) > 1 else ()
+        self._layout = ShardLayout(self.queue_name, max(len(shards), 1))
+
+    @property
+    def stores(self) -> list[Store]:
+        """Every shard's store (one for an unsharded queue); raises `HostNotRunningError`
+        before the host runs."""
+        return list(self._shards) or [self.store]
+
+    def _store_for(self, job_id: str) -> Store:
+        """The store of the shard holding ``job_id``."""
+        if self._shards:
+            return self._shards[self._layout.of(job_id)]
+        return self.store
 
     def _now_ms(self) -> int:
         """The time a ``delay`` counts from, in ms since the epoch."""
@@ -228,7 +251,18 @@ class Scheduler:
     ) -> list[JobId[Any]]:
         now_ms = self._now_ms()
         prepared = _prepare_many(jobs, trace, now_ms)
-        await self.store.enqueue_many(prepared, due_ms=now_ms, ttl_ms=_EXPIRES_EXTRA_MS)
+        if not self._shards:
+            await self.store.enqueue_many(prepared, due_ms=now_ms, ttl_ms=_EXPIRES_EXTRA_MS)
+        else:
+            groups = self._layout.group([job_id for job_id, _ in prepared])
+            await asyncio.gather(
+                *(
+                    self._shards[shard].enqueue_many(
+                        [prepared[i] for i in positions], due_ms=now_ms, ttl_ms=_EXPIRES_EXTRA_MS
+                    )
+                    for shard, positions in groups.items()
+                )
+            )
         return [JobId(job_id) for job_id, _ in prepared]
 
     async def schedule(
@@ -267,11 +301,11 @@ class Scheduler:
     async def _add(self, job: object, job_id: str | None, *, due_ms: int | None) -> JobId[Any]:
         info = job_type_info(job)
         payload = encode_payload(job)
-        store = self.store
         if job_id is not None and (not isinstance(job_id, str) or not job_id):
             raise ConfigurationError(f"job_id must be a non-empty string, got {job_id!r}")
         given = job_id is not None
         job_id = job_id or _new_id()
+        store = self._store_for(job_id)
         instrumentation = self.instrumentation
         # Without instrumentation, a shared do-nothing block: no object per enqueue.
         with (
@@ -299,7 +333,7 @@ class Scheduler:
 
         Returns False, changing nothing, if the job is running, finished or unknown.
         """
-        return await self.store.delete(job_id)
+        return await self._store_for(job_id).delete(job_id)
 
     async def cancel(self, job_id: str) -> bool:
         """Cancel a queued, scheduled or running job; it ends `JobStatus.CANCELLED`.
@@ -310,7 +344,7 @@ class Scheduler:
         cancelled. Returns False if the job is unknown or already finished. Stock arq's
         ``Job.abort`` does the same to jobs running on hostedjobs workers.
         """
-        store = self.store
+        store = self._store_for(job_id)
         for _ in range(3):
             (job,) = await store.read_jobs([job_id])
             record = job.record
@@ -356,7 +390,7 @@ class Scheduler:
         Returns False, changing nothing, unless the job has failed and its result is still
         kept (a job that succeeded, is queued or running, or is unknown is left alone).
         """
-        store = self.store
+        store = self._store_for(job_id)
         (job,) = await store.read_jobs([job_id])
         raw = job.result
         record = _readable(raw)[0]
@@ -386,6 +420,10 @@ class Scheduler:
         if offset < 0 or limit < 1:
             raise ConfigurationError("jobs() needs offset >= 0 and limit >= 1")
         status = _status(status)
+        if self._shards:
+            ids = await self._merged_ids(status, offset=offset, limit=limit)
+            infos = await self._get_many(ids)
+            return [info for info in infos if info is not None and info.status is status]
         store = self.store
         if status in _WAITING_STATES:
             ids = await store.waiting_ids(
@@ -408,7 +446,53 @@ class Scheduler:
         """
         now_ms = int(time.time() * 1000)
         since_ms = None if since is None else now_ms - int(seconds("since", since) * 1000)
-        return await self.store.counts(now_ms=now_ms, since_ms=since_ms)
+        if not self._shards:
+            return await self.store.counts(now_ms=now_ms, since_ms=since_ms)
+        counts: dict[JobStatus, int] = {}
+        for shard in await asyncio.gather(
+            *(store.counts(now_ms=now_ms, since_ms=since_ms) for store in self._shards)
+        ):
+            for status, count in shard.items():
+                counts[status] = counts.get(status, 0) + count
+        return counts
+
+    async def _merged_ids(self, status: JobStatus, *, offset: int, limit: int) -> list[str]:
+        """A page of a sharded queue's list: the first ``offset + limit`` entries of every
+        shard, merged in the list's order, then sliced. Its cost grows with the page's depth
+        times the shard count (page k of size n reads up to ``shards * k * n`` index
+        entries), never with the queue's size; the records are read for one page only."""
+        now_ms = int(time.time() * 1000)
+        keyed: list[list[tuple[tuple[Any, ...], str]]]
+        if status in _WAITING_STATES:
+            pages = await asyncio.gather(
+                *(
+                    store.waiting_entries(
+                        due=status is JobStatus.QUEUED,
+                        now_ms=now_ms,
+                        offset=0,
+                        limit=offset + limit,
+                    )
+                    for store in self._shards
+                )
+            )
+            # Soonest due first, the parked ones after, by function, as each shard lists them.
+            keyed = [
+                [
+                    ((function is not None, function or "", due), job_id)
+                    for job_id, function, due in page
+                ]
+                for page in pages
+            ]
+        else:
+            indexed = await asyncio.gather(
+                *(
+                    store.indexed_entries(status, offset=0, limit=offset + limit)
+                    for store in self._shards
+                )
+            )
+            keyed = [[((-score,), job_id) for job_id, score in page] for page in indexed]
+        merged = heapq.merge(*keyed)
+        return [job_id for _, job_id in itertools.islice(merged, offset, offset + limit)]
 
     @overload
     def watch(
@@ -426,7 +510,7 @@ class Scheduler:
             async for info in host.scheduler.watch(job_id):
                 print(info.status, info.progress, info.progress_message)
         """
-        store = self.store
+        store = self._store_for(job_id)
         pubsub = store.events()
         await pubsub.subscribe(store.keys.events)
         try:
@@ -476,8 +560,24 @@ class Scheduler:
         return info
 
     async def _get_many(self, job_ids: list[str]) -> list[JobInfo | None]:
-        stored = await self.store.read_jobs(job_ids)
+        if self._shards:
+            stored = await self._read_sharded(job_ids)
+        else:
+            stored = await self.store.read_jobs(job_ids)
         return [_job_info(job_id, job) for job_id, job in zip(job_ids, stored, strict=True)]
+
+    async def _read_sharded(self, job_ids: list[str]) -> list[StoredJob]:
+        """`Store.read_jobs` over the shards: each shard's ids read at once, concurrently."""
+        groups = self._layout.group(job_ids)
+        found: list[StoredJob | None] = [None] * len(job_ids)
+
+        async def read(shard: int, positions: list[int]) -> None:
+            jobs = await self._shards[shard].read_jobs([job_ids[i] for i in positions])
+            for position, job in zip(positions, jobs, strict=True):
+                found[position] = job
+
+        await asyncio.gather(*(read(shard, positions) for shard, positions in groups.items()))
+        return [job for job in found if job is not None]
 
 
 _LATEST_DUE_MS = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp() * 1000)

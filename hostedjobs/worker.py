@@ -38,7 +38,14 @@ from .serialization import dumps, read_record, result_record
 from .shutdown import Grace
 from .storage import Claimed, Finished, LeaseLostError, Peeked, Requeued, Store
 
-__all__ = ["LEASE_RENEW_S", "LEASE_TTL_S", "Worker", "WorkerSupervisor", "finished_record"]
+__all__ = [
+    "LEASE_RENEW_S",
+    "LEASE_TTL_S",
+    "SlotBudget",
+    "Worker",
+    "WorkerSupervisor",
+    "finished_record",
+]
 
 logger = logging.getLogger("hostedjobs.worker")
 
@@ -116,6 +123,41 @@ class _Parked(NamedTuple):
     function: str
 
 
+class SlotBudget:
+    """How many jobs may run at once, shared by the workers that take slots from it.
+
+    A process serving a sharded queue runs one worker per shard; they share one budget, so
+    the process never runs more than ``size`` jobs in total. A worker reserves slots before
+    it claims (so two workers' claims in flight cannot both take the last slots) and gives
+    back the ones its claim did not fill; a slot given back wakes every worker sharing it.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.busy = 0
+        self._kicks: list[asyncio.Event] = []
+
+    @property
+    def free(self) -> int:
+        """Slots neither running a job nor reserved by a claim in flight."""
+        return self.size - self.busy
+
+    def join(self, kick: asyncio.Event) -> None:
+        """Set ``kick`` (a worker's wake-up event) whenever a slot is given back."""
+        self._kicks.append(kick)
+
+    def take(self, count: int) -> None:
+        """Reserve ``count`` slots."""
+        self.busy += count
+
+    def give(self, count: int, *, quiet: asyncio.Event | None = None) -> None:
+        """Give back ``count`` slots, waking the workers sharing them (except ``quiet``)."""
+        self.busy -= count
+        for kick in self._kicks:
+            if kick is not quiet:
+                kick.set()
+
+
 class Worker:
     """Claims and runs queued jobs of one queue, ``concurrency`` at a time.
 
@@ -125,6 +167,8 @@ class Worker:
     ``functions`` maps a queued job's function name to what runs it, or to None if this
     worker has no code for it: such a job is parked for a worker that has (`Store.park`),
     with ``unknown(name)`` as the reason, and taken back by any worker that can run it.
+    ``slots``: a budget shared with other workers (one per shard of a sharded queue);
+    by default its own, of ``concurrency`` slots.
     """
 
     def __init__(
@@ -138,6 +182,7 @@ class Worker:
         keep_result_s: float,
         fallback_poll_s: float = 1.0,
         burst: bool = False,
+        slots: SlotBudget | None = None,
     ) -> None:
         self.store = store
         self.functions = functions
@@ -154,8 +199,9 @@ class Worker:
         self.completed = self.failed = self.retried = 0
         self.taking_jobs = False
         self.tasks: dict[str, asyncio.Task[None]] = {}
-        self._busy = 0
         self._kick = asyncio.Event()
+        self._slots = slots if slots is not None else SlotBudget(concurrency)
+        self._slots.join(self._kick)
         self._stopping = False
         self._claim_due = True
         self._next_due_ms: int | None = None
@@ -323,7 +369,7 @@ class Worker:
     def _free_slots(self) -> int:
         if not self.taking_jobs or self._stopping:
             return 0
-        return self.concurrency - self._busy
+        return self._slots.free
 
     async def _step(self) -> None:
         """Claim once, or wait once: every path suspends."""
@@ -373,6 +419,8 @@ class Worker:
         # Set until the reply is read: a claim whose reply is lost (a timeout after Redis ran
         # it) leaves jobs this worker holds but does not run (see _release_lost_claims).
         self._claims_in_doubt = True
+        claimed: list[Claimed] = []
+        self._slots.take(limit)
         try:
             claimed, locked, self._upcoming = await self.store.claim(
                 ids,
@@ -386,6 +434,9 @@ class Worker:
             self._lease_lost()
             self._claim_due = True
             return
+        finally:
+            if unused := limit - len(claimed):
+                self._slots.give(unused, quiet=self._kick)
         self._claims_in_doubt = False
         self._skip_hint = locked
         for job in claimed:
@@ -404,7 +455,7 @@ class Worker:
             self._claim_due = True
 
     def _start(self, job: Claimed) -> None:
-        self._busy += 1
+        # Its slot was taken by the claim.
         task = asyncio.get_running_loop().create_task(self._execute(job))
         self.tasks[job.id] = task
         task.add_done_callback(functools.partial(self._ended, job.id))
@@ -425,8 +476,7 @@ class Worker:
     def _release_slot(self) -> None:
         # The slot is free once the job's code is done: the next claim goes out while this
         # outcome is still being committed, so a wave of jobs does not wait a round trip.
-        self._busy -= 1
-        self._kick.set()
+        self._slots.give(1)
 
     async def _wait_for_work(self, free: int) -> None:
         timeout = self.fallback_poll_s

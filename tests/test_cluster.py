@@ -437,3 +437,20 @@ async def test_a_seed_that_is_down_is_skipped(cluster: ClusterServers, queue_nam
         assert await client.ping()
     finally:
         await client.aclose()
+
+
+async def test_a_sharded_queue_puts_one_shard_on_each_primary(
+    cluster: ClusterServers, queue_name: str
+) -> None:
+    """``shards=3`` on 3 primaries: each shard's client is pinned to its own primary, jobs
+    spread over all three, and one host's workers drain them all."""
+    host = make_host(cluster.url, queue_name, shards=3)
+    async with host.run():
+        ids = await host.scheduler.enqueue_many([Work(text=str(n)) for n in range(60)])
+        for job_id in ids:
+            assert (await wait_for_job(host, job_id)).status is JobStatus.SUCCEEDED
+        stores = host.scheduler._shards
+        targets = {str(store.redis.target).split("/", 1)[0] for store in stores}  # type: ignore[attr-defined]
+    assert targets == {f"127.0.0.1:{node.port}" for node in cluster.nodes}
+    for node in cluster.nodes:
+        assert node.info("keyspace").get("db0", {}).get("keys", 0) > 0

@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -431,8 +431,13 @@ async def _probe(client: RedisClient, keys: KeyLayout, missing: _Missing, *, wai
             if channel not in missing.channels:
                 missing.channels.append(channel)
         elif _noperm(reply) and "key" not in text:
-            missing.commands.append(name)
-        elif isinstance(reply, ResponseError) and "unknown command" in text:
+            if name not in missing.commands:
+                missing.commands.append(name)
+        elif (
+            isinstance(reply, ResponseError)
+            and "unknown command" in text
+            and name not in missing.unknown
+        ):
             missing.unknown.append(name)
     key_replies = replies[len(commands) :]
     for index, family in enumerate(families):
@@ -442,9 +447,15 @@ async def _probe(client: RedisClient, keys: KeyLayout, missing: _Missing, *, wai
 
 
 async def check_server(
-    client: RedisClient, keys: KeyLayout, *, accept: Collection[str] = (), replicas: int = 0
+    client: RedisClient,
+    keys: KeyLayout,
+    *,
+    accept: Collection[str] = (),
+    replicas: int = 0,
+    shards: Sequence[KeyLayout] = (),
 ) -> None:
-    """Check that the server behind ``client`` can safely hold the queue of ``keys``.
+    """Check that the server behind ``client`` can safely hold the queue of ``keys``
+    (and the other ``shards`` of a sharded queue on the same server: their permissions).
 
     Raises `RedisConfigurationError` listing every problem and how to fix it (see the module
     docstring); logs warnings (``hostedjobs.redis``) for risks that do not stop the start.
@@ -459,6 +470,8 @@ async def check_server(
         )
     if not missing.unchecked:
         await _probe(client, keys, missing, wait=bool(replicas))
+        for shard in shards:
+            await _probe(client, shard, missing, wait=False)
     problems, warnings = judge(facts, accept, hash_tag=keys.hash_tag, replicas=replicas)
     user = str(client.connection_pool.connection_kwargs.get("username") or "default")
     problems += missing.problems(keys, user, version_known=facts.version is not None)

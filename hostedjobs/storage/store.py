@@ -759,30 +759,38 @@ class Store:
         stock arq workers run are skipped by their locks: a bounded walk in pages, never a
         scan.
         """
+        page = await self.waiting_entries(due=due, now_ms=now_ms, offset=offset, limit=limit)
+        return [job_id for job_id, _, _ in page]
+
+    async def waiting_entries(
+        self, *, due: bool, now_ms: int, offset: int, limit: int
+    ) -> list[tuple[str, str | None, int]]:
+        """`waiting_ids` with the order they are listed in: ``(id, parked function or None,
+        due ms)``, sorted by ``(parked, function, due)`` (so pages of several queues merge)."""
         k = self.keys
         low, high = ("-inf", now_ms) if due else (f"({now_ms}", "+inf")
-        found: list[str] = []
+        found: list[tuple[str, str | None, int]] = []
         skip, start = offset, 0
         while len(found) < limit and start < _LIST_SCAN_CAP:
             page = [
-                i.decode()
-                for i in await self.redis.zrangebyscore(
-                    k.waiting, low, high, start=start, num=_LIST_PAGE
+                (i.decode(), _score_ms(score))
+                for i, score in await self.redis.zrangebyscore(
+                    k.waiting, low, high, start=start, num=_LIST_PAGE, withscores=True
                 )
             ]
             if not page:
                 break
             async with self.redis.pipeline(transaction=False) as pipe:
-                for job_id in page:
+                for job_id, _ in page:
                     pipe.exists(k.lock(job_id))
                 locked = await pipe.execute()
-            for job_id, is_locked in zip(page, locked, strict=True):
+            for (job_id, score), is_locked in zip(page, locked, strict=True):
                 if is_locked:
                     continue
                 if skip:
                     skip -= 1
                     continue
-                found.append(job_id)
+                found.append((job_id, None, score))
                 if len(found) >= limit:
                     break
             if len(page) < _LIST_PAGE:
@@ -793,11 +801,11 @@ class Store:
                 if skip >= size:
                     skip -= size
                     continue
-                ids = await self.redis.zrange(
-                    k.parked(function), skip, skip + limit - len(found) - 1
+                parked = await self.redis.zrange(
+                    k.parked(function), skip, skip + limit - len(found) - 1, withscores=True
                 )
                 skip = 0
-                found += (i.decode() for i in ids)
+                found += ((i.decode(), function, _score_ms(score)) for i, score in parked)
                 if len(found) >= limit:
                     break
         return found
@@ -807,6 +815,15 @@ class Store:
         k = self.keys
         index = k.claimed if status is JobStatus.RUNNING else k.finished(status)
         return [i.decode() for i in await self.redis.zrevrange(index, offset, offset + limit - 1)]
+
+    async def indexed_entries(
+        self, status: JobStatus, *, offset: int, limit: int
+    ) -> list[tuple[str, int]]:
+        """`indexed_ids` with their scores (claim or finish time, ms), newest first."""
+        k = self.keys
+        index = k.claimed if status is JobStatus.RUNNING else k.finished(status)
+        page = await self.redis.zrevrange(index, offset, offset + limit - 1, withscores=True)
+        return [(i.decode(), _score_ms(score)) for i, score in page]
 
     async def counts(self, *, now_ms: int, since_ms: int | None) -> dict[JobStatus, int]:
         """How many jobs are in each state (finished ones since ``since_ms``)."""
