@@ -303,6 +303,7 @@ class Scheduler:
         payload = encode_payload(job)
         if job_id is not None and (not isinstance(job_id, str) or not job_id):
             raise ConfigurationError(f"job_id must be a non-empty string, got {job_id!r}")
+        given = job_id is not None
         job_id = job_id or _new_id()
         store = self._store_for(job_id)
         instrumentation = self.instrumentation
@@ -318,7 +319,9 @@ class Scheduler:
                 due_ms=score,
                 ttl_ms=score - now_ms + _EXPIRES_EXTRA_MS,
             )
-            if not added:
+            # A fresh random id found taken was stored by this very call: a connection lost
+            # after the write (a failover) made the client send it again.
+            if not added and given:
                 raise JobAlreadyExistsError(
                     f"a job with id {job_id!r} already exists (queued, running or with a kept "
                     "result); use another id, or delete the queued one first"

@@ -13,7 +13,8 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -142,6 +143,12 @@ class RedisServer:
         assert self._process is not None
         os.kill(self._process.pid, signal.SIGCONT)
 
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL), as a crash would."""
+        assert self._process is not None
+        self._process.kill()
+        self._process.wait()
+
     def stop(self) -> None:
         """Stop the server (thawed first, so that it can)."""
         process = self._process
@@ -195,6 +202,126 @@ def redis_server(
         yield server
     finally:
         server.stop()
+
+
+SERVICE = "jobs"
+"""The name the test sentinels know their primary by."""
+
+
+class SentinelServer(RedisServer):
+    """A redis-server running as a Sentinel (``--sentinel``) that watches ``primary`` as
+    `SERVICE`, with timings short enough for a failover within seconds."""
+
+    def __init__(self, data_dir: Path, primary: RedisServer, *, quorum: int) -> None:
+        super().__init__(data_dir)
+        config = data_dir / "sentinel.conf"  # Sentinel rewrites its config: it needs a file
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {data_dir}\n"
+            f"logfile {data_dir / 'redis.log'}\n"
+            f"sentinel monitor {SERVICE} 127.0.0.1 {primary.port} {quorum}\n"
+            f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+            f"sentinel failover-timeout {SERVICE} 4000\n"
+            f"sentinel parallel-syncs {SERVICE} 1\n"
+        )
+        self.command = [find_redis_server(), str(config), "--sentinel"]
+
+    def master(self) -> dict[str, Any]:
+        """``SENTINEL MASTER jobs``: what this sentinel knows of the service."""
+        admin = self.admin()
+        try:
+            return cast(dict[str, Any], admin.sentinel_master(SERVICE))  # type: ignore[no-untyped-call]
+        finally:
+            admin.close()
+
+
+@dataclass
+class SentinelSetup:
+    """A primary, its replicas and three sentinels watching them, on loopback."""
+
+    primary: RedisServer
+    replicas: list[RedisServer]
+    sentinels: list[SentinelServer]
+
+    def url(self, service: str = SERVICE, db: int = 0) -> str:
+        hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
+        return f"redis+sentinel://{hosts}/{service}/{db}"
+
+    @property
+    def replica(self) -> RedisServer:
+        """The first replica."""
+        return self.replicas[0]
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        return [self.primary, *self.replicas]
+
+    def server_at(self, port: int) -> RedisServer:
+        return next(server for server in self.servers if server.port == port)
+
+    def ready(self) -> bool:
+        """True once every sentinel sees the primary up, each replica in sync and the two
+        other sentinels."""
+        try:
+            for sentinel in self.sentinels:
+                state = sentinel.master()
+                if not state["is_master"] or state["is_sdown"] or state["is_odown"]:
+                    return False
+                if int(state["port"]) != self.primary.port or state["num-other-sentinels"] < 2:
+                    return False
+                admin = sentinel.admin()
+                try:
+                    replicas = admin.sentinel_slaves(SERVICE)  # type: ignore[no-untyped-call]
+                finally:
+                    admin.close()
+                synced = [
+                    r for r in replicas if not r["is_sdown"] and r.get("master-link-status") == "ok"
+                ]
+                if len(synced) < len(self.replicas):
+                    return False
+        except (redis.RedisError, OSError, KeyError):
+            return False
+        return True
+
+    def failover(self, sentinel: int = 0) -> None:
+        """``SENTINEL FAILOVER jobs``, asked of the ``sentinel``-th sentinel."""
+        admin = self.sentinels[sentinel].admin()
+        try:
+            admin.execute_command("SENTINEL", "FAILOVER", SERVICE)  # type: ignore[no-untyped-call]
+        finally:
+            admin.close()
+
+    def stop(self) -> None:
+        for server in (*self.sentinels, *self.replicas, self.primary):
+            server.stop()
+
+
+@contextlib.contextmanager
+def sentinel_setup(
+    mktemp: Callable[[str], Path], *primary_options: str, replicas: int = 1
+) -> Iterator[SentinelSetup]:
+    """A started `SentinelSetup` (waited for until every sentinel sees all of it), stopped
+    when the block ends. ``mktemp(name)`` makes each server's folder (a pytest
+    ``tmp_path_factory.mktemp``); ``primary_options`` go on the primary's command line."""
+    primary = RedisServer(mktemp("primary"), *primary_options)
+    setup = SentinelSetup(primary, [], [])
+    try:
+        primary.start()
+        for _ in range(replicas):
+            replica = RedisServer(mktemp("replica"), "--replicaof", "127.0.0.1", str(primary.port))
+            setup.replicas.append(replica)
+            replica.start()
+        for _ in range(3):
+            sentinel = SentinelServer(mktemp("sentinel"), primary, quorum=2)
+            setup.sentinels.append(sentinel)
+            sentinel.start()
+        deadline = time.monotonic() + 90
+        while not setup.ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the sentinels did not see the primary, replica and each other")
+            time.sleep(0.1)
+        yield setup
+    finally:
+        setup.stop()
 
 
 class ClusterServers:

@@ -370,7 +370,7 @@ async def test_the_recommended_acl_rule_runs_the_whole_engine(
     assert not rejected, rejected
     seen = {name.removeprefix("cmdstat_") for name in commands}
     # The check's own reads, the connections' AUTH, and the admin's own commands.
-    expected = {*REQUIRED_COMMANDS, "info", "config|get", "auth"}
+    expected = {*REQUIRED_COMMANDS, "info", "role", "config|get", "auth"}
     admins = {"config|resetstat", "acl|setuser", "client|setinfo"}
     assert seen - admins <= expected, sorted(seen - admins - expected)
 

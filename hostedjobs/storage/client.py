@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import math
+import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -48,7 +49,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import RedisUnavailableError
 
-__all__ = ["RedisClient", "bounded_client", "connection_class", "retry_policy", "unavailable"]
+__all__ = [
+    "RedisClient",
+    "bounded_client",
+    "connection_class",
+    "redacted",
+    "retry_policy",
+    "unavailable",
+]
 
 T = TypeVar("T")
 
@@ -210,6 +218,20 @@ class _Bounds:
         if self.timeout_s is None or math.isinf(block_s):
             return None
         return self.timeout_s + block_s
+
+
+def redacted(url: str) -> str:
+    """The URL with every password (before the ``@``, or a ``password`` or
+    ``sentinel_password`` query option) replaced by ``***``, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    rest, question, query = rest.partition("?")
+    if "@" in rest:
+        credentials, _, location = rest.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        rest = f"{user}:***@{location}"
+    if query:
+        query = re.sub(r"((?:^|&)[^=&]*password=)[^&]*", r"\1***", query)
+    return f"{scheme}{sep}{rest}{question}{query}"
 
 
 def unavailable(

@@ -16,8 +16,9 @@ from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ..exceptions import ConfigurationError, RedisUnavailableError
-from .client import RedisClient, bounded_client, connection_class, retry_policy
+from .client import RedisClient, bounded_client, connection_class, redacted, retry_policy
 from .cluster import ClusterURL, is_cluster_url, open_cluster
+from .sentinel import is_sentinel_url, open_sentinel, parse_sentinel_url
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -44,13 +45,16 @@ Durability = Literal["primary", "replicated"]
 def resolve_redis_url(redis_url: str | None) -> str | None:
     """The explicit URL, else ``$HOSTEDJOBS_REDIS_URL``, else None (the embedded default)."""
     url = redis_url or os.environ.get(REDIS_URL_ENV) or None
-    if url is not None and is_cluster_url(url):
+    if url is not None and is_sentinel_url(url):
+        parse_sentinel_url(url)  # raises ConfigurationError naming what is wrong
+    elif url is not None and is_cluster_url(url):
         cluster = ClusterURL.parse(url)  # raises ConfigurationError naming what is wrong
         _check_options(cluster.node_url(*cluster.seeds[0]), redacted(url))
     elif url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigurationError(
             f"invalid Redis URL {redacted(url)!r}: use redis://host:port/db, rediss://..., "
-            "unix:///path/to/redis.sock or redis+cluster://host:port,host:port,..."
+            "unix:///path/to/redis.sock, redis+sentinel://host:port,host:port,.../service or "
+            "redis+cluster://host:port,host:port,..."
         )
     elif url is not None:
         _check_options(url, redacted(url))
@@ -91,16 +95,6 @@ def _check_bytes(pool: ConnectionPool, what: str) -> None:
         )
 
 
-def redacted(url: str) -> str:
-    """The URL with any password replaced by ``***``, for messages and logs."""
-    scheme, sep, rest = url.partition("://")
-    if "@" not in rest:
-        return url
-    credentials, _, location = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{location}"
-
-
 async def open_redis(
     url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, queue_name: str | None = None
 ) -> RedisClient:
@@ -117,7 +111,12 @@ async def open_redis(
     Raises `RedisUnavailableError` if Redis does not answer the PING, saying why and how to
     fix it (a missing or wrong password, TLS on one side only, nothing listening, an
     unknown host, no answer in time), and `ConfigurationError` for a malformed URL option.
+
+    A ``redis+sentinel://`` URL gives a client on the primary the sentinels name, which
+    follows their failovers (see `hostedjobs.storage.sentinel`).
     """
+    if is_sentinel_url(url):
+        return await open_sentinel(url, timeout_s=timeout_s)
     if is_cluster_url(url):
         if queue_name is None:
             raise ConfigurationError("a redis+cluster:// URL needs open_redis(queue_name=...)")

@@ -21,7 +21,8 @@ operation:
 
 It warns (logs only) when nothing persists the data (no AOF, no RDB save points), unless
 ``accept={"persistence"}``. The settings are read with ``CONFIG GET`` and, where that is
-forbidden (managed Redis, ACL), from ``INFO``. Permissions are probed by queueing one
+forbidden (managed Redis, ACL), from ``INFO``; the role from ``ROLE`` too (a user may be
+allowed it and not INFO). Permissions are probed by queueing one
 harmless call of each command, on the queue's own keys and channel, in a ``MULTI`` that is
 then discarded: Redis checks the ACL of each as it queues it, and runs none of them. All of
 it costs two round trips.
@@ -29,6 +30,7 @@ it costs two round trips.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Collection, Mapping, Sequence
@@ -123,10 +125,11 @@ REQUIRED_COMMANDS: tuple[str, ...] = (
 )
 """Every command hostedjobs sends, by its ACL name (``script|load`` for SCRIPT LOAD)."""
 
-_OPTIONAL_COMMANDS = ("info", "select", "wait")
+_OPTIONAL_COMMANDS = ("info", "select", "wait", "role")
 """Not required, but granted by the recommended ACL rule: ``INFO`` lets these checks read
 the server's settings; ``SELECT`` picks a database other than 0; ``WAIT`` is needed by
-``durability="replicated"``."""
+``durability="replicated"``; ``ROLE`` tells a replica (here, and on each new connection of
+a ``redis+sentinel://`` client)."""
 
 
 def _glob_escape(text: str) -> str:
@@ -360,6 +363,18 @@ async def _watched(client: RedisClient) -> str:
     return f" ({named})"
 
 
+def _with_role(facts: ServerFacts, role: Any) -> ServerFacts:
+    """``facts`` with the role ``ROLE`` answered (``[b"slave", host, port, ...]`` for a
+    replica), which an ACL user may run where INFO is forbidden; unchanged if refused."""
+    if not isinstance(role, list) or not role or facts.role == "sentinel":
+        return facts
+    name = role[0].decode() if isinstance(role[0], bytes) else str(role[0])
+    if name == "slave" and len(role) >= 3:
+        host = role[1].decode() if isinstance(role[1], bytes) else str(role[1])
+        return dataclasses.replace(facts, role=name, primary=f"{host}:{role[2]}")
+    return dataclasses.replace(facts, role=name)
+
+
 async def _read_server(client: RedisClient) -> tuple[ServerFacts, _Missing]:
     """The server's settings, and whether MULTI, EXEC and DISCARD are allowed (the probes
     rely on them), in one round trip."""
@@ -367,16 +382,17 @@ async def _read_server(client: RedisClient) -> tuple[ServerFacts, _Missing]:
         for name in ("maxmemory-policy", "appendonly", "save"):
             pipe.config_get(name)
         pipe.info()
+        pipe.execute_command("ROLE")
         pipe.execute_command("MULTI")
         pipe.execute_command("EXEC")
         # Closes the MULTI if EXEC was refused (else: an error, harmlessly).
         pipe.execute_command("DISCARD")
-        *configs, info, multi, exec_, discard = await pipe.execute(raise_on_error=False)
+        *configs, info, role, multi, exec_, discard = await pipe.execute(raise_on_error=False)
     config: dict[str, Any] = {}
     for answer in configs:
         if isinstance(answer, dict):
             config.update({str(name): value for name, value in answer.items()})
-    facts = ServerFacts.read(config, info if isinstance(info, dict) else None)
+    facts = _with_role(ServerFacts.read(config, info if isinstance(info, dict) else None), role)
     missing = _Missing()
     for name, reply in (("multi", multi), ("exec", exec_), ("discard", discard)):
         if _noperm(reply):
