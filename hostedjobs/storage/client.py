@@ -45,6 +45,7 @@ from redis.exceptions import (
     RedisError,
     ResponseError,
 )
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import RedisUnavailableError
@@ -53,6 +54,7 @@ __all__ = [
     "RedisClient",
     "bounded_client",
     "connection_class",
+    "pool_options",
     "redacted",
     "retry_policy",
     "unavailable",
@@ -164,6 +166,33 @@ def retry_policy(
     awaited after each failure that will be retried, before the reconnection (a cluster
     client looks up which node now serves its slot)."""
     return _Retry(ExponentialBackoff(cap=1.0, base=0.05), _RETRIES, on_failure)
+
+
+def pool_options(
+    timeout_s: float | None, *, retry: Retry | None = None, keepalive: bool = True
+) -> dict[str, Any]:
+    """The connection options of every pool hostedjobs opens (standalone, a cluster node, a
+    Sentinel's primary): `retry_policy` (or ``retry``), connecting within ``timeout_s``.
+
+    ``keepalive``: TCP keepalive (redis-py's Unix socket connection takes no such option).
+    """
+    # No socket_timeout: each call's own deadline bounds its reads and writes. redis-py
+    # bounds a write with asyncio.wait_for, which on Python 3.11 can swallow a cancellation
+    # (a worker's upkeep task, cancelled at shutdown, then never ended).
+    # No health_check_interval: redis-py runs the first check inside a new connection's own
+    # hand-shake, and retried there a failing hand-shake (a missing password) recursed, a
+    # retry loop per level, without ever failing. A stale connection fails its command,
+    # which is then retried on a fresh one.
+    return {
+        "retry": retry_policy() if retry is None else retry,
+        "retry_on_error": [RedisConnectionError, OSError],
+        "socket_connect_timeout": timeout_s,
+        **({"socket_keepalive": True} if keepalive else {}),
+        # No CLIENT SETINFO on each new connection: an ACL user without it (a least-
+        # privilege one; Redis < 7.2 cannot even grant it) logs a refusal every time.
+        "lib_name": None,
+        "lib_version": None,
+    }
 
 
 class _HiredisPacking(AbstractConnection):

@@ -60,6 +60,7 @@ from .client import (
     block_seconds,
     bounded_client,
     connection_class,
+    pool_options,
     retry_policy,
 )
 from .layout import KeyLayout
@@ -308,16 +309,7 @@ def _following(base: type[AbstractConnection], owner: _SlotOwner) -> type[Abstra
 def _pool(url: str, timeout_s: float | None, retry: Any, **options: Any) -> ConnectionPool:
     """A pool on one node with the options `open_redis` gives a standalone one."""
     try:
-        pool = ConnectionPool.from_url(
-            url,
-            retry=retry,
-            retry_on_error=[RedisConnectionError, OSError],
-            socket_connect_timeout=timeout_s,
-            socket_keepalive=True,
-            lib_name=None,
-            lib_version=None,
-            **options,
-        )
+        pool = ConnectionPool.from_url(url, **pool_options(timeout_s, retry=retry), **options)
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(f"invalid Redis Cluster URL option: {exc}") from exc
     pool.connection_class = connection_class(pool.connection_class)

@@ -13,10 +13,9 @@ from typing import Literal
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import SSLConnection
 from redis.exceptions import AuthenticationError
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ..exceptions import ConfigurationError, RedisUnavailableError
-from .client import RedisClient, bounded_client, connection_class, redacted, retry_policy
+from .client import RedisClient, bounded_client, connection_class, pool_options, redacted
 from .cluster import ClusterURL, is_cluster_url, open_cluster
 from .sentinel import is_sentinel_url, open_sentinel, parse_sentinel_url
 
@@ -123,26 +122,10 @@ async def open_redis(
         return await open_cluster(url, queue_name, timeout_s=timeout_s)
     try:
         connections = ConnectionPool.from_url(
-            url,
-            retry=retry_policy(),
-            retry_on_error=[RedisConnectionError, OSError],
-            socket_connect_timeout=timeout_s,
-            # TCP only: redis-py's Unix socket connection takes no keepalive option.
-            **({} if url.startswith("unix://") else {"socket_keepalive": True}),
-            # No CLIENT SETINFO on each new connection: an ACL user without it (a least-
-            # privilege one; Redis < 7.2 cannot even grant it) logs a refusal every time.
-            lib_name=None,
-            lib_version=None,
+            url, **pool_options(timeout_s, keepalive=not url.startswith("unix://"))
         )
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(f"invalid Redis URL {redacted(url)!r}: {exc}") from exc
-    # No socket_timeout: each call's own deadline bounds its reads and writes. redis-py
-    # bounds a write with asyncio.wait_for, which on Python 3.11 can swallow a cancellation
-    # (a worker's upkeep task, cancelled at shutdown, then never ended).
-    # No health_check_interval: redis-py runs the first check inside a new connection's own
-    # hand-shake, and retried there a failing hand-shake (a missing password) recursed, a
-    # retry loop per level, without ever failing. A stale connection fails its command,
-    # which is then retried on a fresh one.
     connections.connection_class = connection_class(connections.connection_class)
     client = bounded_client(connections, timeout_s)
     try:

@@ -54,7 +54,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from ..exceptions import ConfigurationError, RedisUnavailableError
-from .client import RedisClient, _Bounds, connection_class, redacted, retry_policy
+from .client import RedisClient, _Bounds, connection_class, pool_options, redacted
 
 __all__ = [
     "DEFAULT_SENTINEL_PORT",
@@ -573,12 +573,7 @@ async def open_sentinel(url: str, *, timeout_s: float) -> SentinelClient:
             _PrimarySSLConnection if parsed.tls else _PrimaryConnection
         ),
         db=parsed.db,
-        retry=retry_policy(),
-        retry_on_error=[RedisConnectionError, OSError],
-        socket_connect_timeout=timeout_s,
-        socket_keepalive=True,
-        lib_name=None,
-        lib_version=None,
+        **pool_options(timeout_s),
         **ssl,
         **options,
     )
