@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from redis.exceptions import ResponseError
 
 from hostedjobs import JobContext, JobHost, JobStatus, job_type
 from hostedjobs.storage import Finished, LeaseLostError, Requeued, Store
+from hostedjobs.testing import wait_for_job
 from hostedjobs.worker import LEASE_TTL_S
 from tests.conftest import RestartableRedis
 from tests.servers import ROOT, subprocess_env
@@ -166,6 +168,25 @@ async def test_jobs_that_finish_during_an_outage_run_once(
             assert info.tries == 1
     runs = ledger.read_text().splitlines()
     assert sorted(line.split()[0] for line in runs) == sorted(ids)
+
+
+async def test_wait_for_job_waits_through_a_redis_restart(
+    restartable_redis: RestartableRedis, queue_name: str, tmp_path: Path
+) -> None:
+    """`testing.wait_for_job` raised the first `RedisUnavailableError` of an outage (a
+    failover, a restart); now it keeps waiting within its timeout."""
+    ledger = tmp_path / "ledger.txt"
+    ledger.touch()
+    host = _ledger_host(restartable_redis.url, queue_name)
+    async with host.run():
+        job_id = await host.scheduler.schedule(
+            Step(str(ledger), pause=0.0), delay=timedelta(seconds=1)
+        )
+        restartable_redis.stop()
+        waiting = asyncio.create_task(wait_for_job(host, job_id, timeout=120))
+        await asyncio.sleep(4)  # the outage's own duration, longer than one call's retries
+        restartable_redis.start()
+        assert (await waiting).status is JobStatus.SUCCEEDED
 
 
 # -- 5. a full Redis drains its queue ---------------------------------------------------------

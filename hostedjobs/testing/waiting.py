@@ -7,6 +7,7 @@ import time
 from typing import TypeVar, overload
 
 from ..eager import EagerScheduler
+from ..exceptions import RedisUnavailableError
 from ..host import JobHost
 from ..scheduler import JobId, JobInfo, JobStatus
 
@@ -40,20 +41,27 @@ async def wait_for_job(
 ) -> JobInfo:
     """Wait until the job reaches one of ``statuses`` (default: finished) and return it.
 
-    Raises `TimeoutError` with the job's last known state if that takes over ``timeout`` s.
+    Raises `TimeoutError` with the job's last known state if that takes over ``timeout`` s;
+    Redis not answering meanwhile (a failover, a restart) is waited through, within it.
     A `JobId` from a function job gives a `JobInfo` whose ``result`` has the function's type.
     """
     wanted = statuses or {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
     deadline = time.monotonic() + timeout
-    info = await host.scheduler.get(job_id)
-    while info is None or info.status not in wanted:
+    info: JobInfo | None = None
+    unavailable: RedisUnavailableError | None = None
+    while True:
+        try:
+            info = await host.scheduler.get(job_id)
+            unavailable = None
+        except RedisUnavailableError as error:
+            # A failover or a restart under way: keep waiting within the deadline.
+            unavailable = error
+        if info is not None and unavailable is None and info.status in wanted:
+            return info
         if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"job {job_id} did not reach {sorted(wanted)} in {timeout}s: {_why(host, info)}"
-            )
-        await asyncio.sleep(0.01)
-        info = await host.scheduler.get(job_id)
-    return info
+            why = f"Redis did not answer ({unavailable})" if unavailable else _why(host, info)
+            raise TimeoutError(f"job {job_id} did not reach {sorted(wanted)} in {timeout}s: {why}")
+        await asyncio.sleep(0.01 if unavailable is None else 0.1)
 
 
 def _why(host: JobHost, info: JobInfo | None) -> str:
