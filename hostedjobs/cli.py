@@ -253,9 +253,12 @@ async def _health(host: JobHost, *, any_host: bool, max_age_s: float) -> int:
         )
         return 1
     for beat in alive:
+        shard = (
+            "" if beat.shard is None else f" (shard {beat.shard} of {beat.shards}, {beat.queue})"
+        )
         print(
-            f"ok: worker {beat.worker_id} beat {beat.age_s:.1f}s ago, running {beat.running}, "
-            f"completed {beat.completed}, failed {beat.failed}"
+            f"ok: worker {beat.worker_id}{shard} beat {beat.age_s:.1f}s ago, running "
+            f"{beat.running}, completed {beat.completed}, failed {beat.failed}"
         )
     return 0
 

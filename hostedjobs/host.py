@@ -48,7 +48,7 @@ from .exceptions import (
     StartupActionError,
 )
 from .handlers import Handler, HandlerClass, HandlerRegistration, Handlers
-from .health import BEAT_TTL_S, WorkerBeat, read_beats
+from .health import BEAT_TTL_S, WorkerBeat, WorkerState, read_beats, read_worker_states
 from .hosted import HostedServices
 from .instrumentation import Instrumentation, combine
 from .logs import visible
@@ -1000,7 +1000,7 @@ class JobHost:
         self._handlers.cron_names = sorted(self._distributed.jobs)
         stores = self._scheduler.stores
         slots = SlotBudget(concurrency) if len(stores) > 1 else None
-        for store in stores:
+        for index, store in enumerate(stores):
             worker = Worker(
                 store,
                 self._queued_function,
@@ -1011,6 +1011,8 @@ class JobHost:
                 fallback_poll_s=self.fallback_poll_s,
                 burst=burst,
                 slots=slots,
+                shard=index if len(stores) > 1 else None,
+                shards=len(stores),
             )
             # Queue processing waits for the startup actions (see _run_startup_actions).
             supervisor = WorkerSupervisor(worker)
@@ -1206,6 +1208,15 @@ class JobHost:
             return await read_beats(stores[0], max_age_s=max_age_s)
         shards = await asyncio.gather(*(read_beats(s, max_age_s=max_age_s) for s in stores))
         return sorted((b for beats in shards for b in beats), key=lambda b: -b.beat_at)
+
+    async def worker_states(self) -> list[WorkerState]:
+        """Every worker of this queue (each shard's, on every host) that beat in the last
+        10 minutes and did not stop cleanly, newest first: alive, stale (two beats missed)
+        or gone (its heartbeat expired), with its lease; what the dashboard's workers page
+        shows. Reads indexes only (no keyspace scan). Empty in eager mode."""
+        if self._eager is not None:
+            return []
+        return await read_worker_states(self._scheduler.stores)
 
     async def run_once(self, name: str) -> JobResult:
         """Run the continuous or per-process cron job ``name`` once in this process, now, and

@@ -19,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import random
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -31,7 +33,15 @@ from redis.exceptions import RedisError
 
 from .commits import OutcomeCommitter
 from .exceptions import JobFailedError, PayloadDecodeError, PayloadError
-from .health import BEAT_INTERVAL_S, WorkerBeat, new_worker_id, write_beat
+from .health import (
+    BEAT_INTERVAL_S,
+    RATE_WINDOW_S,
+    RUNNING_LISTED,
+    RunningJob,
+    WorkerBeat,
+    new_worker_id,
+    write_beat,
+)
 from .outcomes import JobStatus, Outcome
 from .runner import QueuedFunction, QueuedRun, RunReport, error_text
 from .serialization import dumps, read_record, result_record
@@ -168,7 +178,8 @@ class Worker:
     worker has no code for it: such a job is parked for a worker that has (`Store.park`),
     with ``unknown(name)`` as the reason, and taken back by any worker that can run it.
     ``slots``: a budget shared with other workers (one per shard of a sharded queue);
-    by default its own, of ``concurrency`` slots.
+    by default its own, of ``concurrency`` slots. ``shard`` and ``shards``: which shard of
+    how many this worker serves (None and 1: an unsharded queue), shown in its heartbeat.
     """
 
     def __init__(
@@ -183,8 +194,12 @@ class Worker:
         fallback_poll_s: float = 1.0,
         burst: bool = False,
         slots: SlotBudget | None = None,
+        shard: int | None = None,
+        shards: int = 1,
     ) -> None:
         self.store = store
+        self.shard = shard
+        self.shards = shards
         self.functions = functions
         self.unknown = unknown
         self.roster = tuple(roster)
@@ -199,6 +214,10 @@ class Worker:
         self.completed = self.failed = self.retried = 0
         self.taking_jobs = False
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._running_functions: dict[str, str] = {}
+        """The function of each running job whose record has been read (for heartbeats)."""
+        self._finished_seen: deque[tuple[float, int]] = deque()
+        """(monotonic time, jobs finished) at recent heartbeats: the rate's window."""
         self._kick = asyncio.Event()
         self._slots = slots if slots is not None else SlotBudget(concurrency)
         self._slots.join(self._kick)
@@ -463,6 +482,7 @@ class Worker:
     def _ended(self, job_id: str, task: asyncio.Task[None]) -> None:
         if self.tasks.get(job_id) is task:
             del self.tasks[job_id]
+            self._running_functions.pop(job_id, None)
         self._aborting.discard(job_id)
         if not task.cancelled() and (exc := task.exception()) is not None:
             # Storing the outcome outlasts Redis outages; only a fault in the outcome itself
@@ -604,6 +624,7 @@ class Worker:
             attempt = max(job.tries, int(record.get("t") or 0))
             base["t"] = attempt
             name = str(record["f"])
+            self._running_functions[job.id] = name
             function = self._function(name)
             if function is None:
                 return _Parked(name)
@@ -713,24 +734,41 @@ class Worker:
                 self._aborting.add(job_id)
                 task.cancel()
 
+    def _beat_now(self) -> WorkerBeat:
+        """This worker's heartbeat: what it is, and what it does now."""
+        now = time.monotonic()
+        finished = self.completed + self.failed
+        seen = self._finished_seen
+        while len(seen) > 1 and now - seen[1][0] >= RATE_WINDOW_S:
+            seen.popleft()
+        recent_s, recent = (now - seen[0][0], finished - seen[0][1]) if seen else (0.0, 0)
+        seen.append((now, finished))
+        return WorkerBeat(
+            worker_id=self.worker_id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            queue=self.store.keys.queue,
+            started_at=self.started_at,
+            beat_at=time.time(),
+            running=len(self.tasks),
+            completed=self.completed,
+            failed=self.failed,
+            retried=self.retried,
+            functions=self.roster,
+            concurrency=self._slots.size,
+            running_jobs=tuple(
+                RunningJob(job_id, self._running_functions.get(job_id, ""))
+                for job_id in itertools.islice(self.tasks, RUNNING_LISTED)
+            ),
+            shard=self.shard,
+            shards=self.shards,
+            recent_finished=recent,
+            recent_s=recent_s,
+        )
+
     async def _write_beat(self) -> None:
         try:
-            await write_beat(
-                self.store,
-                WorkerBeat(
-                    worker_id=self.worker_id,
-                    hostname=socket.gethostname(),
-                    pid=os.getpid(),
-                    queue=self.store.keys.queue,
-                    started_at=self.started_at,
-                    beat_at=time.time(),
-                    running=len(self.tasks),
-                    completed=self.completed,
-                    failed=self.failed,
-                    retried=self.retried,
-                    functions=self.roster,
-                ),
-            )
+            await write_beat(self.store, self._beat_now())
         except (RedisError, OSError) as exc:
             logger.debug("could not write the worker's heartbeat: %s", exc)
 

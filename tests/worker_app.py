@@ -3,7 +3,7 @@ same host under uvicorn: `uvicorn tests.worker_app:app`.
 
 Environment: WORKER_APP_QUEUE (queue name), WORKER_APP_LOCK_TTL (short job locks),
 WORKER_APP_GRACE (shutdown grace, seconds), WORKER_APP_STARTUP_MARKER (a blocking startup
-action that writes this file, then runs until cancelled).
+action that writes this file, then runs until cancelled), WORKER_APP_SHARDS (shard count).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ _STARTUP_MARKER = os.environ.get("WORKER_APP_STARTUP_MARKER")
 
 host = JobHost(
     queue_name=os.environ.get("WORKER_APP_QUEUE", "worker-app"),
+    shards=int(os.environ.get("WORKER_APP_SHARDS", "1")),
     shutdown_grace=timedelta(seconds=float(os.environ.get("WORKER_APP_GRACE", "20"))),
     startup_mode="blocking" if _STARTUP_MARKER else "background",
 )

@@ -18,7 +18,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..exceptions import HostNotRunningError, NotReplicatedError, UnknownJobError
-from ..health import WorkerBeat
+from ..health import BEAT_INTERVAL_S, BEAT_TTL_S, STALE_AFTER_S, WorkerBeat, WorkerState
 from ..outcomes import JobStatus
 from ..scheduler import Scheduler
 from ..starlette import Readiness
@@ -62,6 +62,8 @@ def _environment() -> jinja2.Environment:
     env.filters["pretty"] = _pretty
     env.filters["seconds"] = _seconds
     env.filters["epoch"] = _epoch
+    env.filters["rate"] = _rate
+    env.filters["beat_age"] = _beat_age
     return env
 
 
@@ -75,6 +77,7 @@ class DashboardHost(Readiness, Protocol):
     async def status(self) -> list[HostedJobStatus]: ...
     async def trigger(self, name: str) -> str: ...
     async def workers(self) -> list[WorkerBeat]: ...
+    async def worker_states(self) -> list[WorkerState]: ...
 
 
 def create_dashboard(
@@ -130,6 +133,22 @@ def create_dashboard(
             startup=str(host.startup_state),
             failed_action=host.failed_startup_action,
             running_actions=host.running_startup_actions,
+        )
+
+    async def workers(request: Request) -> Response:
+        states = await host.worker_states()
+        counts = dict.fromkeys(("alive", "stale", "gone"), 0)
+        for worker in states:
+            counts[worker.state] += 1
+        return await render(
+            request,
+            "workers.html",
+            page_id="workers",
+            workers=states,
+            counts=counts,
+            beat_s=BEAT_INTERVAL_S,
+            stale_s=STALE_AFTER_S,
+            ttl_s=BEAT_TTL_S,
         )
 
     async def hosted(request: Request) -> Response:
@@ -228,6 +247,7 @@ def create_dashboard(
 
     routes = [
         Route("/", overview, name="overview"),
+        Route("/workers", workers),
         Route("/hosted", hosted),
         Route("/hosted/{name:path}/run", run_hosted, methods=["POST"]),
         Route("/hosted/{name:path}", hosted_job),
@@ -276,6 +296,19 @@ def _ago(value: datetime | None) -> str:
 
 def _epoch(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
+
+
+def _rate(per_s: float | None) -> str:
+    """Jobs per second, or per minute below one a second."""
+    if per_s is None:
+        return "—"
+    return f"{per_s:.1f}/s" if per_s >= 1 else f"{per_s * 60:.1f}/min"
+
+
+def _beat_age(at: float) -> str:
+    """How long ago an epoch time was, to a tenth of a second under a minute."""
+    seconds = max(0.0, datetime.now(UTC).timestamp() - at)
+    return f"{seconds:.1f} s ago" if seconds < 60 else _ago(_epoch(at))
 
 
 def _seconds(value: float | None) -> str:

@@ -9,7 +9,16 @@ checks the server once at start-up.
 
 from .connection import REDIS_URL_ENV, open_redis, redacted, resolve_redis_url
 from .layout import KeyLayout
-from .store import Claimed, Finished, LeaseLostError, Peeked, Requeued, Store, StoredJob
+from .store import (
+    Claimed,
+    Finished,
+    LeaseLostError,
+    Peeked,
+    Requeued,
+    Store,
+    StoredJob,
+    StoredWorker,
+)
 
 __all__ = [
     "REDIS_URL_ENV",
@@ -21,6 +30,7 @@ __all__ = [
     "Requeued",
     "Store",
     "StoredJob",
+    "StoredWorker",
     "open_redis",
     "redacted",
     "resolve_redis_url",

@@ -31,6 +31,7 @@ __all__ = [
     "Requeued",
     "Store",
     "StoredJob",
+    "StoredWorker",
 ]
 
 TRIES_TTL_S = 88_400
@@ -133,6 +134,19 @@ class StoredJob:
     or an empty string."""
     unreadable_result: str | None = None
     """The same for the result's key."""
+
+
+class StoredWorker(NamedTuple):
+    """A worker in the heartbeat index, as `Store.read_workers` finds it."""
+
+    worker_id: str
+    beat_ms: int
+    """When it last beat (its clock, ms)."""
+    beat: bytes | None
+    """Its heartbeat, None once it expired (the worker stopped beating, not cleanly)."""
+    lease_ms: int | None
+    """When its lease lapses (Redis's clock, ms); None if it holds none (released at a clean
+    stop, or taken back by another worker once it lapsed)."""
 
 
 class Store:
@@ -899,6 +913,26 @@ class Store:
             return []
         raw = await self.redis.mget([k.worker(i.decode()) for i in ids])
         return [item for item in raw if item is not None]
+
+    async def read_workers(self, *, since_ms: int) -> tuple[int, list[StoredWorker]]:
+        """Redis's clock (ms) and the workers that beat since ``since_ms``, newest first:
+        with their heartbeat if it has not expired, and their lease. Two round trips,
+        whatever the number of workers; the index keeps ids for 10 minutes."""
+        k = self.keys
+        indexed = await self.redis.zrevrangebyscore(k.workers, "+inf", since_ms, withscores=True)
+        if not indexed:
+            seconds, micros = await self.redis.time()
+            return int(seconds) * 1000 + int(micros) // 1000, []
+        ids = [raw.decode() for raw, _ in indexed]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.mget([k.worker(i) for i in ids])
+            pipe.zmscore(k.leases, ids)
+            (seconds, micros), beats, leases = await pipe.execute()
+        return int(seconds) * 1000 + int(micros) // 1000, [
+            StoredWorker(i, int(score), beat, None if lease is None else int(lease))
+            for i, (_, score), beat, lease in zip(ids, indexed, beats, leases, strict=True)
+        ]
 
     # -- distributed cron -----------------------------------------------------------------------
 
