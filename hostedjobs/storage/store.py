@@ -80,7 +80,8 @@ class Claimed(NamedTuple):
 
     id: str
     score_ms: int
-    """When it was due."""
+    """When it was due (for a job a claim sent again answered as already held: when it was
+    claimed, see ``lua/claim.lua``)."""
     record: bytes
     """arq's job record; empty if the job had expired."""
     tries: int
