@@ -448,6 +448,9 @@ class Worker:
                 limit=limit,
                 lookahead=min(self.concurrency, _CLAIM_BATCH),
             )
+            # A job it runs already is answered as its own (see claim.lua): a candidate from
+            # a peek older than that claim. It must not start twice.
+            claimed = [job for job in claimed if job.id not in self.tasks]
         except LeaseLostError:
             self._claims_in_doubt = False
             self._lease_lost()

@@ -8,7 +8,9 @@ Three rules, kept here so no caller needs a ``try`` of its own:
 - **Only what a reconnect can cure is retried**: a refused, reset or closed connection (a
   Redis restart), a few times with backoff within the call. A timeout is not retried (a
   frozen or overloaded server would only be asked again), nor is a failed authentication or
-  TLS handshake (asking again cannot fix a password).
+  TLS handshake (asking again cannot fix a password). A retry sends the call again, and
+  Redis may have run the first send (the connection dropped before the reply): a call that
+  must not be applied twice runs inside `sent_once`.
 - **Every failure is a `RedisUnavailableError`** (a builtin ``ConnectionError``) whose
   message names the server (host:port/db or socket path, never the password) and the
   cause. An error reply (``OOM``, ``READONLY``, ``NOPERM``...) is raised as one that is
@@ -20,12 +22,13 @@ Three rules, kept here so no caller needs a ``try`` of its own:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import math
 import re
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -57,6 +60,7 @@ __all__ = [
     "pool_options",
     "redacted",
     "retry_policy",
+    "sent_once",
     "unavailable",
 ]
 
@@ -101,6 +105,23 @@ class _Call:
 _CALL: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
     "hostedjobs_redis_call", default=None
 )
+
+
+_RESEND: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "hostedjobs_redis_resend", default=True
+)
+
+
+@contextlib.contextmanager
+def sent_once() -> Iterator[None]:
+    """Within it, a call whose connection fails is not sent again: it raises
+    `RedisUnavailableError` at once. For a write that would do harm applied twice (Redis may
+    have run the first send), whose caller recovers in a way of its own."""
+    token = _RESEND.set(False)
+    try:
+        yield
+    finally:
+        _RESEND.reset(token)
 
 
 def _transient(error: BaseException) -> bool:
@@ -152,7 +173,7 @@ class _Retry(Retry):
                         call.deadline is None
                         or asyncio.get_running_loop().time() + backoff < call.deadline
                     )
-                if not retry or not _transient(error):
+                if not retry or not _transient(error) or not _RESEND.get():
                     raise
                 if self._on_failure is not None:
                     await self._on_failure(error)

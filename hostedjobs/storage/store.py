@@ -20,6 +20,7 @@ from redis.exceptions import ExecAbortError, NoScriptError, OutOfMemoryError, Re
 from ..clock import LAST_MS
 from ..exceptions import NotReplicatedError
 from ..outcomes import JobStatus
+from .client import sent_once
 from .layout import FINISHED_KEPT, WAKE_TOKENS_KEPT, CronKeys, KeyLayout
 from .scripts import Script, script
 
@@ -80,7 +81,8 @@ class Claimed(NamedTuple):
 
     id: str
     score_ms: int
-    """When it was due."""
+    """When it was due (for a job a claim sent again answered as already held: when it was
+    claimed, see ``lua/claim.lua``)."""
     record: bytes
     """arq's job record; empty if the job had expired."""
     tries: int
@@ -507,12 +509,18 @@ class Store:
         lease lapsed, its jobs went back to the queue and their outcomes here would double
         them. A caller that knows it ``held`` its lease moments ago (so it cannot have lapsed
         yet) gets a plain MULTI/EXEC instead, which costs Redis about a third less per job;
-        if Redis refuses that (it is out of memory), the script runs, as it may then.
+        if Redis refuses that (it is out of memory), the script runs, as it may then. A
+        connection lost during that transaction is not tried again here (Redis may have
+        applied it): `RedisUnavailableError`, and the caller sends the outcomes again
+        without ``held`` (the checked script drops those already stored).
         Returns the ids not committed because the worker no longer held them.
         """
         if held and not self.replicas:
             try:
-                await self._commit_transaction(outcomes, worker_id, now_ms, max_age_ms)
+                # Not sent again by a reconnect: applied twice, it would queue again a job
+                # that another worker claimed meanwhile. The caller sends the script next.
+                with sent_once():
+                    await self._commit_transaction(outcomes, worker_id, now_ms, max_age_ms)
             except (OutOfMemoryError, ExecAbortError):
                 pass
             else:

@@ -9,6 +9,12 @@
 -- claimed jobs' records in the same round trip. The reply ends with ids due next, so a busy
 -- worker's next claim needs no peek first (from a window at a random place among the first
 -- due ones, as in peek.lua, so busy workers rarely pick the same ones).
+-- Sent again, it answers as it did: a candidate the worker already holds (in its claims and
+-- the claimed set) is answered as claimed, its try not counted again and nothing written,
+-- so a claim that redis-py sends again (its connection dropped after Redis had run it: a
+-- failover, a restart) does not leave jobs the worker holds but never runs. Such a job's
+-- score is its claim's time (when it was due is gone from the queue). The worker starts
+-- none it already runs (a candidate from a peek older than its claim).
 -- KEYS: queue, claimed, abort, tries, leases, claims, then per candidate: lock
 -- ARGV: now_ms, worker_id, limit, events_channel, lookahead, spread (0 to 1), then per
 --       candidate: id
@@ -28,12 +34,26 @@ local aborts = {}
 if redis.call('EXISTS', abort) == 1 then aborts = redis.call('ZMSCORE', abort, unpack(ids)) end
 local locks = redis.call('MGET', unpack(lock_keys))
 local counts = redis.call('HMGET', tries, unpack(ids))
+-- Only a candidate gone from the queue can be one this worker holds already.
+local held, held_at = {}, {}
+for n = 1, #ids do
+  if not scores[n] then
+    held = redis.call('SMISMEMBER', KEYS[6], unpack(ids))
+    held_at = redis.call('ZMSCORE', claimed_set, unpack(ids))
+    break
+  end
+end
 local reply, taken, touched, moved, counted = {}, {}, {}, {}, {}
 local locked = 0
 for n = 1, #ids do
-  if #taken >= limit then break end
+  if #reply >= 4 * limit then break end
   local score = scores[n]
-  if score and tonumber(score) <= now then
+  if not score and held[n] == 1 and held_at[n] then
+    reply[#reply + 1] = n
+    reply[#reply + 1] = held_at[n]
+    reply[#reply + 1] = math.max(tonumber(string.match(counts[n] or '', '^%d+')) or 1, 1)
+    reply[#reply + 1] = aborts[n] and 1 or 0
+  elseif score and tonumber(score) <= now then
     if locks[n] then
       locked = locked + 1
     else
