@@ -903,6 +903,21 @@ class Store:
                 found.append({f: int(v) for f, v in zip(fields, reply, strict=True) if v})
         return found
 
+    async def history_totals(self, first_minute: int, last_minute: int) -> dict[str, int]:
+        """Every run history field summed over the minutes ``first_minute..last_minute``
+        (both included), in one pipelined round trip."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for minute in range(first_minute, last_minute + 1):
+                pipe.hgetall(k.history(minute))
+            replies: list[dict[bytes, bytes]] = await pipe.execute()
+        total: dict[bytes, int] = {}
+        get = total.get
+        for reply in replies:
+            for field, value in reply.items():
+                total[field] = get(field, 0) + int(value)
+        return {field.decode(): value for field, value in total.items()}
+
     async def queue_depth(self, *, now_ms: int) -> tuple[int, int]:
         """``(all ids in the queue, those due now)``: two O(log n) reads."""
         async with self.redis.pipeline(transaction=False) as pipe:
