@@ -181,7 +181,7 @@ async def test_runs_are_counted_per_status_and_type_with_run_times(
 async def test_both_commit_paths_write_the_same_history(redis_url: str, queue_name: str) -> None:
     """commit.lua (checked) and the MULTI/EXEC path add the same fields; outcomes the worker
     no longer held, and uncounted requeues, add nothing."""
-    client = aioredis.from_url(redis_url)
+    client = aioredis.Redis.from_url(redis_url)
     store = Store(client, queue_name)
     now_ms = int(time.time() * 1000)
     minute = now_ms // MINUTE_MS
