@@ -42,6 +42,7 @@ from .health import (
     new_worker_id,
     write_beat,
 )
+from .history import job_type_of
 from .outcomes import JobStatus, Outcome
 from .runner import QueuedFunction, QueuedRun, RunReport, error_text
 from .serialization import dumps, read_record, result_record
@@ -642,10 +643,10 @@ class Worker:
                 extra={"run_id": job.id, "job_name": base["f"], "outcome": Outcome.FAILED.value},
             )
             report = RunReport(Outcome.FAILED, message=error_text(exc), error=exc)
-            return self._finished(job.id, base, start_ms, report)
+            return self._finished(job.id, base, start_ms, report, ran=False)
         if job.aborted:
             report = RunReport(Outcome.CANCELLED, message="cancelled before it started")
-            return self._finished(job.id, base, start_ms, report, aborted=True)
+            return self._finished(job.id, base, start_ms, report, aborted=True, ran=False)
         run = QueuedRun(
             job_id=job.id,
             function=base["f"],
@@ -671,6 +672,8 @@ class Worker:
                 report.message,
                 counted=report.counted,
                 tries=job.tries,
+                function=job_type_of(str(base["f"])),
+                duration_s=report.duration_s if report.counted else None,
             )
         return self._finished(job.id, base, start_ms, report, aborted=job.id in self._aborting)
 
@@ -682,17 +685,23 @@ class Worker:
         report: RunReport,
         *,
         aborted: bool = False,
+        ran: bool = True,
     ) -> Finished:
         if report.outcome is Outcome.FAILED:
             self.failed += 1
         else:
             self.completed += 1
+        # The job type in the run history: "" for a record that could not be read.
+        function = "" if base["f"] == "<unknown>" else job_type_of(str(base["f"]))
+        duration_s = report.duration_s if ran else None
         if self.keep_result_s <= 0:
-            return Finished(job_id, JobStatus.of(report.outcome), None, 0, aborted)
+            status = JobStatus.of(report.outcome)
+            return Finished(job_id, status, None, 0, aborted, function, duration_s)
         status, data = finished_record(
             job_id, base, start_ms, report, queue=self.store.keys.queue, finished_ms=_now_ms()
         )
-        return Finished(job_id, status, data, int(self.keep_result_s * 1000), aborted)
+        keep_ms = int(self.keep_result_s * 1000)
+        return Finished(job_id, status, data, keep_ms, aborted, function, duration_s)
 
     # -- timers: renewals, cancellations, heartbeats --------
 

@@ -24,6 +24,7 @@ LAYERS = {
     "results": VOCABULARY,
     "context": VOCABULARY,
     "status": VOCABULARY,
+    "history": VOCABULARY,
     "storage": STORAGE,
     "records": RUNNING,
     "wire": RUNNING,

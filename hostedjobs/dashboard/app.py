@@ -23,6 +23,7 @@ from ..outcomes import JobStatus
 from ..scheduler import Scheduler
 from ..starlette import Readiness
 from ..status import HostedJobStatus
+from .charts import history_chart
 from .security import CSRF_FIELD, SECURITY_HEADERS, AuthCheck, Guard
 
 if TYPE_CHECKING:
@@ -43,6 +44,9 @@ _NOTICES = {
     "triggered": "The job was started.",
 }
 """Messages an action can leave for the next page (by code, so no text is reflected)."""
+
+_WINDOWS = {"1h": (3_600, 60, "the last hour, by minute"), "24h": (86_400, 900, "24 h, by 15 min")}
+"""The history windows a page offers (``?window=``): (seconds, bin seconds, caption)."""
 
 
 def _environment() -> jinja2.Environment:
@@ -116,6 +120,23 @@ def create_dashboard(
         guard.set_cookie(request, response)
         return response
 
+    async def history(request: Request, job_type: str | None = None) -> dict[str, Any]:
+        """The chart of the window the request asks for (``?window=1h``, the default, or
+        ``24h``), as template values."""
+        window = request.query_params.get("window", "1h")
+        if window not in _WINDOWS:
+            raise HTTPException(400, "unknown window (1h or 24h)")
+        since, bin_s, caption = _WINDOWS[window]
+        points = await host.scheduler.history(since=since, bin=bin_s, job_type=job_type)
+        label = f"Runs{f' of {job_type}' if job_type else ''} in {caption}"
+        return {
+            "window": window,
+            "windows": list(_WINDOWS),
+            "window_caption": caption,
+            "window_s": since,
+            "chart": history_chart(points, chart_id="history", label=label),
+        }
+
     async def overview(request: Request) -> Response:
         scheduler = host.scheduler
         # Waiting and running states are counted whatever ``since`` says; finished ones only
@@ -133,6 +154,27 @@ def create_dashboard(
             startup=str(host.startup_state),
             failed_action=host.failed_startup_action,
             running_actions=host.running_startup_actions,
+            **await history(request),
+        )
+
+    async def job_types(request: Request) -> Response:
+        chart = await history(request)
+        types = await host.scheduler.job_types(since=chart["window_s"])
+        return await render(request, "types.html", page_id="types", types=types, **chart)
+
+    async def job_type(request: Request) -> Response:
+        name = request.path_params["name"]
+        chart = await history(request, job_type=name)
+        found = [
+            t for t in await host.scheduler.job_types(since=chart["window_s"]) if t.name == name
+        ]
+        return await render(
+            request,
+            "job_type.html",
+            page_id="types",
+            name=name,
+            stats=found[0] if found else None,
+            **chart,
         )
 
     async def workers(request: Request) -> Response:
@@ -251,6 +293,8 @@ def create_dashboard(
         Route("/hosted", hosted),
         Route("/hosted/{name:path}/run", run_hosted, methods=["POST"]),
         Route("/hosted/{name:path}", hosted_job),
+        Route("/types", job_types),
+        Route("/types/{name:path}", job_type),
         Route("/jobs", jobs),
         Route("/jobs/{job_id}", job),
         Route("/jobs/{job_id}/delete", delete_job, methods=["POST"]),

@@ -181,6 +181,11 @@ class KeyLayout:
         """One worker's heartbeat (JSON), expiring when it stops beating."""
         return f"{self._own}:worker:{worker_id}"
 
+    def history(self, minute: int) -> str:
+        """A hash of one minute's run counts and run-time buckets (see `hostedjobs.history`);
+        ``minute`` is ms since the epoch // 60,000. Expires after 25 h."""
+        return f"{self._own}:history:{minute}"
+
     def cron(self, name: str) -> CronKeys:
         """The keys of the distributed cron job ``name``."""
         return CronKeys(f"{self._own}:cron:{name}")

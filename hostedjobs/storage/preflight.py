@@ -94,6 +94,7 @@ def _command_probes(key: str, channel: str) -> dict[str, tuple[Any, ...]]:
         "zrevrange": ("ZREVRANGE", key, 0, 1),
         "zrevrangebyscore": ("ZREVRANGEBYSCORE", key, 1, 0),
         "hset": ("HSET", key, "f", "x"),
+        "hincrby": ("HINCRBY", key, "f", 1),
         "hdel": ("HDEL", key, "f"),
         "sadd": ("SADD", key, "m"),
         "srem": ("SREM", key, "m"),

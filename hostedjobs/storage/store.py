@@ -19,6 +19,7 @@ from redis.exceptions import ExecAbortError, NoScriptError, OutOfMemoryError, Re
 
 from ..clock import LAST_MS
 from ..exceptions import NotReplicatedError
+from ..history import HISTORY_TTL_S, MINUTE_MS, duration_bucket, history_fields
 from ..outcomes import JobStatus
 from .client import sent_once
 from .layout import FINISHED_KEPT, WAKE_TOKENS_KEPT, CronKeys, KeyLayout
@@ -105,6 +106,10 @@ class Finished(NamedTuple):
     """How long the result is kept; -1 for ever."""
     aborted: bool = False
     """It was in arq's abort set (cancelled): its entry there goes."""
+    function: str = ""
+    """The job's function name (its type in the run history; "" unknown)."""
+    duration_s: float | None = None
+    """How long its run took (s); None if it never started."""
 
 
 class Requeued(NamedTuple):
@@ -118,6 +123,10 @@ class Requeued(NamedTuple):
     """False when a shutdown gave the job back: that try is not counted."""
     tries: int = 0
     """The tries started, the given-back one included (for an uncounted requeue)."""
+    function: str = ""
+    """The job's function name (its type in the run history; "" unknown)."""
+    duration_s: float | None = None
+    """How long the failed try ran (s); None if it never started."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +185,8 @@ class Store:
         self.meta_ttl_s = meta_ttl_s
         self.replicas = replicas
         self.replication_timeout_ms = replication_timeout_ms
+        self.history_ttl_s = HISTORY_TTL_S
+        """How long a minute of run history is kept (s); 0 keeps none."""
         scripts: dict[str, Script] = {
             name: script(redis, name)
             for name in (
@@ -545,6 +556,7 @@ class Store:
             k.finished(JobStatus.SUCCEEDED),
             k.finished(JobStatus.FAILED),
             k.finished(JobStatus.CANCELLED),
+            k.history(now_ms // MINUTE_MS),
         ]
         args: list[Any] = [
             now_ms,
@@ -553,7 +565,9 @@ class Store:
             WAKE_TOKENS_KEPT,
             k.events,
             self.meta_ttl_s,
+            self.history_ttl_s,
         ]
+        history: list[str] = []
         for outcome in outcomes:
             job_id = outcome.job_id
             keys += (k.job(job_id), k.result(job_id), k.meta(job_id))
@@ -564,6 +578,9 @@ class Store:
             else:
                 extra = "" if outcome.counted else f"{outcome.tries - 1} 0"
                 args += (job_id, "r", outcome.due_ms, outcome.error or "", extra)
+            bucket = "-" if outcome.duration_s is None else duration_bucket(outcome.duration_s)
+            history.append(f"{bucket} {outcome.function}")
+        args += history
         dropped = await self._write("commit", keys, args)
         return [i.decode() for i in dropped]
 
@@ -626,6 +643,12 @@ class Store:
                 pipe.zadd(k.waiting, requeued)
                 pipe.lpush(k.wake, b"1")
                 pipe.ltrim(k.wake, 0, WAKE_TOKENS_KEPT - 1)
+            counted = _history_counts(outcomes)
+            if counted and self.history_ttl_s:
+                history = k.history(now_ms // MINUTE_MS)
+                for field, increment in counted.items():
+                    pipe.hincrby(history, field, increment)
+                pipe.expire(history, self.history_ttl_s)
             await pipe.execute()
 
     async def aborted(self, ids: Sequence[str]) -> list[str]:
@@ -657,11 +680,19 @@ class Store:
         return bool(deleted)
 
     async def cancel(
-        self, job_id: str, record: bytes, result: bytes | None, *, keep_ms: int, now_ms: int
+        self,
+        job_id: str,
+        record: bytes,
+        result: bytes | None,
+        *,
+        keep_ms: int,
+        now_ms: int,
+        function: str = "",
     ) -> int:
         """Cancel a job: 2 if it runs (its worker is asked to stop), 1 if it was queued (and
-        is now stored cancelled, ``result`` kept ``keep_ms``), 0 if neither (or ``record``,
-        the job as the caller read it, changed meanwhile)."""
+        is now stored cancelled, ``result`` kept ``keep_ms``, and counted in the run history
+        under ``function``), 0 if neither (or ``record``, the job as the caller read it,
+        changed meanwhile)."""
         k = self.keys
         return int(
             await self._write(
@@ -676,6 +707,7 @@ class Store:
                     k.finished(JobStatus.CANCELLED),
                     k.abort,
                     k.claimed,
+                    k.history(now_ms // MINUTE_MS),
                 ],
                 [
                     job_id,
@@ -685,6 +717,8 @@ class Store:
                     now_ms,
                     k.events,
                     FINISHED_KEPT,
+                    self.history_ttl_s,
+                    f"c {function}" if function else "",
                 ],
             )
         )
@@ -867,6 +901,44 @@ class Store:
         }
         counts.update(zip(finished, (int(d) for d in done), strict=True))
         return counts
+
+    async def history(
+        self, first_minute: int, last_minute: int, *, fields: Sequence[str] | None = None
+    ) -> list[dict[str, int]]:
+        """The run history hashes of the minutes ``first_minute..last_minute`` (ms // 60,000,
+        both included), in order, in one pipelined round trip: every field, or only
+        ``fields`` (missing ones left out). A minute with nothing counted is ``{}``."""
+        k = self.keys
+        minutes = range(first_minute, last_minute + 1)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for minute in minutes:
+                if fields is None:
+                    pipe.hgetall(k.history(minute))
+                else:
+                    pipe.hmget(k.history(minute), list(fields))
+            replies = await pipe.execute()
+        found: list[dict[str, int]] = []
+        for reply in replies:
+            if fields is None:
+                found.append({f.decode(): int(v) for f, v in reply.items()})
+            else:
+                found.append({f: int(v) for f, v in zip(fields, reply, strict=True) if v})
+        return found
+
+    async def history_totals(self, first_minute: int, last_minute: int) -> dict[str, int]:
+        """Every run history field summed over the minutes ``first_minute..last_minute``
+        (both included), in one pipelined round trip."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for minute in range(first_minute, last_minute + 1):
+                pipe.hgetall(k.history(minute))
+            replies: list[dict[bytes, bytes]] = await pipe.execute()
+        total: dict[bytes, int] = {}
+        get = total.get
+        for reply in replies:
+            for field, value in reply.items():
+                total[field] = get(field, 0) + int(value)
+        return {field.decode(): value for field, value in total.items()}
 
     async def queue_depth(self, *, now_ms: int) -> tuple[int, int]:
         """``(all ids in the queue, those due now)``: two O(log n) reads."""
@@ -1067,6 +1139,18 @@ class Store:
             raw_state, history, running = await pipe.execute()
         state = {key.decode(): value.decode() for key, value in raw_state.items()}
         return state, list(history), bool(running)
+
+
+_KINDS = {JobStatus.SUCCEEDED: "s", JobStatus.FAILED: "f", JobStatus.CANCELLED: "c"}
+
+
+def _history_counts(outcomes: Sequence[Finished | Requeued]) -> dict[str, int]:
+    """What commit.lua adds to the minute's history hash for ``outcomes`` (all committed)."""
+    return history_fields(
+        (_KINDS[o.status] if isinstance(o, Finished) else "r", o.function, o.duration_s)
+        for o in outcomes
+        if (o.status in _KINDS if isinstance(o, Finished) else o.counted)
+    )
 
 
 def _unreadable(key: str, found: str | None) -> str:

@@ -3,9 +3,11 @@
 -- stores it cancelled; requests older than an hour, whose job finished as they came, are
 -- dropped then); a queued or deferred one, if it is still the record the caller read,
 -- leaves the queue and is stored cancelled at once.
--- KEYS: queue, job, lock, tries, meta, result, cancelled, abort, claimed
+-- A cancelled queued job is counted in the minute's run history (hostedjobs/history.py).
+-- KEYS: queue, job, lock, tries, meta, result, cancelled, abort, claimed, history
 -- ARGV: id, record, result_data, result_ms (-1: for ever, 0: not kept), now_ms,
---       events_channel, finished_kept
+--       events_channel, finished_kept, history_ttl_s (0: no history), the job type's history
+--       field ('c <type>', or '' if unknown)
 -- Returns 2 if the running job was asked to stop, 1 if the queued job was cancelled, 0 if
 -- the job is unknown, finished, or changed meanwhile.
 if redis.call('ZSCORE', KEYS[9], ARGV[1]) or redis.call('EXISTS', KEYS[3]) == 1 then
@@ -28,5 +30,10 @@ if ms ~= 0 then
   end
   redis.call('ZADD', KEYS[7], ARGV[5], ARGV[1])
   redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -tonumber(ARGV[7]) - 1)
+end
+if ARGV[8] ~= '0' then
+  redis.call('HINCRBY', KEYS[10], 'c', 1)
+  if ARGV[9] ~= '' then redis.call('HINCRBY', KEYS[10], ARGV[9], 1) end
+  redis.call('EXPIRE', KEYS[10], ARGV[8])
 end
 return 1

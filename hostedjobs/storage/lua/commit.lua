@@ -7,14 +7,18 @@
 -- request if it had one; a requeued job is due again at its time (a failed try's error kept
 -- in its meta hash, or a shutdown's try uncounted). Allowed when Redis is out of memory:
 -- finishing jobs frees what they hold.
--- KEYS: claimed, tries, abort, queue, wake, claims, succeeded, failed, cancelled, then per outcome: job, result, meta
--- ARGV: now_ms, max_age_ms, finished_kept, wake_kept, events_channel, meta_ttl_s, then per
---       outcome: id, kind ('f' finished, 'r' requeued), ms (f: result kept ms, -1 for ever,
---       0 not kept; r: due), data (f: result; r: the try's error, or ''), extra (f: status,
---       with '!' after it if it was aborted; r: '' if the try counts, else the tries field)
+-- Each committed run is also counted in the minute's history hash (see hostedjobs/history.py):
+-- its kind, kind per job type, and its run-time bucket per job type, one HINCRBY per field.
+-- KEYS: claimed, tries, abort, queue, wake, claims, succeeded, failed, cancelled, history, then per outcome: job, result, meta
+-- ARGV: now_ms, max_age_ms, finished_kept, wake_kept, events_channel, meta_ttl_s,
+--       history_ttl_s (0: no history), then per outcome: id, kind ('f' finished, 'r'
+--       requeued), ms (f: result kept ms, -1 for ever, 0 not kept; r: due), data (f: result;
+--       r: the try's error, or ''), extra (f: status, with '!' after it if it was aborted; r:
+--       '' if the try counts, else the tries field), then per outcome its history entry:
+--       '<run-time bucket or -> <job type>'
 -- Returns the ids not committed because the worker no longer held them.
-local fixed_argv, fixed_keys, per_argv = 6, 9, 5
-local n = (#ARGV - fixed_argv) / per_argv
+local fixed_argv, fixed_keys, per_argv = 7, 10, 5
+local n = (#ARGV - fixed_argv) / (per_argv + 1)
 local ids = {}
 for i = 1, n do ids[i] = ARGV[fixed_argv + (i - 1) * per_argv + 1] end
 if n == 0 then return {} end
@@ -22,6 +26,21 @@ local held = redis.call('SMISMEMBER', KEYS[6], unpack(ids))
 local indexes = {succeeded = KEYS[7], failed = KEYS[8], cancelled = KEYS[9]}
 local dropped, kept, finished, records, aborted, requeued, due = {}, {}, {}, {}, {}, {}, {}
 local results, errors, uncounted = {}, {}, {}
+local history, history_at = {}, fixed_argv + n * per_argv
+local kinds = {succeeded = 's', failed = 'f', cancelled = 'c'}
+local function count(i, kind)
+  history[kind] = (history[kind] or 0) + 1
+  local entry = ARGV[history_at + i]
+  local space = string.find(entry, ' ', 1, true)
+  local job_type = string.sub(entry, space + 1)
+  if job_type == '' then return end
+  local field = kind .. ' ' .. job_type
+  history[field] = (history[field] or 0) + 1
+  if kind ~= 'c' and string.sub(entry, 1, 1) ~= '-' then
+    field = 'd' .. string.sub(entry, 1, space - 1) .. ' ' .. job_type
+    history[field] = (history[field] or 0) + 1
+  end
+end
 for i = 1, n do
   local a = fixed_argv + (i - 1) * per_argv
   local id, kind, ms, data, extra = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
@@ -38,6 +57,7 @@ for i = 1, n do
       aborted[#aborted + 1] = id
     end
     if not indexes[status] then return redis.error_reply('unknown status ' .. status) end
+    count(i, kinds[status])
     if data ~= '' and ms ~= '0' then
       results[#results + 1] = {KEYS[k + 2], data, ms, indexes[status], id}
     end
@@ -49,8 +69,9 @@ for i = 1, n do
     if extra ~= '' then
       uncounted[#uncounted + 1] = id
       uncounted[#uncounted + 1] = extra
-    elseif data ~= '' then
-      errors[#errors + 1] = {KEYS[k + 3], data}
+    else
+      count(i, 'r')
+      if data ~= '' then errors[#errors + 1] = {KEYS[k + 3], data} end
     end
   end
 end
@@ -93,5 +114,9 @@ if #requeued > 0 then
   redis.call('ZADD', KEYS[4], unpack(due))
   local tokens = tonumber(ARGV[4])
   if redis.call('LPUSH', KEYS[5], '1') > tokens then redis.call('LTRIM', KEYS[5], 0, tokens - 1) end
+end
+if ARGV[7] ~= '0' and next(history) then
+  for field, value in pairs(history) do redis.call('HINCRBY', KEYS[10], field, value) end
+  redis.call('EXPIRE', KEYS[10], ARGV[7])
 end
 return dropped
