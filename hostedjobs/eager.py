@@ -34,6 +34,15 @@ from .exceptions import (
     JobAlreadyExistsError,
     JobFailedError,
 )
+from .history import (
+    MINUTE_MS,
+    HistoryPoint,
+    HistoryWindow,
+    JobTypeStats,
+    history_fields,
+    history_points,
+    job_type_stats,
+)
 from .outcomes import JobStatus, Outcome
 from .runner import QueuedFunction, QueuedRun, RunReport, error_text
 from .scheduler import (
@@ -65,6 +74,10 @@ _IN_RUN: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 """True inside an eager run: a job it enqueues waits for the run to end (the outer call
 runs it), as a queued job would, instead of running inside it."""
+
+
+_HISTORY_KINDS = {JobStatus.SUCCEEDED: "s", JobStatus.FAILED: "f", JobStatus.CANCELLED: "c"}
+"""The run history's field of each finished state."""
 
 
 @dataclass(slots=True)
@@ -427,6 +440,41 @@ class EagerScheduler(Scheduler):
                 continue
             counts[info.status] += 1
         return counts
+
+    async def history(
+        self, *, since: Seconds = 3600, job_type: str | None = None, bin: Seconds = 60
+    ) -> list[HistoryPoint]:
+        """Like `Scheduler.history`, from the jobs this process keeps: each finished job
+        counts once, in the minute it finished (eager mode keeps no retried tries)."""
+        self._check_running()
+        window = HistoryWindow.of(
+            self._now_ms(), seconds("since", since), seconds("bin", bin, positive=True)
+        )
+        return history_points(window, self._history_minutes(window), job_type)
+
+    async def job_types(self, *, since: Seconds = 3600) -> list[JobTypeStats]:
+        """Like `Scheduler.job_types`, from the jobs this process keeps."""
+        self._check_running()
+        window = HistoryWindow.of(self._now_ms(), seconds("since", since), 60)
+        return job_type_stats(self._history_minutes(window))
+
+    def _history_minutes(self, window: HistoryWindow) -> list[dict[str, int]]:
+        minutes: list[dict[str, int]] = [
+            {} for _ in range(window.last_minute - window.first_minute + 1)
+        ]
+        for _, info in self._infos():
+            kind = _HISTORY_KINDS.get(info.status)
+            if kind is None or info.finished_at is None:
+                continue
+            offset = int(info.finished_at.timestamp() * 1000) // MINUTE_MS - window.first_minute
+            if not 0 <= offset < len(minutes):
+                continue
+            started = info.started_at
+            duration = (info.finished_at - started).total_seconds() if started else None
+            minute = minutes[offset]
+            for name, count in history_fields([(kind, info.job_type, duration)]).items():
+                minute[name] = minute.get(name, 0) + count
+        return minutes
 
     async def watch(self, job_id: str, *, recheck_every: float = 5.0) -> AsyncIterator[JobInfo]:
         """Yield the job's state each time it changes, until it has finished."""

@@ -308,3 +308,18 @@ def test_an_empty_history_renders() -> None:
     assert figure.findall(".//rect") == []
     assert "No runs in this window." in ET.tostring(figure, encoding="unicode")
     assert _parse(history_chart([], chart_id="z", label="Runs")).find(".//svg") is not None
+
+
+async def test_an_eager_host_answers_from_the_jobs_it_keeps() -> None:
+    """In eager mode (no Redis) history and job types count the finished jobs it keeps."""
+    from hostedjobs.testing import eager
+
+    host = _host("redis://127.0.0.1:1/0", "eager-history")
+    with eager(host):
+        async with host.run():
+            await host.scheduler.enqueue(Nap(0))
+            await host.scheduler.enqueue(Nap(0, fail=True))
+            points = await host.scheduler.history(since=600)
+            assert (sum(p.succeeded for p in points), sum(p.failed for p in points)) == (1, 1)
+            (stats,) = await host.scheduler.job_types(since=600)
+            assert (stats.name, stats.succeeded, stats.failed) == ("tests.history.nap", 1, 1)
