@@ -522,6 +522,8 @@ class HostedServices:
 
     def _apply_paused(self, names: set[str]) -> None:
         names = names & self.jobs.keys()
+        if names != self.paused:
+            self._publish_wanted.set()  # so other processes see that this one obeys
         for name in names ^ self.paused:
             if name in self._trackers:
                 self._trackers[name].paused_noted = False
@@ -628,6 +630,7 @@ class HostedServices:
                 "running": [run.to_json() for run in running[:HISTORY_LENGTH]],
                 "count": len(running),
                 "next_run": tracker.next_run.isoformat() if tracker.next_run else None,
+                "paused": name in self.paused,
             }
         snapshot = {"hostname": self.hostname, "pid": self.pid, "at": now.isoformat(), "jobs": jobs}
         try:
@@ -724,12 +727,20 @@ class HostedServices:
                     running=count if type(count) is int else len(records),
                     next_run=_parsed(entry.get("next_run")),
                     seen_at=_parsed(snapshot.get("at")) or now,
+                    paused=entry.get("paused") is True,
                 )
             )
             running.extend(records)
         if tracker is not None:
             processes.append(
-                ProcessRuns(self.hostname, self.pid, len(tracker.running), tracker.next_run, now)
+                ProcessRuns(
+                    self.hostname,
+                    self.pid,
+                    len(tracker.running),
+                    tracker.next_run,
+                    now,
+                    paused=job.name in self.paused,
+                )
             )
             running.extend(tracker.running.values())
         ended: list[RunRecord] = []

@@ -119,6 +119,8 @@ class ProcessRuns:
     """That process's next run (None: not known, or the job is not scheduled there)."""
     seen_at: datetime
     """When the process last published (every few seconds while it lives)."""
+    paused: bool = False
+    """The process knew the job was paused when it published (it obeys the pause)."""
 
     @property
     def process(self) -> str:
@@ -133,6 +135,7 @@ class ProcessRuns:
             "running": self.running,
             "next_run": _iso(self.next_run),
             "seen_at": _iso(self.seen_at),
+            "paused": self.paused,
         }
 
 
