@@ -160,7 +160,7 @@ async def test_pause_reaches_every_process_and_resume_restarts(
                 await asyncio.sleep(2.5)
                 assert len(await _runs(redis, queue_name)) == before
 
-                async def skips_noted() -> list[object] | None:
+                async def skips_noted() -> list[RunRecord] | None:
                     cron = by_name(await observer.status(), "every-second")
                     skips = [r for r in cron.history if r.message == PAUSED_MESSAGE]
                     return skips if {r.pid for r in skips} == set(pids) else None
@@ -236,7 +236,7 @@ async def test_redis_outage_does_not_stop_a_continuous_job(
         try:
 
             async def published_again() -> bool:
-                newest = await stored.lindex(key, 0)  # type: ignore[misc]
+                newest = await stored.lindex(key, 0)
                 return (
                     newest is not None
                     and RunRecord.from_json(json.loads(newest)).started_at >= restarted_at
