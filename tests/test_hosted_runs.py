@@ -23,6 +23,7 @@ from hostedjobs.status import PAUSED_MESSAGE, HostedJobStatus, RunRecord
 from tests.conftest import RestartableRedis
 from tests.hosted_app import make_host
 from tests.servers import ROOT, subprocess_env
+from tests.test_dashboard import allow_all, client_for, csrf_token
 from tests.waiting import eventually
 
 HOSTEDJOBS = str(Path(sys.executable).with_name("hostedjobs"))
@@ -246,3 +247,78 @@ async def test_redis_outage_does_not_stop_a_continuous_job(
         finally:
             await stored.aclose()
         await eventually(lambda: runs > during, what="the job still running")
+
+
+async def test_console_pause_resume_and_read_only(redis_url: str, queue_name: str) -> None:
+    """Pause and Resume on the hosted pages need auth and the CSRF token, redirect with a
+    notice and show the state; without auth the buttons are absent and the POSTs refused."""
+    host = make_host(queue_name)
+    host.redis_url = redis_url
+    host.run_worker = False
+    async with host.run():
+        async with client_for(host, auth=allow_all) as client:
+            token = await csrf_token(client, "/hosted/tick-tock")
+            page = await client.get("/hosted/tick-tock")
+            assert "/hosted/tick-tock/pause" in page.text and 'id="processes"' in page.text
+            paused = await client.post("/hosted/tick-tock/pause", data={"csrf_token": token})
+            assert paused.status_code == 303
+            assert paused.headers["location"] == "/ops/jobs/hosted/tick-tock?notice=paused"
+            page = await client.get("/hosted/tick-tock?notice=paused")
+            assert 'id="paused"' in page.text and "/hosted/tick-tock/resume" in page.text
+            assert by_name(await host.status(), "tick-tock").paused
+            listing = await client.get("/hosted")
+            assert 'data-name="tick-tock" data-paused="1"' in listing.text
+            refused = await client.post("/hosted/tick-tock/resume", data={"csrf_token": "0" * 64})
+            assert refused.status_code == 403
+            missing = await client.post("/hosted/nope/pause", data={"csrf_token": token})
+            assert missing.status_code == 404
+            resumed = await client.post("/hosted/tick-tock/resume", data={"csrf_token": token})
+            assert resumed.headers["location"].endswith("?notice=resumed")
+            assert not by_name(await host.status(), "tick-tock").paused
+        async with client_for(host) as client:
+            page = await client.get("/hosted/tick-tock")
+            assert "/pause" not in page.text
+            assert (await client.post("/hosted/tick-tock/pause")).status_code == 403
+
+
+async def test_a_paused_distributed_job_skips_its_ticks_once_recorded(
+    redis_url: str, queue_name: str
+) -> None:
+    """Paused, a distributed cron job's ticks are claimed but not run (one skipped entry per
+    pause, from whichever process claimed it); resumed, it runs the next tick, with no burst
+    of the ticks it missed."""
+    host = JobHost(redis_url=redis_url, queue_name=queue_name)
+    ticks: list[datetime] = []
+
+    @host.distributed_cron("* * * * * *", name="each-second")
+    async def each_second(ctx: JobContext) -> None:
+        assert ctx.scheduled_at is not None
+        ticks.append(ctx.scheduled_at)
+
+    async with host.run():
+        await eventually(lambda: ticks, what="a first run")
+        await host.pause("each-second")
+        paused_at = datetime.now(UTC)
+
+        async def skip_noted() -> list[RunRecord] | None:
+            status = by_name(await host.status(), "each-second")
+            skips = [r for r in status.history if r.message == PAUSED_MESSAGE]
+            return skips if status.paused and skips else None
+
+        await eventually(skip_noted, what="the paused tick recorded")
+        # A fixed window in which three ticks come and go unrun.
+        await asyncio.sleep(3)
+        skips = await skip_noted()
+        assert skips is not None and len(skips) == 1
+        ran_while_paused = [t for t in ticks if t > paused_at + timedelta(seconds=1)]
+        assert ran_while_paused == []
+        await host.resume("each-second")
+        resumed_at = datetime.now(UTC)
+        await eventually(lambda: ticks[-1] > resumed_at, what="a run after resuming")
+        after = [t for t in ticks if t > paused_at + timedelta(seconds=1)]
+        assert all(t >= resumed_at - timedelta(seconds=1) for t in after), after
+        assert len(after) == len(set(after))
+        status = by_name(await host.status(), "each-second")
+        assert not status.paused
+        ran = next(r for r in status.history if r.outcome == "succeeded")
+        assert ran.pid == os.getpid() and ran.hostname
