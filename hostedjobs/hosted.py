@@ -405,6 +405,7 @@ class HostedServices:
     async def _schedule_first_tick(self, job: HostedJob) -> None:
         if not await self._gate(job):
             return
+        await self._paused_known.wait()  # a job paused before a restart skips its first tick
         assert job.schedule is not None
         now = self.clock.now()
         first = job.schedule.next_tick(now)
