@@ -85,6 +85,5 @@ async def test_hosted_pages_show_every_process_and_pause_resume(
             await phone.goto(board + path)
             await expect(phone.locator("h1")).to_be_visible()
             await no_sideways_scroll(phone)
-        await phone.screenshot(path=shots / "dashboard-hosted-job-phone.png", full_page=True)
         for each in (page, elsewhere, phone):
             assert each.errors == []  # type: ignore[attr-defined]
