@@ -33,6 +33,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from redis.exceptions import NoPermissionError
+
 from .clock import Clock
 from .context import JobContext
 from .definitions import HostedJob
@@ -562,21 +564,36 @@ class HostedServices:
         `PAUSE_RECHECK_S` in case a notice was missed (a reconnect, a failover)."""
         pubsub = None
         failing = False
+        notices = True
         try:
             while not self._stopping.is_set():
                 try:
-                    if pubsub is None:
+                    if pubsub is None and notices:
                         pubsub = store.control()
-                        await pubsub.subscribe(store.keys.control)
+                        try:
+                            await pubsub.subscribe(store.keys.control)
+                        except NoPermissionError:
+                            logger.info(
+                                "the Redis user may not subscribe to %s (an older ACL rule): "
+                                "re-reading the paused jobs every %gs instead",
+                                store.keys.control,
+                                PAUSE_RECHECK_S,
+                            )
+                            notices = False
+                            await pubsub.aclose()  # type: ignore[no-untyped-call]
+                            pubsub = None
                     async with asyncio.timeout(_REDIS_TIMEOUT_S):
                         self._apply_paused(await store.paused_names("hosted"))
                     if failing:
                         logger.info("reading the paused hosted jobs again")
                         failing = False
                     self._paused_known.set()
-                    await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=PAUSE_RECHECK_S
-                    )
+                    if pubsub is None:
+                        await self._sleep(PAUSE_RECHECK_S)
+                    else:
+                        await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=PAUSE_RECHECK_S
+                        )
                 except Exception as exc:
                     self._paused_known.set()  # start as last known rather than not at all
                     if not failing:
