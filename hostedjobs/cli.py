@@ -3,6 +3,8 @@
 hostedjobs worker MODULE:ATTR [--concurrency N] [--burst]   run a worker process
 hostedjobs status MODULE:ATTR [--json]                      show every hosted job
 hostedjobs run MODULE:ATTR NAME [--no-wait]                 run a hosted job now
+hostedjobs pause MODULE:ATTR NAME                           pause a hosted job everywhere
+hostedjobs resume MODULE:ATTR NAME                          resume a paused hosted job
 hostedjobs health MODULE:ATTR [--any] [--max-age S]         exit 0 if a worker is alive
 """
 
@@ -190,11 +192,9 @@ async def _status(host: JobHost, as_json: bool) -> None:
         print("no hosted jobs registered")
     else:
         print(_status_table(statuses))
-        if any(s.kind is not JobKind.DISTRIBUTED_CRON for s in statuses):
-            print(
-                "\ncontinuous and cron jobs run in every process; their last runs are only "
-                "known inside those processes"
-            )
+        paused = [s.name for s in statuses if s.paused]
+        if paused:
+            print(f"\npaused: {', '.join(paused)} (hostedjobs resume MODULE:ATTR NAME)")
 
 
 def _with_next_run(host: JobHost, status: HostedJobStatus, now: datetime) -> HostedJobStatus:
@@ -237,6 +237,14 @@ async def _run_job(host: JobHost, name: str, wait: bool) -> int:
         await host.services.aclose()
     print(f"{name}: {result.outcome}{': ' + result.message if result.message else ''}")
     return 0 if result.is_success else 1
+
+
+async def _pause(host: JobHost, name: str, paused: bool) -> int:
+    async with host.connected():
+        changed = await (host.pause(name) if paused else host.resume(name))
+    state = "paused" if paused else "resumed"
+    print(f"{name}: {state}" if changed else f"{name}: already {state}")
+    return 0
 
 
 async def _health(host: JobHost, *, any_host: bool, max_age_s: float) -> int:
@@ -315,6 +323,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("target", metavar="MODULE:ATTR", help=target_help)
     run.add_argument("name", help="the hosted job's name")
     run.add_argument("--no-wait", action="store_true", help="do not wait for a queued run to end")
+    for command, doing in (("pause", "pause"), ("resume", "resume")):
+        control = commands.add_parser(
+            command,
+            parents=[common],
+            help=f"{doing} a hosted job in every process (stored in Redis)",
+        )
+        control.add_argument("target", metavar="MODULE:ATTR", help=target_help)
+        control.add_argument("name", help="the hosted job's name")
     health = commands.add_parser(
         "health",
         parents=[common],
@@ -344,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     os._exit(0)
         elif args.command == "status":
             asyncio.run(_status(host, args.json))
+        elif args.command in ("pause", "resume"):
+            return asyncio.run(_pause(host, args.name, args.command == "pause"))
         elif args.command == "health":
             return asyncio.run(_health(host, any_host=args.any, max_age_s=args.max_age))
         else:

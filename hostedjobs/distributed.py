@@ -17,6 +17,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from .exceptions import PayloadDecodeError
 from .outcomes import JobKind, Outcome
 from .runner import QueuedRun, Runner, RunReport, error_text
 from .serialization import queued_record
-from .status import HISTORY_LENGTH, HostedJobStatus, RunRecord
+from .status import HISTORY_LENGTH, PAUSED_MESSAGE, HostedJobStatus, RunRecord
 from .storage import Store
 
 __all__ = ["DistributedCron", "Fired"]
@@ -59,6 +61,8 @@ class Fired:
     ALREADY_ENQUEUED = 3
     SKIPPED_QUEUED = 4
     """The previous run has not started yet: no worker took it (is one running?)."""
+    SKIPPED_PAUSED = 5
+    """The job is paused: the tick is claimed (it never runs later) but not enqueued."""
 
 
 def _ms(value: datetime) -> int:
@@ -105,6 +109,7 @@ class DistributedCron:
         self.jobs: dict[str, HostedJob] = {}
         self.store: Store | None = None
         self._owner = uuid.uuid4().hex[:12]
+        self.hostname = socket.gethostname()
 
     def function(self, name: str) -> _RunFunction | None:
         """What runs the queued runs of the distributed job named ``name``."""
@@ -126,6 +131,7 @@ class DistributedCron:
         now = datetime.now(UTC)
         skipped = RunRecord("", tick, now, now, Outcome.SKIPPED.value, _STILL_RUNNING)
         skipped_queued = RunRecord("", tick, now, now, Outcome.SKIPPED.value, _STILL_QUEUED)
+        paused = RunRecord("", tick, now, now, Outcome.SKIPPED.value, PAUSED_MESSAGE)
         fired = await store.fire_tick(
             job.name,
             tick_ms=tick_ms,
@@ -141,8 +147,11 @@ class DistributedCron:
             next_run=next_run.isoformat() if next_run else "",
             history_length=HISTORY_LENGTH,
             now_ms=now_ms,
+            paused_entry=json.dumps(paused.to_json()),
         )
-        if fired == Fired.SKIPPED:
+        if fired == Fired.SKIPPED_PAUSED:
+            logger.debug("%s: the tick at %s is skipped, the job is paused", job.name, tick)
+        elif fired == Fired.SKIPPED:
             logger.warning("%s: skipped the tick at %s, %s", job.name, tick, _STILL_RUNNING)
         elif fired == Fired.SKIPPED_QUEUED:
             logger.warning(
@@ -185,7 +194,10 @@ class DistributedCron:
             scheduled_at=scheduled_at,
             started_at=datetime.now(UTC),
         )
-        started = RunRecord(run.job_id, scheduled_at, ctx.started_at, manual=manual)
+        here = self.hostname, os.getpid()
+        started = RunRecord(
+            run.job_id, scheduled_at, ctx.started_at, manual=manual, hostname=here[0], pid=here[1]
+        )
         began = await store.start_run(
             job.name,
             run.job_id,
@@ -209,6 +221,7 @@ class DistributedCron:
                 Outcome.SKIPPED.value,
                 _STILL_RUNNING,
                 manual,
+                *here,
             )
             await self._record(job.name, record)
             return RunReport(Outcome.SKIPPED, message=_STILL_RUNNING)
@@ -237,6 +250,7 @@ class DistributedCron:
             shown.outcome.value,
             shown.message,
             manual,
+            *here,
         )
         await self._record(job.name, finished)
         return report

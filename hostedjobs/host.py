@@ -1237,6 +1237,37 @@ class JobHost:
             )
         return await self._hosted.trigger(name)
 
+    async def pause(self, name: str) -> bool:
+        """Pause the hosted job ``name`` in every process, until `resume`; True if it was
+        not paused already.
+
+        Stored in Redis, so it outlives restarts, and every process obeys within a second:
+        a continuous job starts no new run (a running one finishes); a cron job skips its
+        ticks, and a distributed cron job's ticks are claimed but not run, the first skipped
+        tick of each pause recorded as ``skipped`` with the message ``paused``. Run now
+        (`trigger`) still runs it. Raises `UnknownJobError` for an unknown name,
+        `HostNotRunningError` unless the host runs (or is `connected`).
+        """
+        self._check_controllable()
+        return await self._hosted.set_paused(name, True)
+
+    async def resume(self, name: str) -> bool:
+        """Resume the hosted job ``name`` in every process; True if it was paused.
+
+        Ticks skipped while paused are not made up (nor is a distributed job's missed tick
+        caught up on later, whatever its ``misfire``): the next run is the next tick.
+        Raises as `pause`.
+        """
+        self._check_controllable()
+        return await self._hosted.set_paused(name, False)
+
+    def _check_controllable(self) -> None:
+        if not self._running:
+            raise HostNotRunningError(
+                "the host is not running: start it (lifespan, host.run() or host.connected()) "
+                "before pausing or resuming jobs"
+            )
+
     @property
     def hosted_jobs(self) -> dict[str, HostedJob]:
         """The registered hosted jobs by name."""

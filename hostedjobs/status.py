@@ -10,10 +10,22 @@ from typing import Any
 from .outcomes import JobKind, Outcome
 from .results import JobResult
 
-__all__ = ["HISTORY_LENGTH", "HostedJobStatus", "JobKind", "RunRecord", "RunTracker"]
+__all__ = [
+    "HISTORY_LENGTH",
+    "PAUSED_MESSAGE",
+    "HostedJobStatus",
+    "JobKind",
+    "ProcessRuns",
+    "RunRecord",
+    "RunTracker",
+]
 
 HISTORY_LENGTH = 20
 """How many recent runs each job keeps."""
+
+PAUSED_MESSAGE = "paused"
+"""The message of the skipped run a cron job records when a tick comes while it is paused
+(once per pause)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +41,16 @@ class RunRecord:
     it runs."""
     message: str | None = None
     manual: bool = False
+    hostname: str | None = None
+    """The host of the process that ran it (None for a skipped tick, or written by an older
+    version)."""
+    pid: int | None = None
+    """That process's id."""
+
+    @property
+    def process(self) -> str | None:
+        """``"<hostname>:<pid>"`` of the process that ran it, if known."""
+        return None if self.hostname is None else f"{self.hostname}:{self.pid}"
 
     @property
     def duration_s(self) -> float | None:
@@ -47,6 +69,8 @@ class RunRecord:
             "outcome": self.outcome,
             "message": self.message,
             "manual": self.manual,
+            "hostname": self.hostname,
+            "pid": self.pid,
         }
 
     @classmethod
@@ -61,6 +85,8 @@ class RunRecord:
             outcome=data.get("outcome"),
             message=data.get("message"),
             manual=bool(data.get("manual", False)),
+            hostname=_text(data.get("hostname")),
+            pid=data["pid"] if type(data.get("pid")) is int else None,
         )
 
 
@@ -69,7 +95,48 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _parse(value: Any) -> datetime | None:
-    return datetime.fromisoformat(value) if isinstance(value, str) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessRuns:
+    """One process's share of a continuous or per-process cron job, as it last published it."""
+
+    hostname: str
+    pid: int
+    running: int
+    """Runs in progress in that process."""
+    next_run: datetime | None
+    """That process's next run (None: not known, or the job is not scheduled there)."""
+    seen_at: datetime
+    """When the process last published (every few seconds while it lives)."""
+    paused: bool = False
+    """The process knew the job was paused when it published (it obeys the pause)."""
+
+    @property
+    def process(self) -> str:
+        """``"<hostname>:<pid>"``."""
+        return f"{self.hostname}:{self.pid}"
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (ISO datetimes)."""
+        return {
+            "hostname": self.hostname,
+            "pid": self.pid,
+            "running": self.running,
+            "next_run": _iso(self.next_run),
+            "seen_at": _iso(self.seen_at),
+            "paused": self.paused,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +157,12 @@ class HostedJobStatus:
     running: int
     """Runs in progress (for distributed cron: 1 while a live run holds the lease)."""
     history: tuple[RunRecord, ...] = ()
-    """Recent runs, newest first."""
+    """Recent runs, newest first (the running ones first), from every process."""
+    paused: bool = False
+    """Paused (`JobHost.pause`): no new runs start until it is resumed."""
+    processes: tuple[ProcessRuns, ...] = ()
+    """For continuous and per-process cron jobs: each live process that runs it, with its
+    running count and next run (empty for distributed cron jobs)."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict, e.g. for a ``/status`` endpoint."""
@@ -107,6 +179,8 @@ class HostedJobStatus:
             "last_message": self.last_message,
             "running": self.running,
             "history": [run.to_json() for run in self.history],
+            "paused": self.paused,
+            "processes": [process.to_json() for process in self.processes],
         }
 
 
@@ -117,6 +191,11 @@ class RunTracker:
     running: dict[str, RunRecord] = field(default_factory=dict)
     history: deque[RunRecord] = field(default_factory=lambda: deque(maxlen=HISTORY_LENGTH))
     next_run: datetime | None = None
+    unpublished: deque[RunRecord] = field(default_factory=lambda: deque(maxlen=HISTORY_LENGTH))
+    """Ended runs not yet published to Redis, newest first (only the newest are kept: a
+    fast loop's older runs are dropped, not queued up)."""
+    paused_noted: bool = False
+    """A skipped tick has been recorded for the current pause."""
 
     def started(self, record: RunRecord) -> None:
         """Note a run that has just started."""
@@ -131,14 +210,32 @@ class RunTracker:
             message=result.message,
         )
         self.history.appendleft(record)
+        self.unpublished.appendleft(record)
         return record
 
-    def skipped(self, scheduled_at: datetime, message: str) -> None:
-        """Note a tick that did not run (e.g. the previous run was still going)."""
+    def skipped(
+        self,
+        scheduled_at: datetime,
+        message: str,
+        *,
+        hostname: str | None = None,
+        pid: int | None = None,
+    ) -> None:
+        """Note a tick that did not run (e.g. the previous run was still going) in the
+        process ``hostname``/``pid``."""
         now = datetime.now(UTC)
-        self.history.appendleft(
-            RunRecord("", scheduled_at, now, now, outcome=Outcome.SKIPPED.value, message=message)
+        record = RunRecord(
+            "",
+            scheduled_at,
+            now,
+            now,
+            outcome=Outcome.SKIPPED.value,
+            message=message,
+            hostname=hostname,
+            pid=pid,
         )
+        self.history.appendleft(record)
+        self.unpublished.appendleft(record)
 
     def last(self) -> RunRecord | None:
         """The newest run that actually ran (started), finished or not."""

@@ -42,6 +42,8 @@ _NOTICES = {
     "retried": "The job is queued again.",
     "not-retried": "The job could not be retried: it is not failed, or its result expired.",
     "triggered": "The job was started.",
+    "paused": "The job is paused in every process: no new runs start until it is resumed.",
+    "resumed": "The job is resumed in every process.",
 }
 """Messages an action can leave for the next page (by code, so no text is reflected)."""
 
@@ -80,6 +82,8 @@ class DashboardHost(Readiness, Protocol):
     def scheduler(self) -> Scheduler: ...
     async def status(self) -> list[HostedJobStatus]: ...
     async def trigger(self, name: str) -> str: ...
+    async def pause(self, name: str) -> bool: ...
+    async def resume(self, name: str) -> bool: ...
     async def workers(self) -> list[WorkerBeat]: ...
     async def worker_states(self) -> list[WorkerState]: ...
 
@@ -265,6 +269,22 @@ def create_dashboard(
             raise HTTPException(404, "no hosted job of that name") from None
         return RedirectResponse(f"{base}/hosted/{quote(name)}?notice=triggered", status_code=303)
 
+    async def pause_hosted(request: Request) -> Response:
+        return await pause_or_resume(request, paused=True)
+
+    async def resume_hosted(request: Request) -> Response:
+        return await pause_or_resume(request, paused=False)
+
+    async def pause_or_resume(request: Request, *, paused: bool) -> Response:
+        base = await act(request)
+        name = request.path_params["name"]
+        try:
+            await (host.pause(name) if paused else host.resume(name))
+        except UnknownJobError:
+            raise HTTPException(404, "no hosted job of that name") from None
+        notice = "paused" if paused else "resumed"
+        return RedirectResponse(f"{base}/hosted/{quote(name)}?notice={notice}", status_code=303)
+
     async def failure(request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException):
             status, message = exc.status_code, exc.detail
@@ -292,6 +312,8 @@ def create_dashboard(
         Route("/workers", workers),
         Route("/hosted", hosted),
         Route("/hosted/{name:path}/run", run_hosted, methods=["POST"]),
+        Route("/hosted/{name:path}/pause", pause_hosted, methods=["POST"]),
+        Route("/hosted/{name:path}/resume", resume_hosted, methods=["POST"]),
         Route("/hosted/{name:path}", hosted_job),
         Route("/types", job_types),
         Route("/types/{name:path}", job_type),

@@ -17,7 +17,7 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix,
 
 from ..outcomes import JobStatus
 
-__all__ = ["FINISHED_KEPT", "WAKE_TOKENS_KEPT", "CronKeys", "KeyLayout"]
+__all__ = ["FINISHED_KEPT", "WAKE_TOKENS_KEPT", "CronKeys", "HostedKeys", "KeyLayout"]
 
 WAKE_TOKENS_KEPT = 64
 """Enough tokens to wake every idle worker of a large fleet; more would only be stale."""
@@ -60,6 +60,24 @@ class CronKeys:
     def claim(self, tick_ms: int) -> str:
         """Set by the one process that fires ``tick_ms``."""
         return f"{self.prefix}:claim:{tick_ms}"
+
+
+@dataclass(frozen=True, slots=True)
+class HostedKeys:
+    """The shared keys of one continuous or per-process cron job (its runs in every process)."""
+
+    prefix: str
+
+    @property
+    def runs(self) -> str:
+        """A capped list of recent finished (or skipped) runs from every process (JSON),
+        newest first."""
+        return f"{self.prefix}:runs"
+
+    @property
+    def last(self) -> str:
+        """The newest run that ran (not a skipped tick), from whichever process (JSON)."""
+        return f"{self.prefix}:last"
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,3 +211,30 @@ class KeyLayout:
     def cron_run_id(self, name: str, tick_ms: int) -> str:
         """The job id of the run for one tick: the same in every process."""
         return f"{self._own}:cron:{name}:{tick_ms}"
+
+    def hosted(self, name: str) -> HostedKeys:
+        """The shared keys of the continuous or per-process cron job ``name``."""
+        return HostedKeys(f"{self._own}:hosted:{name}")
+
+    @property
+    def hosted_processes(self) -> str:
+        """A zset of the processes that publish hosted-job runs, scored by when each one's
+        snapshot lapses (ms) unless it publishes again."""
+        return f"{self._own}:hosted-processes"
+
+    def hosted_process(self, process: str) -> str:
+        """One process's snapshot of its hosted jobs (JSON: running runs, next run per job),
+        expiring unless refreshed, so a killed process's running runs lapse."""
+        return f"{self._own}:hosted-process:{process}"
+
+    def paused(self, what: str) -> str:
+        """A set of the paused names of one kind: ``paused("hosted")`` holds the names of
+        paused hosted jobs (other kinds, such as job types, may follow)."""
+        return f"{self._own}:paused:{what}"
+
+    @property
+    def control(self) -> str:
+        """The pub/sub channel of operator notices to every process (``pause hosted <name>``,
+        ``resume hosted <name>``); each process also re-reads the paused sets, so a missed
+        notice only delays it."""
+        return f"{self._own}:control"

@@ -95,6 +95,7 @@ def _command_probes(key: str, channel: str) -> dict[str, tuple[Any, ...]]:
         "zrevrangebyscore": ("ZREVRANGEBYSCORE", key, 1, 0),
         "hset": ("HSET", key, "f", "x"),
         "hincrby": ("HINCRBY", key, "f", 1),
+        "hsetnx": ("HSETNX", key, "f", "x"),
         "hdel": ("HDEL", key, "f"),
         "sadd": ("SADD", key, "m"),
         "srem": ("SREM", key, "m"),
@@ -179,8 +180,8 @@ def acl_rule(keys: KeyLayout, user: str = "default") -> str:
     cluster = ("cluster|slots",) if keys.hash_tag else ()
     needed = (*REQUIRED_COMMANDS, *_OPTIONAL_COMMANDS, *cluster)
     commands = " ".join(f"+{command}" for command in needed)
-    channel = _glob_escape(keys.events)
-    return f"ACL SETUSER {user} resetkeys resetchannels {patterns} &{channel} -@all {commands}"
+    channels = f"&{_glob_escape(keys.events)} &{_glob_escape(keys.control)}"
+    return f"ACL SETUSER {user} resetkeys resetchannels {patterns} {channels} -@all {commands}"
 
 
 @dataclass(frozen=True, slots=True)

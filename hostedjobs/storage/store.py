@@ -8,6 +8,7 @@ Scripts keep each operation atomic; reads that need no atomicity are pipelined.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +16,13 @@ from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import ExecAbortError, NoScriptError, OutOfMemoryError, ResponseError
+from redis.exceptions import (
+    ExecAbortError,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ResponseError,
+)
 
 from ..clock import LAST_MS
 from ..exceptions import NotReplicatedError
@@ -1032,8 +1039,10 @@ class Store:
         next_run: str,
         history_length: int,
         now_ms: int,
+        paused_entry: str = "",
     ) -> int:
-        """Fire one tick (see ``lua/fire.lua`` for what the answer means)."""
+        """Fire one tick (see ``lua/fire.lua`` for what the answer means); a paused job's
+        tick is claimed but not enqueued, ``paused_entry`` recorded once per pause."""
         k = self.keys
         c = k.cron(name)
         return int(
@@ -1051,6 +1060,7 @@ class Store:
                     k.waiting,
                     k.wake,
                     k.tries,
+                    k.paused("hosted"),
                 ],
                 [
                     tick_ms,
@@ -1066,6 +1076,8 @@ class Store:
                     history_length,
                     skipped_while_queued_entry,
                     now_ms,
+                    name,
+                    paused_entry,
                 ],
             )
         )
@@ -1139,6 +1151,92 @@ class Store:
             raw_state, history, running = await pipe.execute()
         state = {key.decode(): value.decode() for key, value in raw_state.items()}
         return state, list(history), bool(running)
+
+    # -- hosted jobs in every process -----------------------------------------------------------
+
+    async def publish_hosted(
+        self,
+        process: str,
+        snapshot: str,
+        *,
+        ttl_ms: int,
+        now_ms: int,
+        runs: dict[str, list[str]],
+        last: dict[str, str],
+        history_length: int,
+    ) -> None:
+        """Publish one process's hosted jobs in one transaction: its ``snapshot`` (JSON,
+        expiring after ``ttl_ms`` unless published again), and per job name the finished
+        ``runs`` (JSON, oldest first) added to the job's capped list and its ``last`` run."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(k.hosted_process(process), snapshot, px=ttl_ms)
+            pipe.zadd(k.hosted_processes, {process: now_ms + ttl_ms})
+            pipe.zremrangebyscore(k.hosted_processes, "-inf", now_ms)
+            for name, entries in runs.items():
+                if entries:
+                    pipe.lpush(k.hosted(name).runs, *entries)
+                    pipe.ltrim(k.hosted(name).runs, 0, history_length - 1)
+            for name, entry in last.items():
+                pipe.set(k.hosted(name).last, entry)
+            await pipe.execute()
+
+    async def forget_hosted_process(self, process: str) -> None:
+        """Remove a stopping process's snapshot (its runs stay in the jobs' lists)."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(k.hosted_process(process))
+            pipe.zrem(k.hosted_processes, process)
+            await pipe.execute()
+
+    async def read_hosted(
+        self, names: Sequence[str], *, history_length: int, now_ms: int
+    ) -> tuple[list[bytes], dict[str, tuple[list[bytes], bytes | None]], set[str]]:
+        """The live processes' snapshots, each named job's recent runs (newest first) and
+        last run, and the names of the paused hosted jobs."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(k.hosted_processes, now_ms, "+inf")
+            pipe.smembers(k.paused("hosted"))
+            for name in names:
+                pipe.lrange(k.hosted(name).runs, 0, history_length - 1)
+                pipe.get(k.hosted(name).last)
+            replies = await pipe.execute()
+        processes: list[bytes] = list(replies[0])
+        snapshots: list[bytes] = []
+        if processes:
+            raw = await self.redis.mget([k.hosted_process(p.decode()) for p in processes])
+            snapshots = [item for item in raw if item is not None]
+        jobs = {
+            name: (list(replies[2 + 2 * i]), replies[3 + 2 * i]) for i, name in enumerate(names)
+        }
+        return snapshots, jobs, {item.decode() for item in replies[1]}
+
+    async def paused_names(self, what: str) -> set[str]:
+        """The paused names of one kind (``"hosted"``: hosted jobs)."""
+        members: set[bytes] = await self.redis.smembers(self.keys.paused(what))  # type: ignore[misc]
+        return {item.decode() for item in members}
+
+    async def set_paused(self, what: str, name: str, paused: bool) -> bool:
+        """Pause (or resume) ``name`` of kind ``what`` and tell every process on the control
+        channel; True if that changed anything. Resuming a hosted job also clears its
+        distributed cron state's note of the pause (``lua/fire.lua``)."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if paused:
+                pipe.sadd(k.paused(what), name)
+            else:
+                pipe.srem(k.paused(what), name)
+                if what == "hosted":
+                    pipe.hdel(k.cron(name).state, "paused_noted")
+            changed, *_ = await pipe.execute()
+        with contextlib.suppress(NoPermissionError):  # an older ACL rule: processes poll
+            await self.redis.publish(k.control, f"{'pause' if paused else 'resume'} {what} {name}")
+        return bool(changed)
+
+    def control(self) -> PubSub:
+        """A pub/sub connection for operator notices (subscribe to `KeyLayout.control`)."""
+        return self.redis.pubsub()
 
 
 _KINDS = {JobStatus.SUCCEEDED: "s", JobStatus.FAILED: "f", JobStatus.CANCELLED: "c"}

@@ -4,15 +4,26 @@
 -- still waiting in the queue for its first try (no worker took it), enqueues the run under
 -- an id derived from the tick. A previous run waiting to be tried again (its worker crashed)
 -- does not hold the tick back: the two never overlap, the later to start waits its turn.
--- KEYS: claim, last_tick, lease, pending, state, history, job, result, queue, wake, tries
+-- A paused job's tick is claimed and recorded as fired like any other (so it is never run
+-- later, by misfire catch-up or another process), but not enqueued; the first such tick of
+-- a pause goes in the history as skipped (resuming clears the state's paused_noted).
+-- KEYS: claim, last_tick, lease, pending, state, history, job, result, queue, wake, tries, paused
 -- ARGV: tick_ms, claim_ttl_ms, owner, run_id, record, record_ttl_ms, skip_if_running (0/1),
---       skipped_entry, next_run, wake_kept, history_length, skipped_while_queued_entry, now_ms
+--       skipped_entry, next_run, wake_kept, history_length, skipped_while_queued_entry, now_ms,
+--       name, paused_entry
 -- Returns 0 claimed elsewhere, 1 enqueued, 2 skipped (running), 3 already enqueued,
--- 4 skipped (the previous run is still queued).
+-- 4 skipped (the previous run is still queued), 5 skipped (paused).
 if not redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[2]) then return 0 end
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tonumber(ARGV[1]) > last then redis.call('SET', KEYS[2], ARGV[1]) end
 redis.call('HSET', KEYS[5], 'next_run', ARGV[9])
+if redis.call('SISMEMBER', KEYS[12], ARGV[14]) == 1 then
+  if redis.call('HSETNX', KEYS[5], 'paused_noted', '1') == 1 then
+    redis.call('LPUSH', KEYS[6], ARGV[15])
+    redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[11]) - 1)
+  end
+  return 5
+end
 if ARGV[7] == '1' then
   local busy = 0
   if redis.call('EXISTS', KEYS[3]) == 1 then busy = 2 end
