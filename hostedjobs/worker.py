@@ -33,10 +33,11 @@ from .commits import OutcomeCommitter
 from .exceptions import JobFailedError, PayloadDecodeError, PayloadError
 from .health import BEAT_INTERVAL_S, WorkerBeat, new_worker_id, write_beat
 from .outcomes import JobStatus, Outcome
-from .runner import QueuedFunction, QueuedRun, RunReport, error_text
+from .runner import QueuedFunction, QueuedRun, RunReport, error_text, error_traceback
 from .serialization import dumps, read_record, result_record
 from .shutdown import Grace
 from .storage import Claimed, Finished, LeaseLostError, Peeked, Requeued, Store
+from .storage.store import TRIES_KEPT
 
 __all__ = [
     "LEASE_RENEW_S",
@@ -81,10 +82,14 @@ def finished_record(
     *,
     queue: str,
     finished_ms: int,
+    history: Sequence[dict[str, Any]] = (),
+    worker_id: str | None = None,
 ) -> tuple[JobStatus, bytes]:
     """The stored result of a finished job, and the status it ends in.
 
-    ``base`` is the job's record (``f``, ``a``, ``k``, ``et`` and ``t``, the tries).
+    ``base`` is the job's record (``f``, ``a``, ``k``, ``et`` and ``t``, the tries);
+    ``history`` the earlier failed tries' entries (``try``, ``at`` ms, ``error``,
+    ``traceback``), oldest first, kept in the result with this try's if it failed.
     """
     outcome = report.outcome
     status = JobStatus.of(outcome)
@@ -101,10 +106,26 @@ def finished_record(
         "m": report.message,
     }
     value: Any = report.value
+    if worker_id is not None:
+        record["w"] = worker_id
+    tries = list(history)
     if outcome is Outcome.FAILED:
         error = report.error or JobFailedError(report.message or "the job reported failure")
         record["m"] = error_text(error)
         value = error
+        trace = error_traceback(report.error)
+        if trace is not None:
+            record["tb"] = trace
+        tries.append(
+            {
+                "try": base.get("t") or 0,
+                "at": finished_ms,
+                "error": record["m"],
+                "traceback": trace or "",
+            }
+        )
+    if tries:
+        record["te"] = tries[-TRIES_KEPT:]
     try:
         data = result_record(record, value)
     except PayloadError as exc:
@@ -214,6 +235,7 @@ class Worker:
         self._aborting: set[str] = set()
         self._functions: dict[str, QueuedFunction | None] = {}
         self._parked_warned: set[str] = set()
+        self._cron_prefix = f"{store.keys.namespace}:cron:"
         self._commits = OutcomeCommitter(
             store,
             self.worker_id,
@@ -647,8 +669,21 @@ class Worker:
                 report.message,
                 counted=report.counted,
                 tries=job.tries,
+                traceback=error_traceback(report.error),
             )
-        return self._finished(job.id, base, start_ms, report, aborted=job.id in self._aborting)
+        history = await self._try_history(job.id) if attempt > 1 else []
+        return self._finished(
+            job.id, base, start_ms, report, aborted=job.id in self._aborting, history=history
+        )
+
+    async def _try_history(self, job_id: str) -> list[dict[str, Any]]:
+        """The earlier failed tries' entries kept in the job's meta hash (none if Redis does
+        not answer: the outcome matters more than its history)."""
+        try:
+            return await self.store.try_history(job_id)
+        except (RedisError, OSError) as exc:
+            logger.debug("job %s: its try history could not be read: %r", job_id, exc)
+            return []
 
     def _finished(
         self,
@@ -658,17 +693,32 @@ class Worker:
         report: RunReport,
         *,
         aborted: bool = False,
+        history: Sequence[dict[str, Any]] = (),
     ) -> Finished:
         if report.outcome is Outcome.FAILED:
             self.failed += 1
         else:
             self.completed += 1
+        # Distributed cron runs are listed under their hosted job, not with on-demand jobs.
+        indexed = not job_id.startswith(self._cron_prefix)
+        name, _, version = str(base["f"]).rpartition("@")
+        job_type = name if name and version.isdigit() else str(base["f"])
         if self.keep_result_s <= 0:
-            return Finished(job_id, JobStatus.of(report.outcome), None, 0, aborted)
+            return Finished(
+                job_id, JobStatus.of(report.outcome), None, 0, aborted, job_type, indexed
+            )
         status, data = finished_record(
-            job_id, base, start_ms, report, queue=self.store.keys.queue, finished_ms=_now_ms()
+            job_id,
+            base,
+            start_ms,
+            report,
+            queue=self.store.keys.queue,
+            finished_ms=_now_ms(),
+            history=history,
+            worker_id=self.worker_id,
         )
-        return Finished(job_id, status, data, int(self.keep_result_s * 1000), aborted)
+        keep_ms = int(self.keep_result_s * 1000)
+        return Finished(job_id, status, data, keep_ms, aborted, job_type, indexed)
 
     # -- timers: renewals, cancellations, heartbeats --------
 

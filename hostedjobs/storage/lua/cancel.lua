@@ -3,7 +3,8 @@
 -- stores it cancelled; requests older than an hour, whose job finished as they came, are
 -- dropped then); a queued or deferred one, if it is still the record the caller read,
 -- leaves the queue and is stored cancelled at once.
--- KEYS: queue, job, lock, tries, meta, result, cancelled, abort, claimed
+-- KEYS: queue, job, lock, tries, meta, result, cancelled, abort, claimed, type_cancelled
+--       (type_cancelled: its job type's cancelled index)
 -- ARGV: id, record, result_data, result_ms (-1: for ever, 0: not kept), now_ms,
 --       events_channel, finished_kept
 -- Returns 2 if the running job was asked to stop, 1 if the queued job was cancelled, 0 if
@@ -26,7 +27,10 @@ if ms ~= 0 then
   else
     redis.call('SET', KEYS[6], ARGV[3])
   end
-  redis.call('ZADD', KEYS[7], ARGV[5], ARGV[1])
-  redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -tonumber(ARGV[7]) - 1)
+  for _, i in ipairs({7, 10}) do
+    redis.call('ZADD', KEYS[i], ARGV[5], ARGV[1])
+    redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -tonumber(ARGV[7]) - 1)
+  end
+  if ms > 0 then redis.call('PEXPIRE', KEYS[10], ms) end
 end
 return 1
