@@ -68,7 +68,9 @@ def error_traceback(error: BaseException | None, limit: int = TRACEBACK_LIMIT) -
     if len(text) <= limit:
         return text
     tail = text[len(text) - limit :]
-    tail = tail[tail.find("\n") + 1 :] if "\n" in tail else tail
+    # Start at a frame (or at least a line), not inside one.
+    frame = tail.find("\n  File ")
+    tail = tail[frame + 1 :] if frame >= 0 else tail[tail.find("\n") + 1 :]
     return f"[{len(text) - len(tail)} characters of the traceback cut; its end follows]\n{tail}"
 
 
