@@ -240,6 +240,17 @@ async def test_reading_the_pages_never_scans_the_keyspace(running: JobHost, redi
     try:
         before = await probe.info("commandstats")
         pages = ["/", "/hosted", "/hosted/yearly", *(f"/jobs?state={s}" for s in JobStatus)]
+        # Finding jobs too: the opening list, filters on every kind of list, a search.
+        pages += [
+            "/jobs",
+            "/jobs?state=succeeded&type=tests.dashboard.note&sort=oldest&page=2",
+            "/jobs?state=succeeded&type=tests.dashboard.note&worker=w1",
+            "/jobs?state=failed&worker=w1&since=2020-01-01T00:00&until=2999-01-01T00:00",
+            "/jobs?state=queued&type=tests.dashboard.note&since=2020-01-01T00:00",
+            "/jobs?state=scheduled&type=tests.dashboard.note&sort=newest",
+            "/jobs?state=running&type=tests.dashboard.note&worker=w1",
+            "/jobs?q=no-such-id",
+        ]
         async with client_for(running) as client:
             for path in pages:
                 assert (await client.get(path)).status_code == 200

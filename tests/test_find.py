@@ -14,12 +14,15 @@ import redis.asyncio as aioredis
 from arq.jobs import Job
 
 from hostedjobs import JobContext, JobHost, JobStatus, RetryPolicy, job_type
+from hostedjobs.dashboard import PAGE_SIZE
+from hostedjobs.dashboard.app import BULK_LIMIT
 from hostedjobs.exceptions import ConfigurationError
 from hostedjobs.runner import TRACEBACK_LIMIT, error_traceback
 from hostedjobs.serialization import dumps, loads
 from hostedjobs.storage import Finished, Store
 from hostedjobs.storage.layout import KeyLayout
 from hostedjobs.testing import wait_for_job
+from tests.test_dashboard import allow_all, client_for, csrf_token
 from tests.waiting import eventually
 
 
@@ -208,7 +211,8 @@ async def test_finished_jobs_filter_by_type_worker_time_and_order(
 
         newest = await s.jobs(succeeded)
         oldest = await s.jobs(succeeded, newest_first=False)
-        assert [j.finished_at for j in oldest] == sorted(j.finished_at for j in newest)  # type: ignore[type-var]
+        assert len(newest) == 5
+        assert [j.id for j in oldest] == [j.id for j in reversed(newest)]
         future = datetime.now(UTC) + timedelta(hours=1)
         assert await s.jobs(succeeded, since=future) == []
         assert await s.count(succeeded, since=future) == 0
@@ -430,3 +434,175 @@ async def test_retry_takes_a_job_out_of_its_type_and_worker_indexes(
         assert [await pool.zscore(index, job_id) is not None for index in indexes] == [True] * 3
         assert await enqueuer.scheduler.retry(job_id)
         assert [await pool.zscore(index, job_id) for index in indexes] == [None] * 3
+
+
+# -- the dashboard's jobs pages ------------------------------------------------------------
+
+
+async def test_search_goes_to_the_job_or_says_there_is_none(
+    redis_url: str, queue_name: str
+) -> None:
+    """An exact id goes straight to the job's page; an unknown one is named in a notice."""
+    host = make_host(redis_url, queue_name)
+    async with host.run():
+        job_id = await host.scheduler.enqueue(Beta(n=1))
+        await wait_for_job(host, job_id, timeout=30)
+        async with client_for(host) as client:
+            found = await client.get("/jobs", params={"q": f"  {job_id} "})
+            assert found.status_code == 303
+            assert found.headers["location"] == f"/ops/jobs/jobs/{job_id}"
+            missing = await client.get("/jobs", params={"q": "<b>nope</b>"})
+            assert missing.status_code == 200
+            assert 'id="no-such-job"' in missing.text
+            assert "&lt;b&gt;nope&lt;/b&gt;" in missing.text
+
+
+async def test_the_list_opens_on_the_first_state_that_holds_jobs(
+    redis_url: str, queue_name: str
+) -> None:
+    """Nothing running: a failed job makes the list open on "failed", not "queued"."""
+    host = make_host(redis_url, queue_name)
+    async with host.run(), client_for(host) as client:
+        empty = (await client.get("/jobs")).text
+        assert 'href="/ops/jobs/jobs?state=succeeded" aria-current="page"' in empty
+        failed = await host.scheduler.enqueue(Alpha(n=1, fail=True))
+        await wait_for_job(host, failed, timeout=30)
+        await host.scheduler.enqueue(Beta(n=1))
+        opened = (await client.get("/jobs")).text
+        assert 'href="/ops/jobs/jobs?state=failed" aria-current="page"' in opened
+        assert failed in opened
+
+
+async def test_filters_sort_and_paging_links_keep_the_filters(
+    redis_url: str, queue_name: str
+) -> None:
+    """A GET form filters by type (and worker, time, order); the pager keeps the filters."""
+    host = make_host(redis_url, queue_name)
+    async with host.run():
+        betas = await host.scheduler.enqueue_many(Beta(n=i) for i in range(PAGE_SIZE + 2))
+        alpha = await host.scheduler.enqueue(Alpha(n=1))
+        for job_id in [*betas, alpha]:
+            await wait_for_job(host, job_id, timeout=30)
+        worker = (await host.scheduler.get(alpha)).worker  # type: ignore[union-attr]
+        async with client_for(host) as client:
+            query = {"state": "succeeded", "type": "tests.find.beta", "sort": "oldest"}
+            first = (await client.get("/jobs", params=query)).text
+            assert alpha not in first
+            assert "page 1 of 2" in first
+            assert "(27 match)" in first
+            assert (
+                'href="/ops/jobs/jobs?state=succeeded&amp;type=tests.find.beta&amp;sort=oldest'
+                '&amp;page=2" rel="next"' in first
+            )
+            second = (await client.get("/jobs", params={**query, "page": "2"})).text
+            assert second.count('data-label="Job"') == 2
+            by_worker = await client.get(
+                "/jobs", params={"state": "succeeded", "type": "tests.find.alpha", "worker": worker}
+            )
+            assert alpha in by_worker.text
+            later = await client.get(
+                "/jobs", params={"state": "succeeded", "since": "2999-01-01T00:00"}
+            )
+            assert "No succeeded jobs match the filters" in later.text
+            bad = await client.get("/jobs", params={"state": "succeeded", "since": "yesterday"})
+            assert bad.status_code == 400
+
+
+async def test_bulk_retry_confirms_the_count_then_reports_what_was_done(
+    redis_url: str, queue_name: str
+) -> None:
+    """Selected ids lead to a confirmation naming how many; the final POST retries those it
+    can and says why the others were left."""
+    host = make_host(redis_url, queue_name)
+    async with host.run():
+        failed = [await host.scheduler.enqueue(Alpha(n=i, fail=True)) for i in range(3)]
+        fine = await host.scheduler.enqueue(Beta(n=1))
+        for job_id in [*failed, fine]:
+            await wait_for_job(host, job_id, timeout=30)
+        async with client_for(host, auth=allow_all) as client:
+            token = await csrf_token(client, "/jobs?state=failed")
+            listed = (await client.get("/jobs?state=failed")).text
+            assert 'id="bulk-retry"' in listed and 'name="ids"' in listed
+            form = {"csrf_token": token, "action": "retry", "ids": [*failed, fine]}
+            confirm = await client.post("/jobs/bulk", data=form)
+            assert confirm.status_code == 200
+            assert '<h1 id="bulk-question">Retry 4 jobs?</h1>' in confirm.text
+            assert "1 of them is not failed now" in confirm.text
+            only_failed = await client.post("/jobs/bulk", data={**form, "ids": failed})
+            assert "Retry 3 failed jobs?" in only_failed.text
+            # Asking changed nothing yet.
+            assert {i.status for i in await host.scheduler.get_many(failed) if i} == {
+                JobStatus.FAILED
+            }
+
+            done = await client.post("/jobs/bulk/run", data=form)
+            assert done.status_code == 200
+            assert '<h1 id="bulk-result">Retried 3 of 4 jobs</h1>' in done.text
+            assert "1 could not be retried" in done.text
+            assert "it is succeeded, not failed" in done.text
+            for job_id in failed:
+                info = await wait_for_job(host, job_id, timeout=30)
+                assert info.status is JobStatus.FAILED and info.tries == 1
+
+            page_form = {"csrf_token": token, "action": "retry-page", "page_ids": failed}
+            assert "Retry 3 failed jobs?" in (await client.post("/jobs/bulk", data=page_form)).text
+            too_many = {
+                "csrf_token": token,
+                "action": "delete",
+                "ids": [str(i) for i in range(BULK_LIMIT + 1)],
+            }
+            assert (await client.post("/jobs/bulk", data=too_many)).status_code == 400
+            assert (
+                await client.post("/jobs/bulk", data={**form, "action": "nuke"})
+            ).status_code == 400
+            no_token = {"action": "retry", "ids": failed}
+            assert (await client.post("/jobs/bulk/run", data=no_token)).status_code == 403
+        async with client_for(host) as read_only:
+            assert (await read_only.post("/jobs/bulk", data=form)).status_code == 403
+
+
+async def test_bulk_delete_and_cancel_and_the_job_pages_cancel_button(
+    redis_url: str, queue_name: str
+) -> None:
+    """Scheduled jobs deleted and cancelled in bulk end cancelled; a running job cancelled
+    from its page stops; the job page shows the failed job's traceback, escaped."""
+    host = make_host(redis_url, queue_name)
+    async with host.run():
+        s = host.scheduler
+        later = [await s.schedule(Beta(n=i), delay=timedelta(hours=1)) for i in range(4)]
+        running = await s.enqueue(Alpha(n=1, pause=3600))
+        await wait_for_job(host, running, statuses={JobStatus.RUNNING}, timeout=30)
+        async with client_for(host, auth=allow_all) as client:
+            token = await csrf_token(client, "/jobs?state=scheduled")
+            deleted = await client.post(
+                "/jobs/bulk/run", data={"csrf_token": token, "action": "delete", "ids": later[:2]}
+            )
+            assert "Deleted 2 of 2 jobs" in deleted.text
+            cancelled = await client.post(
+                "/jobs/bulk/run", data={"csrf_token": token, "action": "cancel", "ids": later[2:]}
+            )
+            assert "Cancelled 2 of 2 jobs" in cancelled.text
+            infos = await s.get_many(later)
+            assert [(i.status, i.message) for i in infos if i] == [
+                (JobStatus.CANCELLED, "deleted"),
+                (JobStatus.CANCELLED, "deleted"),
+                (JobStatus.CANCELLED, "cancelled before it started"),
+                (JobStatus.CANCELLED, "cancelled before it started"),
+            ]
+
+            page = (await client.get(f"/jobs/{running}")).text
+            assert f'action="/ops/jobs/jobs/{running}/cancel"' in page
+            stop = await client.post(f"/jobs/{running}/cancel", data={"csrf_token": token})
+            assert stop.headers["location"].endswith("?notice=cancelled")
+            info = await wait_for_job(host, running, timeout=30)
+            assert info.status is JobStatus.CANCELLED
+            again = await client.post(f"/jobs/{running}/cancel", data={"csrf_token": token})
+            assert again.headers["location"].endswith("?notice=not-cancelled")
+
+            failed = await s.enqueue(Alpha(n=666, fail=True))
+            await wait_for_job(host, failed, timeout=30)
+            shown = (await client.get(f"/jobs/{failed}")).text
+            assert '<details class="traceback" id="traceback" open>' in shown
+            assert "in innermost_frame" in shown
+            assert "raise ValueError(f&#34;alpha {n} refused&#34;)" in shown
+            assert 'id="try-1"' in shown
