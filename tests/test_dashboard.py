@@ -188,7 +188,8 @@ async def test_actions_need_the_csrf_token_and_same_origin(running: JobHost) -> 
         )
         assert deleted.status_code == 303
         assert deleted.headers["location"] == "/ops/jobs/jobs?notice=deleted"
-        assert (await running.scheduler.get(job_id)) is None
+        gone = await running.scheduler.get(job_id)
+        assert gone is not None and (gone.status, gone.message) == (JobStatus.CANCELLED, "deleted")
         notice = await client.get("/jobs?notice=deleted")
         assert "The job was deleted" in notice.text
         # Notices are picked by code: a made-up one shows nothing, markup is never reflected.
