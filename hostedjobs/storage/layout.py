@@ -24,8 +24,8 @@ WAKE_TOKENS_KEPT = 64
 
 FINISHED_KEPT = 100_000
 """How many finished jobs of each state the indexes remember (newest first); the same bound
-holds for each job type's and each worker's index of a state. An entry costs about 100 bytes
-of Redis memory, less than the result record it points to (kept for ``keep_result`` anyway)."""
+holds for each job type's and each worker's index of a state. An entry costs about 140 bytes
+of Redis memory, a third of a small result record (kept for ``keep_result`` anyway)."""
 
 WORKER_INDEX_TTL_MS = 86_400_000
 """How long a worker's finished-job indexes live after its last commit (worker ids are new
