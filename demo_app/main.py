@@ -256,6 +256,10 @@ async def list_signups(request: Request) -> JSONResponse:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 

@@ -6,6 +6,7 @@ hostedjobs run MODULE:ATTR NAME [--no-wait]                 run a hosted job now
 hostedjobs pause MODULE:ATTR NAME                           pause a hosted job everywhere
 hostedjobs resume MODULE:ATTR NAME                          resume a paused hosted job
 hostedjobs health MODULE:ATTR [--any] [--max-age S]         exit 0 if a worker is alive
+hostedjobs cancel MODULE:ATTR JOB_ID [--no-wait]            cancel an on-demand job
 """
 
 from __future__ import annotations
@@ -271,6 +272,48 @@ async def _health(host: JobHost, *, any_host: bool, max_age_s: float) -> int:
     return 0
 
 
+_CANCEL_WAIT_S = 30.0
+"""How long `hostedjobs cancel` waits for a running job's worker to stop it."""
+
+
+async def _cancel(host: JobHost, job_id: str, wait: bool) -> int:
+    """Cancel a queued, scheduled or running job; 0 once it is cancelled (or, with
+    ``wait`` off, asked to stop), 1 if it is unknown, already finished, or did not stop."""
+    async with host.connected():
+        scheduler = host.scheduler
+        info = await scheduler.get(job_id)
+        if info is None:
+            print(
+                f"error: no job {job_id!r} (never queued, or its result expired)", file=sys.stderr
+            )
+            return 1
+        if info.finished:
+            print(f"error: job {job_id} has already finished: {info.status}", file=sys.stderr)
+            return 1
+        if not await scheduler.cancel(job_id):
+            latest = await scheduler.get(job_id)
+            status = "gone" if latest is None else str(latest.status)
+            print(f"error: job {job_id} could not be cancelled: it is {status}", file=sys.stderr)
+            return 1
+        if info.status is not JobStatus.RUNNING:
+            print(f"cancelled {job_id} ({info.job_type}, was {info.status})")
+            return 0
+        print(f"asked the worker running {job_id} ({info.job_type}) to stop it")
+        if not wait:
+            return 0
+        try:
+            done = await wait_for_job(host, job_id, timeout=_CANCEL_WAIT_S)
+        except TimeoutError:
+            print(
+                f"error: job {job_id} still runs after {_CANCEL_WAIT_S:g} s: is its worker "
+                "alive? (it stops the job when it next looks, about every half second)",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"{job_id}: {done.status}{': ' + done.message if done.message else ''}")
+        return 0 if done.status is JobStatus.CANCELLED else 1
+
+
 def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """The event loop for a worker process: uvloop (15-20% faster) when available."""
     if choice == "asyncio":
@@ -341,6 +384,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     health.add_argument(
         "--max-age", type=float, default=BEAT_TTL_S, help="seconds a heartbeat stays fresh"
     )
+    cancel = commands.add_parser(
+        "cancel",
+        parents=[common],
+        help="cancel a queued, scheduled or running on-demand job (a running one is stopped)",
+    )
+    cancel.add_argument("target", metavar="MODULE:ATTR", help=target_help)
+    cancel.add_argument("job_id", metavar="JOB_ID", help="the job's id")
+    cancel.add_argument(
+        "--no-wait", action="store_true", help="do not wait for a running job to stop"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -364,6 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_pause(host, args.name, args.command == "pause"))
         elif args.command == "health":
             return asyncio.run(_health(host, any_host=args.any, max_age_s=args.max_age))
+        elif args.command == "cancel":
+            return asyncio.run(_cancel(host, args.job_id, wait=not args.no_wait))
         else:
             return asyncio.run(_run_job(host, args.name, wait=not args.no_wait))
     except (HostedJobsError, _StartupFailed) as exc:

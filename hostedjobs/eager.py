@@ -19,9 +19,10 @@ import contextlib
 import contextvars
 import dataclasses
 import itertools
+import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -44,7 +45,7 @@ from .history import (
     job_type_stats,
 )
 from .outcomes import JobStatus, Outcome
-from .runner import QueuedFunction, QueuedRun, RunReport, error_text
+from .runner import QueuedFunction, QueuedRun, RunReport, error_text, error_traceback
 from .scheduler import (
     JobId,
     JobInfo,
@@ -52,11 +53,12 @@ from .scheduler import (
     _job_info,
     _new_id,
     _prepare_many,
+    _Query,
     _readable,
 )
-from .scheduler import _status as _parse_status
 from .serialization import encode_payload, job_record, job_type_info, read_record
 from .storage import KeyLayout, Store, StoredJob
+from .storage.store import try_entries
 from .worker import finished_record
 
 if TYPE_CHECKING:
@@ -277,6 +279,16 @@ class EagerScheduler(Scheduler):
                     break
                 if report.message:
                     job.meta["error"] = report.message
+                    trace = error_traceback(report.error) or ""
+                    job.meta["traceback"] = trace
+                    job.meta[f"try:{job.tries}"] = json.dumps(
+                        {
+                            "try": job.tries,
+                            "at": self._now_ms(),
+                            "error": report.message,
+                            "traceback": trace,
+                        }
+                    )
         finally:
             _IN_RUN.reset(token)
         self._finish(job_id, job, base, start_ms, report)
@@ -318,7 +330,13 @@ class EagerScheduler(Scheduler):
                 self._jobs.pop(job_id, None)
             return
         _, job.result = finished_record(
-            job_id, base, start_ms, report, queue=self._queue_key, finished_ms=self._now_ms()
+            job_id,
+            base,
+            start_ms,
+            report,
+            queue=self._queue_key,
+            finished_ms=self._now_ms(),
+            history=try_entries(job.meta),
         )
 
     async def progress(self, job_id: str, values: dict[str, str]) -> None:
@@ -409,19 +427,68 @@ class EagerScheduler(Scheduler):
         ]
 
     async def jobs(
-        self, status: JobStatus | str, *, offset: int = 0, limit: int = 50
+        self,
+        status: JobStatus | str,
+        *,
+        offset: int = 0,
+        limit: int = 50,
+        job_type: str | None = None,
+        worker: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        newest_first: bool | None = None,
     ) -> list[JobInfo]:
-        """A page of jobs in ``status``: queued and scheduled by due time, others newest first."""
+        """A page of jobs in ``status``, filtered as `Scheduler.jobs` does: queued and
+        scheduled by due time, others newest first (``newest_first`` turns it around)."""
         if offset < 0 or limit < 1:
             raise ConfigurationError("jobs() needs offset >= 0 and limit >= 1")
         self._check_running()
-        wanted = _parse_status(status)
-        found = [(job, info) for job, info in self._infos() if info.status is wanted]
+        query = _Query.of(status, job_type, worker, since, until, newest_first)
+        found = self._matching(query)
+        return [info for _, info in found[offset : offset + limit]]
+
+    async def count(
+        self,
+        status: JobStatus | str,
+        *,
+        job_type: str | None = None,
+        worker: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """How many jobs `jobs` lists with these filters."""
+        self._check_running()
+        return len(self._matching(_Query.of(status, job_type, worker, since, until, None)))
+
+    def _matching(self, query: _Query) -> list[tuple[_Job, JobInfo]]:
+        wanted = query.status
+
+        def when(job: _Job, info: JobInfo) -> float | None:
+            if wanted in _WAITING:
+                return job.due_ms
+            moment = info.started_at if wanted is JobStatus.RUNNING else info.finished_at
+            return None if moment is None else moment.timestamp() * 1000
+
+        found = [
+            (job, info)
+            for job, info in self._infos()
+            if info.status is wanted
+            and (query.job_type is None or info.job_type == query.job_type)
+            and (query.worker is None or info.worker == query.worker)
+            and (query.min_ms is None or (when(job, info) or 0) >= query.min_ms)
+            and (query.max_ms is None or (when(job, info) or 0) <= query.max_ms)
+        ]
         if wanted in _WAITING:
             found.sort(key=lambda pair: (pair[0].due_ms or 0, pair[0].sequence))
+            if query.newest_first:
+                found.reverse()
         else:
-            found.sort(key=lambda pair: pair[0].sequence, reverse=True)
-        return [info for _, info in found[offset : offset + limit]]
+            found.sort(key=lambda pair: pair[0].sequence, reverse=query.newest_first)
+        return found
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[JobInfo | None]:
+        """`get` for many ids at once."""
+        return [await self.get(job_id) for job_id in job_ids]
 
     async def counts(self, *, since: Seconds | None = None) -> dict[JobStatus, int]:
         """How many jobs are in each state; with ``since``, finished states count only jobs

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -27,11 +28,13 @@ from .scope import ScopeProvider
 
 __all__ = [
     "PERMANENT_ERRORS",
+    "TRACEBACK_LIMIT",
     "QueuedFunction",
     "QueuedRun",
     "RunReport",
     "Runner",
     "error_text",
+    "error_traceback",
 ]
 
 logger = logging.getLogger("hostedjobs.run")
@@ -47,6 +50,28 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
 def error_text(error: BaseException) -> str:
     """``"ExcType: message"``, how an error is shown and stored."""
     return f"{type(error).__name__}: {error}"
+
+
+TRACEBACK_LIMIT = 8192
+"""The most characters of a traceback stored with a failed try: its end (the innermost
+frames and the error) is kept, and a first line says how much was cut."""
+
+
+def error_traceback(error: BaseException | None, limit: int = TRACEBACK_LIMIT) -> str | None:
+    """The formatted traceback of ``error`` (chained causes too, no local variables), at
+    most ``limit`` characters; None if there is no error. Only what the exception itself
+    holds (its message and the code's lines) is written down: nothing is added that could
+    hold a secret the message did not already show."""
+    if error is None:
+        return None
+    text = "".join(traceback.format_exception(error)).rstrip("\n")
+    if len(text) <= limit:
+        return text
+    tail = text[len(text) - limit :]
+    # Start at a frame (or at least a line), not inside one.
+    frame = tail.find("\n  File ")
+    tail = tail[frame + 1 :] if frame >= 0 else tail[tail.find("\n") + 1 :]
+    return f"[{len(text) - len(tail)} characters of the traceback cut; its end follows]\n{tail}"
 
 
 @dataclass(frozen=True, slots=True)

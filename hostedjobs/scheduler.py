@@ -33,7 +33,6 @@ from .history import (
     JobTypeStats,
     history_field_names,
     history_points,
-    job_type_of,
     job_type_stats,
 )
 from .instrumentation import Instrumentation
@@ -48,6 +47,7 @@ from .serialization import (
 )
 from .storage import Store, StoredJob
 from .storage.shards import ShardLayout
+from .storage.store import try_entries
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 else:
     R_co = TypeVar("R_co", covariant=True)
 
-__all__ = ["JobId", "JobInfo", "JobPayload", "JobStatus", "Scheduler"]
+__all__ = ["JobId", "JobInfo", "JobPayload", "JobStatus", "Scheduler", "TryError"]
 
 R = TypeVar("R")
 
@@ -100,6 +100,21 @@ _WAITING_STATES = (JobStatus.QUEUED, JobStatus.SCHEDULED)
 
 
 @dataclass(frozen=True, slots=True)
+class TryError:
+    """One failed try of a job, as its history keeps it."""
+
+    attempt: int
+    """The try's number (1 for the first)."""
+    at: datetime | None
+    """When the try ended."""
+    error: str
+    """``"ExcType: message"``."""
+    traceback: str | None
+    """Its formatted traceback (at most `TRACEBACK_LIMIT` characters, the end kept), if
+    the try raised."""
+
+
+@dataclass(frozen=True, slots=True)
 class JobInfo(Generic[R_co]):
     """A snapshot of one on-demand job, as `Scheduler.get` reads it from Redis.
 
@@ -131,6 +146,14 @@ class JobInfo(Generic[R_co]):
     """``"ExcType: message"`` of a failed job, or of the last failed try of a retried one."""
     progress: float | None
     progress_message: str | None
+    traceback: str | None = None
+    """The formatted traceback of the failed job, or of the last failed try of a retried one
+    (at most 8,192 characters, its end kept); None if that try did not raise or was stored
+    before hostedjobs kept tracebacks."""
+    errors: tuple[TryError, ...] = ()
+    """The failed tries so far, oldest first (the newest 10)."""
+    worker: str | None = None
+    """The id of the worker that finished the job (hostedjobs workers record it)."""
 
     @property
     def finished(self) -> bool:
@@ -340,9 +363,41 @@ class Scheduler:
     async def delete(self, job_id: str) -> bool:
         """Remove a queued or scheduled job so it never runs; its id can then be reused.
 
-        Returns False, changing nothing, if the job is running, finished or unknown.
+        The deleted job stays visible as cancelled (message ``"deleted"``) in the cancelled
+        list and to `get` while a result would be kept (``keep_result``), from a record kept
+        apart from arq's keys: a new job may take the id at once, and then `get` shows the
+        new one. Returns False, changing nothing, if the job is running, finished or unknown.
         """
-        return await self._store_for(job_id).delete(job_id)
+        store = self._store_for(job_id)
+        keep_ms = int(self.keep_result_s * 1000)
+        if keep_ms <= 0:
+            return await store.delete(job_id)
+        (job,) = await store.read_jobs([job_id])
+        if job.record is None:
+            return await store.delete(job_id)
+        stored = _readable(job.record)[0] or {"f": _UNREADABLE, "a": [], "k": {}, "et": 0}
+        now_ms = int(time.time() * 1000)
+        tombstone = dumps(
+            {
+                **stored,
+                "t": job.tries,
+                "s": True,
+                "r": None,
+                "st": None,
+                "ft": now_ms,
+                "q": self.queue_name,
+                "id": job_id,
+                "o": Outcome.CANCELLED.value,
+                "m": "deleted",
+            }
+        )
+        return await store.delete(
+            job_id,
+            tombstone=tombstone,
+            keep_ms=keep_ms,
+            now_ms=now_ms,
+            job_type=_split_key(str(stored["f"]))[0],
+        )
 
     async def cancel(self, job_id: str) -> bool:
         """Cancel a queued, scheduled or running job; it ends `JobStatus.CANCELLED`.
@@ -386,13 +441,14 @@ class Scheduler:
                         "m": message,
                     }
                 )
+            readable = _readable(record)[0]
             done = await store.cancel(
                 job_id,
                 record,
                 data,
                 keep_ms=int(self.keep_result_s * 1000),
                 now_ms=now_ms,
-                function=job_type_of(str(readable.get("f") or "")) if readable else "",
+                job_type=_split_key(str(readable["f"]))[0] if readable else _UNREADABLE,
             )
             if done:
                 return True
@@ -419,40 +475,87 @@ class Scheduler:
             job_record(record["f"], args[0], now_ms),
             due_ms=now_ms,
             ttl_ms=_EXPIRES_EXTRA_MS,
+            job_type=_split_key(str(record["f"]))[0],
+            worker_id=record["w"] if isinstance(record.get("w"), str) else "",
         )
 
     async def jobs(
-        self, status: JobStatus | str, *, offset: int = 0, limit: int = 50
+        self,
+        status: JobStatus | str,
+        *,
+        offset: int = 0,
+        limit: int = 50,
+        job_type: str | None = None,
+        worker: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        newest_first: bool | None = None,
     ) -> list[JobInfo]:
         """A page of jobs in ``status`` (a `JobStatus` or its value, e.g. ``"failed"``):
-        queued and scheduled by due time, the others newest first. Reads indexes only, never
-        the keyspace.
+        queued and scheduled by due time (soonest first), the others newest first. Reads
+        indexes only, never the keyspace.
 
-        Running, succeeded, failed and cancelled jobs are listed from indexes that hostedjobs
-        workers keep (jobs run by stock arq workers are not listed there); finished jobs stay
-        listed while their result is kept, up to the newest 10,000 per state.
+        Filters, all optional: ``job_type`` (a job type's name, without version), ``worker``
+        (a worker id; running and finished jobs only: waiting jobs have none, so the page is
+        then empty), and a time range ``since``/``until`` (aware datetimes, inclusive) on
+        the time the list is ordered by: when a finished job finished, when a running one
+        was claimed, when a queued or scheduled one is due. ``newest_first`` turns the order
+        around (for waiting jobs: the latest due first); None keeps each list's own order.
+
+        Finished jobs of a type or a worker are read from their own indexes (one range read
+        per page, whatever the depth); waiting and running jobs of a type are found by
+        reading the records of at most 20,000 waiting (or running) ones. Running, succeeded,
+        failed and cancelled jobs are listed from indexes that hostedjobs workers keep (jobs
+        run by stock arq workers are not listed there); finished jobs stay listed while
+        their result is kept, up to the newest 100,000 per state. Distributed cron runs are
+        not listed (see their hosted job). Raises `ConfigurationError` for a bad status,
+        offset, limit or naive datetime.
         """
         if offset < 0 or limit < 1:
             raise ConfigurationError("jobs() needs offset >= 0 and limit >= 1")
-        status = _status(status)
-        if self._shards:
-            ids = await self._merged_ids(status, offset=offset, limit=limit)
-            infos = await self._get_many(ids)
-            return [info for info in infos if info is not None and info.status is status]
-        store = self.store
-        if status in _WAITING_STATES:
-            ids = await store.waiting_ids(
-                due=status is JobStatus.QUEUED,
-                now_ms=int(time.time() * 1000),
-                offset=offset,
-                limit=limit,
-            )
+        query = _Query.of(status, job_type, worker, since, until, newest_first)
+        if query.status in _WAITING_STATES and worker is not None:
+            return []
+        stores = self._shards or [self.store]
+        now_ms = int(time.time() * 1000)
+        if len(stores) == 1:
+            entries = await _entries(stores[0], query, now_ms, offset, limit)
+            ids = [job_id for _, job_id in entries]
         else:
-            ids = await store.indexed_ids(status, offset=offset, limit=limit)
+            pages = await asyncio.gather(
+                *(_entries(store, query, now_ms, 0, offset + limit) for store in stores)
+            )
+            merged = heapq.merge(*pages)
+            ids = [job_id for _, job_id in itertools.islice(merged, offset, offset + limit)]
         infos = await self._get_many(ids)
         # An index can briefly lag the job (a stock arq worker finished it, say): list only
         # jobs that are in the state asked for.
-        return [info for info in infos if info is not None and info.status is status]
+        return [
+            info
+            for info in infos
+            if info is not None
+            and info.status is query.status
+            and (job_type is None or info.job_type == job_type)
+        ]
+
+    async def count(
+        self,
+        status: JobStatus | str,
+        *,
+        job_type: str | None = None,
+        worker: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """How many jobs `jobs` lists with the same filters (for paging). Exact for finished
+        jobs (one ZCOUNT per shard); for waiting and running jobs of a type, counted among
+        at most 20,000 per shard."""
+        query = _Query.of(status, job_type, worker, since, until, None)
+        if query.status in _WAITING_STATES and worker is not None:
+            return 0
+        now_ms = int(time.time() * 1000)
+        stores = self._shards or [self.store]
+        return sum(await asyncio.gather(*(_count(store, query, now_ms) for store in stores)))
 
     async def counts(self, *, since: Seconds | None = None) -> dict[JobStatus, int]:
         """How many jobs are in each state, from the same indexes as `jobs`.
@@ -518,44 +621,6 @@ class Scheduler:
         )
         return job_type_stats(shards)
 
-    async def _merged_ids(self, status: JobStatus, *, offset: int, limit: int) -> list[str]:
-        """A page of a sharded queue's list: the first ``offset + limit`` entries of every
-        shard, merged in the list's order, then sliced. Its cost grows with the page's depth
-        times the shard count (page k of size n reads up to ``shards * k * n`` index
-        entries), never with the queue's size; the records are read for one page only."""
-        now_ms = int(time.time() * 1000)
-        keyed: list[list[tuple[tuple[Any, ...], str]]]
-        if status in _WAITING_STATES:
-            pages = await asyncio.gather(
-                *(
-                    store.waiting_entries(
-                        due=status is JobStatus.QUEUED,
-                        now_ms=now_ms,
-                        offset=0,
-                        limit=offset + limit,
-                    )
-                    for store in self._shards
-                )
-            )
-            # Soonest due first, the parked ones after, by function, as each shard lists them.
-            keyed = [
-                [
-                    ((function is not None, function or "", due), job_id)
-                    for job_id, function, due in page
-                ]
-                for page in pages
-            ]
-        else:
-            indexed = await asyncio.gather(
-                *(
-                    store.indexed_entries(status, offset=0, limit=offset + limit)
-                    for store in self._shards
-                )
-            )
-            keyed = [[((-score,), job_id) for job_id, score in page] for page in indexed]
-        merged = heapq.merge(*keyed)
-        return [job_id for _, job_id in itertools.islice(merged, offset, offset + limit)]
-
     @overload
     def watch(
         self, job_id: JobId[R], *, recheck_every: float = 5.0
@@ -613,6 +678,12 @@ class Scheduler:
         (info,) = await self._get_many([job_id])
         return self._typed_result(info)
 
+    async def get_many(self, job_ids: Sequence[str]) -> list[JobInfo | None]:
+        """`get` for many ids at once (one round trip per shard): each id's `JobInfo`, or
+        None where the job is unknown, in the order given."""
+        infos = await self._get_many(list(job_ids))
+        return [self._typed_result(info) for info in infos]
+
     def _typed_result(self, info: JobInfo | None) -> JobInfo | None:
         """``info`` with a function job's result rebuilt as its return type (`result_types`)."""
         if info is not None and info.result is not None and self.result_types:
@@ -644,6 +715,159 @@ class Scheduler:
 
 _LATEST_DUE_MS = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp() * 1000)
 """The latest due time `Scheduler.schedule` takes: the last second `datetime` can show."""
+
+
+_SCAN_CAP = 20_000
+"""How many waiting or running jobs a job type filter looks at, at most, per shard."""
+_SCAN_BATCH = 500
+
+
+def _aware_ms(name: str, value: datetime | None) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise ConfigurationError(f"jobs({name}={value!r}) needs an aware datetime")
+    return int(value.timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """What `Scheduler.jobs` and `Scheduler.count` were asked for."""
+
+    status: JobStatus
+    job_type: str | None
+    worker: str | None
+    min_ms: int | None
+    max_ms: int | None
+    newest_first: bool
+
+    @classmethod
+    def of(
+        cls,
+        status: JobStatus | str,
+        job_type: str | None,
+        worker: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        newest_first: bool | None,
+    ) -> _Query:
+        state = _status(status)
+        for name, value in (("job_type", job_type), ("worker", worker)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigurationError(f"jobs({name}={value!r}) needs a non-empty string")
+        if newest_first is None:
+            newest_first = state not in _WAITING_STATES
+        return cls(
+            state,
+            job_type,
+            worker,
+            _aware_ms("since", since),
+            _aware_ms("until", until),
+            newest_first,
+        )
+
+
+def _of_type(records: list[bytes | None], job_type: str) -> list[bool]:
+    """Which of ``records`` are of ``job_type`` (unreadable ones are not)."""
+    found = []
+    for raw in records:
+        record = _readable(raw)[0]
+        found.append(record is not None and _split_key(str(record["f"]))[0] == job_type)
+    return found
+
+
+async def _waiting(
+    store: Store, query: _Query, now_ms: int, offset: int, limit: int
+) -> list[tuple[str, str | None, int]]:
+    """A page of waiting jobs matching ``query`` (a job type: by their records, bounded)."""
+
+    async def page(start: int, size: int) -> list[tuple[str, str | None, int]]:
+        return await store.waiting_entries(
+            due=query.status is JobStatus.QUEUED,
+            now_ms=now_ms,
+            offset=start,
+            limit=size,
+            min_ms=query.min_ms,
+            max_ms=query.max_ms,
+            latest_first=query.newest_first,
+        )
+
+    if query.job_type is None:
+        return await page(offset, limit)
+    found: list[tuple[str, str | None, int]] = []
+    start = 0
+    while start < _SCAN_CAP and len(found) < offset + limit:
+        batch = await page(start, _SCAN_BATCH)
+        matches = _of_type(await store.records([e[0] for e in batch]), query.job_type)
+        found += (entry for entry, match in zip(batch, matches, strict=True) if match)
+        if len(batch) < _SCAN_BATCH:
+            break
+        start += _SCAN_BATCH
+    return found[offset : offset + limit]
+
+
+async def _running(store: Store, query: _Query) -> list[tuple[str, int]]:
+    """Every running job matching ``query``, latest claim first (bounded)."""
+    entries = (
+        await store.running_entries(
+            worker_id=query.worker, min_ms=query.min_ms, max_ms=query.max_ms
+        )
+    )[:_SCAN_CAP]
+    if query.job_type is not None:
+        matches: list[bool] = []
+        for i in range(0, len(entries), _SCAN_BATCH):
+            batch = [job_id for job_id, _ in entries[i : i + _SCAN_BATCH]]
+            matches += _of_type(await store.records(batch), query.job_type)
+        entries = [entry for entry, match in zip(entries, matches, strict=True) if match]
+    return entries
+
+
+async def _entries(
+    store: Store, query: _Query, now_ms: int, offset: int, limit: int
+) -> list[tuple[tuple[Any, ...], str]]:
+    """A page of one store's jobs matching ``query``, each with a key that orders pages of
+    several shards the same way (so they merge)."""
+    sign = -1 if query.newest_first else 1
+    if query.status in _WAITING_STATES:
+        page = await _waiting(store, query, now_ms, offset, limit)
+        # Soonest (or latest) due first, the parked ones after, by function.
+        return [
+            ((function is not None, function or "", sign * due), job_id)
+            for job_id, function, due in page
+        ]
+    if query.status is JobStatus.RUNNING:
+        running = await _running(store, query)
+        if not query.newest_first:
+            running.reverse()
+        return [((sign * ms,), job_id) for job_id, ms in running[offset : offset + limit]]
+    finished = await store.finished_entries(
+        query.status,
+        job_type=query.job_type,
+        worker_id=query.worker,
+        min_ms=query.min_ms,
+        max_ms=query.max_ms,
+        newest_first=query.newest_first,
+        offset=offset,
+        limit=limit,
+    )
+    return [((sign * ms,), job_id) for job_id, ms in finished]
+
+
+async def _count(store: Store, query: _Query, now_ms: int) -> int:
+    """How many of one store's jobs match ``query``."""
+    if query.status.finished:
+        return await store.finished_count(
+            query.status,
+            job_type=query.job_type,
+            worker_id=query.worker,
+            min_ms=query.min_ms,
+            max_ms=query.max_ms,
+        )
+    if query.status is JobStatus.RUNNING:
+        return len(await _running(store, query))
+    if query.job_type is None and query.min_ms is None and query.max_ms is None:
+        return (await store.counts(now_ms=now_ms, since_ms=None))[query.status]
+    return len(await _waiting(store, query, now_ms, 0, _SCAN_CAP))
 
 
 def _status(status: JobStatus | str) -> JobStatus:
@@ -713,6 +937,8 @@ def _job_info(job_id: str, job: StoredJob) -> JobInfo | None:
     running) with the job type ``<unreadable>`` and an error saying what is wrong, which is
     the error a worker fails it with; an unreadable result reads as failed.
     """
+    if job.record is None and job.result is None and job.deleted is not None:
+        job = dataclasses.replace(job, result=job.deleted, meta={})
     finished = job.result is not None or job.unreadable_result is not None
     if finished:
         record, unreadable = _readable(job.result)
@@ -730,7 +956,12 @@ def _job_info(job_id: str, job: StoredJob) -> JobInfo | None:
     value = record.get("r")
     message: str | None = None
     error = unreadable or job.meta.get("error")
+    trace = job.meta.get("traceback") or None
+    history = try_entries(job.meta)
     if finished:
+        kept = record.get("te")
+        history = kept if isinstance(kept, list) else []
+        trace = record.get("tb") if isinstance(record.get("tb"), str) else None
         outcome = _outcome(record)
         status = JobStatus.of(outcome)
         stored_message = record.get("m")
@@ -769,4 +1000,19 @@ def _job_info(job_id: str, job: StoredJob) -> JobInfo | None:
         error=error,
         progress=_progress(job.meta.get("progress")),
         progress_message=job.meta.get("progress_message"),
+        traceback=trace,
+        errors=tuple(_try_error(entry) for entry in history if isinstance(entry, dict)),
+        worker=record.get("w") if finished and isinstance(record.get("w"), str) else None,
+    )
+
+
+def _try_error(entry: dict[str, Any]) -> TryError:
+    """A try history entry (stored JSON) as a `TryError`, whatever fields it lacks."""
+    at = entry.get("at")
+    trace = entry.get("traceback")
+    return TryError(
+        attempt=entry["try"] if isinstance(entry.get("try"), int) else 0,
+        at=_ms_to_datetime(at) if isinstance(at, int | float) else None,
+        error=str(entry.get("error") or ""),
+        traceback=trace if isinstance(trace, str) and trace else None,
     )

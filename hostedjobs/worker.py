@@ -44,10 +44,11 @@ from .health import (
 )
 from .history import job_type_of
 from .outcomes import JobStatus, Outcome
-from .runner import QueuedFunction, QueuedRun, RunReport, error_text
+from .runner import QueuedFunction, QueuedRun, RunReport, error_text, error_traceback
 from .serialization import dumps, read_record, result_record
 from .shutdown import Grace
 from .storage import Claimed, Finished, LeaseLostError, Peeked, Requeued, Store
+from .storage.store import TRIES_KEPT
 
 __all__ = [
     "LEASE_RENEW_S",
@@ -92,10 +93,14 @@ def finished_record(
     *,
     queue: str,
     finished_ms: int,
+    history: Sequence[dict[str, Any]] = (),
+    worker_id: str | None = None,
 ) -> tuple[JobStatus, bytes]:
     """The stored result of a finished job, and the status it ends in.
 
-    ``base`` is the job's record (``f``, ``a``, ``k``, ``et`` and ``t``, the tries).
+    ``base`` is the job's record (``f``, ``a``, ``k``, ``et`` and ``t``, the tries);
+    ``history`` the earlier failed tries' entries (``try``, ``at`` ms, ``error``,
+    ``traceback``), oldest first, kept in the result with this try's if it failed.
     """
     outcome = report.outcome
     status = JobStatus.of(outcome)
@@ -112,10 +117,26 @@ def finished_record(
         "m": report.message,
     }
     value: Any = report.value
+    if worker_id is not None:
+        record["w"] = worker_id
+    tries = list(history)
     if outcome is Outcome.FAILED:
         error = report.error or JobFailedError(report.message or "the job reported failure")
         record["m"] = error_text(error)
         value = error
+        trace = error_traceback(report.error)
+        if trace is not None:
+            record["tb"] = trace
+        tries.append(
+            {
+                "try": base.get("t") or 0,
+                "at": finished_ms,
+                "error": record["m"],
+                "traceback": trace or "",
+            }
+        )
+    if tries:
+        record["te"] = tries[-TRIES_KEPT:]
     try:
         data = result_record(record, value)
     except PayloadError as exc:
@@ -234,6 +255,7 @@ class Worker:
         self._aborting: set[str] = set()
         self._functions: dict[str, QueuedFunction | None] = {}
         self._parked_warned: set[str] = set()
+        self._cron_prefix = f"{store.keys.namespace}:cron:"
         self._commits = OutcomeCommitter(
             store,
             self.worker_id,
@@ -672,10 +694,23 @@ class Worker:
                 report.message,
                 counted=report.counted,
                 tries=job.tries,
-                function=job_type_of(str(base["f"])),
+                traceback=error_traceback(report.error),
+                job_type=job_type_of(str(base["f"])),
                 duration_s=report.duration_s if report.counted else None,
             )
-        return self._finished(job.id, base, start_ms, report, aborted=job.id in self._aborting)
+        history = await self._try_history(job.id) if attempt > 1 else []
+        return self._finished(
+            job.id, base, start_ms, report, aborted=job.id in self._aborting, history=history
+        )
+
+    async def _try_history(self, job_id: str) -> list[dict[str, Any]]:
+        """The earlier failed tries' entries kept in the job's meta hash (none if Redis does
+        not answer: the outcome matters more than its history)."""
+        try:
+            return await self.store.try_history(job_id)
+        except (RedisError, OSError) as exc:
+            logger.debug("job %s: its try history could not be read: %r", job_id, exc)
+            return []
 
     def _finished(
         self,
@@ -686,22 +721,31 @@ class Worker:
         *,
         aborted: bool = False,
         ran: bool = True,
+        history: Sequence[dict[str, Any]] = (),
     ) -> Finished:
         if report.outcome is Outcome.FAILED:
             self.failed += 1
         else:
             self.completed += 1
-        # The job type in the run history: "" for a record that could not be read.
-        function = "" if base["f"] == "<unknown>" else job_type_of(str(base["f"]))
+        # Distributed cron runs are listed under their hosted job, not with on-demand jobs.
+        indexed = not job_id.startswith(self._cron_prefix)
+        job_type = job_type_of(str(base["f"]))
         duration_s = report.duration_s if ran else None
         if self.keep_result_s <= 0:
             status = JobStatus.of(report.outcome)
-            return Finished(job_id, status, None, 0, aborted, function, duration_s)
+            return Finished(job_id, status, None, 0, aborted, job_type, indexed, duration_s)
         status, data = finished_record(
-            job_id, base, start_ms, report, queue=self.store.keys.queue, finished_ms=_now_ms()
+            job_id,
+            base,
+            start_ms,
+            report,
+            queue=self.store.keys.queue,
+            finished_ms=_now_ms(),
+            history=history,
+            worker_id=self.worker_id,
         )
         keep_ms = int(self.keep_result_s * 1000)
-        return Finished(job_id, status, data, keep_ms, aborted, function, duration_s)
+        return Finished(job_id, status, data, keep_ms, aborted, job_type, indexed, duration_s)
 
     # -- timers: renewals, cancellations, heartbeats --------
 

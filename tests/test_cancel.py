@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import ClassVar
 
 from arq.jobs import Job
@@ -13,6 +16,11 @@ from arq.jobs import Job
 from hostedjobs import Inject, JobHost, JobStatus, Services, job_type
 from hostedjobs.serialization import loads
 from hostedjobs.testing import wait_for_job
+from tests.servers import ROOT, subprocess_env
+from tests.waiting import eventually
+from tests.worker_app import Note
+
+HOSTEDJOBS = str(Path(sys.executable).with_name("hostedjobs"))
 
 
 @job_type("tests.cancel.sleep")
@@ -106,3 +114,58 @@ async def test_stock_arq_abort_cancels_a_job_running_on_a_hostedjobs_worker(
         info = await wait_for_job(host, job_id, timeout=30)
         assert info.status is JobStatus.CANCELLED
         await asyncio.gather(abort, return_exceptions=True)
+
+
+async def test_the_cancel_command_stops_a_job_running_in_a_worker_process(
+    redis_url: str, queue_name: str, tmp_path: Path
+) -> None:
+    """`hostedjobs cancel MODULE:ATTR JOB_ID`, in its own process, stops a long job running
+    in a `hostedjobs worker` process: the run ends cancelled and the command exits 0 saying
+    so; an unknown or finished job exits 1 with the reason."""
+    out = tmp_path / "notes.txt"
+    env = subprocess_env(HOSTEDJOBS_REDIS_URL=redis_url, WORKER_APP_QUEUE=queue_name)
+    worker = subprocess.Popen(
+        [HOSTEDJOBS, "worker", "tests.worker_app:host"],
+        env=env,
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def cancel(job_id: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [HOSTEDJOBS, "cancel", "tests.worker_app:host", job_id],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    try:
+        enqueuer = JobHost(redis_url=redis_url, queue_name=queue_name, run_worker=False)
+        async with enqueuer.run():
+            job_id = await enqueuer.scheduler.enqueue(Note(path=str(out), text="long", pause=3600))
+            starts = out.with_name(out.name + ".starts")
+            await eventually(starts.exists, what="the job started in the worker process")
+            done = await asyncio.to_thread(cancel, job_id)
+            assert done.returncode == 0, done.stderr
+            assert f"asked the worker running {job_id}" in done.stdout
+            assert f"{job_id}: cancelled" in done.stdout
+            info = await enqueuer.scheduler.get(job_id)
+            assert info is not None
+            assert (info.status, info.message) == (JobStatus.CANCELLED, "cancelled while it ran")
+            assert not out.exists()
+
+            again = await asyncio.to_thread(cancel, job_id)
+            assert again.returncode == 1
+            assert "has already finished: cancelled" in again.stderr
+            unknown = await asyncio.to_thread(cancel, "no-such-job")
+            assert unknown.returncode == 1
+            assert "no job 'no-such-job'" in unknown.stderr
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()

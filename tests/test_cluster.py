@@ -143,7 +143,8 @@ async def test_delete_and_cancel(running: JobHost) -> None:
     """A scheduled job can be deleted; a queued one and a running one cancelled."""
     later = await running.scheduler.schedule(Work(text="later"), delay=timedelta(hours=1))
     assert await running.scheduler.delete(later)
-    assert await running.scheduler.get(later) is None
+    deleted = await running.scheduler.get(later)  # kept as cancelled, its id free
+    assert deleted is not None and deleted.message == "deleted"
     busy = await running.scheduler.enqueue(Work(text="busy", wait=True))
 
     async def started() -> bool:

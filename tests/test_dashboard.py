@@ -188,7 +188,8 @@ async def test_actions_need_the_csrf_token_and_same_origin(running: JobHost) -> 
         )
         assert deleted.status_code == 303
         assert deleted.headers["location"] == "/ops/jobs/jobs?notice=deleted"
-        assert (await running.scheduler.get(job_id)) is None
+        gone = await running.scheduler.get(job_id)
+        assert gone is not None and (gone.status, gone.message) == (JobStatus.CANCELLED, "deleted")
         notice = await client.get("/jobs?notice=deleted")
         assert "The job was deleted" in notice.text
         # Notices are picked by code: a made-up one shows nothing, markup is never reflected.
@@ -241,6 +242,17 @@ async def test_reading_the_pages_never_scans_the_keyspace(running: JobHost, redi
         before = await probe.info("commandstats")
         pages = ["/", "/hosted", "/hosted/yearly", *(f"/jobs?state={s}" for s in JobStatus)]
         pages.append("/workers")
+        # Finding jobs too: the opening list, filters on every kind of list, a search.
+        pages += [
+            "/jobs",
+            "/jobs?state=succeeded&type=tests.dashboard.note&sort=oldest&page=2",
+            "/jobs?state=succeeded&type=tests.dashboard.note&worker=w1",
+            "/jobs?state=failed&worker=w1&since=2020-01-01T00:00&until=2999-01-01T00:00",
+            "/jobs?state=queued&type=tests.dashboard.note&since=2020-01-01T00:00",
+            "/jobs?state=scheduled&type=tests.dashboard.note&sort=newest",
+            "/jobs?state=running&type=tests.dashboard.note&worker=w1",
+            "/jobs?q=no-such-id",
+        ]
         async with client_for(running) as client:
             for path in pages:
                 assert (await client.get(path)).status_code == 200

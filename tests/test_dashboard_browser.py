@@ -140,7 +140,9 @@ async def test_dashboard_pages_and_actions_in_chromium(
     page.once("dialog", lambda dialog: dialog.accept())
     await page.get_by_role("button", name="Delete").click()
     await expect(page.locator(".notice")).to_have_text("The job was deleted; it will not run.")
-    assert request_json(f"{demo}/jobs/{signup['reminder_job']}")[0] == 404
+    # Kept as cancelled ("deleted") for the retention period; its id is free again.
+    deleted = request_json(f"{demo}/jobs/{signup['reminder_job']}")[1]
+    assert (deleted["status"], deleted["message"]) == ("cancelled", "deleted")
 
     # Retry a failed job: it is queued again under its id and runs (and fails) again.
     await page.goto(board + "/jobs?state=failed")

@@ -353,15 +353,18 @@ async def test_a_distributed_cron_jobs_own_timeout_error_is_an_ordinary_failure(
         raise TimeoutError("mine")
 
     async def state() -> tuple[HostedJobStatus, list[JobInfo]]:
-        return (
-            await _hosted(host, "cron-raises-own-timeout"),
-            await host.scheduler.jobs(JobStatus.FAILED),
-        )
+        # The queued runs are read by id: they are listed under their hosted job, not with
+        # the on-demand jobs.
+        status = await _hosted(host, "cron-raises-own-timeout")
+        runs = await host.scheduler.get_many([run.run_id for run in status.history])
+        return status, [info for info in runs if info is not None and info.finished]
 
     async with host.run():
         status, failed = await _until(
             state, lambda s: s[0].last_outcome is not None and bool(s[1]), "a run to end"
         )
+        # Not an on-demand job: none of its runs is listed with them.
+        assert await host.scheduler.jobs(JobStatus.FAILED) == []
     # The queued run carries the run's own outcome and message, nothing else.
     assert [info.error for info in failed][:1] == ["TimeoutError: mine"]
     assert status.last_outcome == "failed"

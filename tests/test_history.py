@@ -186,12 +186,12 @@ async def test_both_commit_paths_write_the_same_history(redis_url: str, queue_na
     now_ms = int(time.time() * 1000)
     minute = now_ms // MINUTE_MS
     outcomes: list[Finished | Requeued] = [
-        Finished("a", JobStatus.SUCCEEDED, b"{}", 60_000, False, "t1", 0.005),
-        Finished("b", JobStatus.FAILED, None, 0, False, "t1", 0.5),
-        Finished("c", JobStatus.CANCELLED, None, 0, True, "t2", 0.1),
-        Requeued("d", now_ms + 60_000, "boom", function="t2", duration_s=2.0),
-        Requeued("e", now_ms, counted=False, tries=1, function="t2", duration_s=1.0),
-        Finished("f", JobStatus.SUCCEEDED, None, 0, False, "", None),
+        Finished("a", JobStatus.SUCCEEDED, b"{}", 60_000, False, job_type="t1", duration_s=0.005),
+        Finished("b", JobStatus.FAILED, None, 0, False, job_type="t1", duration_s=0.5),
+        Finished("c", JobStatus.CANCELLED, None, 0, True, job_type="t2", duration_s=0.1),
+        Requeued("d", now_ms + 60_000, "boom", job_type="t2", duration_s=2.0),
+        Requeued("e", now_ms, counted=False, tries=1, job_type="t2", duration_s=1.0),
+        Finished("f", JobStatus.SUCCEEDED, None, 0, False, job_type="", duration_s=None),
     ]
     try:
         for path in ("checked", "held"):
@@ -199,7 +199,9 @@ async def test_both_commit_paths_write_the_same_history(redis_url: str, queue_na
             await client.sadd(store.keys.claims("w1"), *"abcdef")
             if path == "checked":
                 # "x" was not held: it is dropped and not counted.
-                extra = Finished("x", JobStatus.SUCCEEDED, None, 0, False, "t9", 0.1)
+                extra = Finished(
+                    "x", JobStatus.SUCCEEDED, None, 0, False, job_type="t9", duration_s=0.1
+                )
                 dropped = await store.commit(
                     [*outcomes, extra], worker_id="w1", now_ms=now_ms, max_age_ms=0
                 )

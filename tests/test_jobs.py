@@ -301,7 +301,8 @@ async def test_schedule_at_an_aware_time(redis_url: str, queue_name: str) -> Non
 async def test_deleted_scheduled_job_never_runs_and_its_id_can_be_reused(
     redis_url: str, queue_name: str
 ) -> None:
-    """delete() removes a scheduled job for good; the id is free again afterwards."""
+    """delete() removes a scheduled job for good; the id is free again afterwards, and until
+    then the deleted job reads as cancelled ("deleted")."""
     host, mailer = make_host(redis_url, queue_name)
     async with host.run():
         due = datetime.now(UTC) + timedelta(seconds=2)  # ample time to delete it first
@@ -309,7 +310,10 @@ async def test_deleted_scheduled_job_never_runs_and_its_id_can_be_reused(
             Greet(name="never"), at=due, job_id="reused-id-" + queue_name
         )
         assert await host.scheduler.delete(job_id) is True
-        assert await host.scheduler.get(job_id) is None
+        deleted = await host.scheduler.get(job_id)
+        assert deleted is not None
+        assert (deleted.status, deleted.message) == (JobStatus.CANCELLED, "deleted")
+        assert [j.id for j in await host.scheduler.jobs(JobStatus.CANCELLED)] == [job_id]
         assert await host.scheduler.delete(job_id) is False
         # Past its time: were it still queued, the worker would take it from now on (and the
         # id would still be taken).

@@ -131,7 +131,8 @@ async def test_scheduler_operations_find_jobs_on_their_shards(
         counts = await host.scheduler.counts()
         assert counts[JobStatus.QUEUED] == 61 and counts[JobStatus.SCHEDULED] == 1
         assert await host.scheduler.delete(ids[0])
-        assert await host.scheduler.get(ids[0]) is None
+        deleted = await host.scheduler.get(ids[0])  # kept as cancelled on its shard
+        assert deleted is not None and deleted.message == "deleted"
         assert await host.scheduler.cancel(ids[1])
         cancelled = await host.scheduler.get(ids[1])
         assert cancelled is not None and cancelled.status is JobStatus.CANCELLED

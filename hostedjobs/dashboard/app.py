@@ -7,7 +7,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlencode
 
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -29,13 +29,31 @@ from .security import CSRF_FIELD, SECURITY_HEADERS, AuthCheck, Guard
 if TYPE_CHECKING:
     import jinja2
 
-__all__ = ["PAGE_SIZE", "create_dashboard"]
+__all__ = ["BULK_LIMIT", "PAGE_SIZE", "create_dashboard"]
 
 PAGE_SIZE = 25
 """Jobs per page in the on-demand lists."""
 
+BULK_LIMIT = 100
+"""The most job ids one bulk action takes (a page holds `PAGE_SIZE`)."""
+
 _HERE = Path(__file__).parent
 _STATES = tuple(JobStatus)
+_OPENING = (
+    JobStatus.RUNNING,
+    JobStatus.FAILED,
+    JobStatus.QUEUED,
+    JobStatus.SCHEDULED,
+    JobStatus.SUCCEEDED,
+)
+"""The list the jobs page opens on: the first of these that holds jobs (what runs now, then
+what failed and needs a look, then what waits), else succeeded."""
+_BULK = {
+    "retry": ("Retry", "Retried", (JobStatus.FAILED,)),
+    "delete": ("Delete", "Deleted", (JobStatus.QUEUED, JobStatus.SCHEDULED)),
+    "cancel": ("Cancel", "Cancelled", (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RUNNING)),
+}
+"""Bulk actions: label, past tense, and the states a job must be in for it."""
 _NOTICES = {
     "deleted": "The job was deleted; it will not run.",
     "not-deleted": "The job could not be deleted: it is running, finished or gone.",
@@ -44,6 +62,9 @@ _NOTICES = {
     "triggered": "The job was started.",
     "paused": "The job is paused in every process: no new runs start until it is resumed.",
     "resumed": "The job is resumed in every process.",
+    "cancelled": "The job was cancelled (a running one stops within about a second).",
+    "not-cancelled": "The job could not be cancelled: it has finished or is gone.",
+    "no-such-job": "No job has that id (never queued, or its result expired).",
 }
 """Messages an action can leave for the next page (by code, so no text is reflected)."""
 
@@ -208,14 +229,53 @@ def create_dashboard(
         return await render(request, "hosted_job.html", page_id="hosted", job=found[0])
 
     async def jobs(request: Request) -> Response:
+        params = request.query_params
+        scheduler = host.scheduler
+        wanted = params.get("q", "").strip()
+        if wanted and len(wanted) <= 1024 and await scheduler.get(wanted) is not None:
+            return RedirectResponse(f"{_base(request)}/jobs/{quote(wanted, safe='')}", 303)
         try:
-            state = JobStatus(request.query_params.get("state", JobStatus.QUEUED))
-            page = max(1, int(request.query_params.get("page", "1")))
+            page = max(1, int(params.get("page", "1")))
+            since = _form_time(params.get("since", ""))
+            until = _form_time(params.get("until", ""))
+            sort = params.get("sort", "")
+            if sort not in ("", "newest", "oldest"):
+                raise ValueError(sort)
+            state_given = params.get("state", "")
+            state = JobStatus(state_given) if state_given else None
         except ValueError:
-            raise HTTPException(400, "unknown state or page") from None
-        counts = await host.scheduler.counts()
-        listed = await host.scheduler.jobs(state, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
-        pages = max(1, math.ceil(counts[state] / PAGE_SIZE))
+            raise HTTPException(400, "unknown state, page, sort or time") from None
+        job_type = params.get("type", "").strip() or None
+        worker = params.get("worker", "").strip() or None
+        counts = await scheduler.counts()
+        if state is None:
+            state = next((s for s in _OPENING if counts[s]), JobStatus.SUCCEEDED)
+        filtered = any(value is not None for value in (job_type, worker, since, until))
+        total = (
+            await scheduler.count(state, job_type=job_type, worker=worker, since=since, until=until)
+            if filtered
+            else counts[state]
+        )
+        listed = await scheduler.jobs(
+            state,
+            offset=(page - 1) * PAGE_SIZE,
+            limit=PAGE_SIZE,
+            newest_first=None if not sort else sort == "newest",
+            job_type=job_type,
+            worker=worker,
+            since=since,
+            until=until,
+        )
+        pages = max(1, math.ceil(total / PAGE_SIZE))
+        kept = {
+            "type": job_type or "",
+            "worker": worker or "",
+            "since": params.get("since", "") if since else "",
+            "until": params.get("until", "") if until else "",
+            "sort": sort,
+        }
+        query = urlencode({"state": state.value, **{k: v for k, v in kept.items() if v}})
+        workers = await host.workers()
         return await render(
             request,
             "jobs.html",
@@ -226,6 +286,15 @@ def create_dashboard(
             jobs=listed,
             page=page,
             pages=pages,
+            total=total,
+            filtered=filtered,
+            form=kept,
+            query=query,
+            searched=wanted,
+            worker_ids=[w.worker_id for w in workers],
+            bulk_actions=[
+                (name, label) for name, (label, _, states) in _BULK.items() if state in states
+            ],
         )
 
     async def job(request: Request) -> Response:
@@ -259,6 +328,92 @@ def create_dashboard(
         done = await host.scheduler.retry(job_id)
         notice = "retried" if done else "not-retried"
         return RedirectResponse(f"{base}/jobs/{quote(job_id)}?notice={notice}", status_code=303)
+
+    async def cancel_job(request: Request) -> Response:
+        base = await act(request)
+        job_id = request.path_params["job_id"]
+        done = await host.scheduler.cancel(job_id)
+        notice = "cancelled" if done else "not-cancelled"
+        return RedirectResponse(f"{base}/jobs/{quote(job_id)}?notice={notice}", status_code=303)
+
+    async def bulk_form(request: Request) -> tuple[str, str, list[str], dict[str, list[str]]]:
+        """A bulk POST's action, ids (bounded, deduplicated) and fields, after auth and CSRF."""
+        base = await act(request)
+        fields = parse_qs((await request.body()).decode("utf-8", "replace"))
+        # "<action>" acts on the ticked jobs, "<action>-page" on every job of the page.
+        action, _, scope = (fields.get("action") or [""])[0].partition("-")
+        if action not in _BULK or scope not in ("", "page"):
+            raise HTTPException(400, "unknown bulk action")
+        chosen = fields.get("page_ids" if scope else "ids", [])
+        ids = list(dict.fromkeys(i for i in chosen if i))
+        if not ids:
+            raise HTTPException(400, "no jobs were selected")
+        if len(ids) > BULK_LIMIT:
+            raise HTTPException(400, f"at most {BULK_LIMIT} jobs at once")
+        return base, action, ids, fields
+
+    async def bulk_confirm(request: Request) -> Response:
+        _, action, ids, fields = await bulk_form(request)
+        label, _, states = _BULK[action]
+        infos = await host.scheduler.get_many(ids)
+        rows = [(job_id, info) for job_id, info in zip(ids, infos, strict=True)]
+        eligible = sum(1 for _, info in rows if info is not None and info.status in states)
+        shown = {info.status for _, info in rows if info is not None}
+        kind = f"{next(iter(shown))} " if len(shown) == 1 else ""
+        noun = "job" if len(ids) == 1 else "jobs"
+        back = (fields.get("back") or [""])[0]
+        return await render(
+            request,
+            "jobs_bulk.html",
+            page_id="jobs",
+            stage="confirm",
+            action=action,
+            question=f"{label} {len(ids)} {kind}{noun}?",
+            label=label,
+            rows=rows,
+            eligible=eligible,
+            states=states,
+            back=back if back.startswith("state=") else "",
+        )
+
+    async def bulk_run(request: Request) -> Response:
+        _, action, ids, fields = await bulk_form(request)
+        label, done_label, states = _BULK[action]
+        scheduler = host.scheduler
+        infos = await scheduler.get_many(ids)
+        done: list[str] = []
+        skipped: list[tuple[str, str]] = []
+        for job_id, info in zip(ids, infos, strict=True):
+            if info is None:
+                skipped.append((job_id, "no such job (deleted, or its result expired)"))
+                continue
+            if info.status not in states:
+                skipped.append((job_id, f"it is {info.status}, not {' or '.join(states)}"))
+                continue
+            if action == "retry":
+                ok = await scheduler.retry(job_id)
+            elif action == "delete":
+                ok = await scheduler.delete(job_id)
+            else:
+                ok = await scheduler.cancel(job_id)
+            if ok:
+                done.append(job_id)
+            else:
+                skipped.append((job_id, "it changed meanwhile (it started or finished)"))
+        back = (fields.get("back") or [""])[0]
+        return await render(
+            request,
+            "jobs_bulk.html",
+            page_id="jobs",
+            stage="done",
+            action=action,
+            label=label,
+            done_label=done_label,
+            done=done,
+            skipped=skipped,
+            total=len(ids),
+            back=back if back.startswith("state=") else "",
+        )
 
     async def run_hosted(request: Request) -> Response:
         base = await act(request)
@@ -318,7 +473,10 @@ def create_dashboard(
         Route("/types", job_types),
         Route("/types/{name:path}", job_type),
         Route("/jobs", jobs),
+        Route("/jobs/bulk", bulk_confirm, methods=["POST"]),
+        Route("/jobs/bulk/run", bulk_run, methods=["POST"]),
         Route("/jobs/{job_id}", job),
+        Route("/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
         Route("/jobs/{job_id}/delete", delete_job, methods=["POST"]),
         Route("/jobs/{job_id}/retry", retry_job, methods=["POST"]),
         Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
@@ -337,6 +495,16 @@ def create_dashboard(
 def _base(request: Request) -> str:
     """Where the dashboard is mounted: the prefix of its links."""
     return (request.scope.get("root_path") or "").rstrip("/")
+
+
+def _form_time(value: str) -> datetime | None:
+    """A time from the filter form (``YYYY-MM-DDTHH:MM``, as a datetime-local input sends
+    it), read as UTC; None if empty. Raises ValueError if it is not one."""
+    value = value.strip()
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _when(value: datetime | None) -> str:

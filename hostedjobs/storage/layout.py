@@ -17,13 +17,26 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix,
 
 from ..outcomes import JobStatus
 
-__all__ = ["FINISHED_KEPT", "WAKE_TOKENS_KEPT", "CronKeys", "HostedKeys", "KeyLayout"]
+__all__ = [
+    "FINISHED_KEPT",
+    "WAKE_TOKENS_KEPT",
+    "WORKER_INDEX_TTL_MS",
+    "CronKeys",
+    "HostedKeys",
+    "KeyLayout",
+]
 
 WAKE_TOKENS_KEPT = 64
 """Enough tokens to wake every idle worker of a large fleet; more would only be stale."""
 
-FINISHED_KEPT = 10_000
-"""How many finished jobs of each state the indexes remember (newest first)."""
+FINISHED_KEPT = 100_000
+"""How many finished jobs of each state the indexes remember (newest first); the same bound
+holds for each job type's and each worker's index of a state. An entry costs about 140 bytes
+of Redis memory, a third of a small result record (kept for ``keep_result`` anyway)."""
+
+WORKER_INDEX_TTL_MS = 86_400_000
+"""How long a worker's finished-job indexes live after its last commit (worker ids are new
+in every process, so an index of a stopped worker must go by itself)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +197,21 @@ class KeyLayout:
     def finished(self, status: JobStatus) -> str:
         """A zset of finished jobs in ``status``, scored by finish time (ms), trimmed."""
         return f"{self._own}:{status}"
+
+    def finished_by_type(self, status: JobStatus, job_type: str) -> str:
+        """A zset of the finished jobs of one job type (its name, no version) in ``status``,
+        scored by finish time (ms), trimmed like `finished`; it expires once unused."""
+        return f"{self._own}:{status}:type:{job_type}"
+
+    def finished_by_worker(self, status: JobStatus, worker_id: str) -> str:
+        """A zset of the jobs one worker finished in ``status``, scored by finish time (ms),
+        trimmed like `finished`; it expires `WORKER_INDEX_TTL_MS` after the worker's last."""
+        return f"{self._own}:{status}:worker:{worker_id}"
+
+    def deleted(self, job_id: str) -> str:
+        """A deleted job's tombstone: its record as cancelled (message ``deleted``), kept for
+        the result's lifetime outside arq's keys, so the id stays free for a new job."""
+        return f"{self._own}:deleted:{job_id}"
 
     @property
     def events(self) -> str:

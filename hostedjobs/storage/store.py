@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from ..exceptions import NotReplicatedError
 from ..history import HISTORY_TTL_S, MINUTE_MS, duration_bucket, history_fields
 from ..outcomes import JobStatus
 from .client import sent_once
-from .layout import FINISHED_KEPT, WAKE_TOKENS_KEPT, CronKeys, KeyLayout
+from .layout import FINISHED_KEPT, WAKE_TOKENS_KEPT, WORKER_INDEX_TTL_MS, CronKeys, KeyLayout
 from .scripts import Script, script
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "Store",
     "StoredJob",
     "StoredWorker",
+    "try_entries",
 ]
 
 TRIES_TTL_S = 88_400
@@ -50,6 +52,9 @@ _ENQUEUE_BATCH = 500
 _BATCHES_IN_FLIGHT = 4
 """Jobs per script call in `Store.enqueue_many`: large enough to amortise the round trip,
 small enough not to hold Redis for long; a few calls in flight overlap packing and running."""
+
+TRIES_KEPT = 10
+"""How many tries' errors a job's history keeps (the newest), while it lives and in its result."""
 
 _LIST_PAGE = 200
 _LIST_SCAN_CAP = 20_000
@@ -113,8 +118,11 @@ class Finished(NamedTuple):
     """How long the result is kept; -1 for ever."""
     aborted: bool = False
     """It was in arq's abort set (cancelled): its entry there goes."""
-    function: str = ""
-    """The job's function name (its type in the run history; "" unknown)."""
+    job_type: str = ""
+    """The job type's name (no version), to list the job under in its type's index too."""
+    indexed: bool = True
+    """False for a run that is not an on-demand job (a distributed cron run): it is kept,
+    but listed in none of the on-demand indexes."""
     duration_s: float | None = None
     """How long its run took (s); None if it never started."""
 
@@ -129,9 +137,12 @@ class Requeued(NamedTuple):
     counted: bool = True
     """False when a shutdown gave the job back: that try is not counted."""
     tries: int = 0
-    """The tries started, the given-back one included (for an uncounted requeue)."""
-    function: str = ""
-    """The job's function name (its type in the run history; "" unknown)."""
+    """The tries started, the given-back one included (for an uncounted requeue; for a
+    counted one with an ``error``, its number in the job's try history)."""
+    traceback: str | None = None
+    """The failed try's formatted traceback (bounded), shown with its error."""
+    job_type: str = ""
+    """The job type's name (no version; its type in the run history, "" unknown)."""
     duration_s: float | None = None
     """How long the failed try ran (s); None if it never started."""
 
@@ -152,6 +163,8 @@ class StoredJob:
     or an empty string."""
     unreadable_result: str | None = None
     """The same for the result's key."""
+    deleted: bytes | None = None
+    """A deleted job's tombstone (its record as cancelled), when no job holds the id now."""
 
 
 class StoredWorker(NamedTuple):
@@ -563,6 +576,7 @@ class Store:
             k.finished(JobStatus.SUCCEEDED),
             k.finished(JobStatus.FAILED),
             k.finished(JobStatus.CANCELLED),
+            *(k.finished_by_worker(status, worker_id) for status in _FINISHED),
             k.history(now_ms // MINUTE_MS),
         ]
         args: list[Any] = [
@@ -572,6 +586,8 @@ class Store:
             WAKE_TOKENS_KEPT,
             k.events,
             self.meta_ttl_s,
+            WORKER_INDEX_TTL_MS,
+            TRIES_KEPT,
             self.history_ttl_s,
         ]
         history: list[str] = []
@@ -579,14 +595,18 @@ class Store:
             job_id = outcome.job_id
             keys += (k.job(job_id), k.result(job_id), k.meta(job_id))
             if isinstance(outcome, Finished):
+                keys.append(k.finished_by_type(outcome.status, outcome.job_type))
                 keep_ms = 0 if not outcome.result else max(outcome.keep_ms, -1)
                 extra = outcome.status.value + ("!" if outcome.aborted else "")
-                args += (job_id, "f", keep_ms, outcome.result or b"", extra)
+                listed = "" if not outcome.indexed else "t" if outcome.job_type else "i"
+                args += (job_id, "f", keep_ms, outcome.result or b"", extra, listed)
             else:
+                keys.append(k.finished_by_type(JobStatus.FAILED, ""))  # unused
                 extra = "" if outcome.counted else f"{outcome.tries - 1} 0"
-                args += (job_id, "r", outcome.due_ms, outcome.error or "", extra)
+                entry = _try_entry(outcome, now_ms) if outcome.counted and outcome.error else ""
+                args += (job_id, "r", outcome.due_ms, outcome.error or "", extra, entry)
             bucket = "-" if outcome.duration_s is None else duration_bucket(outcome.duration_s)
-            history.append(f"{bucket} {outcome.function}")
+            history.append(f"{bucket} {outcome.job_type}")
         args += history
         dropped = await self._write("commit", keys, args)
         return [i.decode() for i in dropped]
@@ -604,7 +624,7 @@ class Store:
         finished: list[str] = []
         records: list[str] = []
         aborted: list[str] = []
-        indexed: dict[JobStatus, dict[str, int]] = {}
+        indexed: dict[str, dict[str, int]] = {}
         requeued: dict[str, int] = {}
         uncounted: dict[str, str] = {}
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -619,14 +639,35 @@ class Store:
                     if outcome.result and outcome.keep_ms:
                         keep_ms = outcome.keep_ms if outcome.keep_ms > 0 else None
                         pipe.set(k.result(job_id), outcome.result, px=keep_ms)
-                        indexed.setdefault(outcome.status, {})[job_id] = now_ms
+                        if outcome.indexed:
+                            status = outcome.status
+                            for index in (
+                                k.finished(status),
+                                k.finished_by_worker(status, worker_id),
+                                *(
+                                    (k.finished_by_type(status, outcome.job_type),)
+                                    if outcome.job_type
+                                    else ()
+                                ),
+                            ):
+                                indexed.setdefault(index, {})[job_id] = now_ms
                     continue
                 requeued[job_id] = outcome.due_ms
                 if not outcome.counted:
                     uncounted[job_id] = f"{outcome.tries - 1} 0"
                 elif outcome.error:
-                    pipe.hset(k.meta(job_id), "error", outcome.error)
-                    pipe.expire(k.meta(job_id), self.meta_ttl_s)
+                    meta = k.meta(job_id)
+                    pipe.hset(
+                        meta,
+                        mapping={
+                            "error": outcome.error,
+                            "traceback": outcome.traceback or "",
+                            f"try:{outcome.tries}": _try_entry(outcome, now_ms),
+                        },
+                    )
+                    if outcome.tries > TRIES_KEPT:
+                        pipe.hdel(meta, f"try:{outcome.tries - TRIES_KEPT}")
+                    pipe.expire(meta, self.meta_ttl_s)
             if finished:
                 pipe.publish(k.events, "finished " + " ".join(finished))
             if requeued:
@@ -638,12 +679,17 @@ class Store:
                 pipe.hdel(k.tries, *finished)
                 if aborted:
                     pipe.zrem(k.abort, *aborted)
-            for status, members in indexed.items():
-                index = k.finished(status)
+            status_indexes = {k.finished(status) for status in _FINISHED}
+            worker_indexes = {k.finished_by_worker(status, worker_id) for status in _FINISHED}
+            for index, members in indexed.items():
                 pipe.zadd(index, members)
                 pipe.zremrangebyrank(index, 0, -FINISHED_KEPT - 1)
                 if max_age_ms > 0:
                     pipe.zremrangebyscore(index, "-inf", now_ms - max_age_ms)
+                if index in worker_indexes:
+                    pipe.pexpire(index, WORKER_INDEX_TTL_MS)
+                elif index not in status_indexes and max_age_ms > 0:
+                    pipe.pexpire(index, max_age_ms)
             if uncounted:
                 pipe.hset(k.tries, mapping=uncounted)
             if requeued:
@@ -676,13 +722,34 @@ class Store:
 
     # -- the scheduler's side -------------------------------------------------------------------
 
-    async def delete(self, job_id: str) -> bool:
-        """Remove a queued or deferred job that is not running; False if it is not one."""
+    async def delete(
+        self,
+        job_id: str,
+        *,
+        tombstone: bytes | None = None,
+        keep_ms: int = 0,
+        now_ms: int = 0,
+        job_type: str = "",
+    ) -> bool:
+        """Remove a queued or deferred job that is not running; False if it is not one.
+
+        With a ``tombstone`` (the job's record as cancelled), it is kept ``keep_ms`` (-1: for
+        ever) under `KeyLayout.deleted` and listed as cancelled (its ``job_type``'s index
+        too), while the id is free for a new job at once."""
         k = self.keys
         deleted = await self._write(
             "delete",
-            [k.waiting, k.job(job_id), k.lock(job_id), k.tries, k.meta(job_id)],
-            [job_id, k.events],
+            [
+                k.waiting,
+                k.job(job_id),
+                k.lock(job_id),
+                k.tries,
+                k.meta(job_id),
+                k.deleted(job_id),
+                k.finished(JobStatus.CANCELLED),
+                k.finished_by_type(JobStatus.CANCELLED, job_type),
+            ],
+            [job_id, k.events, tombstone or b"", keep_ms, now_ms, FINISHED_KEPT],
         )
         return bool(deleted)
 
@@ -694,11 +761,11 @@ class Store:
         *,
         keep_ms: int,
         now_ms: int,
-        function: str = "",
+        job_type: str = "",
     ) -> int:
         """Cancel a job: 2 if it runs (its worker is asked to stop), 1 if it was queued (and
         is now stored cancelled, ``result`` kept ``keep_ms``, and counted in the run history
-        under ``function``), 0 if neither (or ``record``, the job as the caller read it,
+        under ``job_type``), 0 if neither (or ``record``, the job as the caller read it,
         changed meanwhile)."""
         k = self.keys
         return int(
@@ -714,6 +781,7 @@ class Store:
                     k.finished(JobStatus.CANCELLED),
                     k.abort,
                     k.claimed,
+                    k.finished_by_type(JobStatus.CANCELLED, job_type),
                     k.history(now_ms // MINUTE_MS),
                 ],
                 [
@@ -725,16 +793,28 @@ class Store:
                     k.events,
                     FINISHED_KEPT,
                     self.history_ttl_s,
-                    f"c {function}" if function else "",
+                    f"c {job_type}" if job_type else "",
                 ],
             )
         )
 
     async def retry(
-        self, job_id: str, result_read: bytes, record: bytes, *, due_ms: int, ttl_ms: int
+        self,
+        job_id: str,
+        result_read: bytes,
+        record: bytes,
+        *,
+        due_ms: int,
+        ttl_ms: int,
+        job_type: str = "",
+        worker_id: str = "",
     ) -> bool:
-        """Queue a failed job again under its id, if its result is still ``result_read``."""
+        """Queue a failed job again under its id, if its result is still ``result_read``;
+        it leaves the failed indexes (its ``job_type``'s and ``worker_id``'s too)."""
         k = self.keys
+        also = [k.finished_by_type(JobStatus.FAILED, job_type)] if job_type else []
+        if worker_id:
+            also.append(k.finished_by_worker(JobStatus.FAILED, worker_id))
         retried = await self._write(
             "retry",
             [
@@ -745,6 +825,7 @@ class Store:
                 k.tries,
                 k.meta(job_id),
                 k.finished(JobStatus.FAILED),
+                *also,
             ],
             [result_read, record, due_ms, ttl_ms, job_id, WAKE_TOKENS_KEPT, k.events],
         )
@@ -767,7 +848,9 @@ class Store:
             replies = await self._read_jobs(ids, transaction=False)
         jobs = []
         for i, job_id in enumerate(ids):
-            record, result, locked, score, tries, meta, claimed = replies[i * 7 : i * 7 + 7]
+            record, result, locked, score, tries, meta, claimed, deleted = replies[
+                i * 8 : i * 8 + 8
+            ]
             for reply in (locked, score, tries, claimed):
                 if isinstance(reply, Exception):
                     raise reply
@@ -792,6 +875,7 @@ class Store:
                     else None,
                     wrong_record,
                     wrong_result,
+                    deleted if isinstance(deleted, bytes) and deleted else None,
                 )
             )
         return jobs
@@ -807,6 +891,7 @@ class Store:
                 pipe.hget(k.tries, job_id)
                 pipe.hgetall(k.meta(job_id))
                 pipe.zscore(k.claimed, job_id)
+                pipe.get(k.deleted(job_id))
             # A job's own keys may hold another type (written by something else): that job
             # reads as unreadable, the others as usual.
             replies: list[Any] = await pipe.execute(raise_on_error=False)
@@ -826,21 +911,43 @@ class Store:
         return [job_id for job_id, _, _ in page]
 
     async def waiting_entries(
-        self, *, due: bool, now_ms: int, offset: int, limit: int
+        self,
+        *,
+        due: bool,
+        now_ms: int,
+        offset: int,
+        limit: int,
+        min_ms: int | None = None,
+        max_ms: int | None = None,
+        latest_first: bool = False,
     ) -> list[tuple[str, str | None, int]]:
         """`waiting_ids` with the order they are listed in: ``(id, parked function or None,
-        due ms)``, sorted by ``(parked, function, due)`` (so pages of several queues merge)."""
+        due ms)``, sorted by ``(parked, function, due)`` (so pages of several queues merge).
+
+        ``min_ms`` and ``max_ms`` keep the jobs due between them (inclusive); with
+        ``latest_first`` the latest due come first (and the parked ones last, as always).
+        Distributed cron runs waiting for a worker are left out: they are listed under their
+        hosted job."""
         k = self.keys
-        low, high = ("-inf", now_ms) if due else (f"({now_ms}", "+inf")
+        low: int | str = "-inf" if min_ms is None else min_ms
+        high: int | str = "+inf" if max_ms is None else max_ms
+        if due:
+            high = now_ms if max_ms is None else min(max_ms, now_ms)
+        else:
+            low = f"({now_ms}" if min_ms is None or min_ms <= now_ms else min_ms
+        cron = f"{k.namespace}:cron:"
         found: list[tuple[str, str | None, int]] = []
         skip, start = offset, 0
         while len(found) < limit and start < _LIST_SCAN_CAP:
-            page = [
-                (i.decode(), _score_ms(score))
-                for i, score in await self.redis.zrangebyscore(
+            if latest_first:
+                raw = await self.redis.zrevrangebyscore(
+                    k.waiting, high, low, start=start, num=_LIST_PAGE, withscores=True
+                )
+            else:
+                raw = await self.redis.zrangebyscore(
                     k.waiting, low, high, start=start, num=_LIST_PAGE, withscores=True
                 )
-            ]
+            page = [(i.decode(), _score_ms(score)) for i, score in raw]
             if not page:
                 break
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -848,7 +955,7 @@ class Store:
                     pipe.exists(k.lock(job_id))
                 locked = await pipe.execute()
             for (job_id, score), is_locked in zip(page, locked, strict=True):
-                if is_locked:
+                if is_locked or job_id.startswith(cron):
                     continue
                 if skip:
                     skip -= 1
@@ -864,9 +971,19 @@ class Store:
                 if skip >= size:
                     skip -= size
                     continue
-                parked = await self.redis.zrange(
-                    k.parked(function), skip, skip + limit - len(found) - 1, withscores=True
-                )
+                if min_ms is not None or max_ms is not None:
+                    parked = await self.redis.zrangebyscore(
+                        k.parked(function),
+                        "-inf" if min_ms is None else min_ms,
+                        "+inf" if max_ms is None else max_ms,
+                        start=skip,
+                        num=limit - len(found),
+                        withscores=True,
+                    )
+                else:
+                    parked = await self.redis.zrange(
+                        k.parked(function), skip, skip + limit - len(found) - 1, withscores=True
+                    )
                 skip = 0
                 found += ((i.decode(), function, _score_ms(score)) for i, score in parked)
                 if len(found) >= limit:
@@ -887,6 +1004,148 @@ class Store:
         index = k.claimed if status is JobStatus.RUNNING else k.finished(status)
         page = await self.redis.zrevrange(index, offset, offset + limit - 1, withscores=True)
         return [(i.decode(), _score_ms(score)) for i, score in page]
+
+    def _finished_index(
+        self, status: JobStatus, job_type: str | None, worker_id: str | None
+    ) -> str:
+        k = self.keys
+        if job_type is not None:
+            return k.finished_by_type(status, job_type)
+        if worker_id is not None:
+            return k.finished_by_worker(status, worker_id)
+        return k.finished(status)
+
+    async def finished_entries(
+        self,
+        status: JobStatus,
+        *,
+        job_type: str | None = None,
+        worker_id: str | None = None,
+        min_ms: int | None = None,
+        max_ms: int | None = None,
+        newest_first: bool = True,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> list[tuple[str, int]]:
+        """A page of finished jobs ``(id, finish ms)`` in ``status``: of one job type (its
+        name), one worker, or both, finished between ``min_ms`` and ``max_ms`` (inclusive),
+        newest or oldest first. One index read (ZRANGE BYSCORE ... LIMIT), or for a job type
+        and a worker together the intersection of their two indexes (ZINTER), bounded by
+        `FINISHED_KEPT`."""
+        low = "-inf" if min_ms is None else min_ms
+        high = "+inf" if max_ms is None else max_ms
+        if job_type is not None and worker_id is not None:
+            both = await self._both(status, job_type, worker_id)
+            chosen = [
+                entry
+                for entry in both
+                if (min_ms is None or entry[1] >= min_ms) and (max_ms is None or entry[1] <= max_ms)
+            ]
+            if newest_first:
+                chosen.reverse()
+            return chosen[offset : offset + limit]
+        index = self._finished_index(status, job_type, worker_id)
+        if newest_first:
+            page = await self.redis.zrevrangebyscore(
+                index, high, low, start=offset, num=limit, withscores=True
+            )
+        else:
+            page = await self.redis.zrangebyscore(
+                index, low, high, start=offset, num=limit, withscores=True
+            )
+        return [(i.decode(), _score_ms(score)) for i, score in page]
+
+    async def _both(
+        self, status: JobStatus, job_type: str, worker_id: str
+    ) -> list[tuple[str, int]]:
+        """The jobs in both a job type's and a worker's index of ``status``, oldest first."""
+        k = self.keys
+        both = await self.redis.zinter(
+            {k.finished_by_worker(status, worker_id): 1, k.finished_by_type(status, job_type): 0},
+            withscores=True,
+        )
+        return [(i.decode(), _score_ms(score)) for i, score in both]
+
+    async def finished_count(
+        self,
+        status: JobStatus,
+        *,
+        job_type: str | None = None,
+        worker_id: str | None = None,
+        min_ms: int | None = None,
+        max_ms: int | None = None,
+    ) -> int:
+        """How many jobs `finished_entries` lists with these filters (ZCOUNT, or the size of
+        the intersection for a job type and a worker together)."""
+        if job_type is not None and worker_id is not None:
+            return len(
+                await self.finished_entries(
+                    status,
+                    job_type=job_type,
+                    worker_id=worker_id,
+                    min_ms=min_ms,
+                    max_ms=max_ms,
+                    limit=FINISHED_KEPT,
+                )
+            )
+        index = self._finished_index(status, job_type, worker_id)
+        low = "-inf" if min_ms is None else min_ms
+        high = "+inf" if max_ms is None else max_ms
+        return int(await self.redis.zcount(index, low, high))
+
+    async def running_entries(
+        self, *, worker_id: str | None = None, min_ms: int | None = None, max_ms: int | None = None
+    ) -> list[tuple[str, int]]:
+        """The jobs hostedjobs workers run ``(id, claim ms)``, latest claim first: all of
+        them, or one worker's (its claims); claimed between ``min_ms`` and ``max_ms``; at most
+        a bounded number (their count is the fleet's concurrency). Distributed cron runs are
+        left out (they are listed under their hosted job)."""
+        k = self.keys
+        low = "-inf" if min_ms is None else min_ms
+        high = "+inf" if max_ms is None else max_ms
+        if worker_id is None:
+            page = await self.redis.zrevrangebyscore(
+                k.claimed, high, low, start=0, num=_LIST_SCAN_CAP, withscores=True
+            )
+            entries = [(i.decode(), _score_ms(score)) for i, score in page]
+        else:
+            members: set[bytes] = await self.redis.smembers(k.claims(worker_id))  # type: ignore[misc]
+            ids = sorted(m.decode() for m in members)[:_LIST_SCAN_CAP]
+            scores = await self.redis.zmscore(k.claimed, ids) if ids else []
+            entries = sorted(
+                (
+                    (job_id, _score_ms(score))
+                    for job_id, score in zip(ids, scores, strict=True)
+                    if score is not None
+                    and (min_ms is None or score >= min_ms)
+                    and (max_ms is None or score <= max_ms)
+                ),
+                key=lambda entry: -entry[1],
+            )
+        cron = f"{k.namespace}:cron:"
+        return [entry for entry in entries if not entry[0].startswith(cron)]
+
+    async def records(self, ids: Sequence[str]) -> list[bytes | None]:
+        """The stored records of ``ids`` (None where there is none, or another type)."""
+        if not ids:
+            return []
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.get(k.job(job_id))
+            replies = await pipe.execute(raise_on_error=False)
+        return [reply if isinstance(reply, bytes) else None for reply in replies]
+
+    async def try_history(self, job_id: str) -> list[dict[str, Any]]:
+        """The failed tries' entries kept in a live job's meta hash (``try``, ``at`` ms,
+        ``error``, ``traceback``), oldest first; entries that cannot be read are skipped."""
+        meta = await self.redis.hgetall(self.keys.meta(job_id))  # type: ignore[misc]
+        return try_entries(
+            {
+                key.decode(errors="replace"): value.decode(errors="replace")
+                for key, value in meta.items()
+            }
+        )
 
     async def counts(self, *, now_ms: int, since_ms: int | None) -> dict[JobStatus, int]:
         """How many jobs are in each state (finished ones since ``since_ms``)."""
@@ -1245,10 +1504,40 @@ _KINDS = {JobStatus.SUCCEEDED: "s", JobStatus.FAILED: "f", JobStatus.CANCELLED: 
 def _history_counts(outcomes: Sequence[Finished | Requeued]) -> dict[str, int]:
     """What commit.lua adds to the minute's history hash for ``outcomes`` (all committed)."""
     return history_fields(
-        (_KINDS[o.status] if isinstance(o, Finished) else "r", o.function, o.duration_s)
+        (_KINDS[o.status] if isinstance(o, Finished) else "r", o.job_type, o.duration_s)
         for o in outcomes
         if (o.status in _KINDS if isinstance(o, Finished) else o.counted)
     )
+
+
+_FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def _try_entry(outcome: Requeued, now_ms: int) -> str:
+    """A failed try's entry in its job's history (JSON): its number, when, error, traceback."""
+    return json.dumps(
+        {
+            "try": outcome.tries,
+            "at": now_ms,
+            "error": outcome.error or "",
+            "traceback": outcome.traceback or "",
+        }
+    )
+
+
+def try_entries(meta: dict[str, str]) -> list[dict[str, Any]]:
+    """The try history entries of a meta hash (fields ``try:<n>``), oldest first."""
+    entries = []
+    for field, value in meta.items():
+        if not field.startswith("try:"):
+            continue
+        try:
+            entry = json.loads(value)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("try"), int):
+            entries.append(entry)
+    return sorted(entries, key=lambda entry: int(entry["try"]))
 
 
 def _unreadable(key: str, found: str | None) -> str:

@@ -14,7 +14,41 @@
 
   function busy() {
     var el = document.activeElement;
-    return document.hidden || (el && main.contains(el) && el.tagName !== "A");
+    return (
+      document.hidden ||
+      (el && main.contains(el) && el.tagName !== "A") ||
+      // Ticked jobs would be lost: no refresh while a selection is made.
+      main.querySelector("input[name=ids]:checked") !== null
+    );
+  }
+
+  // The <details> a reader opened or closed stay so across refreshes.
+  function openDetails() {
+    var state = {};
+    main.querySelectorAll("details[id]").forEach(function (el) {
+      state[el.id] = el.open;
+    });
+    return state;
+  }
+
+  function restoreDetails(state) {
+    main.querySelectorAll("details[id]").forEach(function (el) {
+      if (Object.prototype.hasOwnProperty.call(state, el.id)) el.open = state[el.id];
+    });
+    enhance();
+  }
+
+  // "Select all on this page": a header checkbox, shown only when scripts run (without
+  // them, the "... all on this page" buttons do the same).
+  function enhance() {
+    var all = document.getElementById("select-all");
+    if (!all) return;
+    all.hidden = false;
+    all.addEventListener("change", function () {
+      main.querySelectorAll("input[name=ids]").forEach(function (box) {
+        box.checked = all.checked;
+      });
+    });
   }
 
   function refresh() {
@@ -29,7 +63,9 @@
         return response.text();
       })
       .then(function (html) {
+        var state = openDetails();
         main.innerHTML = html;
+        restoreDetails(state);
         show("live", true);
       })
       .catch(function (error) {
@@ -42,6 +78,7 @@
     setTimeout(refresh, every);
   }
 
+  if (main) enhance();
   if (main && every > 0) schedule();
   else show("", true);
 

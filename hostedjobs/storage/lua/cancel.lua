@@ -4,7 +4,8 @@
 -- dropped then); a queued or deferred one, if it is still the record the caller read,
 -- leaves the queue and is stored cancelled at once.
 -- A cancelled queued job is counted in the minute's run history (hostedjobs/history.py).
--- KEYS: queue, job, lock, tries, meta, result, cancelled, abort, claimed, history
+-- KEYS: queue, job, lock, tries, meta, result, cancelled, abort, claimed, type_cancelled,
+--       history (type_cancelled: its job type's cancelled index)
 -- ARGV: id, record, result_data, result_ms (-1: for ever, 0: not kept), now_ms,
 --       events_channel, finished_kept, history_ttl_s (0: no history), the job type's history
 --       field ('c <type>', or '' if unknown)
@@ -28,12 +29,15 @@ if ms ~= 0 then
   else
     redis.call('SET', KEYS[6], ARGV[3])
   end
-  redis.call('ZADD', KEYS[7], ARGV[5], ARGV[1])
-  redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -tonumber(ARGV[7]) - 1)
+  for _, i in ipairs({7, 10}) do
+    redis.call('ZADD', KEYS[i], ARGV[5], ARGV[1])
+    redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -tonumber(ARGV[7]) - 1)
+  end
+  if ms > 0 then redis.call('PEXPIRE', KEYS[10], ms) end
 end
 if ARGV[8] ~= '0' then
-  redis.call('HINCRBY', KEYS[10], 'c', 1)
-  if ARGV[9] ~= '' then redis.call('HINCRBY', KEYS[10], ARGV[9], 1) end
-  redis.call('EXPIRE', KEYS[10], ARGV[8])
+  redis.call('HINCRBY', KEYS[11], 'c', 1)
+  if ARGV[9] ~= '' then redis.call('HINCRBY', KEYS[11], ARGV[9], 1) end
+  redis.call('EXPIRE', KEYS[11], ARGV[8])
 end
 return 1

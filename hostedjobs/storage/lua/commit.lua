@@ -2,28 +2,34 @@
 -- Stores a batch of one worker's outcomes, only for the jobs the worker still holds (in its
 -- claims: a worker that lost its lease has had them taken back and run elsewhere, so its
 -- outcome would double them). Each job leaves the claimed set and the worker's claims. A
--- finished job's result is stored (and indexed under its status, the indexes trimmed to
--- finished_kept entries and max_age_ms), its record and try count removed, and its abort
--- request if it had one; a requeued job is due again at its time (a failed try's error kept
--- in its meta hash, or a shutdown's try uncounted). Allowed when Redis is out of memory:
--- finishing jobs frees what they hold.
+-- finished job's result is stored (and indexed under its status, its job type's and the
+-- worker's index of that status, unless it is a distributed cron run; each index trimmed
+-- to finished_kept entries and max_age_ms), its record and try count removed, and its abort
+-- request if it had one; a requeued job is due again at its time (a failed try's error,
+-- traceback and entry in the job's try history kept in its meta hash, or a shutdown's try
+-- uncounted). Allowed when Redis is out of memory: finishing jobs frees what they hold.
 -- Each committed run is also counted in the minute's history hash (see hostedjobs/history.py):
 -- its kind, kind per job type, and its run-time bucket per job type, one HINCRBY per field.
--- KEYS: claimed, tries, abort, queue, wake, claims, succeeded, failed, cancelled, history, then per outcome: job, result, meta
+-- KEYS: claimed, tries, abort, queue, wake, claims, succeeded, failed, cancelled, worker_succeeded, worker_failed, worker_cancelled, history, then per outcome: job, result, meta, type_index
+--       (worker_*: the worker's indexes of each state; type_index: the job type's index of
+--       its status)
 -- ARGV: now_ms, max_age_ms, finished_kept, wake_kept, events_channel, meta_ttl_s,
---       history_ttl_s (0: no history), then per outcome: id, kind ('f' finished, 'r'
---       requeued), ms (f: result kept ms, -1 for ever, 0 not kept; r: due), data (f: result;
---       r: the try's error, or ''), extra (f: status, with '!' after it if it was aborted; r:
---       '' if the try counts, else the tries field), then per outcome its history entry:
---       '<run-time bucket or -> <job type>'
+--       worker_index_ttl_ms, tries_kept, history_ttl_s (0: no history), then per outcome: id,
+--       kind ('f' finished, 'r' requeued), ms (f: result kept ms, -1 for ever, 0 not kept; r:
+--       due), data (f: result; r: the try's error, or ''), extra (f: status, with '!' after it
+--       if it was aborted; r: '' if the try counts, else the tries field), more (f: 't'
+--       indexed by status, job type and worker, 'i' by status and worker, '' not indexed; r:
+--       the try's history entry as JSON with its number in "try" and its "traceback", or ''),
+--       then per outcome its history entry: '<run-time bucket or -> <job type>'
 -- Returns the ids not committed because the worker no longer held them.
-local fixed_argv, fixed_keys, per_argv = 7, 10, 5
+local fixed_argv, fixed_keys, per_argv, per_keys = 9, 13, 6, 4
 local n = (#ARGV - fixed_argv) / (per_argv + 1)
 local ids = {}
 for i = 1, n do ids[i] = ARGV[fixed_argv + (i - 1) * per_argv + 1] end
 if n == 0 then return {} end
 local held = redis.call('SMISMEMBER', KEYS[6], unpack(ids))
 local indexes = {succeeded = KEYS[7], failed = KEYS[8], cancelled = KEYS[9]}
+local by_worker = {succeeded = KEYS[10], failed = KEYS[11], cancelled = KEYS[12]}
 local dropped, kept, finished, records, aborted, requeued, due = {}, {}, {}, {}, {}, {}, {}
 local results, errors, uncounted = {}, {}, {}
 local history, history_at = {}, fixed_argv + n * per_argv
@@ -43,8 +49,9 @@ local function count(i, kind)
 end
 for i = 1, n do
   local a = fixed_argv + (i - 1) * per_argv
-  local id, kind, ms, data, extra = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-  local k = fixed_keys + (i - 1) * 3
+  local id, kind, ms, data, extra, more =
+    ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+  local k = fixed_keys + (i - 1) * per_keys
   if held[i] ~= 1 then
     dropped[#dropped + 1] = id
   elseif kind == 'f' then
@@ -59,7 +66,10 @@ for i = 1, n do
     if not indexes[status] then return redis.error_reply('unknown status ' .. status) end
     count(i, kinds[status])
     if data ~= '' and ms ~= '0' then
-      results[#results + 1] = {KEYS[k + 2], data, ms, indexes[status], id}
+      local listed = {}
+      if more ~= '' then listed = {indexes[status], by_worker[status]} end
+      if more == 't' then listed[3] = KEYS[k + 4] end
+      results[#results + 1] = {KEYS[k + 2], data, ms, listed, id}
     end
   else
     kept[#kept + 1] = id
@@ -71,7 +81,7 @@ for i = 1, n do
       uncounted[#uncounted + 1] = extra
     else
       count(i, 'r')
-      if data ~= '' then errors[#errors + 1] = {KEYS[k + 3], data} end
+      if data ~= '' then errors[#errors + 1] = {KEYS[k + 3], data, more} end
     end
   end
 end
@@ -82,20 +92,33 @@ if #requeued > 0 then redis.call('PUBLISH', ARGV[5], 'requeued ' .. table.concat
 redis.call('ZREM', KEYS[1], unpack(kept))
 redis.call('SREM', KEYS[6], unpack(kept))
 local now = tonumber(ARGV[1])
-local touched = {}
+local touched, order = {}, {}
 for _, r in ipairs(results) do
   if r[3] == '-1' then
     redis.call('SET', r[1], r[2])
   else
     redis.call('SET', r[1], r[2], 'PX', r[3])
   end
-  local members = touched[r[4]] or {}
-  members[#members + 1] = now
-  members[#members + 1] = r[5]
-  touched[r[4]] = members
+  for _, index in ipairs(r[4]) do
+    local members = touched[index]
+    if not members then
+      members = {}
+      touched[index] = members
+      order[#order + 1] = index
+    end
+    members[#members + 1] = now
+    members[#members + 1] = r[5]
+  end
 end
+local tries_kept = tonumber(ARGV[8])
 for _, e in ipairs(errors) do
-  redis.call('HSET', e[1], 'error', e[2])
+  if e[3] ~= '' then
+    local entry = cjson.decode(e[3])
+    redis.call('HSET', e[1], 'error', e[2], 'traceback', entry.traceback, 'try:' .. entry.try, e[3])
+    if entry.try > tries_kept then redis.call('HDEL', e[1], 'try:' .. (entry.try - tries_kept)) end
+  else
+    redis.call('HSET', e[1], 'error', e[2])
+  end
   redis.call('EXPIRE', e[1], ARGV[6])
 end
 if #finished > 0 then
@@ -104,10 +127,17 @@ if #finished > 0 then
   if #aborted > 0 then redis.call('ZREM', KEYS[3], unpack(aborted)) end
 end
 local max_age = tonumber(ARGV[2])
-for index, members in pairs(touched) do
-  redis.call('ZADD', index, unpack(members))
+local status_index = {[KEYS[7]] = true, [KEYS[8]] = true, [KEYS[9]] = true}
+local worker_index = {[KEYS[10]] = true, [KEYS[11]] = true, [KEYS[12]] = true}
+for _, index in ipairs(order) do
+  redis.call('ZADD', index, unpack(touched[index]))
   redis.call('ZREMRANGEBYRANK', index, 0, -tonumber(ARGV[3]) - 1)
   if max_age > 0 then redis.call('ZREMRANGEBYSCORE', index, '-inf', now - max_age) end
+  if worker_index[index] then
+    redis.call('PEXPIRE', index, ARGV[7])
+  elseif not status_index[index] and max_age > 0 then
+    redis.call('PEXPIRE', index, max_age)
+  end
 end
 if #uncounted > 0 then redis.call('HSET', KEYS[2], unpack(uncounted)) end
 if #requeued > 0 then
@@ -115,8 +145,8 @@ if #requeued > 0 then
   local tokens = tonumber(ARGV[4])
   if redis.call('LPUSH', KEYS[5], '1') > tokens then redis.call('LTRIM', KEYS[5], 0, tokens - 1) end
 end
-if ARGV[7] ~= '0' and next(history) then
-  for field, value in pairs(history) do redis.call('HINCRBY', KEYS[10], field, value) end
-  redis.call('EXPIRE', KEYS[10], ARGV[7])
+if ARGV[9] ~= '0' and next(history) then
+  for field, value in pairs(history) do redis.call('HINCRBY', KEYS[13], field, value) end
+  redis.call('EXPIRE', KEYS[13], ARGV[9])
 end
 return dropped
