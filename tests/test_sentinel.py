@@ -331,3 +331,33 @@ async def test_a_replica_is_refused_by_role_when_info_is_forbidden(
     url = f"redis://app:pw@127.0.0.1:{setup.replica.port}/0"
     message = await refused(JobHost(redis_url=url, queue_name=QUEUE))
     assert f"it is a replica (of 127.0.0.1:{setup.primary.port})" in message
+
+
+async def test_a_subscription_survives_its_connection_being_dropped(setup: SentinelSetup) -> None:
+    """A pub/sub connection that reconnects re-subscribes and goes on receiving: the primary
+    check on a new connection does not read the re-subscription's reply as the role (it
+    did, so every reconnect was refused as "no longer a primary (ROLE: b'subscribe')")."""
+    client = await open_redis(setup.url(), timeout_s=5)
+    pubsub = client.pubsub()
+    try:
+        await pubsub.subscribe("tests.sentinel.channel")
+        first = await pubsub.get_message(timeout=DEADLINE_S)
+        assert first is not None and first["type"] == "subscribe"
+        admin = setup.primary.admin()
+        try:
+            assert admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1  # type: ignore[no-untyped-call]
+        finally:
+            admin.close()
+
+        async def delivered() -> bool:
+            await client.publish("tests.sentinel.channel", "hello")
+            try:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+            except (ConnectionError, OSError, RedisUnavailableError):
+                return False
+            return message is not None and message["data"] == b"hello"
+
+        await eventually(delivered)
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await client.aclose(close_connection_pool=True)

@@ -342,16 +342,22 @@ class _PrimaryConnection(SentinelManagedConnection):
         if pool.switches != switches:
             await self.disconnect()
             raise RedisConnectionError("the primary changed while connecting")
+
+    async def on_connect(self) -> None:
+        """The handshake, then the ``ROLE`` check: here, before the connection's connect
+        callbacks run, since a pub/sub connection's callback re-subscribes without reading
+        the replies, which the check would otherwise read as the role."""
+        await super().on_connect()
         try:
             await self.send_command("ROLE", check_health=False)
             role = await self.read_response()
         except NoPermissionError:
             return  # An ACL user without ROLE: the pool's READONLY handling remains.
         if not isinstance(role, list) or not role or role[0] not in (b"master", "master"):
-            await self.disconnect()
             name = role[0] if isinstance(role, list) and role else role
+            # connect() disconnects on an error raised here.
             raise RedisConnectionError(
-                f"{address[0]}:{address[1]} is no longer a primary (ROLE: {name!r})"
+                f"{self.host}:{self.port} is no longer a primary (ROLE: {name!r})"
             )
 
 
