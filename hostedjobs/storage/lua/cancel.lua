@@ -4,8 +4,8 @@
 -- dropped then); a queued or deferred one, if it is still the record the caller read,
 -- leaves the queue and is stored cancelled at once.
 -- A cancelled queued job is counted in the minute's run history (hostedjobs/history.py).
--- KEYS: queue, job, lock, tries, meta, result, cancelled, abort, claimed, type_cancelled,
---       history (type_cancelled: its job type's cancelled index)
+-- KEYS: queue, job, lock, tries, meta, result, cancelled, abort, claimed, type_cancelled, history
+--       (type_cancelled: its job type's cancelled index; history: the minute's run history)
 -- ARGV: id, record, result_data, result_ms (-1: for ever, 0: not kept), now_ms,
 --       events_channel, finished_kept, history_ttl_s (0: no history), the job type's history
 --       field ('c <type>', or '' if unknown)
