@@ -52,6 +52,7 @@ from .status import (
     ProcessRuns,
     RunRecord,
     RunTracker,
+    parse_time,
 )
 from .storage import Store
 
@@ -743,8 +744,8 @@ class HostedServices:
                     hostname=str(snapshot.get("hostname")),
                     pid=int(snapshot.get("pid") or 0),
                     running=count if type(count) is int else len(records),
-                    next_run=_parsed(entry.get("next_run")),
-                    seen_at=_parsed(snapshot.get("at")) or now,
+                    next_run=parse_time(entry.get("next_run")),
+                    seen_at=parse_time(snapshot.get("at")) or now,
                     paused=entry.get("paused") is True,
                 )
             )
@@ -824,12 +825,3 @@ def _record(raw: bytes) -> RunRecord | None:
     except ValueError:
         return None
     return RunRecord.from_json(data) if isinstance(data, dict) else None
-
-
-def _parsed(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None

@@ -375,28 +375,10 @@ class Scheduler:
         (job,) = await store.read_jobs([job_id])
         if job.record is None:
             return await store.delete(job_id)
-        stored = _readable(job.record)[0] or {"f": _UNREADABLE, "a": [], "k": {}, "et": 0}
         now_ms = int(time.time() * 1000)
-        tombstone = dumps(
-            {
-                **stored,
-                "t": job.tries,
-                "s": True,
-                "r": None,
-                "st": None,
-                "ft": now_ms,
-                "q": self.queue_name,
-                "id": job_id,
-                "o": Outcome.CANCELLED.value,
-                "m": "deleted",
-            }
-        )
+        tombstone, job_type = _cancelled(job, job_id, self.queue_name, now_ms, "deleted")
         return await store.delete(
-            job_id,
-            tombstone=tombstone,
-            keep_ms=keep_ms,
-            now_ms=now_ms,
-            job_type=_split_key(str(stored["f"]))[0],
+            job_id, tombstone=tombstone, keep_ms=keep_ms, now_ms=now_ms, job_type=job_type
         )
 
     async def cancel(self, job_id: str) -> bool:
@@ -415,40 +397,21 @@ class Scheduler:
             if record is None or job.result is not None or job.unreadable_result:
                 return False
             now_ms = int(time.time() * 1000)
-            data: bytes | None = None
-            readable = _readable(record)[0]
-            if self.keep_result_s > 0:
-                # An unreadable record is cancelled all the same, as a job of no known type.
-                stored = readable or {"f": _UNREADABLE, "a": [], "k": {}, "et": 0}
-                # Its history stays: the tries it had, and the last one's error.
-                message = (
-                    "cancelled before it started"
-                    if not job.tries
-                    else f"cancelled before try {job.tries + 1}"
-                    + (f" (try {job.tries}: {job.meta['error']})" if "error" in job.meta else "")
-                )
-                data = dumps(
-                    {
-                        **stored,
-                        "t": job.tries,
-                        "s": True,
-                        "r": None,
-                        "st": None,
-                        "ft": now_ms,
-                        "q": self.queue_name,
-                        "id": job_id,
-                        "o": Outcome.CANCELLED.value,
-                        "m": message,
-                    }
-                )
-            readable = _readable(record)[0]
+            # Its history stays: the tries it had, and the last one's error.
+            message = (
+                "cancelled before it started"
+                if not job.tries
+                else f"cancelled before try {job.tries + 1}"
+                + (f" (try {job.tries}: {job.meta['error']})" if "error" in job.meta else "")
+            )
+            data, job_type = _cancelled(job, job_id, self.queue_name, now_ms, message)
             done = await store.cancel(
                 job_id,
                 record,
-                data,
+                data if self.keep_result_s > 0 else None,
                 keep_ms=int(self.keep_result_s * 1000),
                 now_ms=now_ms,
-                job_type=_split_key(str(readable["f"]))[0] if readable else _UNREADABLE,
+                job_type=job_type,
             )
             if done:
                 return True
@@ -868,6 +831,32 @@ async def _count(store: Store, query: _Query, now_ms: int) -> int:
     if query.job_type is None and query.min_ms is None and query.max_ms is None:
         return (await store.counts(now_ms=now_ms, since_ms=None))[query.status]
     return len(await _waiting(store, query, now_ms, 0, _SCAN_CAP))
+
+
+def _cancelled(
+    job: StoredJob, job_id: str, queue_name: str, now_ms: int, message: str
+) -> tuple[bytes, str]:
+    """A cancelled (or deleted) waiting job's result record, and its job type: its stored
+    fields kept, an unreadable record cancelled all the same as a job of no known type."""
+    stored = (_readable(job.record)[0] if job.record else None) or {
+        "f": _UNREADABLE,
+        "a": [],
+        "k": {},
+        "et": 0,
+    }
+    record = {
+        **stored,
+        "t": job.tries,
+        "s": True,
+        "r": None,
+        "st": None,
+        "ft": now_ms,
+        "q": queue_name,
+        "id": job_id,
+        "o": Outcome.CANCELLED.value,
+        "m": message,
+    }
+    return dumps(record), _split_key(str(stored["f"]))[0]
 
 
 def _status(status: JobStatus | str) -> JobStatus:

@@ -76,12 +76,12 @@ class RunRecord:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunRecord:
         """The inverse of `to_json`."""
-        started = _parse(data.get("started_at"))
+        started = parse_time(data.get("started_at"))
         return cls(
             run_id=str(data.get("run_id", "")),
-            scheduled_at=_parse(data.get("scheduled_at")),
+            scheduled_at=parse_time(data.get("scheduled_at")),
             started_at=started or datetime.fromtimestamp(0, UTC),
-            finished_at=_parse(data.get("finished_at")),
+            finished_at=parse_time(data.get("finished_at")),
             outcome=data.get("outcome"),
             message=data.get("message"),
             manual=bool(data.get("manual", False)),
@@ -94,7 +94,8 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def _parse(value: Any) -> datetime | None:
+def parse_time(value: object) -> datetime | None:
+    """An ISO 8601 time as `RunRecord.to_json` writes it; None for anything else."""
     if not isinstance(value, str):
         return None
     try:
