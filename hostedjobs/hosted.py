@@ -75,6 +75,9 @@ runs stop being shown as running."""
 PAUSE_RECHECK_S = 1.0
 """Every process re-reads the paused jobs this often, even without a notice."""
 _REDIS_TIMEOUT_S = 5.0
+_FINAL_PUBLISH_S = 2.0
+"""How long a stopping process tries to publish its last runs (it does not hold a shutdown
+for Redis)."""
 
 
 class HostedServices:
@@ -225,8 +228,8 @@ class HostedServices:
         store = self._store
         if self._publishing and store is not None:
             self._publishing = False
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(_REDIS_TIMEOUT_S):
+            with contextlib.suppress(Exception):  # Redis down: the snapshot lapses on its own
+                async with asyncio.timeout(_FINAL_PUBLISH_S):
                     await self._publish(store)
                     await store.forget_hosted_process(self.process)
 
