@@ -49,6 +49,7 @@ bench: install
 	$(BIN)/python -m bench.plots bench/.peers/last.json
 	$(BIN)/python -m bench.cron_lateness
 	$(BIN)/python -m bench.bounded_costs
+	$(BIN)/python -m bench.locks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage *.egg-info

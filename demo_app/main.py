@@ -13,6 +13,7 @@
     POST /exports {"steps": 20, "fail": false}   a long job reporting its progress (one step
                                                  a second); "fail": true fails at the end
     GET  /metrics                                Prometheus metrics (hostedjobs[prometheus])
+    GET  /                                       redirects to the dashboard
     GET  /dashboard/                             the dashboard: workers, hosted jobs, jobs by
                                                  state, a live progress bar; actions are
                                                  allowed from this machine only
@@ -41,7 +42,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Mount, Route
 
 from hostedjobs import Inject, JobContext, JobHost, JobResult, RetryPolicy, Services, job_type
@@ -199,7 +200,12 @@ class ExportSignups:
     fail: bool = False
 
 
-@host.handler(ExportSignups, retry=RetryPolicy(max_tries=1))
+EXPORT_TIMEOUT = timedelta(seconds=660)
+"""Beyond the longest export /exports accepts (600 one-second steps), which the default
+five-minute time limit would cut."""
+
+
+@host.handler(ExportSignups, retry=RetryPolicy(max_tries=1), timeout=EXPORT_TIMEOUT)
 async def export_signups(job: ExportSignups, ctx: JobContext) -> JobResult:
     """Reports progress after each step; watch it on the dashboard's job page."""
     for step in range(1, job.steps + 1):
@@ -292,11 +298,17 @@ async def delete_job(request: Request) -> JSONResponse:
     return JSONResponse({"deleted": deleted}, status_code=200 if deleted else 409)
 
 
+async def home(request: Request) -> RedirectResponse:
+    """The address uvicorn prints leads to the console."""
+    return RedirectResponse("/dashboard/")
+
+
 app = Starlette(
     middleware=[
         Middleware(StartupGateMiddleware, host=host, allow_paths=("/ready", "/status", "/metrics"))
     ],
     routes=[
+        Route("/", home, methods=["GET"]),
         Route("/signups", create_signup, methods=["POST"]),
         Route("/signups", list_signups, methods=["GET"]),
         Route("/jobs/{job_id}", get_job, methods=["GET"]),

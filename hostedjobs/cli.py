@@ -5,8 +5,13 @@ hostedjobs status MODULE:ATTR [--json]                      show every hosted jo
 hostedjobs run MODULE:ATTR NAME [--no-wait]                 run a hosted job now
 hostedjobs pause MODULE:ATTR NAME                           pause a hosted job everywhere
 hostedjobs resume MODULE:ATTR NAME                          resume a paused hosted job
+hostedjobs pause-jobs MODULE:ATTR TYPE [--where F=V ...]    pause a job type's queued jobs
+hostedjobs resume-jobs MODULE:ATTR TYPE [--where F=V ...]   lift a job type's pauses
+hostedjobs paused-jobs MODULE:ATTR [--json]                 list the paused job types
 hostedjobs health MODULE:ATTR [--any] [--max-age S]         exit 0 if a worker is alive
 hostedjobs cancel MODULE:ATTR JOB_ID [--no-wait]            cancel an on-demand job
+hostedjobs schedules MODULE:ATTR list [--json]              list the runtime schedules
+hostedjobs schedules MODULE:ATTR pause|resume|remove NAME   change one runtime schedule
 """
 
 from __future__ import annotations
@@ -18,18 +23,21 @@ import importlib
 import json
 import logging
 import os
+import shlex
 import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from .exceptions import HostedJobsError, UnknownJobError
+from .exceptions import ConfigurationError, HostedJobsError, UnknownJobError
 from .health import BEAT_TTL_S
 from .host import JobHost
 from .outcomes import JobKind
 from .scheduler import JobInfo, JobStatus
+from .schedules import Schedule
 from .status import HostedJobStatus
 from .testing import wait_for_job
 
@@ -164,7 +172,7 @@ def _status_table(statuses: list[HostedJobStatus]) -> str:
                 str(status.kind),
                 status.schedule or "-",
                 status.timezone or "-",
-                _when(status.next_run),
+                "paused" if status.paused else _when(status.next_run),
                 _when(status.last_started_at),
                 result[:60],
                 str(status.running),
@@ -177,13 +185,13 @@ def _status_table(statuses: list[HostedJobStatus]) -> str:
     )
 
 
-async def _status(host: JobHost, as_json: bool) -> None:
+async def _status(host: JobHost, as_json: bool, target: str) -> None:
     async with host.connected():
         statuses = await host.status()
     now = datetime.now(UTC)
     statuses = [
         s
-        if s.next_run is not None or s.kind is JobKind.CONTINUOUS
+        if s.next_run is not None or s.paused or s.kind is JobKind.CONTINUOUS
         else _with_next_run(host, s, now)
         for s in statuses
     ]
@@ -195,7 +203,9 @@ async def _status(host: JobHost, as_json: bool) -> None:
         print(_status_table(statuses))
         paused = [s.name for s in statuses if s.paused]
         if paused:
-            print(f"\npaused: {', '.join(paused)} (hostedjobs resume MODULE:ATTR NAME)")
+            print(f"\npaused: {', '.join(paused)}; to resume:")
+            for name in paused:
+                print(f"  hostedjobs resume {shlex.quote(target)} {shlex.quote(name)}")
 
 
 def _with_next_run(host: JobHost, status: HostedJobStatus, now: datetime) -> HostedJobStatus:
@@ -245,6 +255,132 @@ async def _pause(host: JobHost, name: str, paused: bool) -> int:
         changed = await (host.pause(name) if paused else host.resume(name))
     state = "paused" if paused else "resumed"
     print(f"{name}: {state}" if changed else f"{name}: already {state}")
+    return 0
+
+
+def _where(items: list[str] | None) -> dict[str, Any] | None:
+    """``--where field=value`` options: a value that reads as a JSON scalar is that (``42``,
+    ``true``, ``null``, ``"42"``), anything else a string."""
+    if not items:
+        return None
+    where: dict[str, Any] = {}
+    for item in items:
+        field, equals, text = item.partition("=")
+        if not equals or not field:
+            raise ConfigurationError(f"--where takes field=value, not {item!r}")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        where[field] = value
+    return where
+
+
+async def _pause_jobs(
+    host: JobHost, job_type: str, where: dict[str, Any] | None, paused: bool
+) -> int:
+    async with host.connected():
+        if paused:
+            changed = await host.pause_jobs(job_type, where=where)
+        else:
+            changed = await host.resume_jobs(job_type, where=where)
+    what = job_type if where is None else f"{job_type} where {json.dumps(where, sort_keys=True)}"
+    state = "paused" if paused else "resumed"
+    if changed:
+        print(f"{what}: {state}")
+    else:
+        print(f"{what}: already paused" if paused else f"{what}: not paused")
+    return 0
+
+
+async def _paused_jobs(host: JobHost, as_json: bool, target: str) -> int:
+    async with host.connected():
+        pauses = await host.paused_jobs()
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {"job_type": p.job_type, "where": dict(p.where), "since": p.since.isoformat()}
+                    for p in pauses
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    if not pauses:
+        print("no job type is paused")
+        return 0
+    for pause in pauses:
+        where = " ".join(
+            f"--where {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in sorted(pause.where.items())
+        )
+        print(
+            f"{pause.job_type}{' ' + where if where else ''}  (since "
+            f"{pause.since.isoformat(timespec='seconds')}); to resume: hostedjobs resume-jobs "
+            f"{shlex.quote(target)} {shlex.quote(pause.job_type)}{' ' + where if where else ''}"
+        )
+
+    return 0
+
+
+def _schedules_table(schedules: list[Schedule]) -> str:
+    header = ("NAME", "CRON", "ZONE", "NEXT TICK (UTC)", "PAUSED", "JOB")
+    rows = [header]
+    for schedule in schedules:
+        rows.append(
+            (
+                schedule.name,
+                schedule.cron,
+                schedule.timezone,
+                _when(schedule.next_tick),
+                "yes" if schedule.paused else "no",
+                schedule.job_type,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+async def _schedules(host: JobHost, args: argparse.Namespace) -> int:
+    async with host.connected():
+        if args.action == "list":
+            found = await host.schedules.list(args.offset, args.limit)
+            total = await host.schedules.count()
+            if args.json:
+                print(
+                    json.dumps(
+                        [
+                            {
+                                **dataclasses.asdict(schedule),
+                                "next_tick": schedule.next_tick.isoformat()
+                                if schedule.next_tick
+                                else None,
+                            }
+                            for schedule in found
+                        ],
+                        indent=2,
+                    )
+                )
+            elif not found:
+                print("no runtime schedules" if not total else f"none here of {total}")
+            else:
+                print(_schedules_table(found))
+                if len(found) < total:
+                    print(f"\n{args.offset + 1}-{args.offset + len(found)} of {total}")
+            return 0
+        name = args.name
+        if args.action == "remove":
+            if not await host.schedules.remove(name):
+                raise UnknownJobError(f"no schedule named {name!r}")
+            print(f"removed {name}")
+            return 0
+        paused = args.action == "pause"
+        changed = await (host.schedules.pause(name) if paused else host.schedules.resume(name))
+    state = "paused" if paused else "resumed"
+    print(f"{state} {name}" if changed else f"{name}: already {state}")
     return 0
 
 
@@ -374,6 +510,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         control.add_argument("target", metavar="MODULE:ATTR", help=target_help)
         control.add_argument("name", help="the hosted job's name")
+    for command, doing in (("pause-jobs", "pause"), ("resume-jobs", "lift the pauses of")):
+        control = commands.add_parser(
+            command,
+            parents=[common],
+            help=f"{doing} an on-demand job type in every worker (stored in Redis)",
+        )
+        control.add_argument("target", metavar="MODULE:ATTR", help=target_help)
+        control.add_argument("job_type", metavar="TYPE", help="the job type's name")
+        control.add_argument(
+            "--where",
+            action="append",
+            metavar="FIELD=VALUE",
+            help="only the jobs whose payload's FIELD equals VALUE (a JSON scalar: 42, true, "
+            'null, "42"; else a string); repeat for several fields',
+        )
+    listing = commands.add_parser(
+        "paused-jobs", parents=[common], help="list the paused on-demand job types"
+    )
+    listing.add_argument("target", metavar="MODULE:ATTR", help=target_help)
+    listing.add_argument("--json", action="store_true", help="print JSON instead of lines")
     health = commands.add_parser(
         "health",
         parents=[common],
@@ -394,6 +550,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     cancel.add_argument(
         "--no-wait", action="store_true", help="do not wait for a running job to stop"
     )
+    schedules = commands.add_parser(
+        "schedules", parents=[common], help="list or change the runtime schedules"
+    )
+    schedules.add_argument("target", metavar="MODULE:ATTR", help=target_help)
+    actions = schedules.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="the schedules in name order, with next tick")
+    listing.add_argument("--offset", type=int, default=0, help="skip this many (default 0)")
+    listing.add_argument("--limit", type=int, default=100, help="show this many (default 100)")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    for action, doing in (
+        ("pause", "stop enqueuing a schedule's runs, in every process"),
+        ("resume", "resume a paused schedule from its next tick"),
+        ("remove", "delete a schedule (runs already queued stay)"),
+    ):
+        change = actions.add_parser(action, help=doing)
+        change.add_argument("name", help="the schedule's name")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -412,11 +584,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                     sys.stderr.flush()
                     os._exit(0)
         elif args.command == "status":
-            asyncio.run(_status(host, args.json))
+            asyncio.run(_status(host, args.json, args.target))
         elif args.command in ("pause", "resume"):
             return asyncio.run(_pause(host, args.name, args.command == "pause"))
+        elif args.command in ("pause-jobs", "resume-jobs"):
+            where = _where(args.where)
+            paused = args.command == "pause-jobs"
+            return asyncio.run(_pause_jobs(host, args.job_type, where, paused))
+        elif args.command == "paused-jobs":
+            return asyncio.run(_paused_jobs(host, args.json, args.target))
         elif args.command == "health":
             return asyncio.run(_health(host, any_host=args.any, max_age_s=args.max_age))
+        elif args.command == "schedules":
+            if args.action == "list" and (args.offset < 0 or args.limit < 0):
+                parser.error("--offset and --limit must be >= 0")
+            return asyncio.run(_schedules(host, args))
         elif args.command == "cancel":
             return asyncio.run(_cancel(host, args.job_id, wait=not args.no_wait))
         else:

@@ -24,7 +24,21 @@ class _RunLogger(logging.LoggerAdapter[logging.Logger]):
     ) -> tuple[Any, MutableMapping[str, Any]]:
         assert self.extra is not None
         kwargs["extra"] = {**self.extra, **kwargs.get("extra", {})}
-        return f"[{self.extra['job_name']} {self.extra['run_id']}] {msg}", kwargs
+        return msg, kwargs
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if not self.isEnabledFor(level):
+            return
+        assert self.extra is not None
+        msg, fields = self.process(msg, kwargs)
+        prefix = f"[{self.extra['job_name']} {self.extra['run_id']}] "
+        # The message is %-formatted with args only when there are args: a run id or name
+        # holding "%s" or "%(x)s" must then not be read as part of the template.
+        if args:
+            prefix = prefix.replace("%", "%%")
+        # This frame is not logging's own: skip it so records name the caller's line.
+        fields["stacklevel"] = fields.get("stacklevel", 1) + 1
+        self.logger.log(level, prefix + str(msg), *args, **fields)
 
 
 async def _ignore_progress(percent: float, message: str | None) -> None:

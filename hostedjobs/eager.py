@@ -47,8 +47,11 @@ from .history import (
 from .outcomes import JobStatus, Outcome
 from .runner import QueuedFunction, QueuedRun, RunReport, error_text, error_traceback
 from .scheduler import (
+    SCAN_LIMIT,
+    JobCount,
     JobId,
     JobInfo,
+    JobList,
     Scheduler,
     _job_info,
     _new_id,
@@ -437,15 +440,17 @@ class EagerScheduler(Scheduler):
         since: datetime | None = None,
         until: datetime | None = None,
         newest_first: bool | None = None,
-    ) -> list[JobInfo]:
+        scan_limit: int = SCAN_LIMIT,
+    ) -> JobList:
         """A page of jobs in ``status``, filtered as `Scheduler.jobs` does: queued and
-        scheduled by due time, others newest first (``newest_first`` turns it around)."""
+        scheduled by due time, others newest first (``newest_first`` turns it around).
+        Every job is in memory: ``scan_limit`` is checked, and never reached."""
         if offset < 0 or limit < 1:
             raise ConfigurationError("jobs() needs offset >= 0 and limit >= 1")
         self._check_running()
-        query = _Query.of(status, job_type, worker, since, until, newest_first)
+        query = _Query.of(status, job_type, worker, since, until, newest_first, scan_limit)
         found = self._matching(query)
-        return [info for _, info in found[offset : offset + limit]]
+        return JobList(info for _, info in found[offset : offset + limit])
 
     async def count(
         self,
@@ -455,10 +460,12 @@ class EagerScheduler(Scheduler):
         worker: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-    ) -> int:
+        scan_limit: int = SCAN_LIMIT,
+    ) -> JobCount:
         """How many jobs `jobs` lists with these filters."""
         self._check_running()
-        return len(self._matching(_Query.of(status, job_type, worker, since, until, None)))
+        query = _Query.of(status, job_type, worker, since, until, None, scan_limit)
+        return JobCount(len(self._matching(query)))
 
     def _matching(self, query: _Query) -> list[tuple[_Job, JobInfo]]:
         wanted = query.status

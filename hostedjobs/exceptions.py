@@ -15,6 +15,8 @@ friends keep working, and each message says how to fix the problem::
     ├── HostNotRunningError (RuntimeError)      the host was used outside ``host.run()``
     ├── StartupActionError (RuntimeError)       a startup action failed (blocking mode)
     ├── JobFailedError (RuntimeError)           a run that returned ``JobResult.failed``
+    ├── LockTimeoutError (TimeoutError)         a named lock not acquired within its timeout
+    ├── LockLostError (RuntimeError)            a named lock that lapsed while held
     ├── RedisUnavailableError (ConnectionError) Redis could not be reached or did not answer
     │   └── NotReplicatedError                  a write no replica confirmed in time
     └── RedisServerNotFoundError (FileNotFoundError)
@@ -31,6 +33,8 @@ __all__ = [
     "HostedJobsError",
     "JobAlreadyExistsError",
     "JobFailedError",
+    "LockLostError",
+    "LockTimeoutError",
     "NotReplicatedError",
     "PayloadDecodeError",
     "PayloadError",
@@ -91,6 +95,19 @@ class StartupActionError(HostedJobsError, RuntimeError):
 
 class JobFailedError(HostedJobsError, RuntimeError):
     """A run reported failure by returning ``JobResult.failed(message)``."""
+
+
+class LockTimeoutError(HostedJobsError, TimeoutError):
+    """A named lock (``host.lock``) was not acquired within its ``timeout``: another holder
+    kept it. Foundatio's ``LockAcquisitionTimeoutException``; use ``acquire(blocking=False)``
+    to try without waiting."""
+
+
+class LockLostError(HostedJobsError, RuntimeError):
+    """A named lock lapsed while its holder still ran (its renewals failed for a whole TTL,
+    or the process was paused that long), so another may have taken it: what the holder
+    wrote meanwhile was not exclusive. Raised on leaving the ``async with`` (redis-py's
+    ``LockNotOwnedError``); pass the lock's fencing token to what you write to guard it."""
 
 
 class RedisUnavailableError(HostedJobsError, ConnectionError):

@@ -46,20 +46,25 @@ from .exceptions import (
     HostedJobsError,
     HostNotRunningError,
     StartupActionError,
+    UnknownJobTypeError,
 )
 from .handlers import Handler, HandlerClass, HandlerRegistration, Handlers
 from .health import BEAT_TTL_S, WorkerBeat, WorkerState, read_beats, read_worker_states
+from .history import job_type_of
 from .hosted import HostedServices
 from .instrumentation import Instrumentation, combine
+from .locks import Lock
 from .logs import visible
 from .outcomes import JobKind
+from .pauses import JobPause, PausedJobs, checked_where, read_pauses, set_paused
 from .results import JobResult
 from .retries import RetryPolicy
 from .runner import QueuedFunction, Runner
 from .runs import JobCallable, JobCode, job_name_of
 from .scheduler import JobPayload, Scheduler
+from .schedules import Schedules
 from .scope import ScopeProvider, Services
-from .serialization import job_type_info
+from .serialization import job_type_info, registered_versions
 from .shutdown import Grace
 from .starlette import health_response, readiness_response, server_forcing_exit
 from .startup import StartupAction, StartupActions, StartupState
@@ -346,7 +351,11 @@ class JobHost:
         self._startup = StartupActions()
         self._distributed = DistributedCron(self._runner)
         self._hosted = HostedServices(self._runner, self.clock, self._startup, self._distributed)
+        self.schedules = Schedules(lambda: set(self._handlers.registrations))
+        """Runtime schedules, stored in Redis: ``await host.schedules.add(name, cron, job)``
+        (see `hostedjobs.schedules` and docs/schedules.md)."""
         self._supervisors: list[WorkerSupervisor] = []
+        self._pauses: tuple[PausedJobs, asyncio.Task[None]] | None = None
         """One worker per shard (one for an unsharded queue)."""
         self._grace = Grace()
         self._running = False
@@ -824,6 +833,7 @@ class JobHost:
             self._scheduler._attach(store, stores)
             self._handlers.store = store if len(stores) == 1 else _ShardedProgress(self._scheduler)
             self._distributed.store = store  # distributed cron lives on shard 0
+            self.schedules._attach(store)  # and so do runtime schedules
             if self.instrumentation is not None:
                 for shard in stores:
                     self.instrumentation.attach(shard.keys.queue, shard)
@@ -836,6 +846,7 @@ class JobHost:
                 self._scheduler._attach(None)
                 self._handlers.store = None
                 self._distributed.store = None
+                self.schedules._attach(None)
                 await clients.close()
         finally:
             if watcher is not None:
@@ -941,6 +952,8 @@ class JobHost:
                         if self.run_worker:
                             self._start_workers(concurrency or self.concurrency, burst)
                     self._hosted.start(loops=store is not None)
+                    if store is not None:
+                        self.schedules._start()
                     logger.info(
                         "hostedjobs started on %s, queue %r%s, %s: %d job type(s), "
                         "%d startup action(s), hosted jobs: %s",
@@ -974,6 +987,7 @@ class JobHost:
                         await asyncio.gather(
                             self._hosted.stop(self.shutdown_grace_s, self._grace),
                             self._stop_worker(),
+                            self.schedules._stop(),
                         )
                     finally:
                         forced.cancel()
@@ -1000,6 +1014,13 @@ class JobHost:
         self._handlers.cron_names = sorted(self._distributed.jobs)
         stores = self._scheduler.stores
         slots = SlotBudget(concurrency) if len(stores) > 1 else None
+        pauses = PausedJobs()
+        self._pauses = (
+            pauses,
+            asyncio.get_running_loop().create_task(
+                pauses.follow(stores[0]), name="hostedjobs:paused-jobs"
+            ),
+        )
         for index, store in enumerate(stores):
             worker = Worker(
                 store,
@@ -1013,6 +1034,7 @@ class JobHost:
                 slots=slots,
                 shard=index if len(stores) > 1 else None,
                 shards=len(stores),
+                pauses=pauses,
             )
             # Queue processing waits for the startup actions (see _run_startup_actions).
             supervisor = WorkerSupervisor(worker)
@@ -1064,6 +1086,12 @@ class JobHost:
         return function
 
     async def _stop_worker(self) -> None:
+        if self._pauses is not None:
+            (pauses, following), self._pauses = self._pauses, None
+            pauses.stop()
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
         if self._supervisors:
             try:
                 await asyncio.gather(
@@ -1260,6 +1288,86 @@ class JobHost:
         """
         self._check_controllable()
         return await self._hosted.set_paused(name, False)
+
+    async def pause_jobs(self, job_type: str, *, where: Mapping[str, Any] | None = None) -> bool:
+        """Pause the on-demand jobs of ``job_type`` in every worker process, until
+        `resume_jobs`; with ``where``, only the jobs whose payload's top-level fields equal
+        each of its values (``where={"customer_id": 42}``). True if that pause is new.
+
+        Stored in Redis, so it outlives restarts; every worker obeys within a second (this
+        process's at once). A paused job stays queued: a worker that claims it parks it with
+        the reason ``paused`` (visible as queued, holding no slot) until the pause is lifted.
+        A job that started before its worker heard of the pause runs to the end. Raises
+        `UnknownJobTypeError` for a job type this application does not define,
+        `ConfigurationError` for an empty ``where`` or one with a value that is not a str,
+        int, float, bool or None, `HostNotRunningError` unless the host runs (or is
+        `connected`).
+        """
+        checked = self._checked_pause(job_type, where)
+        changed = await set_paused(self._scheduler.stores, job_type, checked, True)
+        await self._follow_pauses_now()
+        return changed
+
+    async def resume_jobs(self, job_type: str, *, where: Mapping[str, Any] | None = None) -> bool:
+        """Lift the pauses of ``job_type``: without ``where`` every one (whole and keyed),
+        with it only the pause of that ``where``. The type's parked jobs go back to the
+        queue at once, each once; those that another pause still holds are parked again.
+        True if a pause ended. Raises as `pause_jobs`."""
+        checked = self._checked_pause(job_type, where)
+        changed = await set_paused(self._scheduler.stores, job_type, checked or None, False)
+        await self._follow_pauses_now()
+        return changed
+
+    async def paused_jobs(self) -> list[JobPause]:
+        """The pauses of on-demand job types in force, by job type. Raises
+        `HostNotRunningError` unless the host runs (or is `connected`)."""
+        self._check_controllable()
+        return read_pauses(await self._scheduler.stores[0].job_pauses())
+
+    async def _follow_pauses_now(self) -> None:
+        """This process's workers obey at once (others at the notice, or within a second)."""
+        if self._pauses is not None:
+            self._pauses[0].apply(read_pauses(await self._scheduler.stores[0].job_pauses()))
+
+    def _checked_pause(self, job_type: str, where: Mapping[str, Any] | None) -> dict[str, Any]:
+        self._check_controllable()
+        if self._eager is not None:
+            raise ConfigurationError(
+                "pausing job types needs Redis: eager mode (hostedjobs.testing.eager) has none"
+            )
+        known = {job_type_of(name) for name in self._handlers.registrations}
+        if job_type not in known and not registered_versions(job_type):
+            raise UnknownJobTypeError(
+                f"no job type named {job_type!r} in this application; job types here: "
+                f"{', '.join(sorted(known)) or 'none'}"
+            )
+        return checked_where(where)
+
+    def lock(self, name: str, *, ttl: Seconds = 30, timeout: Seconds | None = None) -> Lock:
+        """A lock named ``name``, held by one holder at a time across every process on this
+        queue's Redis: ``async with host.lock("nightly-import", ttl=30, timeout=10) as lock:``.
+
+        ``ttl`` (seconds or a `timedelta`): the lock lapses this long after its holder's
+        last renewal, so a crashed holder blocks others at most that long; while held it is
+        renewed every ``ttl / 3``. ``timeout``: how long ``async with`` waits (None: for
+        ever) before raising `LockTimeoutError`; ``await lock.acquire(blocking=False)`` only
+        tries. ``lock.token`` is its fencing token, ``lock.lost`` tells a lapse while held
+        (`LockLostError` on leaving ``async with``). Semantics from Foundatio's
+        ``ILockProvider``, redis-py's ``Lock`` and Kleppmann's fencing tokens: see
+        `hostedjobs.locks`. Raises `ConfigurationError` for an empty name, a ttl <= 0 or a
+        negative timeout, `HostNotRunningError` unless the host runs (or is `connected`).
+        """
+        store = self._distributed.store
+        if store is None:
+            if self._eager is not None:
+                raise ConfigurationError(
+                    "named locks need Redis: eager mode (hostedjobs.testing.eager) has none"
+                )
+            raise HostNotRunningError(
+                "the host is not running: start it (lifespan, host.run() or host.connected()) "
+                "before taking locks"
+            )
+        return Lock(store, name, ttl=ttl, timeout=timeout)
 
     def _check_controllable(self) -> None:
         if not self._running:

@@ -524,14 +524,14 @@ class HostedServices:
         else:
             names.discard(name)
         self._apply_paused(names)
-        logger.info("%s: %s", name, "paused" if paused else "resumed")
         return changed
 
     def _apply_paused(self, names: set[str]) -> None:
         names = names & self.jobs.keys()
         if names != self.paused:
             self._publish_wanted.set()  # so other processes see that this one obeys
-        for name in names ^ self.paused:
+        for name in sorted(names ^ self.paused):
+            logger.info("%s: %s", name, "paused" if name in names else "resumed")
             if name in self._trackers:
                 self._trackers[name].paused_noted = False
             gate = self._unpaused.get(name)
@@ -719,10 +719,13 @@ class HostedServices:
             tracker = self._trackers.get(job.name)
             if job.kind is JobKind.DISTRIBUTED_CRON and store is not None:
                 status = await self.distributed.status(job, tracker.next_run if tracker else None)
-                result.append(dataclasses.replace(status, paused=job.name in paused))
-                continue
-            stored = None if shared is None else shared[1].get(job.name)
-            result.append(self._merged(job, tracker, snapshots, stored, job.name in paused))
+                status = dataclasses.replace(status, paused=job.name in paused)
+            else:
+                stored = None if shared is None else shared[1].get(job.name)
+                status = self._merged(job, tracker, snapshots, stored, job.name in paused)
+            if status.paused:
+                status = dataclasses.replace(status, next_run=None)  # nothing starts while paused
+            result.append(status)
         return result
 
     def _merged(
@@ -742,14 +745,15 @@ class HostedServices:
                 continue
             records = [RunRecord.from_json(r) for r in entry.get("running") or () if r]
             count = entry.get("count")
+            obeys = entry.get("paused") is True
             processes.append(
                 ProcessRuns(
                     hostname=str(snapshot.get("hostname")),
                     pid=int(snapshot.get("pid") or 0),
                     running=count if type(count) is int else len(records),
-                    next_run=parse_time(entry.get("next_run")),
+                    next_run=None if obeys else parse_time(entry.get("next_run")),
                     seen_at=parse_time(snapshot.get("at")) or now,
-                    paused=entry.get("paused") is True,
+                    paused=obeys,
                 )
             )
             running.extend(records)
@@ -759,7 +763,7 @@ class HostedServices:
                     self.hostname,
                     self.pid,
                     len(tracker.running),
-                    tracker.next_run,
+                    None if job.name in self.paused else tracker.next_run,
                     now,
                     paused=job.name in self.paused,
                 )

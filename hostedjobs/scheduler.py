@@ -37,6 +37,7 @@ from .history import (
 )
 from .instrumentation import Instrumentation
 from .outcomes import JobStatus, Outcome
+from .pauses import PAUSED_REASON
 from .serialization import (
     dumps,
     encode_payload,
@@ -59,7 +60,21 @@ if TYPE_CHECKING:
 else:
     R_co = TypeVar("R_co", covariant=True)
 
-__all__ = ["JobId", "JobInfo", "JobPayload", "JobStatus", "Scheduler", "TryError"]
+__all__ = [
+    "SCAN_LIMIT",
+    "JobCount",
+    "JobId",
+    "JobInfo",
+    "JobList",
+    "JobPayload",
+    "JobStatus",
+    "Scheduler",
+    "TryError",
+]
+
+SCAN_LIMIT = 20_000
+"""How many waiting or running jobs a job type filter looks at, at most, per shard, unless
+`Scheduler.jobs` or `Scheduler.count` is given another ``scan_limit``."""
 
 R = TypeVar("R")
 
@@ -112,6 +127,11 @@ class TryError:
     traceback: str | None
     """Its formatted traceback (at most `TRACEBACK_LIMIT` characters, the end kept), if
     the try raised."""
+    worker: str | None = None
+    """The id of the worker that ran the try, for a try lost with its worker (its lease
+    lapsed); None otherwise and in records stored before it was kept."""
+    started_at: datetime | None = None
+    """When a try lost with its worker started; None otherwise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,12 +173,36 @@ class JobInfo(Generic[R_co]):
     errors: tuple[TryError, ...] = ()
     """The failed tries so far, oldest first (the newest 10)."""
     worker: str | None = None
-    """The id of the worker that finished the job (hostedjobs workers record it)."""
+    """The id of the worker that runs the job now, or that finished it (hostedjobs workers
+    record both: the claim in the worker's claims, the outcome in the result)."""
 
     @property
     def finished(self) -> bool:
         """True once the job has succeeded, failed or been cancelled."""
         return self.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class JobList(list["JobInfo[Any]"]):
+    """A page of jobs from `Scheduler.jobs`: a list, and whether its type filter's scan
+    stopped early."""
+
+    scan_limited: bool = False
+    """True if the job type filter examined ``scan_limit`` entries and stopped with more
+    left: jobs of the type further down the list are missing from the page."""
+
+
+class JobCount(int):
+    """A count from `Scheduler.count`: an int, and whether its type filter's scan stopped
+    early."""
+
+    scan_limited: bool
+    """True if the job type filter examined ``scan_limit`` entries (on some shard) and
+    stopped with more left: the count is of those examined, a lower bound."""
+
+    def __new__(cls, value: int, *, scan_limited: bool = False) -> JobCount:
+        count = super().__new__(cls, value)
+        count.scan_limited = scan_limited
+        return count
 
 
 def _prepare_many(
@@ -453,7 +497,8 @@ class Scheduler:
         since: datetime | None = None,
         until: datetime | None = None,
         newest_first: bool | None = None,
-    ) -> list[JobInfo]:
+        scan_limit: int = SCAN_LIMIT,
+    ) -> JobList:
         """A page of jobs in ``status`` (a `JobStatus` or its value, e.g. ``"failed"``):
         queued and scheduled by due time (soonest first), the others newest first. Reads
         indexes only, never the keyspace.
@@ -467,39 +512,44 @@ class Scheduler:
 
         Finished jobs of a type or a worker are read from their own indexes (one range read
         per page, whatever the depth); waiting and running jobs of a type are found by
-        reading the records of at most 20,000 waiting (or running) ones. Running, succeeded,
+        reading records: ``scan_limit`` is how many waiting (or running) entries at most are
+        examined per shard (default `SCAN_LIMIT`), in the list's order, and the page's
+        ``scan_limited`` says when it stopped with more left. Running, succeeded,
         failed and cancelled jobs are listed from indexes that hostedjobs workers keep (jobs
         run by stock arq workers are not listed there); finished jobs stay listed while
         their result is kept, up to the newest 100,000 per state. Distributed cron runs are
         not listed (see their hosted job). Raises `ConfigurationError` for a bad status,
-        offset, limit or naive datetime.
+        offset, limit, scan limit or naive datetime.
         """
         if offset < 0 or limit < 1:
             raise ConfigurationError("jobs() needs offset >= 0 and limit >= 1")
-        query = _Query.of(status, job_type, worker, since, until, newest_first)
+        query = _Query.of(status, job_type, worker, since, until, newest_first, scan_limit)
         if query.status in _WAITING_STATES and worker is not None:
-            return []
+            return JobList()
         stores = self._shards or [self.store]
         now_ms = int(time.time() * 1000)
         if len(stores) == 1:
-            entries = await _entries(stores[0], query, now_ms, offset, limit)
+            entries, limited = await _entries(stores[0], query, now_ms, offset, limit)
             ids = [job_id for _, job_id in entries]
         else:
             pages = await asyncio.gather(
                 *(_entries(store, query, now_ms, 0, offset + limit) for store in stores)
             )
-            merged = heapq.merge(*pages)
+            limited = any(page_limited for _, page_limited in pages)
+            merged = heapq.merge(*(page for page, _ in pages))
             ids = [job_id for _, job_id in itertools.islice(merged, offset, offset + limit)]
         infos = await self._get_many(ids)
         # An index can briefly lag the job (a stock arq worker finished it, say): list only
         # jobs that are in the state asked for.
-        return [
+        found = JobList(
             info
             for info in infos
             if info is not None
             and info.status is query.status
             and (job_type is None or info.job_type == job_type)
-        ]
+        )
+        found.scan_limited = limited
+        return found
 
     async def count(
         self,
@@ -509,16 +559,31 @@ class Scheduler:
         worker: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-    ) -> int:
+        scan_limit: int = SCAN_LIMIT,
+    ) -> JobCount:
         """How many jobs `jobs` lists with the same filters (for paging). Exact for finished
         jobs (one ZCOUNT per shard); for waiting and running jobs of a type, counted among
-        at most 20,000 per shard."""
-        query = _Query.of(status, job_type, worker, since, until, None)
+        at most ``scan_limit`` entries per shard, and ``scan_limited`` on the count says
+        when that stopped with more left (the count is then a lower bound)."""
+        query = _Query.of(status, job_type, worker, since, until, None, scan_limit)
         if query.status in _WAITING_STATES and worker is not None:
-            return 0
+            return JobCount(0)
         now_ms = int(time.time() * 1000)
         stores = self._shards or [self.store]
-        return sum(await asyncio.gather(*(_count(store, query, now_ms) for store in stores)))
+        counted = await asyncio.gather(*(_count(store, query, now_ms) for store in stores))
+        return JobCount(
+            sum(n for n, _ in counted), scan_limited=any(limited for _, limited in counted)
+        )
+
+    async def parked(self) -> dict[str, int]:
+        """How many queued jobs workers set aside, by job type: those of a paused type (or
+        payload), and those no live worker has the code for. They count as queued."""
+        found: dict[str, int] = {}
+        for shard in await asyncio.gather(*(store.parked_counts() for store in self.stores)):
+            for function, count in shard.items():
+                job_type = _split_key(function)[0]
+                found[job_type] = found.get(job_type, 0) + count
+        return found
 
     async def counts(self, *, since: Seconds | None = None) -> dict[JobStatus, int]:
         """How many jobs are in each state, from the same indexes as `jobs`.
@@ -680,8 +745,6 @@ _LATEST_DUE_MS = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp() 
 """The latest due time `Scheduler.schedule` takes: the last second `datetime` can show."""
 
 
-_SCAN_CAP = 20_000
-"""How many waiting or running jobs a job type filter looks at, at most, per shard."""
 _SCAN_BATCH = 500
 
 
@@ -703,6 +766,7 @@ class _Query:
     min_ms: int | None
     max_ms: int | None
     newest_first: bool
+    scan_limit: int = SCAN_LIMIT
 
     @classmethod
     def of(
@@ -713,8 +777,11 @@ class _Query:
         since: datetime | None,
         until: datetime | None,
         newest_first: bool | None,
+        scan_limit: int = SCAN_LIMIT,
     ) -> _Query:
         state = _status(status)
+        if isinstance(scan_limit, bool) or not isinstance(scan_limit, int) or scan_limit < 1:
+            raise ConfigurationError(f"jobs(scan_limit={scan_limit!r}) needs an int >= 1")
         for name, value in (("job_type", job_type), ("worker", worker)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise ConfigurationError(f"jobs({name}={value!r}) needs a non-empty string")
@@ -727,6 +794,7 @@ class _Query:
             _aware_ms("since", since),
             _aware_ms("until", until),
             newest_first,
+            scan_limit,
         )
 
 
@@ -741,8 +809,9 @@ def _of_type(records: list[bytes | None], job_type: str) -> list[bool]:
 
 async def _waiting(
     store: Store, query: _Query, now_ms: int, offset: int, limit: int
-) -> list[tuple[str, str | None, int]]:
-    """A page of waiting jobs matching ``query`` (a job type: by their records, bounded)."""
+) -> tuple[list[tuple[str, str | None, int]], bool]:
+    """A page of waiting jobs matching ``query`` (a job type: by their records, at most
+    ``query.scan_limit`` of them), and whether that scan stopped with more left."""
 
     async def page(start: int, size: int) -> list[tuple[str, str | None, int]]:
         return await store.waiting_entries(
@@ -756,53 +825,62 @@ async def _waiting(
         )
 
     if query.job_type is None:
-        return await page(offset, limit)
+        return await page(offset, limit), False
     found: list[tuple[str, str | None, int]] = []
     start = 0
-    while start < _SCAN_CAP and len(found) < offset + limit:
-        batch = await page(start, _SCAN_BATCH)
+    limited = False
+    while len(found) < offset + limit:
+        if start >= query.scan_limit:
+            # Stopped at the limit: more entries only if the next one exists.
+            limited = bool(await page(start, 1))
+            break
+        size = min(_SCAN_BATCH, query.scan_limit - start)
+        batch = await page(start, size)
         matches = _of_type(await store.records([e[0] for e in batch]), query.job_type)
         found += (entry for entry, match in zip(batch, matches, strict=True) if match)
-        if len(batch) < _SCAN_BATCH:
+        if len(batch) < size:
             break
-        start += _SCAN_BATCH
-    return found[offset : offset + limit]
+        start += size
+    return found[offset : offset + limit], limited
 
 
-async def _running(store: Store, query: _Query) -> list[tuple[str, int]]:
-    """Every running job matching ``query``, latest claim first (bounded)."""
-    entries = (
-        await store.running_entries(
-            worker_id=query.worker, min_ms=query.min_ms, max_ms=query.max_ms
-        )
-    )[:_SCAN_CAP]
+async def _running(store: Store, query: _Query) -> tuple[list[tuple[str, int]], bool]:
+    """Every running job matching ``query``, latest claim first (a job type: among the
+    latest ``query.scan_limit``), and whether that scan stopped with more left."""
+    entries = await store.running_entries(
+        worker_id=query.worker, min_ms=query.min_ms, max_ms=query.max_ms
+    )
+    cap = SCAN_LIMIT if query.job_type is None else query.scan_limit
+    limited = query.job_type is not None and len(entries) > cap
+    entries = entries[:cap]
     if query.job_type is not None:
         matches: list[bool] = []
         for i in range(0, len(entries), _SCAN_BATCH):
             batch = [job_id for job_id, _ in entries[i : i + _SCAN_BATCH]]
             matches += _of_type(await store.records(batch), query.job_type)
         entries = [entry for entry, match in zip(entries, matches, strict=True) if match]
-    return entries
+    return entries, limited
 
 
 async def _entries(
     store: Store, query: _Query, now_ms: int, offset: int, limit: int
-) -> list[tuple[tuple[Any, ...], str]]:
+) -> tuple[list[tuple[tuple[Any, ...], str]], bool]:
     """A page of one store's jobs matching ``query``, each with a key that orders pages of
-    several shards the same way (so they merge)."""
+    several shards the same way (so they merge), and whether a type scan stopped early."""
     sign = -1 if query.newest_first else 1
     if query.status in _WAITING_STATES:
-        page = await _waiting(store, query, now_ms, offset, limit)
+        page, limited = await _waiting(store, query, now_ms, offset, limit)
         # Soonest (or latest) due first, the parked ones after, by function.
         return [
             ((function is not None, function or "", sign * due), job_id)
             for job_id, function, due in page
-        ]
+        ], limited
     if query.status is JobStatus.RUNNING:
-        running = await _running(store, query)
+        running, limited = await _running(store, query)
         if not query.newest_first:
             running.reverse()
-        return [((sign * ms,), job_id) for job_id, ms in running[offset : offset + limit]]
+        page_of = running[offset : offset + limit]
+        return [((sign * ms,), job_id) for job_id, ms in page_of], limited
     finished = await store.finished_entries(
         query.status,
         job_type=query.job_type,
@@ -813,11 +891,11 @@ async def _entries(
         offset=offset,
         limit=limit,
     )
-    return [((sign * ms,), job_id) for job_id, ms in finished]
+    return [((sign * ms,), job_id) for job_id, ms in finished], False
 
 
-async def _count(store: Store, query: _Query, now_ms: int) -> int:
-    """How many of one store's jobs match ``query``."""
+async def _count(store: Store, query: _Query, now_ms: int) -> tuple[int, bool]:
+    """How many of one store's jobs match ``query``, and whether a type scan stopped early."""
     if query.status.finished:
         return await store.finished_count(
             query.status,
@@ -825,12 +903,17 @@ async def _count(store: Store, query: _Query, now_ms: int) -> int:
             worker_id=query.worker,
             min_ms=query.min_ms,
             max_ms=query.max_ms,
-        )
+        ), False
     if query.status is JobStatus.RUNNING:
-        return len(await _running(store, query))
+        running, limited = await _running(store, query)
+        return len(running), limited
     if query.job_type is None and query.min_ms is None and query.max_ms is None:
-        return (await store.counts(now_ms=now_ms, since_ms=None))[query.status]
-    return len(await _waiting(store, query, now_ms, 0, _SCAN_CAP))
+        return (await store.counts(now_ms=now_ms, since_ms=None))[query.status], False
+    if query.job_type is None:
+        return len((await _waiting(store, query, now_ms, 0, SCAN_LIMIT))[0]), False
+    # One more than can match: the scan goes on to its limit even if all it saw matched.
+    waiting, limited = await _waiting(store, query, now_ms, 0, query.scan_limit + 1)
+    return len(waiting), limited
 
 
 def _cancelled(
@@ -966,7 +1049,11 @@ def _job_info(job_id: str, job: StoredJob) -> JobInfo | None:
     elif "parked" in job.meta:
         # Set aside by a worker with no code for it, for one that has (Store.park).
         status = JobStatus.QUEUED
-        message = "waiting for a worker that can run it: " + job.meta.get("parked_reason", "")
+        reason = job.meta.get("parked_reason", "")
+        if reason == PAUSED_REASON:
+            message = "paused: its job type is paused; it runs once resumed"
+        else:
+            message = "waiting for a worker that can run it: " + reason
     else:
         return None
     args = record["a"] or [None]
@@ -991,7 +1078,11 @@ def _job_info(job_id: str, job: StoredJob) -> JobInfo | None:
         progress_message=job.meta.get("progress_message"),
         traceback=trace,
         errors=tuple(_try_error(entry) for entry in history if isinstance(entry, dict)),
-        worker=record.get("w") if finished and isinstance(record.get("w"), str) else None,
+        worker=(record.get("w") if isinstance(record.get("w"), str) else None)
+        if finished
+        else job.claimant
+        if status is JobStatus.RUNNING
+        else None,
     )
 
 
@@ -999,9 +1090,13 @@ def _try_error(entry: dict[str, Any]) -> TryError:
     """A try history entry (stored JSON) as a `TryError`, whatever fields it lacks."""
     at = entry.get("at")
     trace = entry.get("traceback")
+    worker = entry.get("worker")
+    started = entry.get("started_at")
     return TryError(
         attempt=entry["try"] if isinstance(entry.get("try"), int) else 0,
         at=_ms_to_datetime(at) if isinstance(at, int | float) else None,
         error=str(entry.get("error") or ""),
         traceback=trace if isinstance(trace, str) and trace else None,
+        worker=worker if isinstance(worker, str) and worker else None,
+        started_at=_ms_to_datetime(started) if isinstance(started, int | float) else None,
     )

@@ -32,6 +32,7 @@ __all__ = [
     "lookup_job_type",
     "queued_record",
     "read_record",
+    "registered_names",
     "registered_versions",
     "result_record",
 ]
@@ -177,6 +178,12 @@ def registered_versions(name: str) -> list[int]:
     """Every version registered for ``name``, ascending (for "known versions: 1, 2" errors)."""
     with _REGISTRY_LOCK:
         return sorted(version for known, version in _REGISTRY if known == name)
+
+
+def registered_names() -> set[str]:
+    """The name of every job type registered in this process."""
+    with _REGISTRY_LOCK:
+        return {name for name, _ in _REGISTRY}
 
 
 def _qualified_name(cls: type[Any]) -> str:

@@ -117,7 +117,8 @@ class ProcessRuns:
     running: int
     """Runs in progress in that process."""
     next_run: datetime | None
-    """That process's next run (None: not known, or the job is not scheduled there)."""
+    """That process's next run (None: not known, paused there, or the job is not scheduled
+    there)."""
     seen_at: datetime
     """When the process last published (every few seconds while it lives)."""
     paused: bool = False
@@ -150,6 +151,8 @@ class HostedJobStatus:
     """The cron expression, or a description of a continuous job's interval."""
     timezone: str | None
     next_run: datetime | None
+    """When the next run starts; None while the job is paused (see ``paused``), or if not
+    known."""
     last_scheduled_at: datetime | None
     last_started_at: datetime | None
     last_finished_at: datetime | None

@@ -44,6 +44,7 @@ from .health import (
 )
 from .history import job_type_of
 from .outcomes import JobStatus, Outcome
+from .pauses import PAUSED_REASON, PausedJobs
 from .runner import QueuedFunction, QueuedRun, RunReport, error_text, error_traceback
 from .serialization import dumps, read_record, result_record
 from .shutdown import Grace
@@ -95,12 +96,15 @@ def finished_record(
     finished_ms: int,
     history: Sequence[dict[str, Any]] = (),
     worker_id: str | None = None,
+    lost_try: bool = False,
 ) -> tuple[JobStatus, bytes]:
     """The stored result of a finished job, and the status it ends in.
 
     ``base`` is the job's record (``f``, ``a``, ``k``, ``et`` and ``t``, the tries);
     ``history`` the earlier failed tries' entries (``try``, ``at`` ms, ``error``,
-    ``traceback``), oldest first, kept in the result with this try's if it failed.
+    ``traceback``), oldest first, kept in the result with this try's if it failed. With
+    ``lost_try`` the job failed as its last try was lost with its worker: that try is the
+    last entry of ``history``, and the report's message (no error) is the job's.
     """
     outcome = report.outcome
     status = JobStatus.of(outcome)
@@ -120,7 +124,9 @@ def finished_record(
     if worker_id is not None:
         record["w"] = worker_id
     tries = list(history)
-    if outcome is Outcome.FAILED:
+    if lost_try:
+        record["m"] = report.message
+    elif outcome is Outcome.FAILED:
         error = report.error or JobFailedError(report.message or "the job reported failure")
         record["m"] = error_text(error)
         value = error
@@ -150,9 +156,10 @@ def finished_record(
 
 
 class _Parked(NamedTuple):
-    """A claimed job this worker has no code for."""
+    """A claimed job this worker has no code for, or of a paused job type."""
 
     function: str
+    reason: str | None = None
 
 
 class SlotBudget:
@@ -218,8 +225,14 @@ class Worker:
         slots: SlotBudget | None = None,
         shard: int | None = None,
         shards: int = 1,
+        pauses: PausedJobs | None = None,
     ) -> None:
         self.store = store
+        if pauses is None:
+            pauses = PausedJobs()
+            pauses.known.set()
+        self.pauses = pauses
+        """The paused job types this worker parks instead of running (`hostedjobs.pauses`)."""
         self.shard = shard
         self.shards = shards
         self.functions = functions
@@ -254,6 +267,7 @@ class Worker:
         self._wait: asyncio.Task[Peeked | None] | None = None
         self._aborting: set[str] = set()
         self._functions: dict[str, QueuedFunction | None] = {}
+        self._job_types: dict[str, str] = {}
         self._parked_warned: set[str] = set()
         self._cron_prefix = f"{store.keys.namespace}:cron:"
         self._commits = OutcomeCommitter(
@@ -282,6 +296,7 @@ class Worker:
         """
         if self._maintenance is None or self._maintenance.done():
             self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
+        await self.pauses.known.wait()  # a type paused before a restart runs no job
         failures = 0
         try:
             while not self._stopping:
@@ -360,10 +375,20 @@ class Worker:
                 self._functions[name] = found
         return found
 
+    def _job_type(self, function: str) -> str:
+        found = self._job_types.get(function)
+        if found is None:
+            found = self._job_types[function] = job_type_of(function)
+        return found
+
     async def _unpark(self, parked: list[str]) -> None:
         """Take back as many parked jobs this worker can run as it has free slots, and claim
         them next (before a peek, which could find them for a worker without their code)."""
-        runnable = [name for name in parked if self._function(name) is not None]
+        runnable = [
+            name
+            for name in parked
+            if self._function(name) is not None and self._job_type(name) not in self.pauses.types
+        ]
         free = self._free_slots() - len(self._unparked)
         if runnable and (moved := await self.store.unpark(runnable, limit=free)):
             logger.info("%d parked job(s) of %s taken back", len(moved), ", ".join(runnable))
@@ -602,7 +627,7 @@ class Worker:
         finally:
             self._release_slot()
         if isinstance(outcome, _Parked):
-            await self._park(job, outcome.function)
+            await self._park(job, outcome.function, outcome.reason)
         elif not await self._commits.commit(outcome):
             logger.warning(
                 "job %s: outcome not stored by this worker: it no longer held the job (its "
@@ -612,9 +637,12 @@ class Worker:
                 extra={"run_id": job.id},
             )
 
-    async def _park(self, job: Claimed, function: str) -> None:
-        reason = self.unknown(function)
-        if function not in self._parked_warned:
+    async def _park(self, job: Claimed, function: str, reason: str | None) -> None:
+        if reason is None:
+            reason = self.unknown(function)
+        elif reason == PAUSED_REASON:
+            logger.debug("job %s (%s) parked: its type is paused", job.id, function)
+        if reason != PAUSED_REASON and function not in self._parked_warned:
             self._parked_warned.add(function)
             logger.warning(
                 "job %s is for %r, which this worker cannot run: parked for a worker that can (%s)",
@@ -654,7 +682,20 @@ class Worker:
             function = self._function(name)
             if function is None:
                 return _Parked(name)
-            if attempt > function.max_tries:
+            if (
+                self.pauses.types
+                and not job.aborted  # a cancelled job ends now, paused or not
+                and self._job_type(name) in self.pauses.types
+                and self.pauses.holds(self._job_type(name), base["a"])
+            ):
+                return _Parked(name, PAUSED_REASON)
+            if attempt > function.max_tries and not job.aborted:
+                lost = await self._lost_last_try(job.id, attempt, function.max_tries)
+                if lost is not None:
+                    base["t"] = attempt - 1  # the tries that started; this one never did
+                    return self._finished(
+                        job.id, base, start_ms, lost[0], ran=False, history=lost[1], lost_try=True
+                    )
                 raise JobFailedError(f"max {function.max_tries} tries exceeded")
         except Exception as exc:
             logger.warning(
@@ -664,10 +705,15 @@ class Worker:
                 exc,
                 extra={"run_id": job.id, "job_name": base["f"], "outcome": Outcome.FAILED.value},
             )
-            report = RunReport(Outcome.FAILED, message=error_text(exc), error=exc)
+            # Raised by this worker's checks: its traceback is of hostedjobs, not of the job.
+            error = exc.with_traceback(None)
+            report = RunReport(Outcome.FAILED, message=error_text(error), error=error)
             return self._finished(job.id, base, start_ms, report, ran=False)
         if job.aborted:
-            report = RunReport(Outcome.CANCELLED, message="cancelled before it started")
+            # Cancelled while queued, or while its worker was gone (this try was never run).
+            when = "before it started" if attempt <= 1 else f"before try {attempt} started"
+            report = RunReport(Outcome.CANCELLED, message=f"cancelled {when}")
+            base["t"] = attempt - 1  # the tries that started
             return self._finished(job.id, base, start_ms, report, aborted=True, ran=False)
         run = QueuedRun(
             job_id=job.id,
@@ -703,6 +749,20 @@ class Worker:
             job.id, base, start_ms, report, aborted=job.id in self._aborting, history=history
         )
 
+    async def _lost_last_try(
+        self, job_id: str, attempt: int, max_tries: int
+    ) -> tuple[RunReport, list[dict[str, Any]]] | None:
+        """If the job's last try was lost with its worker (`Store.recover` kept it in the try
+        history), the failure that ends the job and the history, that try's error saying no
+        tries are left; else None."""
+        history = await self._try_history(job_id)
+        last = history[-1] if history else None
+        if last is None or not last.get("worker") or last.get("try") != attempt - 1:
+            return None
+        message = f"{last.get('error')}; no tries left (max_tries={max_tries})"
+        history[-1] = {**last, "error": message}
+        return RunReport(Outcome.FAILED, message=message), history
+
     async def _try_history(self, job_id: str) -> list[dict[str, Any]]:
         """The earlier failed tries' entries kept in the job's meta hash (none if Redis does
         not answer: the outcome matters more than its history)."""
@@ -722,6 +782,7 @@ class Worker:
         aborted: bool = False,
         ran: bool = True,
         history: Sequence[dict[str, Any]] = (),
+        lost_try: bool = False,
     ) -> Finished:
         if report.outcome is Outcome.FAILED:
             self.failed += 1
@@ -743,6 +804,7 @@ class Worker:
             finished_ms=_now_ms(),
             history=history,
             worker_id=self.worker_id,
+            lost_try=lost_try,
         )
         keep_ms = int(self.keep_result_s * 1000)
         return Finished(job_id, status, data, keep_ms, aborted, job_type, indexed, duration_s)

@@ -482,3 +482,35 @@ async def test_an_empty_queue_changes_its_shard_count_on_a_cluster(
         async with host.run():
             job_id = await host.scheduler.enqueue(Work(text=str(shards)))
             assert (await wait_for_job(host, job_id)).status is JobStatus.SUCCEEDED
+
+
+async def test_named_locks_live_in_one_slot_and_exclude_other_hosts(
+    cluster: ClusterServers, queue_name: str
+) -> None:
+    """On a cluster (one queue, or three shards), a lock held through one host excludes
+    another host, its release wakes the other's waiter, and the lock's keys share one slot
+    (the queue's; shard 0's for a sharded queue) on the primary serving it."""
+    for shards in (1, 3):
+        name = f"{queue_name}-{shards}"
+        first, second = (
+            make_host(cluster.url, name, shards=shards, run_worker=False) for _ in range(2)
+        )
+        async with first.connected(), second.connected():
+            waiter = second.lock("nightly", ttl=5)
+            async with first.lock("nightly", ttl=5) as held:
+                assert not await waiter.acquire(blocking=False)
+                waiting = asyncio.ensure_future(waiter.acquire(timeout=60))
+                await asyncio.sleep(0)
+            assert await asyncio.wait_for(waiting, 60)
+            assert waiter.token == held.token + 1
+            await waiter.release()
+            store = first._distributed.store
+            assert store is not None
+            keys = store.keys.named_lock("nightly")
+        slots = {key_slot(key.encode()) for key in (keys.owner, keys.fence, keys.released)}
+        assert slots == {key_slot(store.keys.waiting.encode())}
+        admin = cluster.owner(slots.pop()).admin()
+        try:
+            assert admin.get(keys.fence) == b"2"
+        finally:
+            admin.close()

@@ -7,6 +7,7 @@ the pages' reads (no KEYS or SCAN), and Redis going away.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -204,10 +205,10 @@ async def test_retry_and_run_now_actions(running: JobHost) -> None:
         token = await csrf_token(client, f"/jobs/{job_id}")
         retried = await client.post(f"/jobs/{job_id}/retry", data={"csrf_token": token})
         assert retried.status_code == 303
-        assert retried.headers["location"].endswith("?notice=retried")
+        assert retried.headers["location"].endswith("notice=retried")
         await wait_for_job(running, job_id, statuses={JobStatus.FAILED})
         twice = await client.post(f"/jobs/{job_id}/delete", data={"csrf_token": token})
-        assert twice.headers["location"].endswith("?notice=not-deleted")
+        assert twice.headers["location"].endswith("notice=not-deleted")
 
         ran = await client.post("/hosted/yearly/run", data={"csrf_token": token})
         assert ran.status_code == 303
@@ -285,3 +286,57 @@ async def test_dashboard_of_a_stopped_host_says_so(redis_url: str, queue_name: s
         page = await client.get("/")
     assert page.status_code == 503
     assert "the job host is not running" in page.text
+
+
+async def test_a_newcomers_second_trial_run_now_wording_error_banner_and_sort(
+    redis_url: str, queue_name: str
+) -> None:
+    """Run now on a distributed cron job says its run is queued (it waits for a worker, it
+    has not started); an error page does not call an operator who may act read-only; the
+    order menu offers each order once."""
+    host = make_host(redis_url, queue_name, run_worker=False)
+
+    @host.distributed_cron("0 0 1 1 *", name="year-end")
+    async def year_end() -> None:
+        return None
+
+    async with host.run(), client_for(host, auth=allow_all) as client:
+        token = await csrf_token(client, "/hosted/year-end")
+        ran = await client.post("/hosted/year-end/run", data={"csrf_token": token})
+        assert ran.headers["location"] == "/ops/jobs/hosted/year-end?notice=queued"
+        page = await client.get(ran.headers["location"].removeprefix("/ops/jobs"))
+        assert "A run is queued: the first free worker runs it." in page.text
+
+        bad = await client.get("/jobs?page=abc")
+        assert bad.status_code == 400
+        assert "Read-only for you" not in bad.text
+        for state in ("queued", "scheduled", "succeeded", "failed"):
+            form = (await client.get(f"/jobs?state={state}")).text
+            menu = form[form.index('<select name="sort">') :]
+            labels = re.findall(r"<option[^>]*>([^<]+)</option>", menu[: menu.index("</select>")])
+            assert len(labels) == len(set(labels)) == 2, (state, labels)
+    async with client_for(host, auth=lambda request: False) as client:
+        assert "Read-only for you" in (await client.get("/jobs?page=abc")).text
+
+
+async def test_a_running_job_whose_worker_is_gone_says_so(redis_url: str, queue_name: str) -> None:
+    """A job held by a worker that sends no heartbeat (killed: its lease not lapsed yet) is
+    shown running, with a warning that its worker is gone, not as if all were well."""
+    from redis.asyncio import Redis
+
+    from hostedjobs.storage.store import Store
+
+    host = make_host(redis_url, queue_name, run_worker=False)
+    store = Store(Redis.from_url(redis_url), queue_name)
+    try:
+        async with host.run(), client_for(host) as client:
+            job_id = await host.scheduler.enqueue(Note(text="held"))
+            assert (await store.lease_worker("ghost:1", lease_ms=600_000, take=True))[0]
+            now_ms = int(time.time() * 1000)
+            claimed, _, _ = await store.claim([job_id], worker_id="ghost:1", now_ms=now_ms, limit=1)
+            assert [c.id for c in claimed] == [job_id]
+            page = await client.get(f"/jobs/view?id={job_id}")
+            assert "ghost:1" in page.text
+            assert 'id="worker-lost">Its worker is gone' in page.text
+    finally:
+        await store.close()

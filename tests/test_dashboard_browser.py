@@ -136,7 +136,7 @@ async def test_dashboard_pages_and_actions_in_chromium(
     # Delete a scheduled job (confirming the dialog).
     await page.goto(board + "/jobs?state=scheduled")
     await page.screenshot(path=shots / "dashboard-jobs.png", full_page=True)
-    await page.locator(f'a[href$="/jobs/{signup["reminder_job"]}"]').click()
+    await page.locator(f'a[href$="/jobs/view?id={signup["reminder_job"]}"]').click()
     page.once("dialog", lambda dialog: dialog.accept())
     await page.get_by_role("button", name="Delete").click()
     await expect(page.locator(".notice")).to_have_text("The job was deleted; it will not run.")
@@ -146,7 +146,7 @@ async def test_dashboard_pages_and_actions_in_chromium(
 
     # Retry a failed job: it is queued again under its id and runs (and fails) again.
     await page.goto(board + "/jobs?state=failed")
-    await page.locator(f'a[href$="/jobs/{failing}"]').click()
+    await page.locator(f'a[href$="/jobs/view?id={failing}"]').click()
     await expect(page.locator("#error")).to_contain_text("the export target refused the file")
     await page.screenshot(path=shots / "dashboard-failed-job.png", full_page=True)
     await page.get_by_role("button", name="Retry").click()

@@ -50,7 +50,7 @@ async def test_search_filter_sort_and_the_traceback(
 
     await page.locator("#q").fill(failing)
     await page.locator("#q").press("Enter")
-    await page.wait_for_url(f"**/jobs/{failing}")
+    await page.wait_for_url(f"**/jobs/view?id={failing}")
     await expect(page.locator("#error")).to_contain_text("the export target refused the file")
     trace = page.locator("#traceback-text")
     await expect(trace).to_be_visible()
@@ -140,7 +140,7 @@ async def test_bulk_retry_delete_and_cancel_with_their_confirmation(
     # All three are listed as cancelled now.
     await page.goto(board + "/jobs?state=cancelled")
     for job_id in reminders:
-        await expect(page.locator(f'#jobs a[href$="/jobs/{job_id}"]')).to_have_count(1)
+        await expect(page.locator(f'#jobs a[href$="/jobs/view?id={job_id}"]')).to_have_count(1)
     await expect(page.locator("#jobs")).to_contain_text("deleted")
     assert page.errors == []  # type: ignore[attr-defined]
 

@@ -185,3 +185,23 @@ async def test_the_application_s_own_client_is_used_and_left_open(
     finally:
         await client.aclose()
         await pool.aclose()
+
+
+async def test_a_lock_is_on_the_replica_when_acquire_returns(
+    primary: RedisServer, replica: RedisServer
+) -> None:
+    """With replicated durability, a named lock and its fencing token are on the replica once
+    ``acquire`` returns, so a failover cannot give the lock, or its token, to a second
+    holder."""
+    host = make_host(redis_url=primary.url, durability="replicated", run_worker=False)
+    copy = replica.admin()
+    try:
+        async with host.connected():
+            lock = host.lock("replicated", ttl=30)
+            assert await lock.acquire(blocking=False)
+            keys = KEYS.named_lock("replicated")
+            assert copy.exists(keys.owner) == 1
+            assert int(copy.get(keys.fence)) == lock.token  # type: ignore[arg-type]
+            await lock.release()
+    finally:
+        copy.close()

@@ -450,7 +450,7 @@ async def test_search_goes_to_the_job_or_says_there_is_none(
         async with client_for(host) as client:
             found = await client.get("/jobs", params={"q": f"  {job_id} "})
             assert found.status_code == 303
-            assert found.headers["location"] == f"/ops/jobs/jobs/{job_id}"
+            assert found.headers["location"] == f"/ops/jobs/jobs/view?id={job_id}"
             missing = await client.get("/jobs", params={"q": "<b>nope</b>"})
             assert missing.status_code == 200
             assert 'id="no-such-job"' in missing.text
@@ -511,8 +511,8 @@ async def test_filters_sort_and_paging_links_keep_the_filters(
 async def test_bulk_retry_confirms_the_count_then_reports_what_was_done(
     redis_url: str, queue_name: str
 ) -> None:
-    """Selected ids lead to a confirmation naming how many; the final POST retries those it
-    can and says why the others were left."""
+    """Selected ids lead to a confirmation naming how many it acts on and why it skips the
+    others; the final POST retries those it can and redirects to the list with the counts."""
     host = make_host(redis_url, queue_name)
     async with host.run():
         failed = [await host.scheduler.enqueue(Alpha(n=i, fail=True)) for i in range(3)]
@@ -526,8 +526,8 @@ async def test_bulk_retry_confirms_the_count_then_reports_what_was_done(
             form = {"csrf_token": token, "action": "retry", "ids": [*failed, fine]}
             confirm = await client.post("/jobs/bulk", data=form)
             assert confirm.status_code == 200
-            assert '<h1 id="bulk-question">Retry 4 jobs?</h1>' in confirm.text
-            assert "1 of them is not failed now" in confirm.text
+            assert '<h1 id="bulk-question">Retry 3 failed jobs?</h1>' in confirm.text
+            assert "1 is not failed and will be skipped (1 succeeded)" in confirm.text
             only_failed = await client.post("/jobs/bulk", data={**form, "ids": failed})
             assert "Retry 3 failed jobs?" in only_failed.text
             # Asking changed nothing yet.
@@ -535,11 +535,12 @@ async def test_bulk_retry_confirms_the_count_then_reports_what_was_done(
                 JobStatus.FAILED
             }
 
-            done = await client.post("/jobs/bulk/run", data=form)
-            assert done.status_code == 200
-            assert '<h1 id="bulk-result">Retried 3 of 4 jobs</h1>' in done.text
-            assert "1 could not be retried" in done.text
-            assert "it is succeeded, not failed" in done.text
+            done = await client.post("/jobs/bulk/run", data={**form, "back": "state=failed"})
+            assert done.status_code == 303
+            location = done.headers["location"]
+            assert location == "/ops/jobs/jobs?state=failed&done=retry&n=3&skipped=1"
+            shown = (await client.get(location.removeprefix("/ops/jobs"))).text
+            assert 'id="bulk-result">Retried 3 of 4 jobs; 1 skipped' in shown
             for job_id in failed:
                 info = await wait_for_job(host, job_id, timeout=30)
                 assert info.status is JobStatus.FAILED and info.tries == 1
@@ -575,11 +576,15 @@ async def test_bulk_delete_and_cancel_and_the_job_pages_cancel_button(
         async with client_for(host, auth=allow_all) as client:
             token = await csrf_token(client, "/jobs?state=scheduled")
             deleted = await client.post(
-                "/jobs/bulk/run", data={"csrf_token": token, "action": "delete", "ids": later[:2]}
+                "/jobs/bulk/run",
+                data={"csrf_token": token, "action": "delete", "ids": later[:2]},
+                follow_redirects=True,
             )
             assert "Deleted 2 of 2 jobs" in deleted.text
             cancelled = await client.post(
-                "/jobs/bulk/run", data={"csrf_token": token, "action": "cancel", "ids": later[2:]}
+                "/jobs/bulk/run",
+                data={"csrf_token": token, "action": "cancel", "ids": later[2:]},
+                follow_redirects=True,
             )
             assert "Cancelled 2 of 2 jobs" in cancelled.text
             infos = await s.get_many(later)
@@ -591,13 +596,13 @@ async def test_bulk_delete_and_cancel_and_the_job_pages_cancel_button(
             ]
 
             page = (await client.get(f"/jobs/{running}")).text
-            assert f'action="/ops/jobs/jobs/{running}/cancel"' in page
+            assert f'action="/ops/jobs/jobs/cancel?id={running}"' in page
             stop = await client.post(f"/jobs/{running}/cancel", data={"csrf_token": token})
-            assert stop.headers["location"].endswith("?notice=cancelled")
+            assert stop.headers["location"].endswith("notice=cancelled")
             info = await wait_for_job(host, running, timeout=30)
             assert info.status is JobStatus.CANCELLED
             again = await client.post(f"/jobs/{running}/cancel", data={"csrf_token": token})
-            assert again.headers["location"].endswith("?notice=not-cancelled")
+            assert again.headers["location"].endswith("notice=not-cancelled")
 
             failed = await s.enqueue(Alpha(n=666, fail=True))
             await wait_for_job(host, failed, timeout=30)

@@ -309,6 +309,41 @@ async def test_no_script_writes_before_failing(
 # -- the lease itself -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("held", [(2,), (1, 2), (3, 1, 2)], ids=lambda h: "+".join(map(str, h)))
+async def test_lapsed_workers_holding_any_number_of_jobs_are_recovered(
+    redis_url: str, queue_name: str, held: tuple[int, ...]
+) -> None:
+    """Any number of lapsed workers, each holding any number of jobs, are recovered in one
+    call: recover.lua's keys (a claims set per worker, a meta hash per job) are two
+    repeated groups, and a count of keys that no single group size divides is still right
+    (one worker holding two jobs was refused, and crashed every live worker's loop)."""
+    store = Store(Redis.from_url(redis_url), queue_name)
+    try:
+        # Job ids are global to the Redis (arq:job:<id>): each test its own.
+        jobs = {
+            f"dead{w}": [f"{queue_name}-w{w}-j{j}" for j in range(n)] for w, n in enumerate(held)
+        }
+        for worker_id, ids in jobs.items():
+            for job_id in ids:
+                await store.enqueue(job_id, b'{"f":"t@1"}', due_ms=_now(), ttl_ms=60_000)
+            assert (await store.lease_worker(worker_id, lease_ms=1, take=True))[0]
+            assert len(await store.claim(ids, worker_id=worker_id, now_ms=_now(), limit=len(ids)))
+
+        given_back = 0
+
+        async def recovered() -> bool:
+            nonlocal given_back
+            peeked = await store.peek(10, now_ms=_now())
+            given_back += await store.recover(peeked.lapsed, now_ms=_now())
+            return given_back == sum(held)
+
+        await eventually(recovered, what="every lapsed worker's jobs given back")
+        due = await store.redis.zrange(store.keys.waiting, 0, -1)
+        assert sorted(d.decode() for d in due) == sorted(i for ids in jobs.values() for i in ids)
+    finally:
+        await store.close()
+
+
 async def test_a_worker_whose_lease_lapsed_commits_nothing(redis_url: str, queue_name: str) -> None:
     """Once another worker took back a lapsed worker's jobs, that worker's outcomes are
     refused, and it claims nothing until it takes a new lease."""

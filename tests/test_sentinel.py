@@ -361,3 +361,22 @@ async def test_a_subscription_survives_its_connection_being_dropped(setup: Senti
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         await client.aclose(close_connection_pool=True)
+
+
+async def test_a_named_lock_on_the_primary_the_sentinels_name(setup: SentinelSetup) -> None:
+    """A lock taken through a ``redis+sentinel://`` host excludes a second host, and its
+    fencing token is stored on the primary."""
+    first, second = make_host(setup.url()), make_host(setup.url())
+    async with first.connected(), second.connected():
+        async with first.lock("sentinel-lock", ttl=5) as held:
+            assert not await second.lock("sentinel-lock").acquire(blocking=False)
+        taken = second.lock("sentinel-lock")
+        assert await taken.acquire(timeout=DEADLINE_S)
+        assert taken.token == held.token + 1
+        await taken.release()
+    admin = setup.primary.admin()
+    try:
+        fence = KeyLayout(QUEUE).named_lock("sentinel-lock").fence
+        assert int(admin.get(fence)) == taken.token  # type: ignore[arg-type]
+    finally:
+        admin.close()

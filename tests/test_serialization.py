@@ -93,6 +93,7 @@ def test_public_surface_is_pinned() -> None:
         "lookup_job_type",
         "queued_record",
         "read_record",
+        "registered_names",
         "registered_versions",
         "result_record",
     ]

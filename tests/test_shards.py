@@ -377,7 +377,7 @@ async def test_the_dashboard_reads_and_acts_on_a_sharded_queue(
             assert "noted 5" in (await client.get(f"/jobs/{ids[5]}")).text
             token = await csrf_token(client, f"/jobs/{failed}")
             retried = await client.post(f"/jobs/{failed}/retry", data={"csrf_token": token})
-            assert retried.headers["location"].endswith("?notice=retried")
+            assert retried.headers["location"].endswith("notice=retried")
             info = await wait_for_job(host, failed, statuses={JobStatus.FAILED})
             assert info.error == "RuntimeError: refused no"
 

@@ -125,7 +125,7 @@ async def test_worker_processes_show_with_pid_host_concurrency_and_running_jobs(
             assert beat.running == 1
             assert beat.running_jobs[0].function.startswith("tests.worker-app.note")
             row = (await page())[runner_id]
-            assert f'href="/ops/jobs/jobs/{job_id}"' in row
+            assert f'href="/ops/jobs/jobs/view?id={job_id}"' in row
             assert "tests.worker-app.note" in row
 
             runner.send_signal(signal.SIGKILL)

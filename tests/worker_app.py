@@ -18,7 +18,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 
 import hostedjobs.worker
-from hostedjobs import JobContext, JobHost, job_type
+from hostedjobs import JobContext, JobHost, RetryPolicy, job_type
 
 if "WORKER_APP_LEASE_TTL" in os.environ:
     # A short lease, so that a test of its renewal need not wait long.
@@ -71,3 +71,19 @@ async def write_note(job: Note, ctx: JobContext) -> None:
         await asyncio.sleep(pause)
     with Path(job.path).open("a") as file:
         file.write(f"{job.text} pid={os.getpid()} try={ctx.attempt}\n")
+
+
+@job_type("tests.worker-app.one-try")
+@dataclass
+class OneTry:
+    """Append a line to a file when it starts, then pause; it has one try only."""
+
+    path: str
+    pause: float
+
+
+@host.handler(OneTry, retry=RetryPolicy(max_tries=1))
+async def one_try(job: OneTry, ctx: JobContext) -> None:
+    with Path(job.path).open("a") as file:
+        file.write(f"pid={os.getpid()} try={ctx.attempt}\n")
+    await asyncio.sleep(job.pause)

@@ -24,6 +24,7 @@ __all__ = [
     "CronKeys",
     "HostedKeys",
     "KeyLayout",
+    "LockKeys",
 ]
 
 WAKE_TOKENS_KEPT = 64
@@ -91,6 +92,31 @@ class HostedKeys:
     def last(self) -> str:
         """The newest run that ran (not a skipped tick), from whichever process (JSON)."""
         return f"{self.prefix}:last"
+
+
+@dataclass(frozen=True, slots=True)
+class LockKeys:
+    """The keys of one named lock (`hostedjobs.locks`). The kind comes before the name, so
+    no lock's name can spell another lock's key."""
+
+    namespace: str
+    name: str
+
+    @property
+    def owner(self) -> str:
+        """The holder's owner id, expiring with the lock's TTL unless renewed."""
+        return f"{self.namespace}:lock:{self.name}"
+
+    @property
+    def fence(self) -> str:
+        """The fencing token counter: incremented at each acquisition, never expiring (a
+        token must never go back, whatever happens to the lock)."""
+        return f"{self.namespace}:lock-fence:{self.name}"
+
+    @property
+    def released(self) -> str:
+        """A list of at most one token, pushed at each release, that waiters block on."""
+        return f"{self.namespace}:lock-released:{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +266,31 @@ class KeyLayout:
         """The job id of the run for one tick: the same in every process."""
         return f"{self._own}:cron:{name}:{tick_ms}"
 
+    @property
+    def schedules(self) -> str:
+        """A hash of the runtime schedules' definitions (JSON) by name
+        (`hostedjobs.schedules`)."""
+        return f"{self._own}:schedules"
+
+    @property
+    def schedules_due(self) -> str:
+        """A zset of the unpaused runtime schedules scored by their next tick (ms)."""
+        return f"{self._own}:schedules:due"
+
+    @property
+    def schedule_names(self) -> str:
+        """A zset of every runtime schedule's name, all scored 0 (read in name order)."""
+        return f"{self._own}:schedules:names"
+
+    def schedule_run_id(self, name: str, tick_ms: int) -> str:
+        """The job id of a runtime schedule's run for one tick: the same in every process."""
+        return f"{self._own}:schedule:{name}:{tick_ms}"
+
+    def named_lock(self, name: str) -> LockKeys:
+        """The keys of the named lock ``name`` (`hostedjobs.locks`); under the queue's
+        namespace, so with ``hash_tag`` they share the queue's slot."""
+        return LockKeys(self._own, name)
+
     def hosted(self, name: str) -> HostedKeys:
         """The shared keys of the continuous or per-process cron job ``name``."""
         return HostedKeys(f"{self._own}:hosted:{name}")
@@ -261,8 +312,14 @@ class KeyLayout:
         return f"{self._own}:paused:{what}"
 
     @property
+    def paused_jobs(self) -> str:
+        """A hash of the pauses of on-demand job types: each field a pause (JSON:
+        ``{"type": ..., "where": {...}}``, keys sorted), its value when it began (ms)."""
+        return f"{self._own}:paused-jobs"
+
+    @property
     def control(self) -> str:
         """The pub/sub channel of operator notices to every process (``pause hosted <name>``,
-        ``resume hosted <name>``); each process also re-reads the paused sets, so a missed
-        notice only delays it."""
+        ``resume hosted <name>``, ``pause jobs``, ``resume jobs``); each process also re-reads
+        the pauses, so a missed notice only delays it."""
         return f"{self._own}:control"

@@ -95,6 +95,8 @@ def _command_probes(key: str, channel: str) -> dict[str, tuple[Any, ...]]:
         "zrevrangebyscore": ("ZREVRANGEBYSCORE", key, 1, 0),
         "hset": ("HSET", key, "f", "x"),
         "hincrby": ("HINCRBY", key, "f", 1),
+        "incr": ("INCR", key),
+        "pttl": ("PTTL", key),
         "hsetnx": ("HSETNX", key, "f", "x"),
         "hdel": ("HDEL", key, "f"),
         "sadd": ("SADD", key, "m"),

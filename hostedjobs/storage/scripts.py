@@ -17,6 +17,7 @@ line is dropped and those scripts are refused while Redis is full, as every scri
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -39,8 +40,9 @@ class ScriptSource:
     text: str
     fixed_keys: int
     """How many keys come first, by name."""
-    variable_keys: int
-    """How many keys each repeated item adds after the fixed ones (0: none)."""
+    variable_keys: tuple[int, ...]
+    """How many keys each repeated item adds after the fixed ones, per kind of item (``then
+    per worker: claims, then per job: meta`` is ``(1, 1)``; none: ``()``)."""
 
 
 @cache
@@ -50,10 +52,21 @@ def source(name: str) -> ScriptSource:
     headers = dict(_HEADER.findall(text))
     if "KEYS" not in headers or "ARGV" not in headers:
         raise RuntimeError(f"lua/{name}.lua has no KEYS and ARGV header")
-    declared, _, repeated = headers["KEYS"].partition("then per ")
+    declared, *repeated = headers["KEYS"].split("then per ")
     fixed = len([k for k in declared.split(",") if k.strip()])
-    variable = len(repeated.split(":", 1)[1].split(",")) if repeated else 0
+    variable = tuple(
+        len([k for k in item.split(":", 1)[1].split(",") if k.strip()]) for item in repeated
+    )
     return ScriptSource(name, text, fixed, variable)
+
+
+def _fits(extra: int, sizes: tuple[int, ...]) -> bool:
+    """Whether ``extra`` keys can be whole items of these sizes: a multiple of the one size,
+    or of their greatest common divisor when items of several kinds follow (enough for
+    recover.lua's 1 + 1, and cheap: the claim checks its keys on every call)."""
+    if not sizes:
+        return extra == 0
+    return extra % math.gcd(*sizes) == 0
 
 
 def _sha(text: str) -> str:
@@ -76,9 +89,8 @@ class Script:
 
     def check_keys(self, count: int) -> None:
         """Refuse a call whose number of keys does not match the script's header."""
-        fixed, variable = self.source.fixed_keys, self.source.variable_keys
-        extra = count - fixed
-        if extra < 0 or (variable == 0 and extra) or (variable and extra % variable):
+        extra = count - self.source.fixed_keys
+        if extra < 0 or not _fits(extra, self.source.variable_keys):
             raise ValueError(f"{self.source.name}.lua got {count} keys: see its KEYS header")
 
     async def load(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import random
 from collections.abc import Sequence
@@ -165,6 +166,8 @@ class StoredJob:
     """The same for the result's key."""
     deleted: bytes | None = None
     """A deleted job's tombstone (its record as cancelled), when no job holds the id now."""
+    claimant: str | None = None
+    """The hostedjobs worker that claimed it and runs it now (from the workers' claims)."""
 
 
 class StoredWorker(NamedTuple):
@@ -228,6 +231,8 @@ class Store:
                 "start_run",
                 "renew_lease",
                 "release_lease",
+                "acquire_lock",
+                "release_lock",
             )
         }
         self._scripts = scripts
@@ -508,14 +513,41 @@ class Store:
 
     async def recover(self, worker_ids: Sequence[str], *, now_ms: int) -> int:
         """Give back to the queue, due at ``now_ms``, the jobs of those of ``worker_ids``
-        whose lease has lapsed (checked again here). Returns how many jobs went back."""
+        whose lease has lapsed (checked again here), each lost try kept in its job's try
+        history. Returns how many jobs went back."""
         k = self.keys
         if not worker_ids:
             return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for worker_id in worker_ids:
+                pipe.smembers(k.claims(worker_id))
+            claims: list[set[bytes]] = await pipe.execute()
+        held = [
+            (job_id.decode(), position)
+            for position, members in enumerate(claims, start=1)
+            for job_id in sorted(members)
+        ]
         return int(
             await self._scripts["recover"].call(
-                [k.waiting, k.claimed, k.leases, k.wake, *(k.claims(w) for w in worker_ids)],
-                [now_ms, WAKE_TOKENS_KEPT, k.events, *worker_ids],
+                [
+                    k.waiting,
+                    k.claimed,
+                    k.leases,
+                    k.wake,
+                    k.tries,
+                    *(k.claims(w) for w in worker_ids),
+                    *(k.meta(job_id) for job_id, _ in held),
+                ],
+                [
+                    now_ms,
+                    WAKE_TOKENS_KEPT,
+                    k.events,
+                    self.meta_ttl_s,
+                    TRIES_KEPT,
+                    len(worker_ids),
+                    *worker_ids,
+                    *(value for job_id, position in held for value in (job_id, position)),
+                ],
             )
         )
 
@@ -748,10 +780,17 @@ class Store:
                 k.deleted(job_id),
                 k.finished(JobStatus.CANCELLED),
                 k.finished_by_type(JobStatus.CANCELLED, job_type),
+                await self._parked_set(job_id),
             ],
             [job_id, k.events, tombstone or b"", keep_ms, now_ms, FINISHED_KEPT],
         )
         return bool(deleted)
+
+    async def _parked_set(self, job_id: str) -> str:
+        """The parked set ``job_id`` is in, if a worker parked it (paused job type, or no
+        code for it), for delete and cancel to find it there; a key that holds nothing else."""
+        function: bytes | None = await self.redis.hget(self.keys.meta(job_id), "parked")  # type: ignore[misc]
+        return self.keys.parked(function.decode() if function else "")
 
     async def cancel(
         self,
@@ -783,6 +822,7 @@ class Store:
                     k.claimed,
                     k.finished_by_type(JobStatus.CANCELLED, job_type),
                     k.history(now_ms // MINUTE_MS),
+                    await self._parked_set(job_id),
                 ],
                 [
                     job_id,
@@ -878,7 +918,32 @@ class Store:
                     deleted if isinstance(deleted, bytes) and deleted else None,
                 )
             )
+        claimed_ids = [job_id for job_id, job in zip(ids, jobs, strict=True) if job.locked]
+        if claimed_ids:
+            claimants = await self.claimants(claimed_ids)
+            jobs = [
+                dataclasses.replace(job, claimant=claimants[job_id]) if job_id in claimants else job
+                for job_id, job in zip(ids, jobs, strict=True)
+            ]
         return jobs
+
+    async def claimants(self, ids: Sequence[str]) -> dict[str, str]:
+        """The worker holding each of ``ids`` that a hostedjobs worker has claimed: each
+        worker with a lease is asked whether its claims hold them (a job a stock arq worker
+        runs, or one given back, has none)."""
+        workers = [w.decode() for w in await self.redis.zrange(self.keys.leases, 0, -1)]
+        if not workers:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for worker_id in workers:
+                pipe.smismember(self.keys.claims(worker_id), list(ids))
+            replies: list[list[int]] = await pipe.execute()
+        return {
+            job_id: worker_id
+            for worker_id, held in zip(workers, replies, strict=True)
+            for job_id, member in zip(ids, held, strict=True)
+            if member
+        }
 
     async def _read_jobs(self, ids: Sequence[str], *, transaction: bool) -> list[Any]:
         k = self.keys
@@ -1380,6 +1445,38 @@ class Store:
         """Give up a run's lease, if it still holds it."""
         await self._scripts["release_lease"].call([self.keys.cron(name).lease], [run_id])
 
+    # -- named locks (hostedjobs.locks) ----------------------------------------------------------
+
+    async def acquire_lock(self, name: str, owner: str, *, ttl_ms: int) -> tuple[bool, int]:
+        """Take the lock ``name`` for ``owner`` if it is free: ``(True, fencing token)``;
+        else ``(False, ms until the holder's lock lapses)`` (-1: it has no TTL). An
+        acknowledged write (see `replicas`): a failover cannot hand the lock, or its token,
+        out twice."""
+        k = self.keys.named_lock(name)
+        taken, value = await self._write("acquire_lock", [k.owner, k.fence], [owner, ttl_ms])
+        return bool(taken), int(value)
+
+    async def renew_lock(self, name: str, owner: str, *, ttl_ms: int) -> bool:
+        """Extend the lock ``name`` to ``ttl_ms`` from now; False if ``owner`` no longer
+        holds it (it lapsed, and may be someone else's)."""
+        owner_key = self.keys.named_lock(name).owner
+        return bool(await self._scripts["renew_lease"].call([owner_key], [owner, ttl_ms]))
+
+    async def release_lock(self, name: str, owner: str, *, wake_ms: int) -> bool:
+        """Release the lock ``name`` if ``owner`` still holds it, waking one waiter (its
+        wake token kept ``wake_ms``); False if it did not hold it."""
+        k = self.keys.named_lock(name)
+        return bool(
+            await self._scripts["release_lock"].call([k.owner, k.released], [owner, wake_ms])
+        )
+
+    async def wait_for_lock_release(self, name: str, timeout_s: float) -> None:
+        """Block until the lock ``name`` is released (or was, since the last wait), or for
+        ``timeout_s`` (> 0)."""
+        released = self.keys.named_lock(name).released
+        # Redis >= 6 takes a fractional timeout; redis-py's annotation says int.
+        await self.redis.blpop([released], timeout=timeout_s)  # type: ignore[arg-type,misc]
+
     async def record_run(
         self, name: str, entry: str, *, state: dict[str, str] | None, history_length: int
     ) -> None:
@@ -1492,6 +1589,49 @@ class Store:
         with contextlib.suppress(NoPermissionError):  # an older ACL rule: processes poll
             await self.redis.publish(k.control, f"{'pause' if paused else 'resume'} {what} {name}")
         return bool(changed)
+
+    async def job_pauses(self) -> dict[str, int]:
+        """The pauses of on-demand job types (`KeyLayout.paused_jobs`): each one's field and
+        when it began (ms)."""
+        found: dict[bytes, bytes] = await self.redis.hgetall(self.keys.paused_jobs)  # type: ignore[misc]
+        return {field.decode(): int(since) for field, since in found.items()}
+
+    async def set_job_pauses(
+        self, pause: Sequence[str], resume: Sequence[str], *, now_ms: int
+    ) -> int:
+        """Add the pauses ``pause`` and lift the pauses ``resume`` (fields of
+        `KeyLayout.paused_jobs`), and tell every process on the control channel; the number
+        of pauses that changed."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for field in pause:
+                pipe.hsetnx(k.paused_jobs, field, str(now_ms))
+            if resume:
+                pipe.hdel(k.paused_jobs, *resume)
+            changed = sum(int(n) for n in await pipe.execute())
+        if changed:
+            with contextlib.suppress(NoPermissionError):  # an older ACL rule: processes poll
+                await self.redis.publish(k.control, "pause jobs" if pause else "resume jobs")
+        return changed
+
+    async def parked_functions(self) -> list[str]:
+        """The functions that have parked jobs (`park`)."""
+        members: set[bytes] = await self.redis.smembers(self.keys.parked_functions)  # type: ignore[misc]
+        return sorted(f.decode() for f in members)
+
+    async def unpark_all(self, functions: Sequence[str], *, batch: int = 1000) -> int:
+        """Move every parked job of ``functions`` back to the queue at its due time and wake
+        the workers; how many moved."""
+        moved = 0
+        while chunk := await self.unpark(functions, limit=batch):
+            moved += len(chunk)
+        if moved:
+            k = self.keys
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.lpush(k.wake, *(["1"] * min(moved, WAKE_TOKENS_KEPT)))
+                pipe.ltrim(k.wake, 0, WAKE_TOKENS_KEPT - 1)
+                await pipe.execute()
+        return moved
 
     def control(self) -> PubSub:
         """A pub/sub connection for operator notices (subscribe to `KeyLayout.control`)."""

@@ -1,10 +1,13 @@
 // Live refresh without a full reload: the page's <main> is re-fetched as a fragment and
-// swapped in. Paused while the tab is hidden or a form control has focus.
+// swapped in. Paused while the tab is hidden, a form control has focus, or a form on the
+// page has been edited (ticked boxes, a typed filter) until it is submitted or reset: a swap
+// would throw the edit away. <main>'s data-refreshes and data-refreshes-skipped count both.
 (function () {
   "use strict";
   var main = document.getElementById("main");
   var live = document.getElementById("live");
   var every = main ? Number(main.getAttribute("data-refresh")) : 0;
+  var edited = false;
 
   function show(text, ok) {
     if (!live) return;
@@ -12,14 +15,36 @@
     live.className = ok ? "live" : "live stale";
   }
 
+  function count(name) {
+    main.setAttribute(name, String(Number(main.getAttribute(name) || 0) + 1));
+  }
+
   function busy() {
     var el = document.activeElement;
     return (
       document.hidden ||
+      edited ||
       (el && main.contains(el) && el.tagName !== "A") ||
       // Ticked jobs would be lost: no refresh while a selection is made.
       main.querySelector("input[name=ids]:checked") !== null
     );
+  }
+
+  if (main) {
+    ["input", "change"].forEach(function (type) {
+      main.addEventListener(type, function (event) {
+        if (event.target && event.target.form) edited = true;
+      });
+    });
+    main.addEventListener("reset", function () {
+      edited = false;
+    });
+    main.addEventListener("submit", function (event) {
+      // After the data-confirm handler below: a submit the operator declined keeps the edit.
+      setTimeout(function () {
+        if (!event.defaultPrevented) edited = false;
+      }, 0);
+    });
   }
 
   // The <details> a reader opened or closed stay so across refreshes.
@@ -52,7 +77,11 @@
   }
 
   function refresh() {
-    if (busy()) return schedule();
+    if (busy()) {
+      count("data-refreshes-skipped");
+      show("paused", true);
+      return schedule();
+    }
     fetch(location.href, {
       headers: { "X-Dashboard-Partial": "1" },
       credentials: "same-origin",
@@ -66,6 +95,7 @@
         var state = openDetails();
         main.innerHTML = html;
         restoreDetails(state);
+        count("data-refreshes");
         show("live", true);
       })
       .catch(function (error) {

@@ -4,8 +4,9 @@
 -- dropped then); a queued or deferred one, if it is still the record the caller read,
 -- leaves the queue and is stored cancelled at once.
 -- A cancelled queued job is counted in the minute's run history (hostedjobs/history.py).
--- KEYS: queue, job, lock, tries, meta, result, cancelled, abort, claimed, type_cancelled, history
---       (type_cancelled: its job type's cancelled index; history: the minute's run history)
+-- KEYS: queue, job, lock, tries, meta, result, cancelled, abort, claimed, type_cancelled, history, parked
+--       (type_cancelled: its job type's cancelled index; history: the minute's run history;
+--       parked: the set of parked jobs it may be in, as queued for the caller)
 -- ARGV: id, record, result_data, result_ms (-1: for ever, 0: not kept), now_ms,
 --       events_channel, finished_kept, history_ttl_s (0: no history), the job type's history
 --       field ('c <type>', or '' if unknown)
@@ -17,9 +18,12 @@ if redis.call('ZSCORE', KEYS[9], ARGV[1]) or redis.call('EXISTS', KEYS[3]) == 1 
   return 2
 end
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+if not (redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZSCORE', KEYS[12], ARGV[1])) then
+  return 0
+end
 redis.call('PUBLISH', ARGV[6], 'finished ' .. ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[12], ARGV[1])
 redis.call('DEL', KEYS[2], KEYS[5])
 redis.call('HDEL', KEYS[4], ARGV[1])
 local ms = tonumber(ARGV[4])

@@ -1,0 +1,83 @@
+"""The Schedules page in a real headless Chromium, against the demo app: schedules added by
+another process listed with their next tick and paused badge; pause, resume and remove from
+the console; no console error and no sideways scroll at 390 px."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, expect
+
+from hostedjobs import JobHost, job_type
+from tests.servers import serve_demo
+from tests.test_dashboard_browser import browser, new_page, shots
+from tests.test_dashboard_hosted_browser import no_sideways_scroll
+
+__all__ = ["browser", "shots"]  # fixtures
+
+YEARLY = "0 0 1 1 *"
+
+
+@job_type("browser-customer-report")
+@dataclass
+class CustomerReport:
+    customer_id: str
+
+
+async def test_schedules_page_pause_resume_remove(
+    tmp_path: Path, browser: Browser, shots: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HOSTEDJOBS_REDIS_URL", raising=False)  # the demo's embedded server
+    with serve_demo(tmp_path) as demo:
+        board = demo + "/dashboard"
+        admin = JobHost(queue_name="demo", data_dir=tmp_path / "data", run_worker=False)
+
+        @admin.handler(CustomerReport)
+        async def report(job: CustomerReport) -> None:
+            return None
+
+        async with admin.connected():
+            for name in ("acme", "globex", "initech-with-a-rather-long-name-for-a-phone"):
+                await admin.schedules.add(
+                    f"report:{name}", YEARLY, CustomerReport(name), timezone="Europe/Prague"
+                )
+            await admin.schedules.pause("report:globex")
+
+            page = await new_page(browser)
+            await page.goto(board + "/")
+            await page.get_by_role("link", name="Schedules").click()
+            rows = page.locator("#schedules tbody tr")
+            await expect(rows).to_have_count(3)
+            globex = page.locator('#schedules tr[data-name="report:globex"]')
+            await expect(globex.locator(".pill.paused")).to_have_text("paused")
+            acme = page.locator('#schedules tr[data-name="report:acme"]')
+            await expect(acme.locator('td[data-label="Next tick"] time')).to_be_visible()
+            await page.screenshot(path=shots / "dashboard-schedules.png", full_page=True)
+
+            await acme.get_by_role("button", name="Pause").click()
+            await expect(page.locator(".notice")).to_contain_text("paused in every process")
+            await expect(acme.locator(".pill.paused")).to_have_text("paused")
+            found = await admin.schedules.get("report:acme")
+            assert found is not None and found.paused
+
+            await globex.get_by_role("button", name="Resume").click()
+            await expect(page.locator(".notice")).to_contain_text("resumed")
+            await expect(globex.locator(".pill.paused")).to_have_count(0)
+
+            page.once("dialog", lambda dialog: dialog.accept())
+            await acme.get_by_role("button", name="Remove").click()
+            await expect(page.locator(".notice")).to_contain_text("was removed")
+            await expect(rows).to_have_count(2)
+            assert await admin.schedules.get("report:acme") is None
+
+            phone = await new_page(browser, width=390, height=844)
+            await phone.goto(board + "/schedules")
+            await expect(phone.locator("h1")).to_have_text("Schedules")
+            await no_sideways_scroll(phone)
+            await phone.screenshot(path=shots / "dashboard-schedules-phone.png", full_page=True)
+            for each in (page, phone):
+                assert each.errors == []  # type: ignore[attr-defined]
+            for name in ("globex", "initech-with-a-rather-long-name-for-a-phone"):
+                await admin.schedules.remove(f"report:{name}")
