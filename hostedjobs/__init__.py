@@ -1,5 +1,6 @@
 """hostedjobs: hosted background services for Starlette and FastAPI apps, on arq and Redis."""
 
+from .concurrency import ConcurrencyLimit
 from .context import JobContext
 from .exceptions import HostedJobsError
 from .host import JobHost
@@ -12,6 +13,7 @@ from .serialization import job_type
 from .tasks import Task
 
 __all__ = [
+    "ConcurrencyLimit",
     "HostedJobsError",
     "Inject",
     "JobContext",

@@ -9,6 +9,7 @@ what to deploy).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from typing import Any, Concatenate, Protocol, TypeAlias, TypeVar
 
 from redis.exceptions import RedisError
 
+from .concurrency import ConcurrencyLimit, SlotRule
 from .context import JobContext
 from .exceptions import ConfigurationError
 from .outcomes import JobKind
@@ -75,16 +77,26 @@ class HandlerRegistration:
     handler: JobCallable
     retry: RetryPolicy
     timeout_s: float
+    concurrency: SlotRule | None = None
 
     @classmethod
     def create(
-        cls, job: JobTypeInfo, handler: Any, *, retry: RetryPolicy, timeout_s: float
+        cls,
+        job: JobTypeInfo,
+        handler: Any,
+        *,
+        retry: RetryPolicy,
+        timeout_s: float,
+        concurrency: ConcurrencyLimit[Any] | None = None,
     ) -> HandlerRegistration:
         """Analyse ``handler`` once: an async function, or a class with ``async def handle``."""
         callable_ = JobCallable.create(
             handler, method="handle", provided_types=(JobContext, job.cls), what="handler"
         )
-        return cls(job, callable_, retry, timeout_s)
+        rule = None
+        if concurrency is not None:
+            rule = SlotRule(concurrency, job.name, functools.partial(decode_payload, job.cls))
+        return cls(job, callable_, retry, timeout_s, rule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +108,10 @@ class _HandlerFunction:
     def max_tries(self) -> int:
         return self.registration.retry.max_tries
 
+    @property
+    def concurrency(self) -> SlotRule | None:
+        return self.registration.concurrency
+
     async def run(self, run: QueuedRun) -> RunReport:
         registration = self.registration
         job_cls = registration.job.cls
@@ -103,6 +119,8 @@ class _HandlerFunction:
         payload = run.args[0] if run.args else None
 
         def provide() -> dict[type[Any], object]:
+            if run.decoded is not None:
+                return {job_cls: run.decoded}
             return {job_cls: decode_payload(job_cls, payload)}
 
         return await self.handlers.runner.run(

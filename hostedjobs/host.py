@@ -35,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .clock import Clock, SystemClock
+from .concurrency import ConcurrencyLimit
 from .context import JobContext
 from .cron import CronSchedule
 from .definitions import HostedJob, Misfire, Overlap
@@ -154,6 +155,16 @@ def _retry(value: RetryPolicy | None, default: RetryPolicy) -> RetryPolicy:
     if not isinstance(value, RetryPolicy):
         raise ConfigurationError(
             f"retry must be a RetryPolicy, got {value!r}; e.g. retry=RetryPolicy(max_tries=3)"
+        )
+    return value
+
+
+def _concurrency(value: ConcurrencyLimit[J] | None) -> ConcurrencyLimit[J] | None:
+    if value is not None and not isinstance(value, ConcurrencyLimit):
+        raise ConfigurationError(
+            f"concurrency must be a ConcurrencyLimit, got {value!r}; e.g. "
+            "concurrency=ConcurrencyLimit(2), or "
+            "ConcurrencyLimit(2, key=lambda job: job.customer_id)"
         )
     return value
 
@@ -377,13 +388,15 @@ class JobHost:
         *,
         timeout: Seconds | None = None,
         retry: RetryPolicy | None = None,
+        concurrency: ConcurrencyLimit[J] | None = None,
     ) -> None:
         """Run ``handler`` for every job of ``job_type`` (a ``@job_type`` dataclass).
 
         ``handler`` is an async function taking the job (by its annotation), optionally
         ``ctx: JobContext``, and services as ``Inject()`` defaults; or a class whose
         constructor parameters are resolved from the run's scope and whose
-        ``async def handle(self, job, ctx)`` is called.
+        ``async def handle(self, job, ctx)`` is called. ``concurrency``: at most that many
+        runs of the type (per key) at once across every worker (`ConcurrencyLimit`).
         """
         self._check_not_running()
         registration = HandlerRegistration.create(
@@ -393,6 +406,7 @@ class JobHost:
             timeout_s=self.job_timeout_s
             if timeout is None
             else seconds("timeout", timeout, positive=True),
+            concurrency=_concurrency(concurrency),
         )
         self._handlers.register(registration)
 
@@ -402,11 +416,15 @@ class JobHost:
         *,
         timeout: Seconds | None = None,
         retry: RetryPolicy | None = None,
+        concurrency: ConcurrencyLimit[J] | None = None,
     ) -> _HandlerDecorator[J]:
         """Decorator form of `add_handler`."""
+        _concurrency(concurrency)
 
         def register(handler: Any) -> None:
-            self.add_handler(job_type, handler, timeout=timeout, retry=retry)
+            self.add_handler(
+                job_type, handler, timeout=timeout, retry=retry, concurrency=concurrency
+            )
 
         return _HandlerDecorator(register)
 
@@ -424,6 +442,7 @@ class JobHost:
         version: int = 1,
         retry: RetryPolicy | None = None,
         timeout: Seconds | None = None,
+        concurrency: ConcurrencyLimit[Any] | None = None,
     ) -> TaskDecorator: ...
     def task(
         self,
@@ -433,9 +452,12 @@ class JobHost:
         version: int = 1,
         retry: RetryPolicy | None = None,
         timeout: Seconds | None = None,
+        concurrency: ConcurrencyLimit[Any] | None = None,
     ) -> Task[Any, Any] | TaskDecorator:
         """Make an async function an on-demand job: ``@host.task`` or
-        ``@host.task(name=..., version=..., retry=..., timeout=...)``.
+        ``@host.task(name=..., version=..., retry=..., timeout=..., concurrency=...)``
+        (``concurrency``: a `ConcurrencyLimit` whose key gets the call's arguments as
+        attributes, e.g. ``key=lambda call: call.customer_id``).
 
         ``await fn.enqueue(**arguments)`` and ``await fn.schedule(delay_or_at, **arguments)``
         queue a call, checked against the function's signature; the function's return value
@@ -452,13 +474,20 @@ class JobHost:
         _retry(retry, self.retry)
         if timeout is not None:
             seconds("timeout", timeout, positive=True)
+        _concurrency(concurrency)
 
         def register(function: Callable[..., Awaitable[Any]]) -> Task[Any, Any]:
             self._check_not_running()
             task: Task[Any, Any] = Task(
                 function, name=name, version=version, scheduler=lambda: self.scheduler
             )
-            self.add_handler(task.payload_type, task.handler, timeout=timeout, retry=retry)
+            self.add_handler(
+                task.payload_type,
+                task.handler,
+                timeout=timeout,
+                retry=retry,
+                concurrency=concurrency,
+            )
             if task.decode_result is not None:
                 key = job_type_info(task.payload_type).key
                 self._scheduler.result_types[key] = task.decode_result

@@ -120,6 +120,8 @@ class QueuedRun:
     interrupted: Callable[[], Outcome]
     """What a cancellation of this run means: cancelled (asked for), or given back (a
     shutdown: the job will run again)."""
+    decoded: Any = None
+    """The payload, if the worker decoded it already (for a concurrency key), else None."""
 
 
 class QueuedFunction(Protocol):

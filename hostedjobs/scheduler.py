@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeAlias, TypeVar, overload
 
 from .clock import LAST_MS
+from .concurrency import WAITING_REASON
 from .durations import Seconds, seconds
 from .exceptions import (
     ConfigurationError,
@@ -1052,6 +1053,8 @@ def _job_info(job_id: str, job: StoredJob) -> JobInfo | None:
         reason = job.meta.get("parked_reason", "")
         if reason == PAUSED_REASON:
             message = "paused: its job type is paused; it runs once resumed"
+        elif reason.startswith(WAITING_REASON):
+            message = reason  # set aside until a run of its type (and key) ends
         else:
             message = "waiting for a worker that can run it: " + reason
     else:

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 from redis.exceptions import RedisError
 
 from .commits import OutcomeCommitter
+from .concurrency import SlotRule, waiting_reason
 from .exceptions import JobFailedError, PayloadDecodeError, PayloadError
 from .health import (
     BEAT_INTERVAL_S,
@@ -162,6 +163,14 @@ class _Parked(NamedTuple):
     reason: str | None = None
 
 
+class _Waiting(NamedTuple):
+    """A claimed job of a limited type that found every concurrency slot in use: Redis set
+    it aside (`Store.acquire_slot`), so nothing is committed."""
+
+
+_WAITING = _Waiting()
+
+
 class SlotBudget:
     """How many jobs may run at once, shared by the workers that take slots from it.
 
@@ -269,6 +278,11 @@ class Worker:
         self._functions: dict[str, QueuedFunction | None] = {}
         self._job_types: dict[str, str] = {}
         self._parked_warned: set[str] = set()
+        self._rules: dict[str, SlotRule | None] = {}
+        self._holding: dict[str, tuple[str, str, int]] = {}
+        """The concurrency slot each running job holds: (job type, group, limit)."""
+        self._limited = any(self._rule(name) is not None for name in self.roster)
+        """Whether this worker runs a limited job type (and so reconciles slots)."""
         self._cron_prefix = f"{store.keys.namespace}:cron:"
         self._commits = OutcomeCommitter(
             store,
@@ -380,6 +394,16 @@ class Worker:
         if found is None:
             found = self._job_types[function] = job_type_of(function)
         return found
+
+    def _rule(self, name: str) -> SlotRule | None:
+        if name in self._rules:
+            return self._rules[name]
+        function = self._function(name)
+        found = getattr(function, "concurrency", None)
+        rule = found if isinstance(found, SlotRule) else None
+        if function is not None:
+            self._rules[name] = rule
+        return rule
 
     async def _unpark(self, parked: list[str]) -> None:
         """Take back as many parked jobs this worker can run as it has free slots, and claim
@@ -617,7 +641,7 @@ class Worker:
 
     async def _execute(self, job: Claimed) -> None:
         """One try of one claimed job; its outcome is group-committed."""
-        outcome: Finished | Requeued | _Parked
+        outcome: Finished | Requeued | _Parked | _Waiting
         try:
             outcome = await self._run(job)
         except asyncio.CancelledError:
@@ -626,7 +650,11 @@ class Worker:
             outcome = Requeued(job.id, job.score_ms, counted=False, tries=job.tries)
         finally:
             self._release_slot()
-        if isinstance(outcome, _Parked):
+        if self._holding and job.id in self._holding:
+            await self._release_concurrency(job.id)
+        if isinstance(outcome, _Waiting):
+            pass
+        elif isinstance(outcome, _Parked):
             await self._park(job, outcome.function, outcome.reason)
         elif not await self._commits.commit(outcome):
             logger.warning(
@@ -664,7 +692,7 @@ class Worker:
             self._redis_failed(exc)
             logger.warning("job %s: could not park it (%s); the lease gives it back", job.id, exc)
 
-    async def _run(self, job: Claimed) -> Finished | Requeued | _Parked:
+    async def _run(self, job: Claimed) -> Finished | Requeued | _Parked | _Waiting:
         start_ms = _now_ms()
         base: dict[str, Any] = {"t": job.tries, "f": "<unknown>", "a": [], "k": {}, "et": 0}
         try:
@@ -715,6 +743,21 @@ class Worker:
             report = RunReport(Outcome.CANCELLED, message=f"cancelled {when}")
             base["t"] = attempt - 1  # the tries that started
             return self._finished(job.id, base, start_ms, report, aborted=True, ran=False)
+        decoded: object | None = None
+        rule = self._rule(name)
+        if rule is not None:
+            try:
+                decoded = await self._acquire_concurrency(job, name, rule, base["a"])
+            except (RedisError, OSError) as exc:
+                self._redis_failed(exc)
+                logger.warning("job %s: no concurrency slot (%s); given back", job.id, exc)
+                return Requeued(job.id, job.score_ms, counted=False, tries=job.tries)
+            except JobFailedError as exc:
+                error = exc.with_traceback(None)
+                report = RunReport(Outcome.FAILED, message=error_text(error), error=error)
+                return self._finished(job.id, base, start_ms, report, ran=False)
+            if decoded is _WAITING:
+                return _WAITING
         run = QueuedRun(
             job_id=job.id,
             function=base["f"],
@@ -724,6 +767,7 @@ class Worker:
             due_ms=job.score_ms,
             enqueued_ms=int(base["et"]),
             interrupted=lambda: Outcome.CANCELLED if job.id in self._aborting else Outcome.RETRIED,
+            decoded=decoded,
         )
         try:
             report = await function.run(run)
@@ -748,6 +792,51 @@ class Worker:
         return self._finished(
             job.id, base, start_ms, report, aborted=job.id in self._aborting, history=history
         )
+
+    async def _acquire_concurrency(
+        self, job: Claimed, name: str, rule: SlotRule, args: list[Any]
+    ) -> object | None:
+        """Take a concurrency slot for ``job`` (one round trip): its decoded payload (None
+        without a key) once it holds one, `_WAITING` if Redis set it aside for a slot.
+        Raises `JobFailedError` if its payload cannot be decoded or its key raises."""
+        try:
+            group, decoded = rule.group_of(args)
+        except Exception as exc:
+            raise JobFailedError(f"its concurrency key could not be computed: {exc}") from exc
+        limit = rule.limit.limit
+        acquired = await self.store.acquire_slot(
+            job.id,
+            worker_id=self.worker_id,
+            job_type=rule.job_type,
+            group=group,
+            limit=limit,
+            function=name,
+            due_ms=job.score_ms,
+            tries=job.tries,
+            reason=waiting_reason(limit, group),
+        )
+        if acquired != 1:
+            logger.debug("job %s (%s) waits for a concurrency slot", job.id, name)
+            return _WAITING
+        self._holding[job.id] = (rule.job_type, group, limit)
+        return decoded
+
+    async def _release_concurrency(self, job_id: str) -> None:
+        """Free the concurrency slot ``job_id`` held, moving the next waiter back to the
+        queue. On a Redis error the slot is freed later: it is stale once the job is no
+        longer claimed (see `Store.release_slots`)."""
+        held = self._holding.pop(job_id)
+        try:
+            await self.store.release_slots([held], job_id=job_id, worker_id=self.worker_id)
+        except (RedisError, OSError) as exc:
+            self._redis_failed(exc)
+            logger.warning("job %s: its concurrency slot was not released now (%s)", job_id, exc)
+
+    async def _reconcile_concurrency(self) -> None:
+        """Free the slots of runs whose worker died, moving their waiters back: no run of
+        theirs will end to do it."""
+        if moved := await self.store.reconcile_slots():
+            logger.info("%d job(s) waiting for a concurrency slot went back to the queue", moved)
 
     async def _lost_last_try(
         self, job_id: str, attempt: int, max_tries: int
@@ -828,6 +917,8 @@ class Worker:
                     await self._cancel_aborted()
                 if self._leased and now - renewed_at >= LEASE_RENEW_S:
                     renewed_at = now
+                    if self._limited:
+                        await self._reconcile_concurrency()
                     held, parked = await self.store.lease_worker(
                         self.worker_id, lease_ms=int(LEASE_TTL_S * 1000)
                     )

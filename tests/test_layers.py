@@ -25,6 +25,7 @@ LAYERS = {
     "context": VOCABULARY,
     "status": VOCABULARY,
     "history": VOCABULARY,
+    "concurrency": VOCABULARY,
     "storage": STORAGE,
     "records": RUNNING,
     "wire": RUNNING,

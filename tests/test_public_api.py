@@ -9,6 +9,7 @@ import hostedjobs.exceptions
 def test_top_level_exports_are_pinned() -> None:
     """`hostedjobs.__all__` lists exactly the public names, and each one exists."""
     assert sorted(hostedjobs.__all__) == [
+        "ConcurrencyLimit",
         "HostedJobsError",
         "Inject",
         "JobContext",

@@ -215,6 +215,22 @@ class KeyLayout:
         claimed them could not), scored by when each was due (ms)."""
         return f"{self._own}:parked:{function}"
 
+    def concurrency_slots(self, job_type: str, group: str) -> str:
+        """A hash of the concurrency slots in use for ``job_type`` (its ``group``, a key's
+        value, or ``""``): job id -> the worker id running it."""
+        return f"{self._own}:concurrency:{job_type}:{group}"
+
+    def concurrency_waiting(self, job_type: str, group: str) -> str:
+        """A zset of the jobs of ``job_type`` (and ``group``) waiting for a concurrency slot,
+        scored by when each was due (ms)."""
+        return f"{self._own}:concurrency-waiting:{job_type}:{group}"
+
+    @property
+    def concurrency_groups(self) -> str:
+        """A hash of the concurrency groups with waiting jobs: ``"<job type>\\n<group>"`` ->
+        the group's limit (see `concurrency_waiting`)."""
+        return f"{self._own}:concurrency-groups"
+
     @property
     def tries(self) -> str:
         """A hash: job id -> ``"<tries started> <last start, ms>"``, while the job lives."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import json
 import random
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from redis.exceptions import (
 )
 
 from ..clock import LAST_MS
+from ..concurrency import WAITING_REASON
 from ..exceptions import NotReplicatedError
 from ..history import HISTORY_TTL_S, MINUTE_MS, duration_bucket, history_fields
 from ..outcomes import JobStatus
@@ -225,6 +227,8 @@ class Store:
                 "recover",
                 "park",
                 "unpark",
+                "acquire_slot",
+                "release_slots",
                 "release",
                 "beat",
                 "commit",
@@ -466,6 +470,79 @@ class Store:
             [job_id, function, due_ms, f"{tries - 1} 0", reason, self.meta_ttl_s],
         )
         return bool(parked)
+
+    async def acquire_slot(
+        self,
+        job_id: str,
+        *,
+        worker_id: str,
+        job_type: str,
+        group: str,
+        limit: int,
+        function: str,
+        due_ms: int,
+        tries: int,
+        reason: str,
+    ) -> int:
+        """Take one of the ``limit`` concurrency slots of ``job_type`` (and ``group``) for a job
+        ``worker_id`` claimed: 1 if it holds one now (it runs), 0 if all were in use (the job
+        waits off the queue, its try uncounted, ``reason`` in its meta hash, until
+        `release_slots` moves it back), -1 if the worker no longer held the job."""
+        k = self.keys
+        return int(
+            await self._scripts["acquire_slot"].call(
+                [
+                    k.concurrency_slots(job_type, group),
+                    k.concurrency_waiting(job_type, group),
+                    k.concurrency_groups,
+                    k.claimed,
+                    k.claims(worker_id),
+                    k.leases,
+                    k.tries,
+                    k.meta(job_id),
+                ],
+                [
+                    job_id,
+                    worker_id,
+                    limit,
+                    due_ms,
+                    f"{tries - 1} 0",
+                    function,
+                    reason,
+                    self.meta_ttl_s,
+                    f"{job_type}\n{group}",
+                ],
+            )
+        )
+
+    async def release_slots(
+        self, groups: Sequence[tuple[str, str, int]], *, job_id: str = "", worker_id: str = ""
+    ) -> int:
+        """Free ``job_id``'s concurrency slot (if given, and ``worker_id`` holds it) in each
+        ``(job type, group, limit)`` of ``groups``, drop slots whose worker's lease lapsed
+        or whose job is no longer claimed, and move as many waiting jobs back to the queue
+        (oldest due first, waking workers) as each group has free slots. Returns how many
+        were moved."""
+        if not groups:
+            return 0
+        k = self.keys
+        keys = [k.waiting, k.wake, k.leases, k.claimed, k.concurrency_groups]
+        args: list[Any] = [WAKE_TOKENS_KEPT, job_id, worker_id]
+        for job_type, group, limit in groups:
+            keys += [k.concurrency_slots(job_type, group), k.concurrency_waiting(job_type, group)]
+            args += [f"{job_type}\n{group}", limit]
+        return int(await self._scripts["release_slots"].call(keys, args))
+
+    async def reconcile_slots(self, *, batch: int = 100) -> int:
+        """`release_slots` for every group with waiting jobs (up to ``batch`` groups), at the
+        limit each was listed with: frees slots held by crashed workers' runs and moves their
+        waiters back. One read, and one script call only if some group has waiters."""
+        listed: dict[bytes, bytes] = await self.redis.hgetall(self.keys.concurrency_groups)  # type: ignore[misc]
+        groups: list[tuple[str, str, int]] = []
+        for field, limit in itertools.islice(listed.items(), batch):
+            job_type, _, group = field.decode().partition("\n")
+            groups.append((job_type, group, int(limit)))
+        return await self.release_slots(groups)
 
     async def unpark(self, functions: Sequence[str], *, limit: int) -> list[str]:
         """Move up to ``limit`` parked jobs of ``functions`` back to the queue at their due
@@ -789,7 +866,11 @@ class Store:
     async def _parked_set(self, job_id: str) -> str:
         """The parked set ``job_id`` is in, if a worker parked it (paused job type, or no
         code for it), for delete and cancel to find it there; a key that holds nothing else."""
-        function: bytes | None = await self.redis.hget(self.keys.meta(job_id), "parked")  # type: ignore[misc]
+        function, reason, waiting = await self.redis.hmget(  # type: ignore[misc]
+            self.keys.meta(job_id), ["parked", "parked_reason", "parked_key"]
+        )
+        if waiting and reason and reason.decode().startswith(WAITING_REASON):
+            return str(waiting.decode())  # waiting for a concurrency slot (acquire_slot)
         return self.keys.parked(function.decode() if function else "")
 
     async def cancel(
