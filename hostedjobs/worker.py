@@ -279,6 +279,11 @@ class Worker:
         self._job_types: dict[str, str] = {}
         self._parked_warned: set[str] = set()
         self._rules: dict[str, SlotRule | None] = {}
+        self._acquiring: set[str] = set()
+        """Jobs whose slot request is in flight (`_acquire_concurrency`)."""
+        self._reclaimed: set[str] = set()
+        """Jobs claimed again while their slot request was in flight: set aside, moved back
+        by a release and claimed before their task ended (see `_ended`)."""
         self._holding: dict[str, tuple[str, str, int]] = {}
         """The concurrency slot each running job holds: (job type, group, limit)."""
         self._limited = any(self._rule(name) is not None for name in self.roster)
@@ -522,6 +527,8 @@ class Worker:
             )
             # A job it runs already is answered as its own (see claim.lua): a candidate from
             # a peek older than that claim. It must not start twice.
+            if self._acquiring:
+                self._reclaimed.update(job.id for job in claimed if job.id in self._acquiring)
             claimed = [job for job in claimed if job.id not in self.tasks]
         except LeaseLostError:
             self._claims_in_doubt = False
@@ -558,6 +565,11 @@ class Worker:
         if self.tasks.get(job_id) is task:
             del self.tasks[job_id]
             self._running_functions.pop(job_id, None)
+        if self._reclaimed and job_id in self._reclaimed:
+            # Held again but not started (its task still ran): give it back to the queue.
+            self._reclaimed.discard(job_id)
+            self._claims_in_doubt = True
+            self._kick.set()
         self._aborting.discard(job_id)
         if not task.cancelled() and (exc := task.exception()) is not None:
             # Storing the outcome outlasts Redis outages; only a fault in the outcome itself
@@ -804,19 +816,28 @@ class Worker:
         except Exception as exc:
             raise JobFailedError(f"its concurrency key could not be computed: {exc}") from exc
         limit = rule.limit.limit
-        acquired = await self.store.acquire_slot(
-            job.id,
-            worker_id=self.worker_id,
-            job_type=rule.job_type,
-            group=group,
-            limit=limit,
-            function=name,
-            due_ms=job.score_ms,
-            tries=job.tries,
-            reason=waiting_reason(limit, group),
-        )
+        self._acquiring.add(job.id)
+        try:
+            acquired = await self.store.acquire_slot(
+                job.id,
+                worker_id=self.worker_id,
+                job_type=rule.job_type,
+                group=group,
+                limit=limit,
+                function=name,
+                due_ms=job.score_ms,
+                tries=job.tries,
+                reason=waiting_reason(limit, group),
+            )
+        finally:
+            self._acquiring.discard(job.id)
         if acquired != 1:
             logger.debug("job %s (%s) waits for a concurrency slot", job.id, name)
+            if self.tasks.get(job.id) is asyncio.current_task():
+                # Off the worker's books now, not when the task ends: a release may move it
+                # back and a claim take it again before then, and that claim must start it.
+                del self.tasks[job.id]
+                self._running_functions.pop(job.id, None)
             return _WAITING
         self._holding[job.id] = (rule.job_type, group, limit)
         return decoded
@@ -835,7 +856,14 @@ class Worker:
     async def _reconcile_concurrency(self) -> None:
         """Free the slots of runs whose worker died, moving their waiters back: no run of
         theirs will end to do it."""
-        if moved := await self.store.reconcile_slots():
+        try:
+            moved = await self.store.reconcile_slots()
+        except (RedisError, OSError):
+            raise
+        except Exception as exc:  # upkeep goes on (a damaged groups hash: fixed by hand)
+            logger.warning("concurrency slots not reconciled: %r", exc)
+            return
+        if moved:
             logger.info("%d job(s) waiting for a concurrency slot went back to the queue", moved)
 
     async def _lost_last_try(
@@ -917,8 +945,6 @@ class Worker:
                     await self._cancel_aborted()
                 if self._leased and now - renewed_at >= LEASE_RENEW_S:
                     renewed_at = now
-                    if self._limited:
-                        await self._reconcile_concurrency()
                     held, parked = await self.store.lease_worker(
                         self.worker_id, lease_ms=int(LEASE_TTL_S * 1000)
                     )
@@ -930,6 +956,8 @@ class Worker:
                         self._kick.set()
                     if parked and self.taking_jobs and not self._stopping:
                         await self._unpark(parked)
+                    if self._limited and held:
+                        await self._reconcile_concurrency()  # after the renewal: never delays it
             except (RedisError, OSError) as exc:
                 self._redis_failed(exc)
                 renewed_at = 0.0  # try again at the next tick: the lease matters most

@@ -215,6 +215,9 @@ async def test_waiting_jobs_hold_no_worker_slot(redis_url: str, queue_name: str)
         waiting = await host.scheduler.get(slow_ids[-1])
         assert waiting is not None and waiting.status is JobStatus.QUEUED
         assert waiting.message == "waiting for a concurrency slot (1 of 1 in use)"
+        counts = await host.scheduler.counts()
+        assert counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING] == 20  # waiters counted
+        assert await host.scheduler.parked() == {}  # parked() is for paused or unknown jobs
         release.set()
         for job_id in slow_ids:
             info = await wait_for_job(host, job_id, timeout=60)

@@ -544,6 +544,19 @@ class Store:
             groups.append((job_type, group, int(limit)))
         return await self.release_slots(groups)
 
+    async def slot_waiters(self) -> int:
+        """How many jobs wait for a concurrency slot (`acquire_slot`), in all groups."""
+        k = self.keys
+        listed: dict[bytes, bytes] = await self.redis.hgetall(k.concurrency_groups)  # type: ignore[misc]
+        if not listed:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for field in listed:
+                job_type, _, group = field.decode().partition("\n")
+                pipe.zcard(k.concurrency_waiting(job_type, group))
+            sizes = await pipe.execute()
+        return sum(int(n) for n in sizes)
+
     async def unpark(self, functions: Sequence[str], *, limit: int) -> list[str]:
         """Move up to ``limit`` parked jobs of ``functions`` back to the queue at their due
         times, waking no worker: the caller claims them next. Returns their ids."""
@@ -1305,7 +1318,7 @@ class Store:
             for status in finished:
                 pipe.zcount(k.finished(status), low, "+inf")
             due, later, running, *done = await pipe.execute()
-        parked = sum((await self.parked_counts()).values())
+        parked = sum((await self.parked_counts()).values()) + await self.slot_waiters()
         counts = {
             JobStatus.QUEUED: int(due) + parked,
             JobStatus.SCHEDULED: int(later),
