@@ -50,7 +50,7 @@ from .runner import QueuedFunction, QueuedRun, RunReport, error_text, error_trac
 from .serialization import dumps, read_record, result_record
 from .shutdown import Grace
 from .storage import Claimed, Finished, LeaseLostError, Peeked, Requeued, Store
-from .storage.store import TRIES_KEPT
+from .storage.store import TRIES_KEPT, SlotRequest
 
 __all__ = [
     "LEASE_RENEW_S",
@@ -285,6 +285,10 @@ class Worker:
         """Jobs claimed again while their slot request was in flight: set aside, moved back
         by a release and claimed before their task ended (see `_ended`)."""
         self._holding: dict[str, tuple[str, str, int]] = {}
+        self._acquires: list[tuple[SlotRequest, asyncio.Future[int]]] = []
+        self._acquiring_call: asyncio.Task[None] | None = None
+        self._releases: list[tuple[tuple[str, str, int, str], asyncio.Future[None]]] = []
+        self._releasing: asyncio.Task[None] | None = None
         """The concurrency slot each running job holds: (job type, group, limit)."""
         self._limited = any(self._rule(name) is not None for name in self.roster)
         """Whether this worker runs a limited job type (and so reconciles slots)."""
@@ -816,19 +820,24 @@ class Worker:
         except Exception as exc:
             raise JobFailedError(f"its concurrency key could not be computed: {exc}") from exc
         limit = rule.limit.limit
+        request = SlotRequest(
+            job.id,
+            rule.job_type,
+            group,
+            limit,
+            name,
+            job.score_ms,
+            job.tries,
+            waiting_reason(limit, group),
+        )
+        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        # Requests made while one call is in flight go together in the next (as outcomes do).
+        self._acquires.append((request, answer))
+        if self._acquiring_call is None or self._acquiring_call.done():
+            self._acquiring_call = asyncio.get_running_loop().create_task(self._send_acquires())
         self._acquiring.add(job.id)
         try:
-            acquired = await self.store.acquire_slot(
-                job.id,
-                worker_id=self.worker_id,
-                job_type=rule.job_type,
-                group=group,
-                limit=limit,
-                function=name,
-                due_ms=job.score_ms,
-                tries=job.tries,
-                reason=waiting_reason(limit, group),
-            )
+            acquired = await answer
         finally:
             self._acquiring.discard(job.id)
         if acquired != 1:
@@ -842,16 +851,50 @@ class Worker:
         self._holding[job.id] = (rule.job_type, group, limit)
         return decoded
 
+    async def _send_acquires(self) -> None:
+        while self._acquires:
+            batch, self._acquires = self._acquires[:_CLAIM_BATCH], self._acquires[_CLAIM_BATCH:]
+            try:
+                answers = await self.store.acquire_slots(
+                    [request for request, _ in batch], worker_id=self.worker_id
+                )
+            except BaseException as exc:
+                for _, answer in batch:
+                    if not answer.done():
+                        answer.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                for (_, answer), acquired in zip(batch, answers, strict=True):
+                    if not answer.done():
+                        answer.set_result(acquired)
+
     async def _release_concurrency(self, job_id: str) -> None:
         """Free the concurrency slot ``job_id`` held, moving the next waiter back to the
-        queue. On a Redis error the slot is freed later: it is stale once the job is no
-        longer claimed (see `Store.release_slots`)."""
-        held = self._holding.pop(job_id)
-        try:
-            await self.store.release_slots([held], job_id=job_id, worker_id=self.worker_id)
-        except (RedisError, OSError) as exc:
-            self._redis_failed(exc)
-            logger.warning("job %s: its concurrency slot was not released now (%s)", job_id, exc)
+        queue. Releases that end while one is in flight go together in the next call (as
+        outcomes do). On a Redis error the slot is freed later: it is stale once the job is
+        no longer claimed (see `Store.release_slots`)."""
+        job_type, group, limit = self._holding.pop(job_id)
+        done = asyncio.get_running_loop().create_future()
+        self._releases.append(((job_type, group, limit, job_id), done))
+        if self._releasing is None or self._releasing.done():
+            self._releasing = asyncio.get_running_loop().create_task(self._flush_releases())
+        await asyncio.shield(done)
+
+    async def _flush_releases(self) -> None:
+        while self._releases:
+            batch, self._releases = self._releases[:_CLAIM_BATCH], self._releases[_CLAIM_BATCH:]
+            try:
+                await self.store.release_slots(
+                    [entry for entry, _ in batch], worker_id=self.worker_id
+                )
+            except (RedisError, OSError) as exc:
+                self._redis_failed(exc)
+                logger.warning("%d concurrency slot(s) not released now (%s)", len(batch), exc)
+            finally:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
 
     async def _reconcile_concurrency(self) -> None:
         """Free the slots of runs whose worker died, moving their waiters back: no run of

@@ -42,6 +42,7 @@ __all__ = [
     "LeaseLostError",
     "Peeked",
     "Requeued",
+    "SlotRequest",
     "Store",
     "StoredJob",
     "StoredWorker",
@@ -148,6 +149,22 @@ class Requeued(NamedTuple):
     """The job type's name (no version; its type in the run history, "" unknown)."""
     duration_s: float | None = None
     """How long the failed try ran (s); None if it never started."""
+
+
+class SlotRequest(NamedTuple):
+    """A claimed job's request for a concurrency slot (`Store.acquire_slots`)."""
+
+    job_id: str
+    job_type: str
+    group: str
+    """The key's value, or "" for a limit on the whole type."""
+    limit: int
+    function: str
+    due_ms: int
+    tries: int
+    """Its tries counted by the claim (the waiting job's is uncounted)."""
+    reason: str
+    """Shown with the job while it waits."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,66 +488,50 @@ class Store:
         )
         return bool(parked)
 
-    async def acquire_slot(
-        self,
-        job_id: str,
-        *,
-        worker_id: str,
-        job_type: str,
-        group: str,
-        limit: int,
-        function: str,
-        due_ms: int,
-        tries: int,
-        reason: str,
-    ) -> int:
-        """Take one of the ``limit`` concurrency slots of ``job_type`` (and ``group``) for a job
-        ``worker_id`` claimed: 1 if it holds one now (it runs), 0 if all were in use (the job
-        waits off the queue, its try uncounted, ``reason`` in its meta hash, until
-        `release_slots` moves it back), -1 if the worker no longer held the job."""
+    async def acquire_slots(self, requests: Sequence[SlotRequest], *, worker_id: str) -> list[int]:
+        """Take a concurrency slot for each of ``requests`` (jobs ``worker_id`` claimed), in
+        order, in one script call: per request 1 if the job holds one now (it runs), 0 if
+        all its group's slots were in use (the job waits off the queue, its try uncounted,
+        its reason in its meta hash, until `release_slots` moves it back), -1 if the worker
+        no longer held the job."""
+        if not requests:
+            return []
         k = self.keys
-        return int(
-            await self._scripts["acquire_slot"].call(
-                [
-                    k.concurrency_slots(job_type, group),
-                    k.concurrency_waiting(job_type, group),
-                    k.concurrency_groups,
-                    k.claimed,
-                    k.claims(worker_id),
-                    k.leases,
-                    k.tries,
-                    k.meta(job_id),
-                ],
-                [
-                    job_id,
-                    worker_id,
-                    limit,
-                    due_ms,
-                    f"{tries - 1} 0",
-                    function,
-                    reason,
-                    self.meta_ttl_s,
-                    f"{job_type}\n{group}",
-                ],
-            )
-        )
+        keys = [k.concurrency_groups, k.claimed, k.claims(worker_id), k.leases, k.tries]
+        args: list[Any] = [worker_id, self.meta_ttl_s]
+        for r in requests:
+            keys += [
+                k.concurrency_slots(r.job_type, r.group),
+                k.concurrency_waiting(r.job_type, r.group),
+                k.meta(r.job_id),
+            ]
+            args += [
+                r.job_id,
+                r.limit,
+                r.due_ms,
+                f"{r.tries - 1} 0",
+                r.function,
+                r.reason,
+                f"{r.job_type}\n{r.group}",
+            ]
+        return [int(n) for n in await self._scripts["acquire_slot"].call(keys, args)]
 
     async def release_slots(
-        self, groups: Sequence[tuple[str, str, int]], *, job_id: str = "", worker_id: str = ""
+        self, entries: Sequence[tuple[str, str, int, str]], *, worker_id: str = ""
     ) -> int:
-        """Free ``job_id``'s concurrency slot (if given, and ``worker_id`` holds it) in each
-        ``(job type, group, limit)`` of ``groups``, drop slots whose worker's lease lapsed
-        or whose job is no longer claimed, and move as many waiting jobs back to the queue
-        (oldest due first, waking workers) as each group has free slots. Returns how many
-        were moved."""
-        if not groups:
+        """For each ``(job type, group, limit, job id)`` of ``entries``: free the job's
+        concurrency slot (if an id is given, and ``worker_id`` holds it), drop the group's
+        slots whose worker's lease lapsed or whose job is no longer claimed, and move as many
+        waiting jobs back to the queue (oldest due first, waking workers) as it has free
+        slots. Returns how many were moved."""
+        if not entries:
             return 0
         k = self.keys
         keys = [k.waiting, k.wake, k.leases, k.claimed, k.concurrency_groups]
-        args: list[Any] = [WAKE_TOKENS_KEPT, job_id, worker_id]
-        for job_type, group, limit in groups:
+        args: list[Any] = [WAKE_TOKENS_KEPT, worker_id]
+        for job_type, group, limit, job_id in entries:
             keys += [k.concurrency_slots(job_type, group), k.concurrency_waiting(job_type, group)]
-            args += [f"{job_type}\n{group}", limit]
+            args += [f"{job_type}\n{group}", limit, job_id]
         return int(await self._scripts["release_slots"].call(keys, args))
 
     async def reconcile_slots(self, *, batch: int = 100) -> int:
@@ -538,10 +539,10 @@ class Store:
         limit each was listed with: frees slots held by crashed workers' runs and moves their
         waiters back. One read, and one script call only if some group has waiters."""
         listed: dict[bytes, bytes] = await self.redis.hgetall(self.keys.concurrency_groups)  # type: ignore[misc]
-        groups: list[tuple[str, str, int]] = []
+        groups: list[tuple[str, str, int, str]] = []
         for field, limit in itertools.islice(listed.items(), batch):
             job_type, _, group = field.decode().partition("\n")
-            groups.append((job_type, group, int(limit)))
+            groups.append((job_type, group, int(limit), ""))
         return await self.release_slots(groups)
 
     async def slot_waiters(self) -> int:

@@ -1,26 +1,25 @@
 #!lua flags=allow-oom
--- Frees a finished run's concurrency slot (acquire_slot.lua), if an id is given and its
--- worker still holds it (one whose lease lapsed may end a run that runs elsewhere now), and
--- moves as many of each group's waiting jobs back to the queue, oldest due first, at their
--- due times, as the group has free slots, waking a worker for each. Slots whose worker's lease
+-- Frees finished runs' concurrency slots (acquire_slot.lua), each if its worker still holds
+-- it (one whose lease lapsed may end a run that runs elsewhere now), and moves as many of
+-- each group's waiting jobs back to the queue, oldest due first, at their due times, as
+-- the group has free slots, waking a worker for each. Slots whose worker's lease
 -- lapsed or whose job is no longer claimed are dropped first (a crashed worker's), so a
--- worker's periodic pass over every group with waiters (no id) frees them. A group with
+-- worker's periodic pass over every group with waiters (no ids) frees them. A group with
 -- no waiters left is no longer listed. The moved jobs take a slot when claimed, so one
 -- enqueued meanwhile may take it first and a moved one wait again.
--- KEYS: queue, wake, leases, claimed, groups, then per group: slots, waiting
--- ARGV: wake_kept, id (or ''), worker_id (the id's slot is freed only if it holds it), then
---       per group: group_field, limit
+-- KEYS: queue, wake, leases, claimed, groups, then per entry: slots, waiting
+-- ARGV: wake_kept, worker_id (a slot is freed only if it holds it), then per entry:
+--       group_field, limit, id (the run whose slot is freed, or '')
 -- Returns how many jobs went back to the queue.
 local clock = redis.call('TIME')
 local redis_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local fixed_keys, fixed_argv = 5, 3
-local moved = 0
+local fixed_keys, fixed_argv = 5, 2
+local moved, sent = 0, {}
 for g = 1, (#KEYS - fixed_keys) / 2 do
   local slots, waiting = KEYS[fixed_keys + 2 * g - 1], KEYS[fixed_keys + 2 * g]
-  local field, limit = ARGV[fixed_argv + 2 * g - 1], tonumber(ARGV[fixed_argv + 2 * g])
-  if ARGV[2] ~= '' and redis.call('HGET', slots, ARGV[2]) == ARGV[3] then
-    redis.call('HDEL', slots, ARGV[2])
-  end
+  local a = fixed_argv + 3 * (g - 1)
+  local field, limit, id = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
+  if id ~= '' and redis.call('HGET', slots, id) == ARGV[2] then redis.call('HDEL', slots, id) end
   local waiters = redis.call('ZCARD', waiting)
   if waiters > 0 then
     local held = redis.call('HGETALL', slots)
@@ -32,7 +31,8 @@ for g = 1, (#KEYS - fixed_keys) / 2 do
       end
     end
     if #stale > 0 then redis.call('HDEL', slots, unpack(stale)) end
-    local free = limit - (#held / 2 - #stale)
+    -- Less the waiters this call moved already (an earlier entry of the group).
+    local free = limit - (#held / 2 - #stale) - (sent[field] or 0)
     if free > 0 then
       local items = redis.call('ZRANGE', waiting, 0, free - 1, 'WITHSCORES')
       local members = {}
@@ -43,6 +43,7 @@ for g = 1, (#KEYS - fixed_keys) / 2 do
       redis.call('ZADD', KEYS[1], unpack(members))
       redis.call('ZREMRANGEBYRANK', waiting, 0, #items / 2 - 1)
       moved = moved + #items / 2
+      sent[field] = (sent[field] or 0) + #items / 2
       waiters = waiters - #items / 2
     end
   end
