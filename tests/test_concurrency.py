@@ -339,3 +339,35 @@ async def test_a_paused_limited_type_waits_then_runs_within_its_limit(
         for job_id in ids:
             assert (await wait_for_job(host, job_id, timeout=60)).status is JobStatus.SUCCEEDED
     assert (overlap.runs, overlap.most) == (8, 2)
+
+
+async def test_a_job_waiting_for_its_retry_holds_no_slot(redis_url: str, queue_name: str) -> None:
+    """Limit 1: the first job fails its first try and waits 5 s for its retry; the second
+    runs meanwhile, in the slot the first gave back."""
+    host = JobHost(redis_url=redis_url, queue_name=queue_name, concurrency=4)
+
+    @host.handler(
+        Slow,
+        concurrency=ConcurrencyLimit(1),
+        retry=RetryPolicy(max_tries=2, backoff=5, jitter=0),
+    )
+    async def run_slow(job: Slow, ctx: JobContext) -> None:
+        if job.mode == "retry" and ctx.attempt == 1:
+            raise RuntimeError("first try fails")
+
+    async with host.run():
+        first = await host.scheduler.enqueue(Slow(tag="first", mode="retry"))
+        await eventually(lambda: _tried(host, first), what="the first job's first try failed")
+        second = await host.scheduler.enqueue(Slow(tag="second"))
+        done = await wait_for_job(host, second, timeout=60)
+        assert done.status is JobStatus.SUCCEEDED
+        info = await wait_for_job(host, first, timeout=60)
+        assert (info.status, info.tries) == (JobStatus.SUCCEEDED, 2)
+        # Had the first held the slot while it waited, the second would have run after it.
+        assert done.finished_at is not None and info.started_at is not None
+        assert done.finished_at <= info.started_at  # started_at: its last try's start
+
+
+async def _tried(host: JobHost, job_id: str) -> bool:
+    info = await host.scheduler.get(job_id)
+    return info is not None and info.status is JobStatus.SCHEDULED
