@@ -165,7 +165,7 @@ class _Parked(NamedTuple):
 
 class _Waiting(NamedTuple):
     """A claimed job of a limited type that found every concurrency slot in use: Redis set
-    it aside (`Store.acquire_slot`), so nothing is committed."""
+    it aside (`Store.acquire_slots`), so nothing is committed."""
 
 
 _WAITING = _Waiting()

@@ -546,7 +546,7 @@ class Store:
         return await self.release_slots(groups)
 
     async def slot_waiters(self) -> int:
-        """How many jobs wait for a concurrency slot (`acquire_slot`), in all groups."""
+        """How many jobs wait for a concurrency slot (`acquire_slots`), in all groups."""
         k = self.keys
         listed: dict[bytes, bytes] = await self.redis.hgetall(k.concurrency_groups)  # type: ignore[misc]
         if not listed:
@@ -884,7 +884,7 @@ class Store:
             self.keys.meta(job_id), ["parked", "parked_reason", "parked_key"]
         )
         if waiting and reason and reason.decode().startswith(WAITING_REASON):
-            return str(waiting.decode())  # waiting for a concurrency slot (acquire_slot)
+            return str(waiting.decode())  # waiting for a concurrency slot (acquire_slots)
         return self.keys.parked(function.decode() if function else "")
 
     async def cancel(
