@@ -218,6 +218,8 @@ async def test_waiting_jobs_hold_no_worker_slot(redis_url: str, queue_name: str)
         counts = await host.scheduler.counts()
         assert counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING] == 20  # waiters counted
         assert await host.scheduler.parked() == {}  # parked() is for paused or unknown jobs
+        listed = [j.id for j in await host.scheduler.jobs(JobStatus.QUEUED, limit=50)]
+        assert slow_ids[-1] in listed  # the console's queued list shows the waiting ones
         assert await host.scheduler.cancel(slow_ids[-1]) is True  # cancelled while waiting
         assert await host.scheduler.delete(slow_ids[-2]) is True  # deleted while waiting
         release.set()

@@ -547,16 +547,25 @@ class Store:
 
     async def slot_waiters(self) -> int:
         """How many jobs wait for a concurrency slot (`acquire_slots`), in all groups."""
+        return sum(size for _, _, size in await self.slot_waiting_sets())
+
+    async def slot_waiting_sets(self) -> list[tuple[str, str, int]]:
+        """The sets of jobs waiting for a concurrency slot: ``(job type, key, size)`` of each
+        group with waiters."""
         k = self.keys
         listed: dict[bytes, bytes] = await self.redis.hgetall(k.concurrency_groups)  # type: ignore[misc]
         if not listed:
-            return 0
+            return []
+        groups = [field.decode().partition("\n") for field in listed]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for field in listed:
-                job_type, _, group = field.decode().partition("\n")
+            for job_type, _, group in groups:
                 pipe.zcard(k.concurrency_waiting(job_type, group))
             sizes = await pipe.execute()
-        return sum(int(n) for n in sizes)
+        return [
+            (job_type, k.concurrency_waiting(job_type, group), int(n))
+            for (job_type, _, group), n in zip(groups, sizes, strict=True)
+            if n
+        ]
 
     async def unpark(self, functions: Sequence[str], *, limit: int) -> list[str]:
         """Move up to ``limit`` parked jobs of ``functions`` back to the queue at their due
@@ -1127,13 +1136,16 @@ class Store:
                 break
             start += _LIST_PAGE
         if due and len(found) < limit:
-            for function, size in (await self.parked_counts()).items():
+            held = [(f, k.parked(f), n) for f, n in (await self.parked_counts()).items()]
+            # Then those waiting for a concurrency slot, listed under their job type.
+            held += sorted(await self.slot_waiting_sets())
+            for function, key, size in held:
                 if skip >= size:
                     skip -= size
                     continue
                 if min_ms is not None or max_ms is not None:
                     parked = await self.redis.zrangebyscore(
-                        k.parked(function),
+                        key,
                         "-inf" if min_ms is None else min_ms,
                         "+inf" if max_ms is None else max_ms,
                         start=skip,
@@ -1142,7 +1154,7 @@ class Store:
                     )
                 else:
                     parked = await self.redis.zrange(
-                        k.parked(function), skip, skip + limit - len(found) - 1, withscores=True
+                        key, skip, skip + limit - len(found) - 1, withscores=True
                     )
                 skip = 0
                 found += ((i.decode(), function, _score_ms(score)) for i, score in parked)
