@@ -858,6 +858,8 @@ class Worker:
                 answers = await self.store.acquire_slots(
                     [request for request, _ in batch], worker_id=self.worker_id
                 )
+                if len(answers) != len(batch):
+                    raise RedisError(f"{len(answers)} answers to {len(batch)} slot requests")
             except BaseException as exc:
                 for _, answer in batch:
                     if not answer.done():
