@@ -29,8 +29,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal
 
-from redis.exceptions import NoPermissionError
-
+from .control import follow
 from .cron import CronSchedule
 from .exceptions import (
     ConfigurationError,
@@ -344,67 +343,21 @@ class Schedules:
         self._wake = None
 
     async def _loop(self, store: ScheduleStore) -> None:
-        pubsub: Any = None
-        notices = True
-        failing = False
-        try:
-            while not self._stopping:
-                try:
-                    if pubsub is None and notices:
-                        pubsub = store.store.control()
-                        try:
-                            await pubsub.subscribe(store.keys.control)
-                        except NoPermissionError:
-                            notices = False
-                            await pubsub.aclose()
-                            pubsub = None
-                    if self._wake is not None:
-                        self._wake.clear()
-                    await self.fire_due(store)
-                    earliest = await store.earliest()
-                    if failing:
-                        logger.info("reading the runtime schedules again")
-                        failing = False
-                    wait = RECHECK_S if notices else 1.0
-                    if earliest is not None:
-                        wait = min(wait, max(earliest / 1000 - time.time(), 0.0))
-                    await self._wait(pubsub, wait)
-                except Exception as exc:
-                    if not failing:
-                        logger.warning("cannot fire the runtime schedules (%r); retrying", exc)
-                        failing = True
-                    if pubsub is not None:
-                        with contextlib.suppress(Exception):
-                            await pubsub.aclose()
-                        pubsub = None
-                    await self._wait(None, 1.0)
-        finally:
-            if pubsub is not None:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+        async def read() -> float:
+            await self.fire_due(store)
+            earliest = await store.earliest()
+            if earliest is None:
+                return RECHECK_S
+            return min(RECHECK_S, max(earliest / 1000 - time.time(), 0.0))
 
-    async def _wait(self, pubsub: Any, timeout_s: float) -> None:
-        """Until ``timeout_s`` passes, a notice comes, or this process changed a schedule."""
-        if timeout_s <= 0:
-            return
-        waits: list[asyncio.Future[Any]] = []
-        if self._wake is not None:
-            waits.append(asyncio.ensure_future(self._wake.wait()))
-        if pubsub is not None:
-            waits.append(
-                asyncio.ensure_future(
-                    pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout_s)
-                )
-            )
-        if not waits:
-            await asyncio.sleep(timeout_s)
-            return
-        try:
-            await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiting in waits:
-                waiting.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
+        # Stopped by cancelling this task (`_stop`).
+        await follow(
+            store.store,
+            read,
+            what="the runtime schedules",
+            stopping=asyncio.Event(),
+            wake=self._wake,
+        )
 
     async def fire_due(self, store: ScheduleStore | None = None) -> int:
         """Fire every tick due now; returns how many runs this process enqueued."""

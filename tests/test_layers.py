@@ -48,6 +48,7 @@ LAYERS = {
     "eager": ENGINE,
     "tasks": ENGINE,
     "shutdown": ENGINE,
+    "control": ENGINE,
     "locks": ENGINE,
     "pauses": ENGINE,
     "schedules": ENGINE,
