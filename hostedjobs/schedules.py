@@ -23,7 +23,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -34,11 +34,12 @@ from .cron import CronSchedule
 from .exceptions import (
     ConfigurationError,
     HostNotRunningError,
+    PayloadDecodeError,
     PayloadError,
     UnknownJobError,
 )
 from .records import job_record
-from .serialization import encode_payload, job_type_info
+from .serialization import decode_payload, encode_payload, job_type_info, lookup_job_type
 from .storage.schedules import ScheduleStore
 from .storage.store import Store
 
@@ -247,6 +248,52 @@ class Schedules:
     async def count(self) -> int:
         """How many schedules there are, paused ones included."""
         return await self._schedules().count()
+
+    def job_types(self) -> tuple[str, ...]:
+        """The job types a schedule of this host may enqueue (those with a handler here), as
+        wire names (``"type@version"``), sorted."""
+        return tuple(sorted(self._handled()))
+
+    def job(self, job_type: str, payload: str | Mapping[str, Any]) -> object:
+        """A job of ``job_type`` built from ``payload`` (a JSON object, or its text), for a
+        schedule given as text (the CLI, the console). ``job_type`` is a wire name
+        (``"send-email@2"``) or a bare name (its highest version with a handler here).
+        Raises `ConfigurationError` for a type without a handler here, text that is not a
+        JSON object, or a payload that does not decode as the type (naming the field)."""
+        handled = self.job_types()
+        if not isinstance(job_type, str) or not job_type.strip():
+            raise ConfigurationError(f"a job type is needed; types here: {', '.join(handled)}")
+        wanted = job_type.strip()
+        versions = [
+            (int(version), key)
+            for key in handled
+            for name, _, version in [key.rpartition("@")]
+            if key == wanted or (name == wanted and version.isdigit())
+        ]
+        if not versions:
+            raise ConfigurationError(
+                f"no handler for job type {wanted!r} on this host; types here: "
+                f"{', '.join(handled) or 'none'}"
+            )
+        key = max(versions)[1]
+        name, _, version = key.rpartition("@")
+        info = lookup_job_type(name, int(version))
+        if info is None:  # a handler is registered for every handled type's class
+            raise ConfigurationError(f"job type {key!r} is not defined in this process")
+        if isinstance(payload, str):
+            try:
+                payload = json.loads(payload or "{}")
+            except ValueError as exc:
+                raise ConfigurationError(f"the payload is not JSON: {exc}") from None
+        if not isinstance(payload, Mapping):
+            raise ConfigurationError(
+                f"the payload must be a JSON object of {key}'s fields, got {payload!r:.80}"
+            )
+        try:
+            return decode_payload(info.cls, dict(payload))
+        except (PayloadError, PayloadDecodeError) as exc:
+            text = str(exc) if str(exc).startswith(f"{key}:") else f"{key}: {exc}"
+            raise ConfigurationError(f"the payload does not fit {text}") from None
 
     # -- changes --------------------------------------------------------------------------
 
