@@ -45,6 +45,7 @@ from .health import (
 from .history import job_type_of
 from .outcomes import JobStatus, Outcome
 from .pauses import PAUSED_REASON, PausedJobs
+from .rates import Rates
 from .runner import QueuedFunction, QueuedRun, RunReport, error_text, error_traceback
 from .serialization import dumps, read_record, result_record
 from .shutdown import Grace
@@ -209,6 +210,8 @@ class Worker:
     ``slots``: a budget shared with other workers (one per shard of a sharded queue);
     by default its own, of ``concurrency`` slots. ``shard`` and ``shards``: which shard of
     how many this worker serves (None and 1: an unsharded queue), shown in its heartbeat.
+    ``rate_store``: where the fleet's rate limits, debounce and cooldown live (shard 0's
+    store for a sharded queue; by default ``store``).
     """
 
     def __init__(
@@ -226,8 +229,11 @@ class Worker:
         shard: int | None = None,
         shards: int = 1,
         pauses: PausedJobs | None = None,
+        rate_store: Store | None = None,
     ) -> None:
         self.store = store
+        self._rate_store = store if rate_store is None else rate_store
+        """Where rate limits, debounce and cooldown are kept: shard 0 of a sharded queue."""
         if pauses is None:
             pauses = PausedJobs()
             pauses.known.set()
@@ -715,6 +721,9 @@ class Worker:
             report = RunReport(Outcome.CANCELLED, message=f"cancelled {when}")
             base["t"] = attempt - 1  # the tries that started
             return self._finished(job.id, base, start_ms, report, aborted=True, ran=False)
+        held = await self._admit_rate(job, function, base, start_ms)
+        if held is not None:
+            return held
         run = QueuedRun(
             job_id=job.id,
             function=base["f"],
@@ -748,6 +757,51 @@ class Worker:
         return self._finished(
             job.id, base, start_ms, report, aborted=job.id in self._aborting, history=history
         )
+
+    async def _admit_rate(
+        self, job: Claimed, function: QueuedFunction, base: dict[str, Any], start_ms: int
+    ) -> Finished | Requeued | None:
+        """Apply the job type's rate limit, debounce and cooldown (`hostedjobs.rates`): None
+        if the job may start now (its start counted), else what becomes of it: back in the
+        queue until the window admits it (uncounted), or ended cancelled without running.
+        One script for a type with any of them; nothing at all for a type with none."""
+        rates: Rates | None = getattr(function, "rates", None)
+        if rates is None:
+            return None
+        try:
+            keys = rates.keys_of(base["a"])
+        except Exception as exc:
+            error = exc.with_traceback(None)
+            report = RunReport(Outcome.FAILED, message=error_text(error), error=error)
+            return self._finished(job.id, base, start_ms, report, ran=False)
+        rate, cooldown = rates.rate_limit, rates.cooldown
+        verdict, value = await self._rate_store.admit_rates(
+            job.id,
+            rates.job_type,
+            rate=None if rate is None else (keys.rate, rate.limit, rate.per_ms),
+            debounce=None if rates.debounce is None else (keys.debounce,),
+            cooldown=None if cooldown is None else (keys.cooldown, cooldown.window_ms),
+        )
+        if verdict == 0:
+            return None
+        if verdict == 1 and rate is not None and rate.excess == "wait":
+            return Requeued(
+                job.id,
+                _now_ms() + int(value),
+                counted=False,
+                tries=job.tries,
+                job_type=rates.job_type,
+            )
+        if verdict == 1:
+            message = rates.rate_message(keys.rate, waiting=False)
+        elif verdict == 2:
+            message = rates.cooldown_message(keys.cooldown, int(value))
+        else:
+            message = f"dropped: superseded by job {value} (debounce)"
+        logger.debug("job %s: %s", job.id, message, extra={"run_id": job.id})
+        base["t"] = max(base["t"] - 1, 0)  # the tries that started: this one did not
+        report = RunReport(Outcome.CANCELLED, message=message)
+        return self._finished(job.id, base, start_ms, report, ran=False)
 
     async def _lost_last_try(
         self, job_id: str, attempt: int, max_tries: int

@@ -233,6 +233,7 @@ class Store:
                 "release_lease",
                 "acquire_lock",
                 "release_lock",
+                "admit",
             )
         }
         self._scripts = scripts
@@ -265,15 +266,64 @@ class Store:
 
     # -- enqueue --------------------------------------------------------------------------------
 
-    async def enqueue(self, job_id: str, record: bytes, *, due_ms: int, ttl_ms: int) -> bool:
-        """Add one job due at ``due_ms``; False (nothing written) if its id is taken."""
+    async def enqueue(
+        self,
+        job_id: str,
+        record: bytes,
+        *,
+        due_ms: int,
+        ttl_ms: int,
+        debounce: tuple[str, str | None] | None = None,
+    ) -> bool:
+        """Add one job due at ``due_ms``; False (nothing written) if its id is taken.
+
+        ``debounce``: ``(job type, key)``: in the same step, record the job as the key's
+        latest (`hostedjobs.rates.Debounce`), for as long as the job's record lives."""
         k = self.keys
-        added = await self._write(
-            "enqueue",
-            [k.job(job_id), k.result(job_id), k.waiting, k.wake],
-            [record, due_ms, ttl_ms, job_id, WAKE_TOKENS_KEPT],
-        )
+        keys = [k.job(job_id), k.result(job_id), k.waiting, k.wake]
+        args: list[Any] = [record, due_ms, ttl_ms, job_id, WAKE_TOKENS_KEPT]
+        if debounce is not None:
+            keys.append(k.rate("debounce", *debounce))
+        added = await self._write("enqueue", keys, args)
         return bool(added)
+
+    async def mark_latest(
+        self, job_id: str, job_type: str, key: str | None, *, ttl_ms: int
+    ) -> None:
+        """Record ``job_id`` as its debounce key's latest job, for ``ttl_ms`` (a sharded
+        queue's debounce keys live on shard 0, apart from the job's shard)."""
+        await self.redis.set(self.keys.rate("debounce", job_type, key), job_id, px=ttl_ms)
+
+    async def admit_rates(
+        self,
+        job_id: str,
+        job_type: str,
+        *,
+        rate: tuple[str | None, int, int] | None,
+        debounce: tuple[str | None] | None,
+        cooldown: tuple[str | None, int] | None,
+    ) -> tuple[int, str]:
+        """Admit a job to start now under its type's limits, in one script (`admit.lua`):
+        ``rate`` ``(key, limit, window ms)``, ``debounce`` ``(key,)``, ``cooldown`` ``(key,
+        window ms)``, each None if the type has none. Returns ``(0, "")`` if admitted (its
+        start is counted, its cooldown begun); ``(1, ms)`` over the rate limit, the ms until
+        the window admits a start; ``(2, ms)`` in the cooldown, the ms left; ``(3, job id)``
+        superseded by that newer job of the debounce key."""
+        k = self.keys
+        keys = [
+            k.rate("rate", job_type, None if rate is None else rate[0]),
+            k.rate("debounce", job_type, None if debounce is None else debounce[0]),
+            k.rate("cooldown", job_type, None if cooldown is None else cooldown[0]),
+        ]
+        args = [
+            job_id,
+            0 if rate is None else rate[1],
+            0 if rate is None else rate[2],
+            0 if debounce is None else 1,
+            0 if cooldown is None else cooldown[1],
+        ]
+        verdict, value = await self._scripts["admit"].call(keys, args)
+        return int(verdict), value.decode() if isinstance(value, bytes) else str(value)
 
     async def enqueue_many(
         self, jobs: Sequence[tuple[str, bytes]], *, due_ms: int, ttl_ms: int
