@@ -49,7 +49,7 @@ from .rates import Rates
 from .runner import QueuedFunction, QueuedRun, RunReport, error_text, error_traceback
 from .serialization import dumps, read_record, result_record
 from .shutdown import Grace
-from .storage import Claimed, Finished, LeaseLostError, Peeked, Requeued, Store
+from .storage import Admission, Claimed, Finished, LeaseLostError, Peeked, Requeued, Store
 from .storage.store import TRIES_KEPT
 
 __all__ = [
@@ -163,6 +163,47 @@ class _Parked(NamedTuple):
     reason: str | None = None
 
 
+class _Admissions:
+    """The admission checks (`Store.admit_rates`) of the jobs that start in one turn of the
+    loop, sent as one script call: a claimed batch costs one round trip, not one per job."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._pending: list[tuple[Admission, asyncio.Future[tuple[int, str]]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def admit(self, admission: Admission) -> tuple[int, str]:
+        """The verdict on one job (see `Store.admit_rates`); raises what Redis raises."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[int, str]] = loop.create_future()
+        self._pending.append((admission, future))
+        if len(self._pending) == 1:
+            # After the other runs started by the same claim have asked (their tasks are
+            # already scheduled, ahead of this callback).
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[tuple[Admission, asyncio.Future[tuple[int, str]]]]) -> None:
+        try:
+            verdicts = await self.store.admit_rates([admission for admission, _ in batch])
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), verdict in zip(batch, verdicts, strict=True):
+            if not future.done():
+                future.set_result(verdict)
+
+
 class SlotBudget:
     """How many jobs may run at once, shared by the workers that take slots from it.
 
@@ -232,8 +273,8 @@ class Worker:
         rate_store: Store | None = None,
     ) -> None:
         self.store = store
-        self._rate_store = store if rate_store is None else rate_store
-        """Where rate limits, debounce and cooldown are kept: shard 0 of a sharded queue."""
+        self._admissions = _Admissions(store if rate_store is None else rate_store)
+        """Rate limit, debounce and cooldown checks, sent together (`_admit_rate`)."""
         if pauses is None:
             pauses = PausedJobs()
             pauses.known.set()
@@ -764,7 +805,8 @@ class Worker:
         """Apply the job type's rate limit, debounce and cooldown (`hostedjobs.rates`): None
         if the job may start now (its start counted), else what becomes of it: back in the
         queue until the window admits it (uncounted), or ended cancelled without running.
-        One script for a type with any of them; nothing at all for a type with none."""
+        One script for a type with any of them (shared by the jobs starting in the same turn
+        of the loop); nothing at all for a type with none."""
         rates: Rates | None = getattr(function, "rates", None)
         if rates is None:
             return None
@@ -775,23 +817,29 @@ class Worker:
             report = RunReport(Outcome.FAILED, message=error_text(error), error=error)
             return self._finished(job.id, base, start_ms, report, ran=False)
         rate, cooldown = rates.rate_limit, rates.cooldown
-        verdict, value = await self._rate_store.admit_rates(
+        admission = Admission(
             job.id,
             rates.job_type,
-            rate=None if rate is None else (keys.rate, rate.limit, rate.per_ms),
-            debounce=None if rates.debounce is None else (keys.debounce,),
-            cooldown=None if cooldown is None else (keys.cooldown, cooldown.window_ms),
+            None if rate is None else (keys.rate, rate.limit, rate.per_ms),
+            None if rates.debounce is None else (keys.debounce,),
+            None if cooldown is None else (keys.cooldown, cooldown.window_ms),
         )
+        try:
+            verdict, value = await self._admissions.admit(admission)
+        except (RedisError, OSError) as exc:
+            self._redis_failed(exc)
+            logger.warning(
+                "job %s: its rate limit could not be checked (%s); back in the queue",
+                job.id,
+                exc,
+                extra={"run_id": job.id},
+            )
+            return Requeued(job.id, _now_ms() + 1000, counted=False, tries=job.tries)
         if verdict == 0:
             return None
         if verdict == 1 and rate is not None and rate.excess == "wait":
-            return Requeued(
-                job.id,
-                _now_ms() + int(value),
-                counted=False,
-                tries=job.tries,
-                job_type=rates.job_type,
-            )
+            due_ms = _now_ms() + int(value)
+            return Requeued(job.id, due_ms, counted=False, tries=job.tries)
         if verdict == 1:
             message = rates.rate_message(keys.rate, waiting=False)
         elif verdict == 2:

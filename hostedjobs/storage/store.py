@@ -35,6 +35,7 @@ from .layout import FINISHED_KEPT, WAKE_TOKENS_KEPT, WORKER_INDEX_TTL_MS, CronKe
 from .scripts import Script, script
 
 __all__ = [
+    "Admission",
     "Claimed",
     "Finished",
     "LeaseLostError",
@@ -146,6 +147,21 @@ class Requeued(NamedTuple):
     """The job type's name (no version; its type in the run history, "" unknown)."""
     duration_s: float | None = None
     """How long the failed try ran (s); None if it never started."""
+
+
+class Admission(NamedTuple):
+    """One job to admit under its type's limits, for `Store.admit_rates`; each limit None if
+    the type has none."""
+
+    job_id: str
+    job_type: str
+    """The type's name (no version): the limits hold across its versions."""
+    rate: tuple[str | None, int, int] | None
+    """``(key, limit, window ms)``; key None: one for the whole type."""
+    debounce: tuple[str | None] | None
+    """``(key,)``."""
+    cooldown: tuple[str | None, int] | None
+    """``(key, window ms)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,36 +310,30 @@ class Store:
         queue's debounce keys live on shard 0, apart from the job's shard)."""
         await self.redis.set(self.keys.rate("debounce", job_type, key), job_id, px=ttl_ms)
 
-    async def admit_rates(
-        self,
-        job_id: str,
-        job_type: str,
-        *,
-        rate: tuple[str | None, int, int] | None,
-        debounce: tuple[str | None] | None,
-        cooldown: tuple[str | None, int] | None,
-    ) -> tuple[int, str]:
-        """Admit a job to start now under its type's limits, in one script (`admit.lua`):
-        ``rate`` ``(key, limit, window ms)``, ``debounce`` ``(key,)``, ``cooldown`` ``(key,
-        window ms)``, each None if the type has none. Returns ``(0, "")`` if admitted (its
-        start is counted, its cooldown begun); ``(1, ms)`` over the rate limit, the ms until
-        the window admits a start; ``(2, ms)`` in the cooldown, the ms left; ``(3, job id)``
-        superseded by that newer job of the debounce key."""
+    async def admit_rates(self, requests: Sequence[Admission]) -> list[tuple[int, str]]:
+        """Admit jobs to start now under their types' limits (`Admission`), in one script
+        call (`admit.lua`), each job in turn. Per job: ``(0, "")`` if admitted (its start is
+        counted, its cooldown begun); ``(1, ms)`` over the rate limit, the ms until the window
+        admits a start; ``(2, ms)`` in the cooldown, the ms left; ``(3, job id)`` superseded
+        by that newer job of its debounce key."""
         k = self.keys
-        keys = [
-            k.rate("rate", job_type, None if rate is None else rate[0]),
-            k.rate("debounce", job_type, None if debounce is None else debounce[0]),
-            k.rate("cooldown", job_type, None if cooldown is None else cooldown[0]),
-        ]
-        args = [
-            job_id,
-            0 if rate is None else rate[1],
-            0 if rate is None else rate[2],
-            0 if debounce is None else 1,
-            0 if cooldown is None else cooldown[1],
-        ]
-        verdict, value = await self._scripts["admit"].call(keys, args)
-        return int(verdict), value.decode() if isinstance(value, bytes) else str(value)
+        keys: list[str] = []
+        args: list[Any] = []
+        for job_id, job_type, rate, debounce, cooldown in requests:
+            keys += (
+                k.rate("rate", job_type, None if rate is None else rate[0]),
+                k.rate("debounce", job_type, None if debounce is None else debounce[0]),
+                k.rate("cooldown", job_type, None if cooldown is None else cooldown[0]),
+            )
+            args += (
+                job_id,
+                0 if rate is None else rate[1],
+                0 if rate is None else rate[2],
+                0 if debounce is None else 1,
+                0 if cooldown is None else cooldown[1],
+            )
+        verdicts = await self._scripts["admit"].call(keys, args)
+        return [(int(verdict), value.decode()) for verdict, value in verdicts]
 
     async def enqueue_many(
         self, jobs: Sequence[tuple[str, bytes]], *, due_ms: int, ttl_ms: int
