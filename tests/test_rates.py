@@ -20,6 +20,8 @@ from hostedjobs.exceptions import ConfigurationError
 from hostedjobs.rates import Rates
 from hostedjobs.testing import wait_for_job
 from tests import rates_app
+from tests.redis_servers import redis_cluster
+from tests.script_keys import ScriptKeyWatch, summarize
 from tests.servers import ROOT, subprocess_env
 from tests.waiting import eventually
 
@@ -31,6 +33,12 @@ HOSTEDJOBS = str(Path(sys.executable).with_name("hostedjobs"))
 class Call:
     key: str
     value: int = 0
+
+
+@job_type("tests.rates.edit")
+@dataclass
+class Edit:
+    value: int
 
 
 @contextmanager
@@ -240,6 +248,93 @@ async def test_a_task_takes_the_limits_too(redis_url: str, queue_name: str) -> N
         [JobStatus.SUCCEEDED] * 2 + [JobStatus.CANCELLED]
     )
     assert sorted(ran) == [1, 2]
+
+
+async def test_a_sharded_queue_limits_across_its_shards(redis_url: str, queue_name: str) -> None:
+    """On a sharded queue the limits live on shard 0: one count and one latest job per key,
+    whichever shard holds each job."""
+    ran: list[tuple[str, int]] = []
+    host = JobHost(redis_url=redis_url, queue_name=queue_name, shards=4, concurrency=20)
+
+    @host.handler(
+        Call,
+        rate_limit=RateLimit(2, per=timedelta(minutes=1), key=lambda job: job.key, excess="drop"),
+    )
+    async def call(job: Call) -> None:
+        ran.append((job.key, job.value))
+
+    @host.handler(Edit, debounce=Debounce(timedelta(seconds=1)))
+    async def edit(job: Edit) -> None:
+        ran.append(("edit", job.value))
+
+    async with host.run():
+        limited = [await host.scheduler.enqueue(Call("a", i)) for i in range(12)]
+        edits = [await host.scheduler.enqueue(Edit(i)) for i in range(6)]
+        infos = await _finished(host, [*limited, *edits])
+        assert len(host.scheduler.stores) == 4
+        assert len({host.scheduler._layout.of(job_id) for job_id in limited}) > 1  # spread
+    statuses = [info.status for info in infos]
+    assert statuses[:12].count(JobStatus.SUCCEEDED) == 2
+    assert statuses[12:] == [JobStatus.CANCELLED] * 5 + [JobStatus.SUCCEEDED]
+    assert sorted(key for key, _ in ran) == ["a", "a", "edit"]
+    assert ("edit", 5) in ran
+
+
+async def test_the_scripts_declare_their_keys(redis_url: str, queue_name: str) -> None:
+    """The admission script and the debounced enqueue touch only the keys in their KEYS, so
+    they route on a cluster."""
+    host = _host(redis_url, queue_name)
+
+    @host.handler(
+        Call,
+        rate_limit=RateLimit(1, per=60, key=lambda job: job.key, excess="drop"),
+        debounce=Debounce(0.2, key=lambda job: job.key),
+        cooldown=Cooldown(60, key=lambda job: job.value),
+    )
+    async def call(job: Call) -> None:
+        return None
+
+    async with ScriptKeyWatch(redis_url, flush_scripts=True) as watch, host.run():
+        ids = [await host.scheduler.enqueue(Call("k", i)) for i in range(3)]
+        await _finished(host, ids)
+    assert not watch.findings, summarize(watch.findings)
+    ran = {line.args[0].upper() for call in watch.calls for line in call.inner}
+    assert {b"GET", b"PTTL", b"ZREMRANGEBYSCORE", b"ZADD", b"SET"} <= ran, ran
+
+
+async def test_limits_work_on_a_redis_cluster(
+    tmp_path_factory: pytest.TempPathFactory, queue_name: str
+) -> None:
+    """On a cluster, a sharded queue's limits and debounce keys share shard 0's slot with
+    nothing crossing slots: the rate limit, the debounce and the cooldown hold."""
+    ran: list[tuple[str, int]] = []
+    with redis_cluster(tmp_path_factory) as cluster:
+        host = JobHost(
+            redis_url=cluster.url, queue_name=queue_name, shards=2, accept_risks={"persistence"}
+        )
+
+        @host.handler(
+            Call,
+            rate_limit=RateLimit(2, per=60, key=lambda job: job.key, excess="drop"),
+            cooldown=Cooldown(60, key=lambda job: job.value),
+        )
+        async def call(job: Call) -> None:
+            ran.append((job.key, job.value))
+
+        @host.handler(Edit, debounce=Debounce(0.5))
+        async def edit(job: Edit) -> None:
+            ran.append(("edit", job.value))
+
+        async with host.run():
+            limited = [await host.scheduler.enqueue(Call("a", i)) for i in range(4)]
+            cooled = [await host.scheduler.enqueue(Call(f"c{i}", 7)) for i in range(3)]
+            edits = [await host.scheduler.enqueue(Edit(i)) for i in range(3)]
+            infos = await _finished(host, [*limited, *cooled, *edits])
+    statuses = [info.status for info in infos]
+    assert statuses[:4].count(JobStatus.SUCCEEDED) == 2
+    assert statuses[4:7].count(JobStatus.SUCCEEDED) == 1
+    assert statuses[7:] == [JobStatus.CANCELLED] * 2 + [JobStatus.SUCCEEDED]
+    assert ("edit", 2) in ran and len(ran) == 4
 
 
 def _bad(make: Callable[[], object], match: str) -> None:
