@@ -216,13 +216,12 @@ class Rates:
         key = self.debounce.key
         return None if key is None else str(key(job))
 
-    def rate_message(self, key: str | None, *, waiting: bool) -> str:
-        """Why a job over the rate limit waits or was dropped."""
+    def rate_message(self, key: str | None) -> str:
+        """Why a job over the rate limit was dropped."""
         rate = self.rate_limit
         assert rate is not None
         where = f" for key {key}" if key is not None else ""
-        what = "waiting" if waiting else "dropped"
-        return f"{what}: rate limit {rate.limit} per {_seconds(rate.per_ms)}{where} reached"
+        return f"dropped: rate limit {rate.limit} per {_seconds(rate.per_ms)}{where} reached"
 
     def cooldown_message(self, key: str | None, left_ms: int) -> str:
         """Why a job in its key's cooldown was dropped."""

@@ -841,7 +841,7 @@ class Worker:
             due_ms = _now_ms() + int(value)
             return Requeued(job.id, due_ms, counted=False, tries=job.tries)
         if verdict == 1:
-            message = rates.rate_message(keys.rate, waiting=False)
+            message = rates.rate_message(keys.rate)
         elif verdict == 2:
             message = rates.cooldown_message(keys.cooldown, int(value))
         else:
