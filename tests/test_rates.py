@@ -18,6 +18,7 @@ import pytest
 from hostedjobs import Cooldown, Debounce, JobContext, JobHost, JobStatus, RateLimit, job_type
 from hostedjobs.exceptions import ConfigurationError
 from hostedjobs.rates import Rates
+from hostedjobs.storage.scripts import _sha, source
 from hostedjobs.testing import wait_for_job
 from tests import rates_app
 from tests.redis_servers import redis_cluster
@@ -335,6 +336,35 @@ async def test_limits_work_on_a_redis_cluster(
     assert statuses[4:7].count(JobStatus.SUCCEEDED) == 1
     assert statuses[7:] == [JobStatus.CANCELLED] * 2 + [JobStatus.SUCCEEDED]
     assert ("edit", 2) in ran and len(ran) == 4
+
+
+async def test_a_type_without_limits_never_calls_the_admission_script(
+    redis_url: str, queue_name: str
+) -> None:
+    """Jobs of a type with no limit run without the admission script; a limited type's
+    jobs started by one claim share one call."""
+    host = _host(redis_url, queue_name)
+
+    @host.handler(Edit)
+    async def edit(job: Edit) -> None:
+        return None
+
+    @host.handler(Call, rate_limit=RateLimit(1000, per=60))
+    async def call(job: Call) -> None:
+        return None
+
+    admit_sha = _sha(source("admit").text).encode()
+    async with host.run():
+        async with ScriptKeyWatch(redis_url) as watch:
+            free = await host.scheduler.enqueue_many([Edit(i) for i in range(20)])
+            await _finished(host, free)
+        assert watch.calls  # the claims and commits were seen
+        assert not [c for c in watch.calls if c.call and c.call.args[1] == admit_sha]
+        async with ScriptKeyWatch(redis_url) as watch:
+            limited = await host.scheduler.enqueue_many([Call("k", i) for i in range(20)])
+            await _finished(host, limited)
+        admits = [c for c in watch.calls if c.call and c.call.args[1] == admit_sha]
+        assert 1 <= len(admits) <= 20
 
 
 def _bad(make: Callable[[], object], match: str) -> None:
