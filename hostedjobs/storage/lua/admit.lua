@@ -1,3 +1,4 @@
+#!lua
 -- Admits jobs of rate-limited, debounced or cooled-down types to run now, or says why not,
 -- each in one atomic step, so every worker of the fleet counts against the same limits. A
 -- worker sends the jobs it starts in one turn of its loop together, in their order.
