@@ -19,7 +19,7 @@ from hostedjobs import Cooldown, Debounce, JobContext, JobHost, JobStatus, RateL
 from hostedjobs.exceptions import ConfigurationError
 from hostedjobs.rates import Rates
 from hostedjobs.storage.scripts import _sha, source
-from hostedjobs.testing import wait_for_job
+from hostedjobs.testing import eager, wait_for_job
 from tests import rates_app
 from tests.redis_servers import redis_cluster
 from tests.script_keys import ScriptKeyWatch, summarize
@@ -365,6 +365,27 @@ async def test_a_type_without_limits_never_calls_the_admission_script(
             await _finished(host, limited)
         admits = [c for c in watch.calls if c.call and c.call.args[1] == admit_sha]
         assert 1 <= len(admits) <= 20
+
+
+async def test_eager_mode_runs_every_job_without_limits() -> None:
+    """Eager mode (no Redis) ignores the limits: every job runs at once, as enqueued."""
+    ran: list[int] = []
+    host = JobHost(run_worker=False)
+
+    @host.handler(
+        Call,
+        rate_limit=RateLimit(1, per=60, excess="drop"),
+        debounce=Debounce(60),
+        cooldown=Cooldown(60),
+    )
+    async def call(job: Call) -> None:
+        ran.append(job.value)
+
+    with eager(host):
+        async with host.run():
+            for i in range(3):
+                await host.scheduler.enqueue(Call("k", i))
+    assert ran == [0, 1, 2]
 
 
 def _bad(make: Callable[[], object], match: str) -> None:

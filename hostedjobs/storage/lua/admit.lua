@@ -11,6 +11,7 @@
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local stamp = ':' .. now[1] .. ':' .. now[2]
+local turned_away = {}
 
 local function admit(rate, debounce, cooldown, id, limit, window, check_debounce, cooldown_ms)
   if check_debounce == '1' then
@@ -26,8 +27,14 @@ local function admit(rate, debounce, cooldown, id, limit, window, check_debounce
     redis.call('ZREMRANGEBYSCORE', rate, '-inf', now_ms - window)
     local count = redis.call('ZCARD', rate)
     if count >= limit then
-      local oldest = redis.call('ZRANGE', rate, count - limit, count - limit, 'WITHSCORES')
-      return {1, tostring(tonumber(oldest[2]) + window - now_ms)}
+      -- The j-th job of this call turned away from the key waits for the j-th start to
+      -- come, not all of them for the first (they would all be taken and turned away again).
+      local j = turned_away[rate] or 0
+      turned_away[rate] = j + 1
+      local at = count - limit + j % limit
+      local oldest = redis.call('ZRANGE', rate, at, at, 'WITHSCORES')
+      local wait = tonumber(oldest[2]) + window * (1 + math.floor(j / limit)) - now_ms
+      return {1, tostring(wait)}
     end
     redis.call('ZADD', rate, now_ms, id .. stamp)
     redis.call('PEXPIRE', rate, window)
