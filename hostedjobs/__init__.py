@@ -4,6 +4,7 @@ from .context import JobContext
 from .exceptions import HostedJobsError
 from .host import JobHost
 from .outcomes import JobKind, JobStatus, Outcome
+from .rates import Cooldown, Debounce, RateLimit
 from .results import JobResult
 from .retries import RetryPolicy
 from .scheduler import JobId, JobInfo, Scheduler
@@ -12,6 +13,8 @@ from .serialization import job_type
 from .tasks import Task
 
 __all__ = [
+    "Cooldown",
+    "Debounce",
     "HostedJobsError",
     "Inject",
     "JobContext",
@@ -22,6 +25,7 @@ __all__ = [
     "JobResult",
     "JobStatus",
     "Outcome",
+    "RateLimit",
     "RetryPolicy",
     "Scheduler",
     "Services",

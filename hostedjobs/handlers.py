@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from .context import JobContext
 from .exceptions import ConfigurationError
 from .outcomes import JobKind
+from .rates import Rates
 from .retries import RetryPolicy
 from .runner import QueuedFunction, QueuedRun, Runner, RunReport
 from .runs import JobCallable
@@ -75,16 +76,24 @@ class HandlerRegistration:
     handler: JobCallable
     retry: RetryPolicy
     timeout_s: float
+    rates: Rates | None = None
+    """Its rate limit, debounce and cooldown, if any (`hostedjobs.rates`)."""
 
     @classmethod
     def create(
-        cls, job: JobTypeInfo, handler: Any, *, retry: RetryPolicy, timeout_s: float
+        cls,
+        job: JobTypeInfo,
+        handler: Any,
+        *,
+        retry: RetryPolicy,
+        timeout_s: float,
+        rates: Rates | None = None,
     ) -> HandlerRegistration:
         """Analyse ``handler`` once: an async function, or a class with ``async def handle``."""
         callable_ = JobCallable.create(
             handler, method="handle", provided_types=(JobContext, job.cls), what="handler"
         )
-        return cls(job, callable_, retry, timeout_s)
+        return cls(job, callable_, retry, timeout_s, rates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +104,10 @@ class _HandlerFunction:
     @property
     def max_tries(self) -> int:
         return self.registration.retry.max_tries
+
+    @property
+    def rates(self) -> Rates | None:
+        return self.registration.rates
 
     async def run(self, run: QueuedRun) -> RunReport:
         registration = self.registration

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -57,6 +58,7 @@ from .locks import Lock
 from .logs import visible
 from .outcomes import JobKind
 from .pauses import JobPause, PausedJobs, checked_where, read_pauses, set_paused
+from .rates import Cooldown, Debounce, RateLimit, Rates
 from .results import JobResult
 from .retries import RetryPolicy
 from .runner import QueuedFunction, Runner
@@ -64,7 +66,7 @@ from .runs import JobCallable, JobCode, job_name_of
 from .scheduler import JobPayload, Scheduler
 from .schedules import Schedules
 from .scope import ScopeProvider, Services
-from .serialization import job_type_info, registered_versions
+from .serialization import decode_payload, job_type_info, registered_versions
 from .shutdown import Grace
 from .starlette import health_response, readiness_response, server_forcing_exit
 from .startup import StartupAction, StartupActions, StartupState
@@ -377,24 +379,40 @@ class JobHost:
         *,
         timeout: Seconds | None = None,
         retry: RetryPolicy | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
+        cooldown: Cooldown | None = None,
     ) -> None:
         """Run ``handler`` for every job of ``job_type`` (a ``@job_type`` dataclass).
 
         ``handler`` is an async function taking the job (by its annotation), optionally
         ``ctx: JobContext``, and services as ``Inject()`` defaults; or a class whose
         constructor parameters are resolved from the run's scope and whose
-        ``async def handle(self, job, ctx)`` is called.
+        ``async def handle(self, job, ctx)`` is called. ``rate_limit``, ``debounce`` and
+        ``cooldown`` limit when its jobs start, fleet-wide (`hostedjobs.rates`;
+        `ConfigurationError` for a value of the wrong kind).
         """
         self._check_not_running()
+        info = job_type_info(job_type)
+        rates = Rates.create(
+            info.name,
+            functools.partial(decode_payload, info.cls),
+            rate_limit=rate_limit,
+            debounce=debounce,
+            cooldown=cooldown,
+        )
         registration = HandlerRegistration.create(
-            job_type_info(job_type),
+            info,
             handler,
             retry=_retry(retry, self.retry),
             timeout_s=self.job_timeout_s
             if timeout is None
             else seconds("timeout", timeout, positive=True),
+            rates=rates,
         )
         self._handlers.register(registration)
+        if rates is not None and rates.debounce is not None:
+            self._scheduler.debounces[info.key] = rates
 
     def handler(
         self,
@@ -402,11 +420,22 @@ class JobHost:
         *,
         timeout: Seconds | None = None,
         retry: RetryPolicy | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
+        cooldown: Cooldown | None = None,
     ) -> _HandlerDecorator[J]:
         """Decorator form of `add_handler`."""
 
         def register(handler: Any) -> None:
-            self.add_handler(job_type, handler, timeout=timeout, retry=retry)
+            self.add_handler(
+                job_type,
+                handler,
+                timeout=timeout,
+                retry=retry,
+                rate_limit=rate_limit,
+                debounce=debounce,
+                cooldown=cooldown,
+            )
 
         return _HandlerDecorator(register)
 
@@ -424,6 +453,9 @@ class JobHost:
         version: int = 1,
         retry: RetryPolicy | None = None,
         timeout: Seconds | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
+        cooldown: Cooldown | None = None,
     ) -> TaskDecorator: ...
     def task(
         self,
@@ -433,9 +465,13 @@ class JobHost:
         version: int = 1,
         retry: RetryPolicy | None = None,
         timeout: Seconds | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
+        cooldown: Cooldown | None = None,
     ) -> Task[Any, Any] | TaskDecorator:
         """Make an async function an on-demand job: ``@host.task`` or
-        ``@host.task(name=..., version=..., retry=..., timeout=...)``.
+        ``@host.task(name=..., version=..., retry=..., timeout=...)`` (and ``rate_limit=``,
+        ``debounce=``, ``cooldown=``, as `add_handler` takes them).
 
         ``await fn.enqueue(**arguments)`` and ``await fn.schedule(delay_or_at, **arguments)``
         queue a call, checked against the function's signature; the function's return value
@@ -452,13 +488,22 @@ class JobHost:
         _retry(retry, self.retry)
         if timeout is not None:
             seconds("timeout", timeout, positive=True)
+        Rates.create("", _same, rate_limit=rate_limit, debounce=debounce, cooldown=cooldown)
 
         def register(function: Callable[..., Awaitable[Any]]) -> Task[Any, Any]:
             self._check_not_running()
             task: Task[Any, Any] = Task(
                 function, name=name, version=version, scheduler=lambda: self.scheduler
             )
-            self.add_handler(task.payload_type, task.handler, timeout=timeout, retry=retry)
+            self.add_handler(
+                task.payload_type,
+                task.handler,
+                timeout=timeout,
+                retry=retry,
+                rate_limit=rate_limit,
+                debounce=debounce,
+                cooldown=cooldown,
+            )
             if task.decode_result is not None:
                 key = job_type_info(task.payload_type).key
                 self._scheduler.result_types[key] = task.decode_result
@@ -1035,6 +1080,7 @@ class JobHost:
                 shard=index if len(stores) > 1 else None,
                 shards=len(stores),
                 pauses=pauses,
+                rate_store=stores[0],
             )
             # Queue processing waits for the startup actions (see _run_startup_actions).
             supervisor = WorkerSupervisor(worker)
@@ -1380,3 +1426,7 @@ class JobHost:
     def hosted_jobs(self) -> dict[str, HostedJob]:
         """The registered hosted jobs by name."""
         return dict(self._hosted.jobs)
+
+
+def _same(value: object) -> object:
+    return value

@@ -38,6 +38,7 @@ from .history import (
 from .instrumentation import Instrumentation
 from .outcomes import JobStatus, Outcome
 from .pauses import PAUSED_REASON
+from .rates import Rates
 from .serialization import (
     dumps,
     encode_payload,
@@ -258,6 +259,10 @@ class Scheduler:
         """Decoders of results by wire name (``"type@version"``): `get` rebuilds the result
         of such a job as its function's return type (a dataclass, a datetime...) from its
         JSON form. Function jobs (``@host.task``) register theirs here."""
+        self.debounces: dict[str, Rates] = {}
+        """The debounced job types by wire name (``"type@version"``), registered by the
+        host's handlers: `enqueue` defers such a job by the quiet period and records it as
+        its key's latest (`hostedjobs.rates.Debounce`)."""
 
     def _attach(self, store: Store | None, shards: Sequence[Store] = ()) -> None:
         """Use ``store``; a sharded queue also gives every shard's store (``store`` is
@@ -325,6 +330,11 @@ class Scheduler:
     async def _enqueue_many(
         self, jobs: Iterable[JobPayload], trace: str | None
     ) -> list[JobId[Any]]:
+        if self.debounces:
+            jobs = list(jobs)
+            if any(job_type_info(job).key in self.debounces for job in jobs):
+                # Each debounced job records its key's latest: one at a time, in order.
+                return [await self._add(job, None, due_ms=None) for job in jobs]
         now_ms = self._now_ms()
         prepared = _prepare_many(jobs, trace, now_ms)
         if not self._shards:
@@ -382,6 +392,12 @@ class Scheduler:
         given = job_id is not None
         job_id = job_id or _new_id()
         store = self._store_for(job_id)
+        debounce: tuple[str, str | None] | None = None
+        if self.debounces and (rates := self.debounces.get(info.key)) is not None:
+            assert rates.debounce is not None
+            debounce = (rates.job_type, rates.debounce_key(job))
+            quiet_until = int(time.time() * 1000) + rates.debounce.quiet_ms
+            due_ms = quiet_until if due_ms is None else max(due_ms, quiet_until)
         instrumentation = self.instrumentation
         # Without instrumentation, a shared do-nothing block: no object per enqueue.
         with (
@@ -389,12 +405,18 @@ class Scheduler:
         ) as trace:
             now_ms = int(time.time() * 1000)
             score = now_ms if due_ms is None or due_ms < now_ms else due_ms
+            ttl_ms = score - now_ms + _EXPIRES_EXTRA_MS
+            latest_here = debounce is not None and not self._shards
             added = await store.enqueue(
                 job_id,
                 job_record(info.key, payload, now_ms, trace),
                 due_ms=score,
-                ttl_ms=score - now_ms + _EXPIRES_EXTRA_MS,
+                ttl_ms=ttl_ms,
+                debounce=debounce if latest_here else None,
             )
+            if added and debounce is not None and not latest_here:
+                # A sharded queue keeps debounce keys on shard 0, apart from the job's shard.
+                await self.stores[0].mark_latest(job_id, *debounce, ttl_ms=ttl_ms)
             # A fresh random id found taken was stored by this very call: a connection lost
             # after the write (a failover) made the client send it again.
             if not added and given:

@@ -37,6 +37,7 @@ LAYERS = {
     "instrumentation": RUNNING,
     "runner": RUNNING,
     "handlers": RUNNING,
+    "rates": RUNNING,
     "definitions": ENGINE,
     "commits": ENGINE,
     "health": ENGINE,

@@ -9,6 +9,8 @@ import hostedjobs.exceptions
 def test_top_level_exports_are_pinned() -> None:
     """`hostedjobs.__all__` lists exactly the public names, and each one exists."""
     assert sorted(hostedjobs.__all__) == [
+        "Cooldown",
+        "Debounce",
         "HostedJobsError",
         "Inject",
         "JobContext",
@@ -19,6 +21,7 @@ def test_top_level_exports_are_pinned() -> None:
         "JobResult",
         "JobStatus",
         "Outcome",
+        "RateLimit",
         "RetryPolicy",
         "Scheduler",
         "Services",
