@@ -45,6 +45,7 @@ from .health import (
 from .history import job_type_of
 from .outcomes import JobStatus, Outcome
 from .pauses import PAUSED_REASON, PausedJobs
+from .records import queued_due_ms
 from .runner import QueuedFunction, QueuedRun, RunReport, error_text, error_traceback
 from .serialization import dumps, read_record, result_record
 from .shutdown import Grace
@@ -721,7 +722,7 @@ class Worker:
             args=base["a"],
             kwargs=base["k"],
             attempt=attempt,
-            due_ms=job.score_ms,
+            due_ms=queued_due_ms(job.score_ms, record),
             enqueued_ms=int(base["et"]),
             interrupted=lambda: Outcome.CANCELLED if job.id in self._aborting else Outcome.RETRIED,
         )
