@@ -45,7 +45,7 @@ from .history import (
     job_type_stats,
 )
 from .outcomes import JobStatus, Outcome
-from .records import queued_due_ms
+from .records import HEAD_START_FIELD, head_start_of, queued_due_ms
 from .runner import QueuedFunction, QueuedRun, RunReport, error_text, error_traceback
 from .scheduler import (
     SCAN_LIMIT,
@@ -255,6 +255,8 @@ class EagerScheduler(Scheduler):
             record = read_record(job.record)
             base.update(f=record["f"], a=record.get("a") or [], k=record.get("k") or {})
             base["et"] = record.get("et") or 0
+            if head_start := head_start_of(record):
+                base[HEAD_START_FIELD] = head_start  # kept in the result: a retry keeps it
             function = self._functions(str(record["f"]))
         except Exception as exc:
             report = RunReport(Outcome.FAILED, message=error_text(exc), error=exc)
@@ -413,8 +415,11 @@ class EagerScheduler(Scheduler):
                 return False
             args = record["a"] or [None]
             now_ms = self._now_ms()
+            head_start = head_start_of(record)
             self._jobs[job_id] = _Job(
-                job_record(record["f"], args[0], now_ms), next(self._sequence), now_ms
+                job_record(record["f"], args[0], now_ms, head_start_ms=head_start),
+                next(self._sequence),
+                now_ms - head_start,
             )
         await self.run_due()
         return True

@@ -12,6 +12,7 @@ __all__ = [
     "HEAD_START_FIELD",
     "dumps",
     "error_message",
+    "head_start_of",
     "job_record",
     "json_data",
     "loads",
@@ -299,6 +300,13 @@ def queued_record(
     return _encode_json(record)
 
 
+def head_start_of(record: dict[str, Any]) -> int:
+    """The head start (ms) a job or result record keeps (`HEAD_START_FIELD`); 0 if none, or
+    if the field holds anything but a whole number from 1."""
+    head_start = record.get(HEAD_START_FIELD)
+    return head_start if type(head_start) is int and head_start > 0 else 0
+
+
 def queued_due_ms(score_ms: int | float, record: dict[str, Any] | None) -> int:
     """When a waiting or claimed job is due (ms since the epoch), from its queue score and its
     record (`read_record`).
@@ -308,14 +316,9 @@ def queued_due_ms(score_ms: int | float, record: dict[str, Any] | None) -> int:
     Every other score is the due time itself (a retried, recovered or scheduled job is never
     scored before its enqueue time)."""
     if record is not None:
-        head_start = record.get(HEAD_START_FIELD)
+        head_start = head_start_of(record)
         enqueued = record.get("et")
-        if (
-            type(head_start) is int
-            and head_start > 0
-            and type(enqueued) is int
-            and score_ms == enqueued - head_start
-        ):
+        if head_start and type(enqueued) is int and score_ms == enqueued - head_start:
             return enqueued
     return int(score_ms)
 

@@ -38,7 +38,7 @@ from .history import (
 from .instrumentation import Instrumentation
 from .outcomes import JobStatus, Outcome
 from .pauses import PAUSED_REASON
-from .records import queued_due_ms
+from .records import head_start_of, queued_due_ms
 from .serialization import (
     dumps,
     encode_payload,
@@ -515,7 +515,8 @@ class Scheduler:
         return False
 
     async def retry(self, job_id: str) -> bool:
-        """Queue a failed job again under the same id, with its payload and a fresh try count.
+        """Queue a failed job again under the same id, with its payload, its priority (head
+        start) and a fresh try count.
 
         Returns False, changing nothing, unless the job has failed and its result is still
         kept (a job that succeeded, is queued or running, or is unknown is left alone).
@@ -528,11 +529,12 @@ class Scheduler:
             return False  # unknown, not failed, or its result unreadable: nothing to run again
         args = record["a"] or [None]
         now_ms = int(time.time() * 1000)
+        head_start = head_start_of(record)
         return await store.retry(
             job_id,
             raw,
-            job_record(record["f"], args[0], now_ms),
-            due_ms=now_ms,
+            job_record(record["f"], args[0], now_ms, head_start_ms=head_start),
+            due_ms=now_ms - head_start,
             ttl_ms=_EXPIRES_EXTRA_MS,
             job_type=_split_key(str(record["f"]))[0],
             worker_id=record["w"] if isinstance(record.get("w"), str) else "",

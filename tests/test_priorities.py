@@ -173,6 +173,35 @@ async def test_a_retried_job_waits_its_backoff_and_is_not_shown_early(
     assert second_at >= second_due
 
 
+async def test_a_failed_job_retried_by_hand_keeps_its_priority(
+    redis_url: str, queue_name: str
+) -> None:
+    """`scheduler.retry` queues a failed job again with the head start it was enqueued with
+    (its result keeps it), due now."""
+    host = JobHost(redis_url=redis_url, queue_name=queue_name, concurrency=1)
+    runs: list[int] = []
+
+    @host.handler(Flaky, retry=RetryPolicy(max_tries=1))
+    async def flaky(job: Flaky) -> None:
+        runs.append(len(runs))
+        if len(runs) == 1:
+            raise RuntimeError("fails once")
+
+    async with host.run():
+        job_id = await host.scheduler.enqueue(Flaky(name="by-hand"), priority=URGENT)
+        assert (await wait_for_job(host, job_id)).status is JobStatus.FAILED
+    checker = JobHost(redis_url=redis_url, queue_name=queue_name, run_worker=False)
+    async with checker.connected():
+        assert await checker.scheduler.retry(job_id)
+        info = await checker.scheduler.get(job_id)
+        assert info is not None and info.status is JobStatus.QUEUED
+        assert info.enqueued_at is not None and info.scheduled_for == info.enqueued_at
+        score = await checker.scheduler.pool.zscore(queue_name, job_id)
+        assert score == info.enqueued_at.timestamp() * 1000 - URGENT.total_seconds() * 1000
+    async with host.run():
+        assert (await wait_for_job(host, job_id)).status is JobStatus.SUCCEEDED
+
+
 def test_the_due_time_of_a_score_that_is_not_a_head_start_is_the_score() -> None:
     """Only a score exactly a head start before the enqueue time is read as one."""
     record = {"f": "x@1", "a": [], "k": {}, "et": 10_000, HEAD_START_FIELD: 3_000}
