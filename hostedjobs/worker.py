@@ -46,6 +46,7 @@ from .history import job_type_of
 from .outcomes import JobStatus, Outcome
 from .pauses import PAUSED_REASON, PausedJobs
 from .rates import Rates
+from .records import HEAD_START_FIELD, head_start_of, queued_due_ms
 from .runner import QueuedFunction, QueuedRun, RunReport, error_text, error_traceback
 from .serialization import dumps, read_record, result_record
 from .shutdown import Grace
@@ -722,6 +723,8 @@ class Worker:
             record = read_record(job.record)
             base.update(f=record["f"], a=record.get("a") or [], k=record.get("k") or {})
             base["et"] = record.get("et") or 0
+            if head_start := head_start_of(record):
+                base[HEAD_START_FIELD] = head_start  # kept in the result: a retry keeps it
             attempt = max(job.tries, int(record.get("t") or 0))
             base["t"] = attempt
             name = str(record["f"])
@@ -771,7 +774,7 @@ class Worker:
             args=base["a"],
             kwargs=base["k"],
             attempt=attempt,
-            due_ms=job.score_ms,
+            due_ms=queued_due_ms(job.score_ms, record),
             enqueued_ms=int(base["et"]),
             interrupted=lambda: Outcome.CANCELLED if job.id in self._aborting else Outcome.RETRIED,
         )
