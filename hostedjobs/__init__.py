@@ -5,6 +5,7 @@ from .context import JobContext
 from .exceptions import HostedJobsError
 from .host import JobHost
 from .outcomes import JobKind, JobStatus, Outcome
+from .rates import Cooldown, Debounce, RateLimit
 from .results import JobResult
 from .retries import RetryPolicy
 from .scheduler import JobId, JobInfo, Scheduler
@@ -14,6 +15,8 @@ from .tasks import Task
 
 __all__ = [
     "ConcurrencyLimit",
+    "Cooldown",
+    "Debounce",
     "HostedJobsError",
     "Inject",
     "JobContext",
@@ -24,6 +27,7 @@ __all__ = [
     "JobResult",
     "JobStatus",
     "Outcome",
+    "RateLimit",
     "RetryPolicy",
     "Scheduler",
     "Services",

@@ -11,6 +11,10 @@ hostedjobs paused-jobs MODULE:ATTR [--json]                 list the paused job 
 hostedjobs health MODULE:ATTR [--any] [--max-age S]         exit 0 if a worker is alive
 hostedjobs cancel MODULE:ATTR JOB_ID [--no-wait]            cancel an on-demand job
 hostedjobs schedules MODULE:ATTR list [--json]              list the runtime schedules
+hostedjobs schedules MODULE:ATTR add NAME CRON TYPE [--payload JSON] [--timezone Z]
+                                                            add a runtime schedule
+hostedjobs schedules MODULE:ATTR update NAME [--cron C] [--timezone Z] [--type T]
+                                 [--payload JSON] [--misfire M]   change one
 hostedjobs schedules MODULE:ATTR pause|resume|remove NAME   change one runtime schedule
 """
 
@@ -372,6 +376,11 @@ async def _schedules(host: JobHost, args: argparse.Namespace) -> int:
                     print(f"\n{args.offset + 1}-{args.offset + len(found)} of {total}")
             return 0
         name = args.name
+        if args.action in ("add", "update"):
+            schedule = await _add_or_update_schedule(host, args)
+            next_tick = "paused" if schedule.paused else f"next tick {_when(schedule.next_tick)}"
+            print(f"{'added' if args.action == 'add' else 'updated'} {name}: {next_tick}")
+            return 0
         if args.action == "remove":
             if not await host.schedules.remove(name):
                 raise UnknownJobError(f"no schedule named {name!r}")
@@ -382,6 +391,32 @@ async def _schedules(host: JobHost, args: argparse.Namespace) -> int:
     state = "paused" if paused else "resumed"
     print(f"{state} {name}" if changed else f"{name}: already {state}")
     return 0
+
+
+async def _add_or_update_schedule(host: JobHost, args: argparse.Namespace) -> Schedule:
+    schedules = host.schedules
+    if args.action == "add":
+        job = schedules.job(args.job_type, args.payload)
+        return await schedules.add(
+            args.name,
+            args.cron,
+            job,
+            timezone=args.timezone,
+            misfire=args.misfire,
+            paused=args.paused,
+        )
+    changed: object | None = None
+    if args.job_type is not None or args.payload is not None:
+        current = await schedules.get(args.name)
+        if current is None:
+            raise UnknownJobError(f"no schedule named {args.name!r}")
+        changed = schedules.job(
+            args.job_type if args.job_type is not None else current.job_type,
+            args.payload if args.payload is not None else current.payload,
+        )
+    return await schedules.update(
+        args.name, cron=args.cron, job=changed, timezone=args.timezone, misfire=args.misfire
+    )
 
 
 async def _health(host: JobHost, *, any_host: bool, max_age_s: float) -> int:
@@ -559,6 +594,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     listing.add_argument("--offset", type=int, default=0, help="skip this many (default 0)")
     listing.add_argument("--limit", type=int, default=100, help="show this many (default 100)")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    adding = actions.add_parser(
+        "add", help="add a schedule: enqueue a job of TYPE with --payload at each tick of CRON"
+    )
+    adding.add_argument("name", help="the schedule's name (unique)")
+    adding.add_argument("cron", help="a cron expression, e.g. '*/5 * * * *' or @hourly")
+    adding.add_argument(
+        "job_type", metavar="TYPE", help="a job type with a handler here: name or name@version"
+    )
+    adding.add_argument(
+        "--payload", default="{}", help="the job's fields as a JSON object (default {})"
+    )
+    adding.add_argument("--timezone", default="UTC", help="an IANA zone (default UTC)")
+    adding.add_argument("--misfire", choices=("skip", "run_once"), default="skip")
+    adding.add_argument("--paused", action="store_true", help="add it paused")
+    updating = actions.add_parser(
+        "update", help="change a schedule's expression, zone, job or misfire policy"
+    )
+    updating.add_argument("name", help="the schedule's name")
+    updating.add_argument("--cron", help="a new cron expression")
+    updating.add_argument("--timezone", help="a new IANA zone")
+    updating.add_argument(
+        "--type", dest="job_type", metavar="TYPE", help="a new job type (name or name@version)"
+    )
+    updating.add_argument(
+        "--payload", help="the job's new fields as a JSON object (the type stays unless --type)"
+    )
+    updating.add_argument("--misfire", choices=("skip", "run_once"))
     for action, doing in (
         ("pause", "stop enqueuing a schedule's runs, in every process"),
         ("resume", "resume a paused schedule from its next tick"),

@@ -45,6 +45,7 @@ from .history import (
     job_type_stats,
 )
 from .outcomes import JobStatus, Outcome
+from .records import HEAD_START_FIELD, head_start_of, queued_due_ms
 from .runner import QueuedFunction, QueuedRun, RunReport, error_text, error_traceback
 from .scheduler import (
     SCAN_LIMIT,
@@ -174,7 +175,9 @@ class EagerScheduler(Scheduler):
 
     # -- enqueue -------------------------------------------------------------------------------
 
-    async def _add(self, job: object, job_id: str | None, *, due_ms: int | None) -> JobId[Any]:
+    async def _add(
+        self, job: object, job_id: str | None, *, due_ms: int | None, head_start_ms: int = 0
+    ) -> JobId[Any]:
         info = job_type_info(job)
         payload = encode_payload(job)
         self._check_running()
@@ -186,8 +189,8 @@ class EagerScheduler(Scheduler):
             _UNTRACED if instrumentation is None else instrumentation.enqueue(info.name, job_id)
         ) as trace:
             now_ms = self._now_ms()
-            record = job_record(info.key, payload, now_ms, trace)
-            if not self._store_job(job_id, record, max(due_ms or now_ms, now_ms)):
+            record = job_record(info.key, payload, now_ms, trace, head_start_ms)
+            if not self._store_job(job_id, record, max(due_ms or now_ms, now_ms) - head_start_ms):
                 raise JobAlreadyExistsError(
                     f"a job with id {job_id!r} already exists (queued, running or with a kept "
                     "result); use another id, or delete the queued one first"
@@ -195,12 +198,14 @@ class EagerScheduler(Scheduler):
         await self.run_due()
         return JobId(job_id)
 
-    async def _enqueue_many(self, jobs: Iterable[object], trace: str | None) -> list[JobId[Any]]:
+    async def _enqueue_many(
+        self, jobs: Iterable[object], trace: str | None, head_start_ms: int = 0
+    ) -> list[JobId[Any]]:
         now_ms = self._now_ms()
-        prepared = _prepare_many(jobs, trace, now_ms)
+        prepared = _prepare_many(jobs, trace, now_ms, head_start_ms)
         self._check_running()
         for job_id, record in prepared:
-            self._store_job(job_id, record, now_ms)
+            self._store_job(job_id, record, now_ms - head_start_ms)
         await self.run_due()
         return [JobId(job_id) for job_id, _ in prepared]
 
@@ -250,6 +255,8 @@ class EagerScheduler(Scheduler):
             record = read_record(job.record)
             base.update(f=record["f"], a=record.get("a") or [], k=record.get("k") or {})
             base["et"] = record.get("et") or 0
+            if head_start := head_start_of(record):
+                base[HEAD_START_FIELD] = head_start  # kept in the result: a retry keeps it
             function = self._functions(str(record["f"]))
         except Exception as exc:
             report = RunReport(Outcome.FAILED, message=error_text(exc), error=exc)
@@ -277,7 +284,9 @@ class EagerScheduler(Scheduler):
                 job.tries += 1
                 base["t"] = job.tries
                 start_ms = self._now_ms()
-                report = await self._try(job_id, job, base, due_ms, function)
+                report = await self._try(
+                    job_id, job, base, due_ms, function, queued_due_ms(due_ms, record)
+                )
                 if report.outcome is not Outcome.RETRIED:
                     break
                 if report.message:
@@ -297,15 +306,23 @@ class EagerScheduler(Scheduler):
         self._finish(job_id, job, base, start_ms, report)
 
     async def _try(
-        self, job_id: str, job: _Job, base: dict[str, Any], due_ms: int, function: QueuedFunction
+        self,
+        job_id: str,
+        job: _Job,
+        base: dict[str, Any],
+        due_ms: int,
+        function: QueuedFunction,
+        scheduled_ms: int,
     ) -> RunReport:
+        """One try; ``due_ms`` is the job's place in the queue (where a shutdown puts it
+        back), ``scheduled_ms`` when it was due (`queued_due_ms`)."""
         run = QueuedRun(
             job_id=job_id,
             function=base["f"],
             args=base["a"],
             kwargs=base["k"],
             attempt=job.tries,
-            due_ms=due_ms,
+            due_ms=scheduled_ms,
             enqueued_ms=int(base["et"]),
             interrupted=lambda: Outcome.CANCELLED if job.cancelling else Outcome.RETRIED,
         )
@@ -398,8 +415,11 @@ class EagerScheduler(Scheduler):
                 return False
             args = record["a"] or [None]
             now_ms = self._now_ms()
+            head_start = head_start_of(record)
             self._jobs[job_id] = _Job(
-                job_record(record["f"], args[0], now_ms), next(self._sequence), now_ms
+                job_record(record["f"], args[0], now_ms, head_start_ms=head_start),
+                next(self._sequence),
+                now_ms - head_start,
             )
         await self.run_due()
         return True

@@ -23,6 +23,7 @@ from .concurrency import ConcurrencyLimit, SlotRule
 from .context import JobContext
 from .exceptions import ConfigurationError
 from .outcomes import JobKind
+from .rates import Rates
 from .retries import RetryPolicy
 from .runner import QueuedFunction, QueuedRun, Runner, RunReport
 from .runs import JobCallable
@@ -77,6 +78,8 @@ class HandlerRegistration:
     handler: JobCallable
     retry: RetryPolicy
     timeout_s: float
+    rates: Rates | None = None
+    """Its rate limit, debounce and cooldown, if any (`hostedjobs.rates`)."""
     concurrency: SlotRule | None = None
 
     @classmethod
@@ -87,6 +90,7 @@ class HandlerRegistration:
         *,
         retry: RetryPolicy,
         timeout_s: float,
+        rates: Rates | None = None,
         concurrency: ConcurrencyLimit[Any] | None = None,
     ) -> HandlerRegistration:
         """Analyse ``handler`` once: an async function, or a class with ``async def handle``."""
@@ -96,7 +100,7 @@ class HandlerRegistration:
         rule = None
         if concurrency is not None:
             rule = SlotRule(concurrency, job.name, functools.partial(decode_payload, job.cls))
-        return cls(job, callable_, retry, timeout_s, rule)
+        return cls(job, callable_, retry, timeout_s, rates, rule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,10 @@ class _HandlerFunction:
     @property
     def max_tries(self) -> int:
         return self.registration.retry.max_tries
+
+    @property
+    def rates(self) -> Rates | None:
+        return self.registration.rates
 
     @property
     def concurrency(self) -> SlotRule | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -58,6 +59,7 @@ from .locks import Lock
 from .logs import visible
 from .outcomes import JobKind
 from .pauses import JobPause, PausedJobs, checked_where, read_pauses, set_paused
+from .rates import Cooldown, Debounce, RateLimit, Rates
 from .results import JobResult
 from .retries import RetryPolicy
 from .runner import QueuedFunction, Runner
@@ -65,7 +67,7 @@ from .runs import JobCallable, JobCode, job_name_of
 from .scheduler import JobPayload, Scheduler
 from .schedules import Schedules
 from .scope import ScopeProvider, Services
-from .serialization import job_type_info, registered_versions
+from .serialization import decode_payload, job_type_info, registered_versions
 from .shutdown import Grace
 from .starlette import health_response, readiness_response, server_forcing_exit
 from .startup import StartupAction, StartupActions, StartupState
@@ -388,6 +390,9 @@ class JobHost:
         *,
         timeout: Seconds | None = None,
         retry: RetryPolicy | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
+        cooldown: Cooldown | None = None,
         concurrency: ConcurrencyLimit[J] | None = None,
     ) -> None:
         """Run ``handler`` for every job of ``job_type`` (a ``@job_type`` dataclass).
@@ -395,20 +400,33 @@ class JobHost:
         ``handler`` is an async function taking the job (by its annotation), optionally
         ``ctx: JobContext``, and services as ``Inject()`` defaults; or a class whose
         constructor parameters are resolved from the run's scope and whose
-        ``async def handle(self, job, ctx)`` is called. ``concurrency``: at most that many
-        runs of the type (per key) at once across every worker (`ConcurrencyLimit`).
+        ``async def handle(self, job, ctx)`` is called. ``rate_limit``, ``debounce`` and
+        ``cooldown`` limit when its jobs start, fleet-wide (`hostedjobs.rates`;
+        `ConfigurationError` for a value of the wrong kind). ``concurrency``: at most that
+        many runs of the type (per key) at once across every worker (`ConcurrencyLimit`).
         """
         self._check_not_running()
+        info = job_type_info(job_type)
+        rates = Rates.create(
+            info.name,
+            functools.partial(decode_payload, info.cls),
+            rate_limit=rate_limit,
+            debounce=debounce,
+            cooldown=cooldown,
+        )
         registration = HandlerRegistration.create(
-            job_type_info(job_type),
+            info,
             handler,
             retry=_retry(retry, self.retry),
             timeout_s=self.job_timeout_s
             if timeout is None
             else seconds("timeout", timeout, positive=True),
+            rates=rates,
             concurrency=_concurrency(concurrency),
         )
         self._handlers.register(registration)
+        if rates is not None and rates.debounce is not None:
+            self._scheduler.debounces[info.key] = rates
 
     def handler(
         self,
@@ -416,6 +434,9 @@ class JobHost:
         *,
         timeout: Seconds | None = None,
         retry: RetryPolicy | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
+        cooldown: Cooldown | None = None,
         concurrency: ConcurrencyLimit[J] | None = None,
     ) -> _HandlerDecorator[J]:
         """Decorator form of `add_handler`."""
@@ -423,7 +444,14 @@ class JobHost:
 
         def register(handler: Any) -> None:
             self.add_handler(
-                job_type, handler, timeout=timeout, retry=retry, concurrency=concurrency
+                job_type,
+                handler,
+                timeout=timeout,
+                retry=retry,
+                rate_limit=rate_limit,
+                debounce=debounce,
+                cooldown=cooldown,
+                concurrency=concurrency,
             )
 
         return _HandlerDecorator(register)
@@ -442,6 +470,9 @@ class JobHost:
         version: int = 1,
         retry: RetryPolicy | None = None,
         timeout: Seconds | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
+        cooldown: Cooldown | None = None,
         concurrency: ConcurrencyLimit[Any] | None = None,
     ) -> TaskDecorator: ...
     def task(
@@ -452,12 +483,16 @@ class JobHost:
         version: int = 1,
         retry: RetryPolicy | None = None,
         timeout: Seconds | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
+        cooldown: Cooldown | None = None,
         concurrency: ConcurrencyLimit[Any] | None = None,
     ) -> Task[Any, Any] | TaskDecorator:
         """Make an async function an on-demand job: ``@host.task`` or
-        ``@host.task(name=..., version=..., retry=..., timeout=..., concurrency=...)``
-        (``concurrency``: a `ConcurrencyLimit` whose key gets the call's arguments as
-        attributes, e.g. ``key=lambda call: call.customer_id``).
+        ``@host.task(name=..., version=..., retry=..., timeout=...)`` (and ``rate_limit=``,
+        ``debounce=``, ``cooldown=``, ``concurrency=``, as `add_handler` takes them; the key
+        of a `ConcurrencyLimit` gets the call's arguments as attributes, e.g.
+        ``key=lambda call: call.customer_id``).
 
         ``await fn.enqueue(**arguments)`` and ``await fn.schedule(delay_or_at, **arguments)``
         queue a call, checked against the function's signature; the function's return value
@@ -474,6 +509,7 @@ class JobHost:
         _retry(retry, self.retry)
         if timeout is not None:
             seconds("timeout", timeout, positive=True)
+        Rates.create("", _same, rate_limit=rate_limit, debounce=debounce, cooldown=cooldown)
         _concurrency(concurrency)
 
         def register(function: Callable[..., Awaitable[Any]]) -> Task[Any, Any]:
@@ -486,6 +522,9 @@ class JobHost:
                 task.handler,
                 timeout=timeout,
                 retry=retry,
+                rate_limit=rate_limit,
+                debounce=debounce,
+                cooldown=cooldown,
                 concurrency=concurrency,
             )
             if task.decode_result is not None:
@@ -1064,6 +1103,7 @@ class JobHost:
                 shard=index if len(stores) > 1 else None,
                 shards=len(stores),
                 pauses=pauses,
+                rate_store=stores[0],
             )
             # Queue processing waits for the startup actions (see _run_startup_actions).
             supervisor = WorkerSupervisor(worker)
@@ -1409,3 +1449,7 @@ class JobHost:
     def hosted_jobs(self) -> dict[str, HostedJob]:
         """The registered hosted jobs by name."""
         return dict(self._hosted.jobs)
+
+
+def _same(value: object) -> object:
+    return value

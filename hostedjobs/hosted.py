@@ -33,10 +33,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from redis.exceptions import NoPermissionError
-
 from .clock import Clock
 from .context import JobContext
+from .control import follow
 from .definitions import HostedJob
 from .distributed import DistributedCron
 from .exceptions import ConfigurationError, UnknownJobError
@@ -564,58 +563,21 @@ class HostedServices:
             self._publish_wanted.set()
 
     async def _control_loop(self, store: Store) -> None:
-        """Follow the paused set: at each notice on the control channel, and every
-        `PAUSE_RECHECK_S` in case a notice was missed (a reconnect, a failover)."""
-        pubsub = None
-        failing = False
-        notices = True
-        try:
-            while not self._stopping.is_set():
-                try:
-                    if pubsub is None and notices:
-                        pubsub = store.control()
-                        try:
-                            await pubsub.subscribe(store.keys.control)
-                        except NoPermissionError:
-                            logger.info(
-                                "the Redis user may not subscribe to %s (an older ACL rule): "
-                                "re-reading the paused jobs every %gs instead",
-                                store.keys.control,
-                                PAUSE_RECHECK_S,
-                            )
-                            notices = False
-                            await pubsub.aclose()  # type: ignore[no-untyped-call]
-                            pubsub = None
-                    async with asyncio.timeout(_REDIS_TIMEOUT_S):
-                        self._apply_paused(await store.paused_names("hosted"))
-                    if failing:
-                        logger.info("reading the paused hosted jobs again")
-                        failing = False
-                    self._paused_known.set()
-                    if pubsub is None:
-                        await self._sleep(PAUSE_RECHECK_S)
-                    else:
-                        await pubsub.get_message(
-                            ignore_subscribe_messages=True, timeout=PAUSE_RECHECK_S
-                        )
-                except Exception as exc:
-                    self._paused_known.set()  # start as last known rather than not at all
-                    if not failing:
-                        logger.warning(
-                            "cannot read the paused hosted jobs (%r); keeping the last known "
-                            "state until Redis answers",
-                            exc,
-                        )
-                        failing = True
-                    if pubsub is not None:
-                        with contextlib.suppress(Exception):
-                            await pubsub.aclose()  # type: ignore[no-untyped-call]
-                        pubsub = None
-                    await self._sleep(PAUSE_RECHECK_S)
-        finally:
-            if pubsub is not None:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+        """Follow the paused set (`hostedjobs.control.follow`)."""
+
+        async def read() -> float:
+            async with asyncio.timeout(_REDIS_TIMEOUT_S):
+                self._apply_paused(await store.paused_names("hosted"))
+            self._paused_known.set()
+            return PAUSE_RECHECK_S
+
+        await follow(
+            store,
+            read,
+            what="the paused hosted jobs",
+            stopping=self._stopping,
+            failed=self._paused_known.set,  # start as last known rather than not at all
+        )
 
     # -- publishing runs ----------------------------------------------------------------------
 

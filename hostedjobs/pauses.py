@@ -13,7 +13,6 @@ force. A job claimed just before a pause reached its worker runs to the end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -21,8 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.exceptions import NoPermissionError
-
+from .control import follow
 from .exceptions import ConfigurationError
 from .history import job_type_of
 from .storage import Store
@@ -172,55 +170,19 @@ class PausedJobs:
         self._stopping.set()
 
     async def follow(self, store: Store) -> None:
-        """Follow the pauses until `stop`: at each notice on the control channel, and every
-        `PAUSE_RECHECK_S` in case a notice was missed (a reconnect, a failover)."""
+        """Follow the pauses until `stop` (`hostedjobs.control.follow`)."""
         self._stopping = asyncio.Event()
-        pubsub = None
-        failing = False
-        notices = True
-        try:
-            while not self._stopping.is_set():
-                try:
-                    if pubsub is None and notices:
-                        pubsub = store.control()
-                        try:
-                            await pubsub.subscribe(store.keys.control)
-                        except NoPermissionError:
-                            notices = False
-                            await pubsub.aclose()  # type: ignore[no-untyped-call]
-                            pubsub = None
-                    async with asyncio.timeout(_REDIS_TIMEOUT_S):
-                        self.apply(read_pauses(await store.job_pauses()))
-                    if failing:
-                        logger.info("reading the paused job types again")
-                        failing = False
-                    self.known.set()
-                    if pubsub is None:
-                        await self._sleep(PAUSE_RECHECK_S)
-                    else:
-                        await pubsub.get_message(
-                            ignore_subscribe_messages=True, timeout=PAUSE_RECHECK_S
-                        )
-                except Exception as exc:
-                    self.known.set()  # work with the last known pauses rather than not at all
-                    if not failing:
-                        logger.warning(
-                            "cannot read the paused job types (%r); keeping the last known "
-                            "state until Redis answers",
-                            exc,
-                        )
-                        failing = True
-                    if pubsub is not None:
-                        with contextlib.suppress(Exception):
-                            await pubsub.aclose()  # type: ignore[no-untyped-call]
-                        pubsub = None
-                    await self._sleep(PAUSE_RECHECK_S)
-        finally:
-            if pubsub is not None:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    async def _sleep(self, delay: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await self._stopping.wait()
+        async def read() -> float:
+            async with asyncio.timeout(_REDIS_TIMEOUT_S):
+                self.apply(read_pauses(await store.job_pauses()))
+            self.known.set()
+            return PAUSE_RECHECK_S
+
+        await follow(
+            store,
+            read,
+            what="the paused job types",
+            stopping=self._stopping,
+            failed=self.known.set,  # work with the last known pauses rather than not at all
+        )

@@ -9,11 +9,14 @@ and a short walk finishes what msgspec writes differently (timedelta as seconds,
 from __future__ import annotations
 
 __all__ = [
+    "HEAD_START_FIELD",
     "dumps",
     "error_message",
+    "head_start_of",
     "job_record",
     "json_data",
     "loads",
+    "queued_due_ms",
     "queued_record",
     "read_record",
     "result_record",
@@ -259,24 +262,65 @@ def dumps(value: Any) -> bytes:
     return _encode_json(json_data(value, errors=True))
 
 
+HEAD_START_FIELD = "hs"
+"""The job record's field holding a priority's head start, in ms (absent: none). Stock arq
+ignores fields it does not know."""
+
+
 def job_record(
-    function: str, payload: dict[str, Any], enqueue_ms: int, traceparent: str | None = None
+    function: str,
+    payload: dict[str, Any],
+    enqueue_ms: int,
+    traceparent: str | None = None,
+    head_start_ms: int = 0,
 ) -> bytes:
     """arq's stored form of a job whose payload came from `encode_payload` (so is JSON already).
 
     The same bytes as ``dumps`` of arq's job record, without walking the payload again: this is
     the enqueue hot path. A ``traceparent`` (tracing) travels as the call's keyword argument,
-    which arq's record has a place for, so stock arq still reads the job.
+    which arq's record has a place for, so stock arq still reads the job. A priority's
+    ``head_start_ms`` (the job is queued that much before ``enqueue_ms``) is kept in
+    `HEAD_START_FIELD`.
     """
-    return queued_record(function, [payload], enqueue_ms, traceparent)
+    return queued_record(function, [payload], enqueue_ms, traceparent, head_start_ms)
 
 
 def queued_record(
-    function: str, args: list[Any], enqueue_ms: int, traceparent: str | None = None
+    function: str,
+    args: list[Any],
+    enqueue_ms: int,
+    traceparent: str | None = None,
+    head_start_ms: int = 0,
 ) -> bytes:
     """arq's stored form of a call of ``function`` with JSON ``args`` (see `job_record`)."""
     kwargs = {} if traceparent is None else {"traceparent": traceparent}
-    return _encode_json({"t": None, "f": function, "a": args, "k": kwargs, "et": enqueue_ms})
+    record = {"t": None, "f": function, "a": args, "k": kwargs, "et": enqueue_ms}
+    if head_start_ms:
+        record[HEAD_START_FIELD] = head_start_ms
+    return _encode_json(record)
+
+
+def head_start_of(record: dict[str, Any]) -> int:
+    """The head start (ms) a job or result record keeps (`HEAD_START_FIELD`); 0 if none, or
+    if the field holds anything but a whole number from 1."""
+    head_start = record.get(HEAD_START_FIELD)
+    return head_start if type(head_start) is int and head_start > 0 else 0
+
+
+def queued_due_ms(score_ms: int | float, record: dict[str, Any] | None) -> int:
+    """When a waiting or claimed job is due (ms since the epoch), from its queue score and its
+    record (`read_record`).
+
+    A job enqueued with a priority is scored its head start (`HEAD_START_FIELD`) before its
+    enqueue time ``et``, so that it is picked before younger jobs: its due time is ``et``.
+    Every other score is the due time itself (a retried, recovered or scheduled job is never
+    scored before its enqueue time)."""
+    if record is not None:
+        head_start = head_start_of(record)
+        enqueued = record.get("et")
+        if head_start and type(enqueued) is int and score_ms == enqueued - head_start:
+            return enqueued
+    return int(score_ms)
 
 
 def result_record(record: dict[str, Any], result: Any) -> bytes:

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeAlias, TypeVar, overload
 
 from .clock import LAST_MS
@@ -39,6 +39,8 @@ from .history import (
 from .instrumentation import Instrumentation
 from .outcomes import JobStatus, Outcome
 from .pauses import PAUSED_REASON
+from .rates import Rates
+from .records import head_start_of, queued_due_ms
 from .serialization import (
     dumps,
     encode_payload,
@@ -207,7 +209,7 @@ class JobCount(int):
 
 
 def _prepare_many(
-    jobs: Iterable[object], trace: str | None, now_ms: int
+    jobs: Iterable[object], trace: str | None, now_ms: int, head_start_ms: int = 0
 ) -> list[tuple[str, bytes]]:
     """A new id and stored record for each job, all encoded before any is stored; a job that
     cannot be encoded raises `PayloadError` naming its index."""
@@ -218,8 +220,37 @@ def _prepare_many(
             payload = encode_payload(job)
         except PayloadError as exc:
             raise PayloadError(f"jobs[{index}]: {exc}") from exc
-        prepared.append((_new_id(), job_record(info.key, payload, now_ms, trace)))
+        prepared.append((_new_id(), job_record(info.key, payload, now_ms, trace, head_start_ms)))
     return prepared
+
+
+_MOST_HEAD_START = timedelta(days=30)
+"""The largest priority (head start) `Scheduler.enqueue` takes: 30 days."""
+
+
+def _head_start_ms(priority: object) -> int:
+    """A priority as its head start in whole ms (0 for None); raises `ConfigurationError`
+    for a value that is not a `timedelta` from 0 to `_MOST_HEAD_START`."""
+    if priority is None:
+        return 0
+    if not isinstance(priority, timedelta):
+        raise ConfigurationError(
+            f"priority={priority!r}: a priority is a head start, a timedelta, e.g. "
+            "priority=timedelta(minutes=10) (the job goes ahead of every job enqueued less "
+            "than 10 minutes before it); a number is refused so that it is not read as a level"
+        )
+    if priority < timedelta(0):
+        raise ConfigurationError(
+            f"priority={priority!r} is negative: a head start cannot hold a job back; to run "
+            "it later, use schedule(job, delay=...)"
+        )
+    if priority > _MOST_HEAD_START:
+        raise ConfigurationError(
+            f"priority={priority!r} is more than {_MOST_HEAD_START.days} days: a head start "
+            "longer than any backlog only means 'first'; did you mean timedelta(seconds=...) "
+            "rather than timedelta(days)?"
+        )
+    return priority // timedelta(milliseconds=1)
 
 
 def _new_id() -> str:
@@ -259,6 +290,10 @@ class Scheduler:
         """Decoders of results by wire name (``"type@version"``): `get` rebuilds the result
         of such a job as its function's return type (a dataclass, a datetime...) from its
         JSON form. Function jobs (``@host.task``) register theirs here."""
+        self.debounces: dict[str, Rates] = {}
+        """The debounced job types by wire name (``"type@version"``), registered by the
+        host's handlers: `enqueue` defers such a job by the quiet period and records it as
+        its key's latest (`hostedjobs.rates.Debounce`)."""
 
     def _attach(self, store: Store | None, shards: Sequence[Store] = ()) -> None:
         """Use ``store``; a sharded queue also gives every shard's store (``store`` is
@@ -299,43 +334,67 @@ class Scheduler:
         """The host's Redis client, for reading what hostedjobs stored (tests, tools)."""
         return self.store.redis
 
-    async def enqueue(self, job: JobPayload, *, job_id: str | None = None) -> JobId[Any]:
+    async def enqueue(
+        self, job: JobPayload, *, job_id: str | None = None, priority: timedelta | None = None
+    ) -> JobId[Any]:
         """Queue ``job`` (an instance of a ``@job_type`` dataclass) to run as soon as possible.
 
-        Returns the job id. Raises `PayloadError` (a TypeError) naming the field if the job
+        ``priority`` is a head start (a `timedelta`, at most 30 days): the job is
+        placed in the queue as if it had been enqueued that much earlier, so workers pick it
+        before every job enqueued less than that before it, while older jobs still go first
+        (nothing starves). Its due time (`JobInfo.scheduled_for`, ``ctx.scheduled_at``) stays
+        the enqueue time. See docs/flow-control.md, "Priorities".
+
+        Returns the job id. Raises `ConfigurationError` for a bad ``priority`` or ``job_id``,
+        `PayloadError` (a TypeError) naming the field if the job
         holds a value that cannot be stored as JSON, `JobAlreadyExistsError` if an explicit
         ``job_id`` is already taken, and `RedisUnavailableError` if Redis does not answer
         within the host's ``redis_timeout``. Then the job may have been stored all the same
         (Redis ran the call, its answer was lost): to retry safely, pass your own ``job_id``
         and enqueue again; `JobAlreadyExistsError` then means the first call was stored.
         """
-        return await self._add(job, job_id, due_ms=None)
+        return await self._add(job, job_id, due_ms=None, head_start_ms=_head_start_ms(priority))
 
-    async def enqueue_many(self, jobs: Iterable[JobPayload]) -> list[JobId[Any]]:
+    async def enqueue_many(
+        self, jobs: Iterable[JobPayload], *, priority: timedelta | None = None
+    ) -> list[JobId[Any]]:
         """Queue many jobs at once, in a few round trips; returns their ids, in order.
 
-        Every job is validated before anything is sent: a job that cannot be stored raises
-        `PayloadError` naming its position and field, and then nothing is queued.
+        ``priority`` is every job's head start, as for `enqueue`. Every job is validated
+        before anything is sent: a job that cannot be stored raises `PayloadError` naming its
+        position and field, and then nothing is queued; a bad ``priority`` raises
+        `ConfigurationError`.
         """
+        head_start = _head_start_ms(priority)
         if self.instrumentation is None:
-            return await self._enqueue_many(jobs, None)
+            return await self._enqueue_many(jobs, None, head_start)
         jobs = list(jobs)
         with self.instrumentation.enqueue(None, None, len(jobs)) as trace:
-            return await self._enqueue_many(jobs, trace)
+            return await self._enqueue_many(jobs, trace, head_start)
 
     async def _enqueue_many(
-        self, jobs: Iterable[JobPayload], trace: str | None
+        self, jobs: Iterable[JobPayload], trace: str | None, head_start_ms: int = 0
     ) -> list[JobId[Any]]:
+        if self.debounces:
+            jobs = list(jobs)
+            if any(job_type_info(job).key in self.debounces for job in jobs):
+                # Each debounced job records its key's latest: one at a time, in order.
+                return [
+                    await self._add(job, None, due_ms=None, head_start_ms=head_start_ms)
+                    for job in jobs
+                ]
         now_ms = self._now_ms()
-        prepared = _prepare_many(jobs, trace, now_ms)
+        prepared = _prepare_many(jobs, trace, now_ms, head_start_ms)
+        # A head start is a score in the past (see `queued_due_ms`); the expiry counts from now.
+        due_ms = now_ms - head_start_ms
         if not self._shards:
-            await self.store.enqueue_many(prepared, due_ms=now_ms, ttl_ms=_EXPIRES_EXTRA_MS)
+            await self.store.enqueue_many(prepared, due_ms=due_ms, ttl_ms=_EXPIRES_EXTRA_MS)
         else:
             groups = self._layout.group([job_id for job_id, _ in prepared])
             await asyncio.gather(
                 *(
                     self._shards[shard].enqueue_many(
-                        [prepared[i] for i in positions], due_ms=now_ms, ttl_ms=_EXPIRES_EXTRA_MS
+                        [prepared[i] for i in positions], due_ms=due_ms, ttl_ms=_EXPIRES_EXTRA_MS
                     )
                     for shard, positions in groups.items()
                 )
@@ -353,7 +412,10 @@ class Scheduler:
         """Queue ``job`` to run at an aware datetime ``at``, or after ``delay`` (a `timedelta`
         or seconds).
 
-        A time in the past runs at once. Returns the job id.
+        A time in the past runs at once. Returns the job id. There is no ``priority`` here: in
+        the queue a head start is an earlier due time, so a scheduled job with one would run
+        early (see docs/flow-control.md, "Priorities"); enqueue it with ``priority`` when it
+        is due instead.
         """
         if (at is None) == (delay is None):
             raise ConfigurationError("schedule() takes exactly one of at= or delay=")
@@ -375,7 +437,9 @@ class Scheduler:
             )
         return await self._add(job, job_id, due_ms=due_ms)
 
-    async def _add(self, job: object, job_id: str | None, *, due_ms: int | None) -> JobId[Any]:
+    async def _add(
+        self, job: object, job_id: str | None, *, due_ms: int | None, head_start_ms: int = 0
+    ) -> JobId[Any]:
         info = job_type_info(job)
         payload = encode_payload(job)
         if job_id is not None and (not isinstance(job_id, str) or not job_id):
@@ -383,6 +447,17 @@ class Scheduler:
         given = job_id is not None
         job_id = job_id or _new_id()
         store = self._store_for(job_id)
+        debounce: tuple[str, str | None] | None = None
+        if self.debounces and (rates := self.debounces.get(info.key)) is not None:
+            assert rates.debounce is not None
+            if head_start_ms:
+                raise ConfigurationError(
+                    f"job type {info.key} is debounced: its jobs wait for a quiet period, "
+                    "which a priority's head start would cut short; enqueue it without priority"
+                )
+            debounce = (rates.job_type, rates.debounce_key(job))
+            quiet_until = int(time.time() * 1000) + rates.debounce.quiet_ms
+            due_ms = quiet_until if due_ms is None else max(due_ms, quiet_until)
         instrumentation = self.instrumentation
         # Without instrumentation, a shared do-nothing block: no object per enqueue.
         with (
@@ -390,12 +465,19 @@ class Scheduler:
         ) as trace:
             now_ms = int(time.time() * 1000)
             score = now_ms if due_ms is None or due_ms < now_ms else due_ms
+            ttl_ms = score - now_ms + _EXPIRES_EXTRA_MS
+            latest_here = debounce is not None and not self._shards
             added = await store.enqueue(
                 job_id,
-                job_record(info.key, payload, now_ms, trace),
-                due_ms=score,
-                ttl_ms=score - now_ms + _EXPIRES_EXTRA_MS,
+                job_record(info.key, payload, now_ms, trace, head_start_ms),
+                # A head start is a score in the past (see `queued_due_ms`).
+                due_ms=score - head_start_ms,
+                ttl_ms=ttl_ms,
+                debounce=debounce if latest_here else None,
             )
+            if added and debounce is not None and not latest_here:
+                # A sharded queue keeps debounce keys on shard 0, apart from the job's shard.
+                await self.stores[0].mark_latest(job_id, *debounce, ttl_ms=ttl_ms)
             # A fresh random id found taken was stored by this very call: a connection lost
             # after the write (a failover) made the client send it again.
             if not added and given:
@@ -464,7 +546,8 @@ class Scheduler:
         return False
 
     async def retry(self, job_id: str) -> bool:
-        """Queue a failed job again under the same id, with its payload and a fresh try count.
+        """Queue a failed job again under the same id, with its payload, its priority (head
+        start) and a fresh try count.
 
         Returns False, changing nothing, unless the job has failed and its result is still
         kept (a job that succeeded, is queued or running, or is unknown is left alone).
@@ -477,11 +560,12 @@ class Scheduler:
             return False  # unknown, not failed, or its result unreadable: nothing to run again
         args = record["a"] or [None]
         now_ms = int(time.time() * 1000)
+        head_start = head_start_of(record)
         return await store.retry(
             job_id,
             raw,
-            job_record(record["f"], args[0], now_ms),
-            due_ms=now_ms,
+            job_record(record["f"], args[0], now_ms, head_start_ms=head_start),
+            due_ms=now_ms - head_start,
             ttl_ms=_EXPIRES_EXTRA_MS,
             job_type=_split_key(str(record["f"]))[0],
             worker_id=record["w"] if isinstance(record.get("w"), str) else "",
@@ -1069,7 +1153,9 @@ def _job_info(job_id: str, job: StoredJob) -> JobInfo | None:
         payload=args[0],
         enqueued_at=_ms_to_datetime(record["et"] or None),
         # A running job's score is its lock's lapse time (see the worker's claim), not a due time.
-        scheduled_for=_ms_to_datetime(job.score_ms) if status in _WAITING_STATES else None,
+        scheduled_for=_ms_to_datetime(queued_due_ms(job.score_ms, record))
+        if status in _WAITING_STATES and job.score_ms is not None
+        else None,
         started_at=_ms_to_datetime(
             record.get("st") or (job.running_since_ms if job.locked else None)
         ),

@@ -23,23 +23,23 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal
 
-from redis.exceptions import NoPermissionError
-
+from .control import follow
 from .cron import CronSchedule
 from .exceptions import (
     ConfigurationError,
     HostNotRunningError,
+    PayloadDecodeError,
     PayloadError,
     UnknownJobError,
 )
 from .records import job_record
-from .serialization import encode_payload, job_type_info
+from .serialization import decode_payload, encode_payload, job_type_info, lookup_job_type
 from .storage.schedules import ScheduleStore
 from .storage.store import Store
 
@@ -249,6 +249,52 @@ class Schedules:
         """How many schedules there are, paused ones included."""
         return await self._schedules().count()
 
+    def job_types(self) -> tuple[str, ...]:
+        """The job types a schedule of this host may enqueue (those with a handler here), as
+        wire names (``"type@version"``), sorted."""
+        return tuple(sorted(self._handled()))
+
+    def job(self, job_type: str, payload: str | Mapping[str, Any]) -> object:
+        """A job of ``job_type`` built from ``payload`` (a JSON object, or its text), for a
+        schedule given as text (the CLI, the console). ``job_type`` is a wire name
+        (``"send-email@2"``) or a bare name (its highest version with a handler here).
+        Raises `ConfigurationError` for a type without a handler here, text that is not a
+        JSON object, or a payload that does not decode as the type (naming the field)."""
+        handled = self.job_types()
+        if not isinstance(job_type, str) or not job_type.strip():
+            raise ConfigurationError(f"a job type is needed; types here: {', '.join(handled)}")
+        wanted = job_type.strip()
+        versions = [
+            (int(version), key)
+            for key in handled
+            for name, _, version in [key.rpartition("@")]
+            if key == wanted or (name == wanted and version.isdigit())
+        ]
+        if not versions:
+            raise ConfigurationError(
+                f"no handler for job type {wanted!r} on this host; types here: "
+                f"{', '.join(handled) or 'none'}"
+            )
+        key = max(versions)[1]
+        name, _, version = key.rpartition("@")
+        info = lookup_job_type(name, int(version))
+        if info is None:  # a handler is registered for every handled type's class
+            raise ConfigurationError(f"job type {key!r} is not defined in this process")
+        if isinstance(payload, str):
+            try:
+                payload = json.loads(payload or "{}")
+            except ValueError as exc:
+                raise ConfigurationError(f"the payload is not JSON: {exc}") from None
+        if not isinstance(payload, Mapping):
+            raise ConfigurationError(
+                f"the payload must be a JSON object of {key}'s fields, got {payload!r:.80}"
+            )
+        try:
+            return decode_payload(info.cls, dict(payload))
+        except (PayloadError, PayloadDecodeError) as exc:
+            text = str(exc) if str(exc).startswith(f"{key}:") else f"{key}: {exc}"
+            raise ConfigurationError(f"the payload does not fit {text}") from None
+
     # -- changes --------------------------------------------------------------------------
 
     def _new_definition(
@@ -344,67 +390,21 @@ class Schedules:
         self._wake = None
 
     async def _loop(self, store: ScheduleStore) -> None:
-        pubsub: Any = None
-        notices = True
-        failing = False
-        try:
-            while not self._stopping:
-                try:
-                    if pubsub is None and notices:
-                        pubsub = store.store.control()
-                        try:
-                            await pubsub.subscribe(store.keys.control)
-                        except NoPermissionError:
-                            notices = False
-                            await pubsub.aclose()
-                            pubsub = None
-                    if self._wake is not None:
-                        self._wake.clear()
-                    await self.fire_due(store)
-                    earliest = await store.earliest()
-                    if failing:
-                        logger.info("reading the runtime schedules again")
-                        failing = False
-                    wait = RECHECK_S if notices else 1.0
-                    if earliest is not None:
-                        wait = min(wait, max(earliest / 1000 - time.time(), 0.0))
-                    await self._wait(pubsub, wait)
-                except Exception as exc:
-                    if not failing:
-                        logger.warning("cannot fire the runtime schedules (%r); retrying", exc)
-                        failing = True
-                    if pubsub is not None:
-                        with contextlib.suppress(Exception):
-                            await pubsub.aclose()
-                        pubsub = None
-                    await self._wait(None, 1.0)
-        finally:
-            if pubsub is not None:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+        async def read() -> float:
+            await self.fire_due(store)
+            earliest = await store.earliest()
+            if earliest is None:
+                return RECHECK_S
+            return min(RECHECK_S, max(earliest / 1000 - time.time(), 0.0))
 
-    async def _wait(self, pubsub: Any, timeout_s: float) -> None:
-        """Until ``timeout_s`` passes, a notice comes, or this process changed a schedule."""
-        if timeout_s <= 0:
-            return
-        waits: list[asyncio.Future[Any]] = []
-        if self._wake is not None:
-            waits.append(asyncio.ensure_future(self._wake.wait()))
-        if pubsub is not None:
-            waits.append(
-                asyncio.ensure_future(
-                    pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout_s)
-                )
-            )
-        if not waits:
-            await asyncio.sleep(timeout_s)
-            return
-        try:
-            await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiting in waits:
-                waiting.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
+        # Stopped by cancelling this task (`_stop`).
+        await follow(
+            store.store,
+            read,
+            what="the runtime schedules",
+            stopping=asyncio.Event(),
+            wake=self._wake,
+        )
 
     async def fire_due(self, store: ScheduleStore | None = None) -> int:
         """Fire every tick due now; returns how many runs this process enqueued."""

@@ -46,10 +46,12 @@ from .health import (
 from .history import job_type_of
 from .outcomes import JobStatus, Outcome
 from .pauses import PAUSED_REASON, PausedJobs
+from .rates import Rates
+from .records import HEAD_START_FIELD, head_start_of, queued_due_ms
 from .runner import QueuedFunction, QueuedRun, RunReport, error_text, error_traceback
 from .serialization import dumps, read_record, result_record
 from .shutdown import Grace
-from .storage import Claimed, Finished, LeaseLostError, Peeked, Requeued, Store
+from .storage import Admission, Claimed, Finished, LeaseLostError, Peeked, Requeued, Store
 from .storage.store import TRIES_KEPT, SlotRequest
 
 __all__ = [
@@ -163,6 +165,47 @@ class _Parked(NamedTuple):
     reason: str | None = None
 
 
+class _Admissions:
+    """The admission checks (`Store.admit_rates`) of the jobs that start in one turn of the
+    loop, sent as one script call: a claimed batch costs one round trip, not one per job."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._pending: list[tuple[Admission, asyncio.Future[tuple[int, str]]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def admit(self, admission: Admission) -> tuple[int, str]:
+        """The verdict on one job (see `Store.admit_rates`); raises what Redis raises."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[int, str]] = loop.create_future()
+        self._pending.append((admission, future))
+        if len(self._pending) == 1:
+            # After the other runs started by the same claim have asked (their tasks are
+            # already scheduled, ahead of this callback).
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[tuple[Admission, asyncio.Future[tuple[int, str]]]]) -> None:
+        try:
+            verdicts = await self.store.admit_rates([admission for admission, _ in batch])
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), verdict in zip(batch, verdicts, strict=True):
+            if not future.done():
+                future.set_result(verdict)
+
+
 class _Waiting(NamedTuple):
     """A claimed job of a limited type that found every concurrency slot in use: Redis set
     it aside (`Store.acquire_slots`), so nothing is committed."""
@@ -218,6 +261,8 @@ class Worker:
     ``slots``: a budget shared with other workers (one per shard of a sharded queue);
     by default its own, of ``concurrency`` slots. ``shard`` and ``shards``: which shard of
     how many this worker serves (None and 1: an unsharded queue), shown in its heartbeat.
+    ``rate_store``: where the fleet's rate limits, debounce and cooldown live (shard 0's
+    store for a sharded queue; by default ``store``).
     """
 
     def __init__(
@@ -235,8 +280,11 @@ class Worker:
         shard: int | None = None,
         shards: int = 1,
         pauses: PausedJobs | None = None,
+        rate_store: Store | None = None,
     ) -> None:
         self.store = store
+        self._admissions = _Admissions(store if rate_store is None else rate_store)
+        """Rate limit, debounce and cooldown checks, sent together (`_admit_rate`)."""
         if pauses is None:
             pauses = PausedJobs()
             pauses.known.set()
@@ -719,6 +767,8 @@ class Worker:
             record = read_record(job.record)
             base.update(f=record["f"], a=record.get("a") or [], k=record.get("k") or {})
             base["et"] = record.get("et") or 0
+            if head_start := head_start_of(record):
+                base[HEAD_START_FIELD] = head_start  # kept in the result: a retry keeps it
             attempt = max(job.tries, int(record.get("t") or 0))
             base["t"] = attempt
             name = str(record["f"])
@@ -774,13 +824,17 @@ class Worker:
                 return self._finished(job.id, base, start_ms, report, ran=False)
             if decoded is _WAITING:
                 return _WAITING
+        # After the slot: a job set aside for one must not use up a rate window's start.
+        held = await self._admit_rate(job, function, base, start_ms)
+        if held is not None:
+            return held
         run = QueuedRun(
             job_id=job.id,
             function=base["f"],
             args=base["a"],
             kwargs=base["k"],
             attempt=attempt,
-            due_ms=job.score_ms,
+            due_ms=queued_due_ms(job.score_ms, record),
             enqueued_ms=int(base["et"]),
             interrupted=lambda: Outcome.CANCELLED if job.id in self._aborting else Outcome.RETRIED,
             decoded=decoded,
@@ -808,6 +862,58 @@ class Worker:
         return self._finished(
             job.id, base, start_ms, report, aborted=job.id in self._aborting, history=history
         )
+
+    async def _admit_rate(
+        self, job: Claimed, function: QueuedFunction, base: dict[str, Any], start_ms: int
+    ) -> Finished | Requeued | None:
+        """Apply the job type's rate limit, debounce and cooldown (`hostedjobs.rates`): None
+        if the job may start now (its start counted), else what becomes of it: back in the
+        queue until the window admits it (uncounted), or ended cancelled without running.
+        One script for a type with any of them (shared by the jobs starting in the same turn
+        of the loop); nothing at all for a type with none."""
+        rates: Rates | None = getattr(function, "rates", None)
+        if rates is None:
+            return None
+        try:
+            keys = rates.keys_of(base["a"])
+        except Exception as exc:
+            error = exc.with_traceback(None)
+            report = RunReport(Outcome.FAILED, message=error_text(error), error=error)
+            return self._finished(job.id, base, start_ms, report, ran=False)
+        rate, cooldown = rates.rate_limit, rates.cooldown
+        admission = Admission(
+            job.id,
+            rates.job_type,
+            None if rate is None else (keys.rate, rate.limit, rate.per_ms),
+            None if rates.debounce is None else (keys.debounce,),
+            None if cooldown is None else (keys.cooldown, cooldown.window_ms),
+        )
+        try:
+            verdict, value = await self._admissions.admit(admission)
+        except (RedisError, OSError) as exc:
+            self._redis_failed(exc)
+            logger.warning(
+                "job %s: its rate limit could not be checked (%s); back in the queue",
+                job.id,
+                exc,
+                extra={"run_id": job.id},
+            )
+            return Requeued(job.id, _now_ms() + 1000, counted=False, tries=job.tries)
+        if verdict == 0:
+            return None
+        if verdict == 1 and rate is not None and rate.excess == "wait":
+            due_ms = _now_ms() + int(value)
+            return Requeued(job.id, due_ms, counted=False, tries=job.tries)
+        if verdict == 1:
+            message = rates.rate_message(keys.rate)
+        elif verdict == 2:
+            message = rates.cooldown_message(keys.cooldown, int(value))
+        else:
+            message = f"dropped: superseded by job {value} (debounce)"
+        logger.debug("job %s: %s", job.id, message, extra={"run_id": job.id})
+        base["t"] = max(base["t"] - 1, 0)  # the tries that started: this one did not
+        report = RunReport(Outcome.CANCELLED, message=message)
+        return self._finished(job.id, base, start_ms, report, ran=False)
 
     async def _acquire_concurrency(
         self, job: Claimed, name: str, rule: SlotRule, args: list[Any]

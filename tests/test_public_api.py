@@ -10,6 +10,8 @@ def test_top_level_exports_are_pinned() -> None:
     """`hostedjobs.__all__` lists exactly the public names, and each one exists."""
     assert sorted(hostedjobs.__all__) == [
         "ConcurrencyLimit",
+        "Cooldown",
+        "Debounce",
         "HostedJobsError",
         "Inject",
         "JobContext",
@@ -20,6 +22,7 @@ def test_top_level_exports_are_pinned() -> None:
         "JobResult",
         "JobStatus",
         "Outcome",
+        "RateLimit",
         "RetryPolicy",
         "Scheduler",
         "Services",

@@ -423,6 +423,149 @@ async def test_console_lists_and_changes_schedules_with_auth_and_csrf(host: JobH
         assert "The schedule was removed" in shown.text
 
 
+def test_schedules_command_adds_and_updates(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`hostedjobs schedules MODULE:ATTR add|update`, with clear errors for bad input."""
+    monkeypatch.setenv("HOSTEDJOBS_REDIS_URL", redis_url)
+    target = "tests.schedules_app:cli_host"
+    name = "report:cli-added"
+
+    async def reset() -> None:
+        async with cli_host.connected():
+            await cli_host.schedules.remove(name)
+
+    async def read() -> Any:
+        async with cli_host.connected():
+            return await cli_host.schedules.get(name)
+
+    asyncio.run(reset())
+    add = ["schedules", target, "add", name]
+    assert main([*add, "0 7 * * *", "schedule-ping", "--payload", '{"customer": "acme"}']) == 0
+    assert capsys.readouterr().out.startswith(f"added {name}: next tick ")
+    found = asyncio.run(read())
+    assert (found.cron, found.job_type, found.payload) == (
+        "0 7 * * *",
+        "schedule-ping@1",
+        {"customer": "acme"},
+    )
+    bad = {
+        "already exists": [*add, "0 7 * * *", "schedule-ping", "--payload", '{"customer": "x"}'],
+        "no handler for job type 'nope'": [*add[:-1], "other", "@daily", "nope"],
+        "the payload is not JSON": [
+            *add[:-1],
+            "other",
+            "@daily",
+            "schedule-ping",
+            "--payload",
+            "{",
+        ],
+        "the payload does not fit schedule-ping@1": [
+            *add[:-1],
+            "other",
+            "@daily",
+            "schedule-ping",
+            "--payload",
+            '{"customer": 1}',
+        ],
+        "61 * * * *": [
+            *add[:-1],
+            "other",
+            "61 * * * *",
+            "schedule-ping",
+            "--payload",
+            '{"customer": "x"}',
+        ],
+    }
+    for message, argv in bad.items():
+        assert main(argv) == 1, argv
+        assert message.lower() in capsys.readouterr().err.lower(), argv
+    update = ["schedules", target, "update", name]
+    assert main([*update, "--payload", '{"customer": "globex"}', "--timezone", "Asia/Tokyo"]) == 0
+    assert capsys.readouterr().out.startswith(f"updated {name}: next tick ")
+    found = asyncio.run(read())
+    assert (found.cron, found.timezone, found.payload) == (
+        "0 7 * * *",
+        "Asia/Tokyo",
+        {"customer": "globex"},
+    )
+    assert main([*update, "--cron", "not cron"]) == 1
+    assert "cron" in capsys.readouterr().err
+    assert main(["schedules", target, "update", "nope", "--cron", "@daily"]) == 1
+    assert "no schedule named 'nope'" in capsys.readouterr().err
+    assert asyncio.run(read()).cron == "0 7 * * *"  # a refused change writes nothing
+    asyncio.run(reset())
+
+
+async def test_console_adds_and_edits_schedules_keeping_what_was_typed(host: JobHost) -> None:
+    """The add form and the edit page: a bad field is a 400 naming it, with the form as
+    typed; read-only without auth."""
+    async with client_for(host, auth=None) as client:
+        page = await client.get("/schedules")
+        assert 'id="schedule-form"' not in page.text
+        refused = await client.post("/schedules/add", data={"csrf_token": "x" * 64})
+        assert refused.status_code == 403
+    async with client_for(host, auth=allow_all) as client:
+        page = await client.get("/schedules")
+        assert 'id="schedule-form"' in page.text and "schedule-ping@1" in page.text
+        token = re.search(r'name="csrf_token" value="([0-9a-f]{64})"', page.text)
+        assert token is not None
+        form = {
+            "csrf_token": token.group(1),
+            "name": "report:console",
+            "cron": "0 9 * * 1",
+            "timezone": "Europe/Prague",
+            "job_type": "schedule-ping@1",
+            "misfire": "run_once",
+            "payload": '{"customer": "acme"',
+        }
+        typo = await client.post("/schedules/add", data=form)
+        assert typo.status_code == 400
+        assert "the payload is not JSON" in typo.text
+        assert "0 9 * * 1" in typo.text and "Europe/Prague" in typo.text
+        assert "{&#34;customer&#34;: &#34;acme&#34;" in typo.text  # kept, escaped
+        assert await host.schedules.get("report:console") is None
+        for field, value, message in (
+            ("cron", "0 25 * * *", "cron"),
+            ("timezone", "Mars/Olympus", "Mars/Olympus"),
+            ("job_type", "nope@1", "no handler for job type"),
+            ("payload", '{"customer": 42}', "does not fit schedule-ping@1"),
+            ("name", "", "name"),
+        ):
+            wrong = await client.post(
+                "/schedules/add", data={**form, "payload": '{"customer": "acme"}', field: value}
+            )
+            assert wrong.status_code == 400 and message in wrong.text, (field, wrong.text[-600:])
+        added = await client.post(
+            "/schedules/add", data={**form, "payload": '{"customer": "acme"}'}
+        )
+        assert added.status_code == 303
+        assert added.headers["location"].endswith("/schedules?notice=schedule-added")
+        found = await host.schedules.get("report:console")
+        assert found is not None and found.misfire == "run_once"
+        assert (found.payload, found.timezone) == ({"customer": "acme"}, "Europe/Prague")
+        taken = await client.post("/schedules/add", data={**form, "payload": '{"customer": "x"}'})
+        assert taken.status_code == 400 and "already exists" in taken.text
+
+        edit = await client.get("/schedules/edit?name=report:console")
+        assert edit.status_code == 200 and "0 9 * * 1" in edit.text
+        assert (await client.get("/schedules/edit?name=nope")).status_code == 404
+        assert (await client.get("/schedules/edit?name=x&page=1")).status_code == 400
+        url = "/schedules/edit?name=report:console"
+        changed = {**form, "cron": "30 9 * * 1", "payload": '{"customer": "globex"}'}
+        bad = await client.post(url, data={**changed, "cron": "bogus"})
+        assert bad.status_code == 400 and "bogus" in bad.text
+        assert (await host.schedules.get("report:console")).cron == "0 9 * * 1"  # type: ignore[union-attr]
+        saved = await client.post(url, data=changed)
+        assert saved.status_code == 303
+        assert saved.headers["location"].endswith("notice=schedule-updated")
+        found = await host.schedules.get("report:console")
+        assert found is not None
+        assert (found.cron, found.payload) == ("30 9 * * 1", {"customer": "globex"})
+        gone = await client.post("/schedules/edit?name=nope", data=changed)
+        assert gone.headers["location"].endswith("notice=no-such-schedule")
+
+
 def client_for(host: JobHost, auth: Any = None) -> httpx2.AsyncClient:
     app = Starlette(routes=[Mount("/ops", app=host.dashboard(auth=auth))])
     return httpx2.AsyncClient(

@@ -1,5 +1,6 @@
 """The Schedules page in a real headless Chromium, against the demo app: schedules added by
 another process listed with their next tick and paused badge; pause, resume and remove from
+the console; a schedule added (after a typo that keeps what was typed) and edited from
 the console; no console error and no sideways scroll at 390 px."""
 
 from __future__ import annotations
@@ -71,6 +72,36 @@ async def test_schedules_page_pause_resume_remove(
             await expect(page.locator(".notice")).to_contain_text("was removed")
             await expect(rows).to_have_count(2)
             assert await admin.schedules.get("report:acme") is None
+
+            # Add one from the console: a typo in the payload keeps what was typed.
+            await page.locator("#add-schedule summary").click()
+            form = page.locator("#schedule-form")
+            await form.locator('input[name="name"]').fill("remind:signup-7")
+            await form.locator('input[name="cron"]').fill("0 9 * * 1")
+            await form.locator('select[name="job_type"]').select_option("signup-reminder@1")
+            await form.locator('textarea[name="payload"]').fill('{"signup_id": "seven"}')
+            await form.get_by_role("button", name="Add").click()
+            await expect(page.locator("#schedule-error")).to_contain_text("does not fit")
+            await expect(form.locator('input[name="name"]')).to_have_value("remind:signup-7")
+            await page.screenshot(path=shots / "dashboard-schedule-error.png", full_page=True)
+            page.errors.remove(  # type: ignore[attr-defined]
+                "Failed to load resource: the server responded with a status of 400 (Bad Request)"
+            )  # the refused form's own answer, and the only error
+            await form.locator('textarea[name="payload"]').fill('{"signup_id": 7}')
+            await form.get_by_role("button", name="Add").click()
+            await expect(page.locator(".notice")).to_contain_text("was added")
+            added = page.locator('#schedules tr[data-name="remind:signup-7"]')
+            await expect(added.locator('td[data-label="Payload"]')).to_contain_text('"signup_id"')
+
+            await added.get_by_role("link", name="Edit").click()
+            await expect(page.locator("h1")).to_contain_text("remind:signup-7")
+            await page.locator('input[name="cron"]').fill("30 9 * * 1-5")
+            await page.get_by_role("button", name="Save").click()
+            await expect(page.locator(".notice")).to_contain_text("changed in every process")
+            await expect(added.locator('td[data-label="Cron"]')).to_have_text("30 9 * * 1-5")
+            changed = await admin.schedules.get("remind:signup-7")
+            assert changed is not None and changed.payload == {"signup_id": 7}
+            await admin.schedules.remove("remind:signup-7")
 
             phone = await new_page(browser, width=390, height=844)
             await phone.goto(board + "/schedules")

@@ -21,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..distributed import job_name
 from ..exceptions import (
+    ConfigurationError,
     HostNotRunningError,
     NotReplicatedError,
     UnknownJobError,
@@ -89,6 +90,8 @@ _NOTICES = {
     "schedule-paused": "The schedule is paused in every process: its ticks do not run.",
     "schedule-resumed": "The schedule is resumed from its next tick.",
     "schedule-removed": "The schedule was removed (runs already queued stay).",
+    "schedule-added": "The schedule was added: every process runs it from its next tick.",
+    "schedule-updated": "The schedule was changed in every process.",
     "no-such-schedule": "No schedule has that name (was it removed?).",
 }
 """Messages an action can leave for the next page (by code, so no text is reflected)."""
@@ -297,7 +300,15 @@ def create_dashboard(
             ttl_s=BEAT_TTL_S,
         )
 
-    async def schedules(request: Request) -> Response:
+    def schedule_form(fields: Mapping[str, list[str]]) -> dict[str, str]:
+        """The schedule form as typed (stripped, but for the payload)."""
+        names = ("name", "cron", "timezone", "job_type", "misfire", "payload", "paused")
+        form = {name: (fields.get(name) or [""])[0] for name in names}
+        return {name: v if name == "payload" else v.strip() for name, v in form.items()}
+
+    async def schedules(
+        request: Request, form: dict[str, str] | None = None, error: str | None = None
+    ) -> Response:
         params = _query(request, "page")
         page_given = params.get("page", "1")
         if not (page_given.isascii() and page_given.isdigit()) or not int(page_given) >= 1:
@@ -314,7 +325,100 @@ def create_dashboard(
             page=page,
             first=(page - 1) * _SCHEDULES_PAGE + 1,
             more=page * _SCHEDULES_PAGE < total,
+            job_types=host.schedules.job_types(),
+            form=form or schedule_form({"timezone": ["UTC"], "payload": ["{}"]}),
+            error=error,
+            **({"refresh_ms": 0} if error else {}),
         )
+
+    async def add_schedule(request: Request) -> Response:
+        base, fields = await act(request)
+        form = schedule_form(fields)
+        try:
+            job = host.schedules.job(form["job_type"], form["payload"])
+            await host.schedules.add(
+                form["name"],
+                form["cron"],
+                job,
+                timezone=form["timezone"] or "UTC",
+                misfire="run_once" if form["misfire"] == "run_once" else "skip",
+                paused=bool(form["paused"]),
+            )
+        except ConfigurationError as exc:
+            # Shown with what was typed, so nothing is lost to a typo.
+            response = await schedules(request, form, str(exc))
+            response.status_code = 400
+            return response
+        return RedirectResponse(f"{base}/schedules?notice=schedule-added", status_code=303)
+
+    async def edit_schedule(request: Request) -> Response:
+        params = _query(request, "name")
+        name = params.get("name", "")
+        found = await host.schedules.get(name) if name else None
+        if found is None:
+            raise HTTPException(404, f"no schedule named {name!r}")
+        form = schedule_form(
+            {
+                "cron": [found.cron],
+                "timezone": [found.timezone],
+                "job_type": [found.job_type],
+                "misfire": [found.misfire],
+                "payload": [json.dumps(found.payload, indent=1, ensure_ascii=False)],
+            }
+        )
+        return await edit_page(request, found, form, None)
+
+    async def edit_page(
+        request: Request, found: Any, form: dict[str, str], error: str | None
+    ) -> Response:
+        job_types = host.schedules.job_types()
+        if found.job_type not in job_types:
+            job_types = (found.job_type, *job_types)
+        response = await render(
+            request,
+            "schedule_edit.html",
+            page_id="schedules",
+            name=found.name,
+            schedule=found,
+            form=form,
+            job_types=job_types,
+            error=error,
+            refresh_ms=0,
+        )
+        if error:
+            response.status_code = 400
+        return response
+
+    async def save_schedule(request: Request) -> Response:
+        base, fields = await act(request, "name")
+        name = request.query_params.get("name", "")
+        form = schedule_form(fields)
+        found = await host.schedules.get(name) if name else None
+        if found is None:
+            return RedirectResponse(f"{base}/schedules?notice=no-such-schedule", status_code=303)
+        try:
+            job = None
+            if form["job_type"] != found.job_type or json.loads(form["payload"] or "{}") != (
+                found.payload
+            ):
+                job = host.schedules.job(form["job_type"], form["payload"])
+            await host.schedules.update(
+                name,
+                cron=form["cron"],
+                job=job,
+                timezone=form["timezone"] or "UTC",
+                misfire="run_once" if form["misfire"] == "run_once" else "skip",
+            )
+        except ValueError as exc:  # ConfigurationError, or a payload that is not JSON
+            message = (
+                str(exc)
+                if isinstance(exc, ConfigurationError)
+                else f"the payload is not JSON: {exc}"
+            )
+            return await edit_page(request, found, form, message)
+        except UnknownJobError:
+            return RedirectResponse(f"{base}/schedules?notice=no-such-schedule", status_code=303)
+        return RedirectResponse(f"{base}/schedules?notice=schedule-updated", status_code=303)
 
     def change_schedule(change: str) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -653,6 +757,9 @@ def create_dashboard(
         Route("/", overview, name="overview"),
         Route("/workers", workers),
         Route("/schedules", schedules),
+        Route("/schedules/add", add_schedule, methods=["POST"]),
+        Route("/schedules/edit", edit_schedule),
+        Route("/schedules/edit", save_schedule, methods=["POST"]),
         *(
             Route(f"/schedules/{{name:path}}/{change}", change_schedule(change), methods=["POST"])
             for change in ("pause", "resume", "remove")

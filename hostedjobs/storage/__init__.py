@@ -10,6 +10,7 @@ checks the server once at start-up.
 from .connection import REDIS_URL_ENV, open_redis, redacted, resolve_redis_url
 from .layout import KeyLayout
 from .store import (
+    Admission,
     Claimed,
     Finished,
     LeaseLostError,
@@ -22,6 +23,7 @@ from .store import (
 
 __all__ = [
     "REDIS_URL_ENV",
+    "Admission",
     "Claimed",
     "Finished",
     "KeyLayout",

@@ -11,6 +11,7 @@ proxy or a cluster can route each call). Pub/sub channels are not keys.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix
@@ -332,6 +333,14 @@ class KeyLayout:
         """A hash of the pauses of on-demand job types: each field a pause (JSON:
         ``{"type": ..., "where": {...}}``, keys sorted), its value when it began (ms)."""
         return f"{self._own}:paused-jobs"
+
+    def rate(self, kind: str, job_type: str, key: str | None) -> str:
+        """The state of one flow-control limit of a job type (`hostedjobs.rates`): ``kind``
+        ``"rate"`` (a zset of recent starts, scored by ms), ``"debounce"`` (the key's latest
+        job id) or ``"cooldown"`` (exists during the cooldown); per ``key``, or for the whole
+        type with None. Type and key are JSON-quoted, so no pair reads as another."""
+        what = json.dumps(job_type) if key is None else json.dumps([job_type, key])
+        return f"{self._own}:{kind}:{what}"
 
     @property
     def control(self) -> str:

@@ -37,6 +37,7 @@ from .layout import FINISHED_KEPT, WAKE_TOKENS_KEPT, WORKER_INDEX_TTL_MS, CronKe
 from .scripts import Script, script
 
 __all__ = [
+    "Admission",
     "Claimed",
     "Finished",
     "LeaseLostError",
@@ -151,6 +152,21 @@ class Requeued(NamedTuple):
     """How long the failed try ran (s); None if it never started."""
 
 
+class Admission(NamedTuple):
+    """One job to admit under its type's limits, for `Store.admit_rates`; each limit None if
+    the type has none."""
+
+    job_id: str
+    job_type: str
+    """The type's name (no version): the limits hold across its versions."""
+    rate: tuple[str | None, int, int] | None
+    """``(key, limit, window ms)``; key None: one for the whole type."""
+    debounce: tuple[str | None] | None
+    """``(key,)``."""
+    cooldown: tuple[str | None, int] | None
+    """``(key, window ms)``."""
+
+
 class SlotRequest(NamedTuple):
     """A claimed job's request for a concurrency slot (`Store.acquire_slots`)."""
 
@@ -254,6 +270,7 @@ class Store:
                 "release_lease",
                 "acquire_lock",
                 "release_lock",
+                "admit",
             )
         }
         self._scripts = scripts
@@ -286,15 +303,58 @@ class Store:
 
     # -- enqueue --------------------------------------------------------------------------------
 
-    async def enqueue(self, job_id: str, record: bytes, *, due_ms: int, ttl_ms: int) -> bool:
-        """Add one job due at ``due_ms``; False (nothing written) if its id is taken."""
+    async def enqueue(
+        self,
+        job_id: str,
+        record: bytes,
+        *,
+        due_ms: int,
+        ttl_ms: int,
+        debounce: tuple[str, str | None] | None = None,
+    ) -> bool:
+        """Add one job due at ``due_ms``; False (nothing written) if its id is taken.
+
+        ``debounce``: ``(job type, key)``: in the same step, record the job as the key's
+        latest (`hostedjobs.rates.Debounce`), for as long as the job's record lives."""
         k = self.keys
-        added = await self._write(
-            "enqueue",
-            [k.job(job_id), k.result(job_id), k.waiting, k.wake],
-            [record, due_ms, ttl_ms, job_id, WAKE_TOKENS_KEPT],
-        )
+        keys = [k.job(job_id), k.result(job_id), k.waiting, k.wake]
+        args: list[Any] = [record, due_ms, ttl_ms, job_id, WAKE_TOKENS_KEPT]
+        if debounce is not None:
+            keys.append(k.rate("debounce", *debounce))
+        added = await self._write("enqueue", keys, args)
         return bool(added)
+
+    async def mark_latest(
+        self, job_id: str, job_type: str, key: str | None, *, ttl_ms: int
+    ) -> None:
+        """Record ``job_id`` as its debounce key's latest job, for ``ttl_ms`` (a sharded
+        queue's debounce keys live on shard 0, apart from the job's shard)."""
+        await self.redis.set(self.keys.rate("debounce", job_type, key), job_id, px=ttl_ms)
+
+    async def admit_rates(self, requests: Sequence[Admission]) -> list[tuple[int, str]]:
+        """Admit jobs to start now under their types' limits (`Admission`), in one script
+        call (`admit.lua`), each job in turn. Per job: ``(0, "")`` if admitted (its start is
+        counted, its cooldown begun); ``(1, ms)`` over the rate limit, the ms until the window
+        admits a start; ``(2, ms)`` in the cooldown, the ms left; ``(3, job id)`` superseded
+        by that newer job of its debounce key."""
+        k = self.keys
+        keys: list[str] = []
+        args: list[Any] = []
+        for job_id, job_type, rate, debounce, cooldown in requests:
+            keys += (
+                k.rate("rate", job_type, None if rate is None else rate[0]),
+                k.rate("debounce", job_type, None if debounce is None else debounce[0]),
+                k.rate("cooldown", job_type, None if cooldown is None else cooldown[0]),
+            )
+            args += (
+                job_id,
+                0 if rate is None else rate[1],
+                0 if rate is None else rate[2],
+                0 if debounce is None else 1,
+                0 if cooldown is None else cooldown[1],
+            )
+        verdicts = await self._scripts["admit"].call(keys, args)
+        return [(int(verdict), value.decode()) for verdict, value in verdicts]
 
     async def enqueue_many(
         self, jobs: Sequence[tuple[str, bytes]], *, due_ms: int, ttl_ms: int

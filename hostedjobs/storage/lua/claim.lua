@@ -90,8 +90,13 @@ end
 local upcoming = {}
 local lookahead = tonumber(ARGV[5])
 if lookahead > 0 then
-  local due_count = redis.call('ZCOUNT', queue, '-inf', now)
-  local offset = math.floor(tonumber(ARGV[6]) * math.max(0, math.min(due_count - lookahead, 8 * lookahead)))
-  upcoming = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'LIMIT', offset, lookahead)
+  local head = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1)
+  if #head > 0 then
+    -- Spread over the jobs due within a second of the first only, as peek.lua does.
+    local near = math.min(now, tonumber(head[2]) + 1000)
+    local due_count = redis.call('ZCOUNT', queue, '-inf', near)
+    local offset = math.floor(tonumber(ARGV[6]) * math.max(0, math.min(due_count - lookahead, 8 * lookahead)))
+    upcoming = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'LIMIT', offset, lookahead)
+  end
 end
 return {reply, locked, upcoming, 1}
