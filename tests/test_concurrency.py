@@ -11,13 +11,22 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from hostedjobs import ConcurrencyLimit, JobContext, JobHost, JobStatus, RetryPolicy, job_type
+from hostedjobs import (
+    ConcurrencyLimit,
+    JobContext,
+    JobHost,
+    JobStatus,
+    RateLimit,
+    RetryPolicy,
+    job_type,
+)
 from hostedjobs.exceptions import ConfigurationError
 from hostedjobs.testing import wait_for_job
 from tests.concurrency_app import Limited, Solo
@@ -373,3 +382,25 @@ async def test_a_job_waiting_for_its_retry_holds_no_slot(redis_url: str, queue_n
 async def _tried(host: JobHost, job_id: str) -> bool:
     info = await host.scheduler.get(job_id)
     return info is not None and info.status is JobStatus.SCHEDULED
+
+
+async def test_a_limit_and_a_rate_limit_together(redis_url: str, queue_name: str) -> None:
+    """One at a time, and at most 3 started per 0.5 s: every job runs once, within both."""
+    host = JobHost(redis_url=redis_url, queue_name=queue_name, concurrency=4)
+    overlap = Overlap()
+
+    @host.handler(
+        Fast,
+        concurrency=ConcurrencyLimit(1),
+        rate_limit=RateLimit(3, per=timedelta(seconds=0.5), excess="wait"),
+    )
+    async def run_fast(job: Fast) -> int:
+        with overlap:
+            await asyncio.sleep(0.01)
+        return job.n
+
+    async with host.run():
+        ids = [await host.scheduler.enqueue(Fast(n=n)) for n in range(8)]
+        for job_id in ids:
+            assert (await wait_for_job(host, job_id, timeout=60)).status is JobStatus.SUCCEEDED
+    assert (overlap.runs, overlap.most) == (8, 1)
