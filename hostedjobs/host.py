@@ -427,6 +427,9 @@ class JobHost:
         self._handlers.register(registration)
         if rates is not None and rates.debounce is not None:
             self._scheduler.debounces[info.key] = rates
+        if registration.concurrency is not None:
+            rule = registration.concurrency
+            self._scheduler.slot_limits[info.key] = (rule.job_type, rule.limit)
 
     def handler(
         self,

@@ -13,13 +13,14 @@ import heapq
 import itertools
 import os
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeAlias, TypeVar, overload
 
 from .clock import LAST_MS
-from .concurrency import WAITING_REASON
+from .concurrency import WAITING_REASON, ConcurrencyLimit
 from .durations import Seconds, seconds
 from .exceptions import (
     ConfigurationError,
@@ -294,6 +295,10 @@ class Scheduler:
         """The debounced job types by wire name (``"type@version"``), registered by the
         host's handlers: `enqueue` defers such a job by the quiet period and records it as
         its key's latest (`hostedjobs.rates.Debounce`)."""
+        self.slot_limits: dict[str, tuple[str, ConcurrencyLimit[Any]]] = {}
+        """The concurrency-limited job types by wire name: (job type, limit). On a sharded
+        queue a limited job's generated id falls in its group's shard, whose Redis holds the
+        group's slots, so the limit holds across every shard."""
 
     def _attach(self, store: Store | None, shards: Sequence[Store] = ()) -> None:
         """Use ``store``; a sharded queue also gives every shard's store (``store`` is
@@ -313,6 +318,19 @@ class Scheduler:
         if self._shards:
             return self._shards[self._layout.of(job_id)]
         return self.store
+
+    def _id_for_slots(self, job: object, job_type: str, limit: ConcurrencyLimit[Any]) -> str:
+        """A new id in the shard that holds the slots of ``job``'s concurrency group (a
+        group's slots and waiting jobs are in one shard's Redis, beside its jobs)."""
+        try:
+            group = limit.group(job)
+        except ValueError:
+            return _new_id()  # the worker fails the job for its key
+        wanted = zlib.crc32(f"{job_type}\n{group}".encode()) % len(self._shards)
+        while True:  # a shard in len(shards) tries on average: ids spread by crc32
+            job_id = _new_id()
+            if self._layout.of(job_id) == wanted:
+                return job_id
 
     def _now_ms(self) -> int:
         """The time a ``delay`` counts from, in ms since the epoch."""
@@ -375,10 +393,12 @@ class Scheduler:
     async def _enqueue_many(
         self, jobs: Iterable[JobPayload], trace: str | None, head_start_ms: int = 0
     ) -> list[JobId[Any]]:
-        if self.debounces:
+        if self.debounces or (self._shards and self.slot_limits):
             jobs = list(jobs)
-            if any(job_type_info(job).key in self.debounces for job in jobs):
-                # Each debounced job records its key's latest: one at a time, in order.
+            one_by_one = {*self.debounces, *(self.slot_limits if self._shards else ())}
+            if any(job_type_info(job).key in one_by_one for job in jobs):
+                # Each debounced job records its key's latest, and each limited job of a
+                # sharded queue gets an id in its group's shard: one at a time, in order.
                 return [
                     await self._add(job, None, due_ms=None, head_start_ms=head_start_ms)
                     for job in jobs
@@ -445,6 +465,8 @@ class Scheduler:
         if job_id is not None and (not isinstance(job_id, str) or not job_id):
             raise ConfigurationError(f"job_id must be a non-empty string, got {job_id!r}")
         given = job_id is not None
+        if job_id is None and self._shards and info.key in self.slot_limits:
+            job_id = self._id_for_slots(job, *self.slot_limits[info.key])
         job_id = job_id or _new_id()
         store = self._store_for(job_id)
         debounce: tuple[str, str | None] | None = None

@@ -1,7 +1,8 @@
 """A host for the concurrency-limit tests' worker processes:
 `hostedjobs worker tests.concurrency_app:host`.
 
-Environment: CONCURRENCY_APP_QUEUE (queue name), HOSTEDJOBS_REDIS_URL (also where runs
+Environment: CONCURRENCY_APP_QUEUE (queue name), CONCURRENCY_APP_SHARDS (how many shards,
+default 1), HOSTEDJOBS_REDIS_URL (also where runs
 count themselves). Each run of `Limited` counts itself in ``<tag>:running:<customer>``
 while it runs, and appends the count it saw to ``<tag>:seen:<customer>``: the most runs of
 one customer seen at once, across processes.
@@ -17,7 +18,11 @@ from redis.asyncio import Redis
 
 from hostedjobs import ConcurrencyLimit, JobHost, RetryPolicy, job_type
 
-host = JobHost(queue_name=os.environ.get("CONCURRENCY_APP_QUEUE", "concurrency-app"), concurrency=6)
+host = JobHost(
+    queue_name=os.environ.get("CONCURRENCY_APP_QUEUE", "concurrency-app"),
+    concurrency=6,
+    shards=int(os.environ.get("CONCURRENCY_APP_SHARDS", "1")),
+)
 _redis: Redis | None = None
 
 

@@ -28,6 +28,7 @@ from hostedjobs import (
     job_type,
 )
 from hostedjobs.exceptions import ConfigurationError
+from hostedjobs.storage.shards import ShardLayout
 from hostedjobs.testing import wait_for_job
 from tests.concurrency_app import Limited, Solo
 from tests.servers import ROOT, subprocess_env
@@ -59,9 +60,15 @@ class Keyed:
 
 
 @contextmanager
-def workers(redis_url: str, queue_name: str, count: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+def workers(
+    redis_url: str, queue_name: str, count: int, shards: int = 1
+) -> Iterator[list[subprocess.Popen[bytes]]]:
     """``hostedjobs worker tests.concurrency_app:host`` processes, stopped at the end."""
-    env = subprocess_env(HOSTEDJOBS_REDIS_URL=redis_url, CONCURRENCY_APP_QUEUE=queue_name)
+    env = subprocess_env(
+        HOSTEDJOBS_REDIS_URL=redis_url,
+        CONCURRENCY_APP_QUEUE=queue_name,
+        CONCURRENCY_APP_SHARDS=str(shards),
+    )
     command = [HOSTEDJOBS, "worker", "tests.concurrency_app:host", "--log-level", "WARNING"]
     processes = [subprocess.Popen(command, env=env, cwd=ROOT) for _ in range(count)]
     try:
@@ -107,6 +114,10 @@ def test_concurrency_must_be_a_limit(queue_name: str) -> None:
         host.task(concurrency=2)  # type: ignore[call-overload]
 
 
+async def _limited(job: Limited) -> None:
+    raise AssertionError("runs in the worker processes")
+
+
 async def _fast(job: Fast) -> int:
     return job.n
 
@@ -114,18 +125,34 @@ async def _fast(job: Fast) -> int:
 # -- fleet-wide -----------------------------------------------------------------------------
 
 
-async def test_at_most_limit_runs_per_key_across_the_fleet(redis_url: str, queue_name: str) -> None:
-    """Three worker processes of concurrency 6; ConcurrencyLimit(2) per customer."""
+@pytest.mark.parametrize("shards", [1, 3])
+async def test_at_most_limit_runs_per_key_across_the_fleet(
+    redis_url: str, queue_name: str, shards: int
+) -> None:
+    """Three worker processes of concurrency 6; ConcurrencyLimit(2) per customer; on one
+    queue, and on a queue of three shards (each group's jobs and slots in one shard)."""
     tag = f"fleet-{uuid.uuid4().hex[:8]}"
     redis = Redis.from_url(redis_url)
-    with workers(redis_url, queue_name, 3):
-        host = JobHost(redis_url=redis_url, queue_name=queue_name, run_worker=False)
+    with workers(redis_url, queue_name, 3, shards):
+        host = JobHost(redis_url=redis_url, queue_name=queue_name, run_worker=False, shards=shards)
+        host.add_handler(
+            Limited,
+            _limited,
+            concurrency=ConcurrencyLimit(2, key=lambda job: job.customer),
+        )
         async with host.connected():
-            await eventually(lambda: _beating(host, 3), what="three workers beating")
+            await eventually(lambda: _beating(host, 3 * shards), what="three workers beating")
             ids = [
                 await host.scheduler.enqueue(Limited(tag=tag, customer=i % 2, hold=0.15))
-                for i in range(40)
+                for i in range(30)
             ]
+            ids += await host.scheduler.enqueue_many(
+                [Limited(tag=tag, customer=i % 2, hold=0.15) for i in range(10)]
+            )
+            if shards > 1:
+                layout = ShardLayout(queue_name, shards)
+                for first in (0, 1):  # customer 0's jobs, then customer 1's
+                    assert len({layout.of(job_id) for job_id in ids[first::2]}) == 1
             for job_id in ids:
                 info = await wait_for_job(host, job_id, timeout=120)
                 assert info.status is JobStatus.SUCCEEDED, info
