@@ -81,6 +81,7 @@ def _command_probes(key: str, channel: str) -> dict[str, tuple[Any, ...]]:
         "hmget": ("HMGET", key, "f"),
         "hexists": ("HEXISTS", key, "f"),
         "hgetall": ("HGETALL", key),
+        "hlen": ("HLEN", key),
         "lrange": ("LRANGE", key, 0, 0),
         "smembers": ("SMEMBERS", key),
         "sismember": ("SISMEMBER", key, "m"),
