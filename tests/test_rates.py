@@ -407,6 +407,13 @@ def test_bad_settings_raise_configuration_errors() -> None:
     _bad(lambda: Debounce(1, key=42), r"key=lambda job")  # type: ignore[arg-type]
     _bad(lambda: Cooldown(-1), r"window.*positive")
     _bad(lambda: Cooldown(1, key=[]), r"key=lambda job")  # type: ignore[arg-type]
+    # Longer windows overflowed Redis's expiry (or the scripts' integer ms): the job never
+    # started, put back or left running for ever.
+    _bad(lambda: RateLimit(1, per=timedelta(days=366)), r"per=.*at most 365 days")
+    _bad(lambda: RateLimit(1, per=10**30), r"per=.*at most 365 days")
+    _bad(lambda: Debounce(10**15), r"quiet.*at most 365 days")
+    _bad(lambda: Cooldown(10**20), r"window.*at most 365 days")
+    assert RateLimit(1, per=timedelta(days=365)).per_ms == 365 * 86_400_000
     host = JobHost(run_worker=False)
     _bad(
         lambda: host.add_handler(Call, _noop, rate_limit=10),  # type: ignore[arg-type]
