@@ -409,7 +409,8 @@ def create_dashboard(
                 timezone=form["timezone"] or "UTC",
                 misfire="run_once" if form["misfire"] == "run_once" else "skip",
             )
-        except ValueError as exc:  # ConfigurationError, or a payload that is not JSON
+        except (ValueError, RecursionError) as exc:  # ConfigurationError, or not JSON
+            # (RecursionError: nested too deep for json.loads)
             message = (
                 str(exc)
                 if isinstance(exc, ConfigurationError)
