@@ -400,6 +400,8 @@ async def test_console_lists_and_changes_schedules_with_auth_and_csrf(host: JobH
         refused = await client.post("/schedules/report:acme/pause", data={"csrf_token": "x" * 64})
         assert refused.status_code == 403
         assert (await client.get("/schedules?page=0")).status_code == 400
+        # A page past any offset Redis takes was a 503 ("Redis unavailable").
+        assert (await client.get("/schedules?page=" + "9" * 25)).status_code == 400
         assert (await client.get("/schedules?sort=name")).status_code == 400
     async with client_for(host, auth=allow_all) as client:
         page = await client.get("/schedules")
