@@ -56,6 +56,9 @@ _UNKNOWN_TTL_WAIT_S = 1.0
 _MIN_WAIT_S = 0.01
 """BLPOP's timeout 0 means for ever: a wait is never shorter than this."""
 
+_LONGEST_TTL_S = 365 * 86400.0
+"""The longest ``ttl`` a lock takes: a year."""
+
 
 class Lock:
     """A named lock shared by every process on the host's Redis (see the module's docstring).
@@ -77,6 +80,12 @@ class Lock:
         lapses within this."""
         if self.ttl_s < 0.001:
             raise ConfigurationError(f"ttl must be at least 1 ms, got {ttl!r}")
+        if self.ttl_s > _LONGEST_TTL_S:
+            # Far longer ones are expiries Redis refuses (it read as Redis being unavailable).
+            raise ConfigurationError(
+                f"ttl must be at most 365 days (timedelta(days=365)), got {ttl!r}: it only "
+                "bounds how long a crashed holder keeps the lock (a live one renews it)"
+            )
         self.timeout_s = None if timeout is None else seconds("timeout", timeout)
         """How long (s) ``async with`` waits for the lock; None: for ever."""
         self._store = store

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Final, Literal
 
 from .durations import Seconds, seconds
@@ -28,8 +29,17 @@ value is the key, so ``42`` and ``"42"`` are the same key."""
 _EXCESS: Final = ("wait", "drop")
 
 
+_LONGEST_WINDOW = timedelta(days=365)
+"""The longest ``per``, ``quiet`` or ``window`` taken: a year. Far longer ones would not fit
+Redis's expiry times and the scripts' integer milliseconds (the job would never start)."""
+
+
 def _window_ms(what: str, value: Seconds) -> int:
     window_s = seconds(what, value, positive=True)
+    if window_s > _LONGEST_WINDOW.total_seconds():
+        raise ConfigurationError(
+            f"{what} must be at most 365 days (timedelta(days=365)), got {value!r}"
+        )
     window_ms = math.ceil(window_s * 1000)
     return max(window_ms, 1)
 

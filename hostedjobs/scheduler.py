@@ -225,6 +225,13 @@ def _prepare_many(
     return prepared
 
 
+def _debounced_priority(key: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"job type {key} is debounced: its jobs wait for a quiet period, "
+        "which a priority's head start would cut short; enqueue it without priority"
+    )
+
+
 _MOST_HEAD_START = timedelta(days=30)
 """The largest priority (head start) `Scheduler.enqueue` takes: 30 days."""
 
@@ -397,6 +404,14 @@ class Scheduler:
             jobs = list(jobs)
             one_by_one = {*self.debounces, *(self.slot_limits if self._shards else ())}
             if any(job_type_info(job).key in one_by_one for job in jobs):
+                # As for any batch, every job is checked before one is queued: it encodes,
+                # takes the priority, and its debounce key can be computed.
+                _prepare_many(jobs, trace, self._now_ms(), head_start_ms)
+                for job in jobs:
+                    if (rates := self.debounces.get(job_type_info(job).key)) is not None:
+                        if head_start_ms:
+                            raise _debounced_priority(job_type_info(job).key)
+                        rates.debounce_key(job)
                 # Each debounced job records its key's latest, and each limited job of a
                 # sharded queue gets an id in its group's shard: one at a time, in order.
                 return [
@@ -473,10 +488,7 @@ class Scheduler:
         if self.debounces and (rates := self.debounces.get(info.key)) is not None:
             assert rates.debounce is not None
             if head_start_ms:
-                raise ConfigurationError(
-                    f"job type {info.key} is debounced: its jobs wait for a quiet period, "
-                    "which a priority's head start would cut short; enqueue it without priority"
-                )
+                raise _debounced_priority(info.key)
             debounce = (rates.job_type, rates.debounce_key(job))
             quiet_until = int(time.time() * 1000) + rates.debounce.quiet_ms
             due_ms = quiet_until if due_ms is None else max(due_ms, quiet_until)

@@ -283,7 +283,7 @@ class Schedules:
         if isinstance(payload, str):
             try:
                 payload = json.loads(payload or "{}")
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
                 raise ConfigurationError(f"the payload is not JSON: {exc}") from None
         if not isinstance(payload, Mapping):
             raise ConfigurationError(

@@ -77,6 +77,11 @@ LEASE_RENEW_S = 2.0
 """How often a worker renews its lease."""
 ABORT_CHECK_S = 0.5
 """How often a worker with running jobs looks for ones asked to stop (arq's abort set)."""
+UNLIMITED_RECONCILE_S = 10.0
+"""How often a worker that runs no limited job type still looks for jobs waiting for a
+concurrency slot that no run will free (one read): after a crash, the limit may have been
+removed from the code, and then no limited worker would move them back (a worker running a
+limited type looks at each lease renewal)."""
 _CLAIM_BATCH = 500
 """Jobs one claim takes at most: it holds Redis for a bounded time (and Lua's stack)."""
 _STALL_S = 2.0
@@ -1080,7 +1085,7 @@ class Worker:
     # -- timers: renewals, cancellations, heartbeats --------
 
     async def _maintain(self) -> None:
-        renewed_at = checked_at = time.monotonic()
+        renewed_at = checked_at = reconciled_at = time.monotonic()
         beat_at = -BEAT_INTERVAL_S
         while True:
             now = time.monotonic()
@@ -1107,7 +1112,8 @@ class Worker:
                         self._kick.set()
                     if parked and self.taking_jobs and not self._stopping:
                         await self._unpark(parked)
-                    if self._limited and held:
+                    if held and (self._limited or now - reconciled_at >= UNLIMITED_RECONCILE_S):
+                        reconciled_at = now
                         await self._reconcile_concurrency()  # after the renewal: never delays it
             except (RedisError, OSError) as exc:
                 self._redis_failed(exc)

@@ -205,6 +205,47 @@ async def test_a_killed_workers_slot_comes_back_within_its_lease(
     await redis.aclose()
 
 
+async def test_waiters_run_after_a_crash_and_a_deploy_without_the_limit(
+    redis_url: str, queue_name: str
+) -> None:
+    """The worker holding a type's only slot is SIGKILLed and the app comes back without the
+    limit (a deploy that removed it): the jobs left waiting for the slot run, though no
+    worker runs a limited type any more (they waited for ever)."""
+    tag = f"unlimited-{uuid.uuid4().hex[:8]}"
+    redis = Redis.from_url(redis_url)
+    host = JobHost(redis_url=redis_url, queue_name=queue_name, run_worker=False)
+    with workers(redis_url, queue_name, 1) as (victim,):
+        async with host.connected():
+            await eventually(lambda: _beating(host, 1), what="the worker beating")
+            await host.scheduler.enqueue(Solo(tag=tag, hold=600))
+            await eventually(lambda: redis.lpop(f"{tag}:pids"), what="the holder runs")
+            waiters = [await host.scheduler.enqueue(Solo(tag=tag)) for _ in range(3)]
+
+            async def all_waiting() -> bool:
+                infos = [await host.scheduler.get(i) for i in waiters]
+                return all(
+                    i is not None and (i.message or "").startswith("waiting for a concurrency")
+                    for i in infos
+                )
+
+            await eventually(all_waiting, what="the later jobs waiting for the slot")
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(timeout=60)
+    ran: list[float] = []
+    redeployed = JobHost(redis_url=redis_url, queue_name=queue_name, concurrency=4)
+
+    @redeployed.handler(Solo)  # no concurrency= any more
+    async def solo(job: Solo) -> None:
+        ran.append(job.hold)
+
+    async with redeployed.run():
+        for job_id in waiters:
+            finished = await wait_for_job(redeployed, job_id, timeout=120)
+            assert finished.status is JobStatus.SUCCEEDED, finished
+    assert len(ran) >= 3
+    await redis.aclose()
+
+
 # -- one worker process ---------------------------------------------------------------------
 
 

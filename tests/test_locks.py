@@ -232,13 +232,18 @@ async def test_a_cancelled_body_releases(host: JobHost) -> None:
 
 
 async def test_bad_options_are_refused(host: JobHost, redis_url: str, queue_name: str) -> None:
-    """An empty name, a ttl <= 0 and a negative timeout raise ConfigurationError; a host that
-    is not running raises HostNotRunningError."""
+    """An empty name, a ttl <= 0 or over 365 days and a negative timeout raise
+    ConfigurationError; a host that is not running raises HostNotRunningError."""
     with pytest.raises(ConfigurationError, match="non-empty string"):
         host.lock("")
     for ttl in (0, -1, timedelta(seconds=-1), float("nan")):
         with pytest.raises(ConfigurationError, match="ttl"):
             host.lock("x", ttl=ttl)
+    # A far longer ttl reached Redis as an expiry it refuses: a RedisUnavailableError.
+    for ttl in (timedelta(days=366), 10**20):
+        with pytest.raises(ConfigurationError, match="ttl must be at most 365 days"):
+            host.lock("x", ttl=ttl)
+    assert host.lock("x", ttl=timedelta(days=365)).ttl_s == 365 * 86400
     with pytest.raises(ConfigurationError, match="timeout must be >= 0"):
         host.lock("x", timeout=-1)
     with pytest.raises(ConfigurationError, match="timeout must be >= 0"):

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from hostedjobs import Cooldown, Debounce, JobContext, JobHost, JobStatus, RateLimit, job_type
-from hostedjobs.exceptions import ConfigurationError
+from hostedjobs.exceptions import ConfigurationError, PayloadError
 from hostedjobs.rates import Rates
 from hostedjobs.storage.scripts import _sha, source
 from hostedjobs.testing import eager, wait_for_job
@@ -179,6 +179,39 @@ async def test_debounce_runs_only_the_last_of_a_burst_once(redis_url: str, queue
         f"dropped: superseded by job {burst[-1]} (debounce)"
     }
     assert sorted(ran) == [("k", 4), ("other", 9)]
+
+
+async def test_a_batch_with_debounced_jobs_queues_nothing_if_one_is_refused(
+    redis_url: str, queue_name: str
+) -> None:
+    """`enqueue_many` of a batch holding debounced jobs validates every job before it queues
+    any, as for any batch: a priority, a payload that cannot be stored or a debounce key
+    that raises, anywhere in it, queues none of it (the jobs before it were queued)."""
+    host = JobHost(redis_url=redis_url, queue_name=queue_name, run_worker=False)
+
+    def key(job: Call) -> str:
+        if job.value < 0:
+            raise LookupError("no such document")
+        return job.key
+
+    @host.handler(Call, debounce=Debounce(60, key=key))
+    async def call(job: Call) -> None:
+        return None
+
+    @host.handler(Edit)
+    async def edit(job: Edit) -> None:
+        return None
+
+    async with host.connected():
+        with pytest.raises(ConfigurationError, match="debounced"):
+            await host.scheduler.enqueue_many([Edit(1), Call("k")], priority=timedelta(minutes=1))
+        with pytest.raises(PayloadError, match=r"jobs\[2\]"):
+            await host.scheduler.enqueue_many([Edit(1), Call("k"), Call(object())])  # type: ignore[arg-type]
+        with pytest.raises(LookupError, match="no such document"):
+            await host.scheduler.enqueue_many([Edit(1), Call("k"), Call("k", -1)])
+        counts = await host.scheduler.counts()
+        assert sum(counts.values()) == 0, counts
+        assert len(await host.scheduler.enqueue_many([Edit(1), Call("k")])) == 2
 
 
 async def test_cooldown_runs_the_first_and_drops_the_rest_of_its_window(
@@ -407,6 +440,13 @@ def test_bad_settings_raise_configuration_errors() -> None:
     _bad(lambda: Debounce(1, key=42), r"key=lambda job")  # type: ignore[arg-type]
     _bad(lambda: Cooldown(-1), r"window.*positive")
     _bad(lambda: Cooldown(1, key=[]), r"key=lambda job")  # type: ignore[arg-type]
+    # Longer windows overflowed Redis's expiry (or the scripts' integer ms): the job never
+    # started, put back or left running for ever.
+    _bad(lambda: RateLimit(1, per=timedelta(days=366)), r"per=.*at most 365 days")
+    _bad(lambda: RateLimit(1, per=10**30), r"per=.*at most 365 days")
+    _bad(lambda: Debounce(10**15), r"quiet.*at most 365 days")
+    _bad(lambda: Cooldown(10**20), r"window.*at most 365 days")
+    assert RateLimit(1, per=timedelta(days=365)).per_ms == 365 * 86_400_000
     host = JobHost(run_worker=False)
     _bad(
         lambda: host.add_handler(Call, _noop, rate_limit=10),  # type: ignore[arg-type]

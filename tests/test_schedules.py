@@ -400,6 +400,8 @@ async def test_console_lists_and_changes_schedules_with_auth_and_csrf(host: JobH
         refused = await client.post("/schedules/report:acme/pause", data={"csrf_token": "x" * 64})
         assert refused.status_code == 403
         assert (await client.get("/schedules?page=0")).status_code == 400
+        # A page past any offset Redis takes was a 503 ("Redis unavailable").
+        assert (await client.get("/schedules?page=" + "9" * 25)).status_code == 400
         assert (await client.get("/schedules?sort=name")).status_code == 400
     async with client_for(host, auth=allow_all) as client:
         page = await client.get("/schedules")
@@ -564,6 +566,39 @@ async def test_console_adds_and_edits_schedules_keeping_what_was_typed(host: Job
         assert (found.cron, found.payload) == ("30 9 * * 1", {"customer": "globex"})
         gone = await client.post("/schedules/edit?name=nope", data=changed)
         assert gone.headers["location"].endswith("notice=no-such-schedule")
+
+
+_TOO_DEEP = "[" * 5000 + "]" * 5000
+"""A payload nested deeper than Python's json can parse (it raised RecursionError)."""
+
+
+async def test_a_payload_nested_too_deep_is_refused_not_a_crash(host: JobHost) -> None:
+    """A payload nested too deep to parse is a ConfigurationError from `schedules.job`, a
+    400 with the form kept in the console's add and edit forms (it was a 500)."""
+    with pytest.raises(ConfigurationError, match="the payload is not JSON"):
+        host.schedules.job("schedule-ping", _TOO_DEEP)
+    async with client_for(host, auth=allow_all) as client:
+        page = await client.get("/schedules")
+        token = re.search(r'name="csrf_token" value="([0-9a-f]{64})"', page.text)
+        assert token is not None
+        form = {
+            "csrf_token": token.group(1),
+            "name": "report:too-deep",
+            "cron": "0 9 * * 1",
+            "timezone": "UTC",
+            "job_type": "schedule-ping@1",
+            "misfire": "skip",
+            "payload": _TOO_DEEP,
+        }
+        added = await client.post("/schedules/add", data=form)
+        assert added.status_code == 400 and "the payload is not JSON" in added.text
+        assert await host.schedules.get("report:too-deep") is None
+        await host.schedules.add("report:too-deep", "0 9 * * 1", Ping("acme"))
+        edited = await client.post("/schedules/edit?name=report:too-deep", data=form)
+        assert edited.status_code == 400 and "the payload is not JSON" in edited.text
+        found = await host.schedules.get("report:too-deep")
+        assert found is not None and found.payload == {"customer": "acme"}
+        await host.schedules.remove("report:too-deep")
 
 
 def client_for(host: JobHost, auth: Any = None) -> httpx2.AsyncClient:

@@ -311,8 +311,10 @@ def create_dashboard(
     ) -> Response:
         params = _query(request, "page")
         page_given = params.get("page", "1")
-        if not (page_given.isascii() and page_given.isdigit()) or not int(page_given) >= 1:
-            raise HTTPException(400, "page is a whole number from 1")
+        if not (page_given.isascii() and page_given.isdigit()) or not (
+            1 <= int(page_given) <= _PAGES
+        ):
+            raise HTTPException(400, f"page is a whole number from 1 to {_PAGES}")
         page = int(page_given)
         total = await host.schedules.count()
         found = await host.schedules.list((page - 1) * _SCHEDULES_PAGE, _SCHEDULES_PAGE)
@@ -409,7 +411,8 @@ def create_dashboard(
                 timezone=form["timezone"] or "UTC",
                 misfire="run_once" if form["misfire"] == "run_once" else "skip",
             )
-        except ValueError as exc:  # ConfigurationError, or a payload that is not JSON
+        except (ValueError, RecursionError) as exc:  # ConfigurationError, or not JSON
+            # (RecursionError: nested too deep for json.loads)
             message = (
                 str(exc)
                 if isinstance(exc, ConfigurationError)
