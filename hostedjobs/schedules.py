@@ -56,6 +56,8 @@ notice, a reconnect), and every second when it may not subscribe to the control 
 _BATCH = 200
 _RUN_TTL_MS = 86_400_000
 _MAX_NAME = 200
+_MAX_PAGE = 10_000
+_MAX_OFFSET = 10**12
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,8 @@ class Schedules:
         it with `update`), an invalid expression or zone, or a payload that is not a job."""
         store = self._schedules()
         _check_name(name)
+        if not isinstance(paused, bool):
+            raise ConfigurationError(f"paused must be True or False, got {paused!r}")
         definition = self._new_definition(cron, job, timezone, _check_misfire(misfire), paused)
         next_ms = None if paused else self._first_tick(definition)
         text = json.dumps(definition, sort_keys=True)
@@ -238,9 +242,15 @@ class Schedules:
 
     async def list(self, offset: int = 0, limit: int = 100) -> list[Schedule]:
         """A page of the schedules, in name order."""
-        if not isinstance(offset, int) or not isinstance(limit, int) or offset < 0 or limit < 0:
+        if (
+            not isinstance(offset, int)
+            or not isinstance(limit, int)
+            or not 0 <= offset <= _MAX_OFFSET
+            or not 0 <= limit <= _MAX_PAGE
+        ):
             raise ConfigurationError(
-                f"offset and limit must be ints >= 0, got offset={offset!r}, limit={limit!r}"
+                f"offset must be an int from 0 to {_MAX_OFFSET:,} and limit one from 0 to "
+                f"{_MAX_PAGE:,} (a page), got offset={offset!r}, limit={limit!r}"
             )
         page = await self._schedules().page(offset, limit)
         return [_schedule(name, raw, score) for name, raw, score in page if raw is not None]
@@ -345,7 +355,7 @@ class Schedules:
         while True:  # compare-and-set: again if another process changed it in between
             raw, score = await store.read(name)
             if raw is None:
-                raise UnknownJobError(f"no schedule named {name!r}; add it with add()")
+                raise UnknownJobError(f"no schedule named {name!r}; add one first")
             current = _definition(raw)
             new = change(current)
             if new == current:

@@ -125,6 +125,7 @@ async def test_bad_schedules_are_refused_with_clear_errors(host: JobHost) -> Non
         ({"name": "x", "cron": YEARLY, "job": Unhandled(1)}, "no handler"),
         ({"name": "x", "cron": YEARLY, "job": Ping(object())}, "customer"),  # type: ignore[arg-type]
         ({"name": "x", "cron": YEARLY, "job": Ping("a"), "misfire": "later"}, "misfire"),
+        ({"name": "x", "cron": YEARLY, "job": Ping("a"), "paused": "yes"}, "paused"),
     ]
     for kwargs, expected in cases:
         with pytest.raises(ConfigurationError, match=expected):
@@ -139,6 +140,9 @@ async def test_bad_schedules_are_refused_with_clear_errors(host: JobHost) -> Non
         await host.schedules.update("x", timezone="Mars/Base")
     with pytest.raises(ConfigurationError, match="offset"):
         await host.schedules.list(-1, 10)
+    for offset, limit in ((0, 10**30), (10**30, 10), (0, 10_001)):
+        with pytest.raises(ConfigurationError, match="a page"):
+            await host.schedules.list(offset, limit)
     found = await host.schedules.get("x")
     assert found is not None and found.payload == {"customer": "a"} and found.cron == YEARLY
 
@@ -533,6 +537,7 @@ async def test_console_adds_and_edits_schedules_keeping_what_was_typed(host: Job
             ("job_type", "nope@1", "no handler for job type"),
             ("payload", '{"customer": 42}', "does not fit schedule-ping@1"),
             ("name", "", "name"),
+            ("misfire", "later", "misfire"),
         ):
             wrong = await client.post(
                 "/schedules/add", data={**form, "payload": '{"customer": "acme"}', field: value}

@@ -343,7 +343,7 @@ def create_dashboard(
                 form["cron"],
                 job,
                 timezone=form["timezone"] or "UTC",
-                misfire="run_once" if form["misfire"] == "run_once" else "skip",
+                misfire=form["misfire"] or "skip",  # type: ignore[arg-type]  # checked there
                 paused=bool(form["paused"]),
             )
         except ConfigurationError as exc:
@@ -409,7 +409,7 @@ def create_dashboard(
                 cron=form["cron"],
                 job=job,
                 timezone=form["timezone"] or "UTC",
-                misfire="run_once" if form["misfire"] == "run_once" else "skip",
+                misfire=form["misfire"] or "skip",  # type: ignore[arg-type]  # checked there
             )
         except (ValueError, RecursionError) as exc:  # ConfigurationError, or not JSON
             # (RecursionError: nested too deep for json.loads)
@@ -829,7 +829,9 @@ def _bulk_done(params: Mapping[str, str]) -> str | None:
 async def _form(request: Request) -> dict[str, list[str]]:
     """A POST's form fields, read up to `_FORM_LIMIT` bytes: 413 beyond it."""
     too_large = HTTPException(
-        413, f"the form is over {_FORM_LIMIT // 1024} KiB: act on fewer jobs at once"
+        413,
+        f"the form is over {_FORM_LIMIT // 1024} KiB: send less at once (fewer jobs, or a "
+        "smaller payload)",
     )
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > _FORM_LIMIT:
