@@ -99,6 +99,28 @@ def test_worker_command_reports_bad_targets(capsys: pytest.CaptureFixture[str]) 
             main(["worker", target])
 
 
+def test_python_dash_m_hostedjobs_is_the_command() -> None:
+    """``python -m hostedjobs`` runs the same command as ``hostedjobs``."""
+    done = subprocess.run(
+        [sys.executable, "-m", "hostedjobs", "worker", "nocolon"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=subprocess_env(),
+        timeout=60,
+    )
+    assert done.returncode == 1 and "expected MODULE:ATTR" in done.stderr
+    shown = subprocess.run(
+        [sys.executable, "-m", "hostedjobs", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=subprocess_env(),
+        timeout=60,
+    )
+    assert shown.returncode == 0 and "schedules" in shown.stdout
+
+
 def test_worker_command_reports_redis_down() -> None:
     """With Redis unreachable the worker exits 1 and says where it looked."""
     result = subprocess.run(
